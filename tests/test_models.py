@@ -1,0 +1,152 @@
+"""Model family: published parameter counts, a numpy reference forward pass, dtypes, errors."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests import numpy_vit
+from vit_jax.models import create_model
+
+PUBLISHED_COUNTS = {  # 1000-class head, 224 px, as published.
+    "ViT-Ti_16": 5_717_416,
+    "ViT-S_16": 22_050_664,
+    "ViT-B_16": 86_567_656,
+    "ViT-B_32": 88_224_232,
+    "ViT-L_16": 304_326_632,
+    "ViT-H_14": 632_045_800,
+    "R50+ViT-B_16": 98_659_112,
+}
+
+
+def abstract_params(model, resolution):
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, resolution, resolution, 3))))
+  return nn.unbox(variables["params"])
+
+
+def count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("name,expected", sorted(PUBLISHED_COUNTS.items()))
+def test_published_parameter_counts(name, expected):
+  assert count(abstract_params(create_model(name, num_classes=1000), 224)) == expected
+
+
+def test_b16_block_and_ti16_ten_class_counts():
+  b16 = abstract_params(create_model("ViT-B_16", num_classes=1000), 224)
+  assert count(b16["Transformer"]["encoderblock_0"]) == 7_087_872
+  assert count(abstract_params(create_model("ViT-Ti_16", num_classes=10), 224)) == 5_526_346
+
+
+@pytest.mark.parametrize("name", ["ViT-S_32", "ViT-B_8", "ViT-L_32", "ViT-g_14", "ViT-G_14"])
+def test_other_variants_have_analytic_counts(name):
+  model = create_model(name, num_classes=1000)
+  d, layers, mlp, p = model.hidden_size, model.num_layers, model.mlp_dim, model.patch_size
+  tokens = (224 // p) ** 2 + 1
+  block = 4 * d * d + 4 * d + 2 * d * mlp + mlp + d + 4 * d
+  expected = (p * p * 3 * d + d) + d + tokens * d + layers * block + 2 * d + d * 1000 + 1000
+  assert count(abstract_params(model, 224)) == expected
+
+
+def random_params(model, resolution, seed=0):
+  """Initialised params with every leaf replaced by random values (zero heads hide bugs)."""
+  params = nn.unbox(model.init(jax.random.key(seed), jnp.zeros((1, resolution, resolution, 3)))
+                    ["params"])
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda x: (rng.standard_normal(x.shape) * 0.3).astype(np.float32), params)
+
+
+@pytest.mark.parametrize("classifier,representation_size",
+                         [("token", None), ("gap", None), ("token", 24), ("gap", 24)])
+def test_matches_numpy_reference(classifier, representation_size):
+  model = create_model("ViT-test", num_classes=7, classifier=classifier,
+                       representation_size=representation_size)
+  params = random_params(model, 16)
+  images = np.random.default_rng(1).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
+  logits = np.asarray(model.apply({"params": params}, images))
+  reference = numpy_vit.forward(params, images, patch_size=4, classifier=classifier)
+  assert logits.shape == (3, 7)
+  rel = np.linalg.norm(logits - reference) / np.linalg.norm(reference)
+  assert rel < 1e-5, rel
+
+
+def test_non_square_images_match_reference():
+  model = create_model("ViT-test", num_classes=5)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 16, 3)))
+  rng = np.random.default_rng(2)
+  params = jax.tree.map(lambda x: (rng.standard_normal(x.shape) * 0.3).astype(np.float32),
+                        nn.unbox(variables["params"]))
+  images = rng.uniform(-1, 1, (2, 8, 16, 3)).astype(np.float32)
+  logits = np.asarray(model.apply({"params": params}, images))
+  reference = numpy_vit.forward(params, images, patch_size=4)
+  assert np.linalg.norm(logits - reference) / np.linalg.norm(reference) < 1e-5
+
+
+def test_bfloat16_compute_close_to_float32():
+  """Measured relative error of bf16 logits vs float32 on this model: ~1e-2; bound 3e-2."""
+  f32 = create_model("ViT-test", num_classes=10)
+  bf16 = create_model("ViT-test", num_classes=10, dtype="bfloat16")
+  params = random_params(f32, 16)
+  images = np.random.default_rng(3).uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32)
+  ref = np.asarray(f32.apply({"params": params}, images))
+  out = bf16.apply({"params": params}, images)
+  assert out.dtype == jnp.float32  # logits come back in float32 for a stable loss.
+  rel = np.linalg.norm(np.asarray(out) - ref) / np.linalg.norm(ref)
+  assert 0 < rel < 3e-2, rel
+  # Parameters stay float32 even with bf16 compute.
+  bf16_params = nn.unbox(bf16.init(jax.random.key(0), images)["params"])
+  assert {x.dtype for x in jax.tree.leaves(bf16_params)} == {jnp.dtype(jnp.float32)}
+
+
+def test_dropout_only_in_training():
+  model = create_model("ViT-test", num_classes=3, dropout_rate=0.5, attention_dropout_rate=0.5)
+  params = random_params(model, 16)
+  images = np.ones((2, 16, 16, 3), np.float32)
+  eval_a = model.apply({"params": params}, images)
+  eval_b = model.apply({"params": params}, images)
+  np.testing.assert_array_equal(eval_a, eval_b)
+  train = model.apply({"params": params}, images, train=True,
+                      rngs={"dropout": jax.random.key(1)})
+  assert not np.allclose(train, eval_a)
+
+
+def test_head_initialisation_options():
+  model = create_model("ViT-test", num_classes=4, head_bias_init=-10.0)
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"])
+  np.testing.assert_array_equal(params["head"]["kernel"], 0)
+  np.testing.assert_array_equal(params["head"]["bias"], -10)
+
+
+def test_hybrid_matches_reference_after_the_stem():
+  """The hybrid's stem reduces 32 px to a 2x2 map (16x), then 1x1 patches."""
+  model = create_model("R50+ViT-B_16", num_classes=3, hidden_size=32, num_heads=2,
+                       mlp_dim=64, num_layers=1, resnet_layers=(1, 1, 1))
+  out = model.apply(model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))),
+                    jnp.zeros((2, 32, 32, 3)), return_representation=True)
+  assert out.shape == (2, 32)
+  params = abstract_params(model, 32)
+  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 1 + 4, 32)
+  assert params["block1"]["unit1"]["conv_proj"]["kernel"].shape == (1, 1, 64, 256)
+
+
+def test_unknown_name_lists_valid_ones():
+  with pytest.raises(ValueError, match=r"Unknown model name 'ViT-X_16'.*ViT-B_16"):
+    create_model("ViT-X_16", num_classes=10)
+
+
+def test_unknown_override_is_named():
+  with pytest.raises(ValueError, match="hiden_size"):
+    create_model("ViT-B_16", num_classes=10, hiden_size=3)
+
+
+def test_image_size_not_divisible_by_patch():
+  model = create_model("ViT-B_16", num_classes=10)
+  with pytest.raises(ValueError, match=r"Image size 100x100.*patch_size=16"):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 100, 100, 3))))
+
+
+def test_short_names_resolve():
+  assert create_model("b16", num_classes=2).hidden_size == 768
+  assert create_model("ti16", num_classes=2).num_heads == 3

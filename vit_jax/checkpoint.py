@@ -1,0 +1,177 @@
+"""The published ViT checkpoint format (`.npz`, flat '/'-joined keys) and fine-tuning surgery.
+
+This is the *exchange* format (Google's released files, timm, the official code). Training
+state (optimizer, step, RNG) lives in orbax checkpoints: see `vit_jax.train_checkpoint`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import numpy as np
+from flax import traverse_util
+
+Params = Mapping[str, Any]
+
+# Current Flax auto-naming numbers modules per type; the published files number them per
+# block. We keep the published (older) names in memory and on disk.
+_NEW_TO_OLD_BLOCK_NAMES = {
+    "LayerNorm_0": "LayerNorm_0",
+    "MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
+    "LayerNorm_1": "LayerNorm_2",
+    "MlpBlock_0": "MlpBlock_3",
+}
+POS_EMBEDDING_KEY = "Transformer/posembed_input/pos_embedding"
+
+
+def _uses_new_block_names(flat: Mapping[str, Any]) -> bool:
+  return any("/MlpBlock_0/" in key for key in flat)
+
+
+def _to_old_block_names(flat: dict[str, Any]) -> dict[str, Any]:
+  renamed = {}
+  for key, value in flat.items():
+    parts = key.split("/")
+    for i, part in enumerate(parts[:-1]):
+      if part.startswith("encoderblock_") and i + 1 < len(parts):
+        parts[i + 1] = _NEW_TO_OLD_BLOCK_NAMES.get(parts[i + 1], parts[i + 1])
+    renamed["/".join(parts)] = value
+  return renamed
+
+
+def flatten(params: Params) -> dict[str, Any]:
+  return traverse_util.flatten_dict(nn.unbox(dict(params)), sep="/")
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+  return traverse_util.unflatten_dict(dict(flat), sep="/")
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, Any]:
+  """Loads a published (or `save_npz`-written) checkpoint as a nested params dict.
+
+  Accepts both the older block naming (LayerNorm_0, MultiHeadDotProductAttention_1,
+  LayerNorm_2, MlpBlock_3) and the current Flax naming (..._0, ..._1); returns the older.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      flat = {key: np.asarray(data[key]) for key in data.files}
+  except (ValueError, OSError) as e:
+    raise ValueError(f"{path!r} is not a readable .npz checkpoint: {e}") from None
+  if not flat:
+    raise ValueError(f"Checkpoint {path!r} holds no arrays.")
+  if _uses_new_block_names(flat):
+    flat = _to_old_block_names(flat)
+  return unflatten(flat)
+
+
+def _to_host(x) -> np.ndarray:
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    x = multihost_utils.process_allgather(x, tiled=True)
+  x = np.asarray(jax.device_get(x))
+  # bfloat16 has no portable .npz encoding: store float32 so every reader can load it.
+  return x.astype(np.float32) if x.dtype.kind == "V" or x.dtype.name == "bfloat16" else x
+
+
+def save_npz(params: Params, path: str | os.PathLike) -> None:
+  """Writes params in the published layout (older naming), readable by the official code
+  and by timm. Written to a temporary file first so an interrupted save never leaves a
+  truncated checkpoint behind."""
+  flat = {key: _to_host(value) for key, value in flatten(params).items()}
+  if _uses_new_block_names(flat):
+    flat = _to_old_block_names(flat)
+  if jax.process_index() != 0:
+    return
+  path = os.fspath(path)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **flat)
+  os.replace(tmp, path)
+
+
+# --- Fine-tuning surgery ----------------------------------------------------------------
+def _linear_resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+  """(size_out, size_in) bilinear weights with half-pixel centres (as jax.image.resize
+  and tf.image.resize without antialiasing)."""
+  matrix = np.zeros((size_out, size_in), np.float64)
+  for i in range(size_out):
+    src = np.clip((i + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
+    lo = int(np.floor(src))
+    hi = min(lo + 1, size_in - 1)
+    matrix[i, lo] += 1 - (src - lo)
+    matrix[i, hi] += src - lo
+  return matrix
+
+
+def _square_grid(num_patches: int, what: str) -> tuple[int, int]:
+  side = math.isqrt(num_patches)
+  if side * side != num_patches:
+    raise ValueError(f"{what} has {num_patches} patch positions, not a square grid; pass "
+                     f"the grid shape explicitly.")
+  return side, side
+
+
+def resize_posemb(posemb: np.ndarray, *, target_grid: tuple[int, int],
+                  source_grid: tuple[int, int] | None = None,
+                  num_prefix_tokens: int = 1) -> np.ndarray:
+  """Resizes (1, prefix + gh*gw, D) position embeddings to a new patch grid by bilinear
+  interpolation of the grid; the class-token (prefix) embeddings are kept as they are."""
+  posemb = np.asarray(posemb)
+  prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
+  if source_grid is None:
+    source_grid = _square_grid(grid.shape[0], "The source position embedding")
+  if source_grid[0] * source_grid[1] != grid.shape[0]:
+    raise ValueError(f"source_grid={source_grid} does not match {grid.shape[0]} positions.")
+  grid = grid.reshape(*source_grid, -1).astype(np.float64)
+  rows = _linear_resize_matrix(source_grid[0], target_grid[0])
+  cols = _linear_resize_matrix(source_grid[1], target_grid[1])
+  resized = np.einsum("ai,bj,ijd->abd", rows, cols, grid).reshape(1, -1, grid.shape[-1])
+  return np.concatenate([prefix, resized.astype(posemb.dtype)], axis=1)
+
+
+def adapt_for_finetuning(restored: Params, init: Params, *,
+                         target_grid: tuple[int, int] | None = None,
+                         reset_head: bool = False) -> dict[str, Any]:
+  """Fits restored (pre-trained) params to a freshly initialised model's params.
+
+  - position embeddings are resized to the new patch grid;
+  - `pre_logits` is dropped when the new model has none;
+  - the head is replaced by the fresh (zero-initialised) one when the class count differs,
+    is missing, or `reset_head`;
+  - anything else that does not fit raises one error listing every missing key,
+    unexpected key and shape mismatch.
+  """
+  restored_flat, init_flat = flatten(restored), flatten(init)
+  result, problems = {}, []
+  for key, init_value in init_flat.items():
+    is_head = key.startswith("head/")
+    if key not in restored_flat:
+      if is_head:
+        result[key] = init_value
+      else:
+        problems.append(f"missing {key} {tuple(init_value.shape)}")
+      continue
+    value = np.asarray(restored_flat[key])
+    if is_head and (reset_head or value.shape != tuple(init_value.shape)):
+      value = init_value
+    elif key == POS_EMBEDDING_KEY and value.shape != tuple(init_value.shape):
+      prefix = 1 if "cls" in init_flat else 0
+      grid = target_grid or _square_grid(init_value.shape[1] - prefix, "The model")
+      value = resize_posemb(value, target_grid=grid, num_prefix_tokens=prefix)
+    if tuple(value.shape) != tuple(init_value.shape):
+      problems.append(f"shape mismatch {key}: checkpoint {tuple(value.shape)} vs model "
+                      f"{tuple(init_value.shape)}")
+      continue
+    result[key] = np.asarray(value, dtype=init_value.dtype)
+  for key in restored_flat.keys() - init_flat.keys():
+    if not key.startswith("pre_logits/"):
+      problems.append(f"unexpected {key} {tuple(np.shape(restored_flat[key]))}")
+  if problems:
+    raise ValueError("Checkpoint does not fit the model: " + "; ".join(sorted(problems)))
+  return unflatten(result)

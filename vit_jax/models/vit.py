@@ -1,0 +1,252 @@
+"""The Vision Transformer (Dosovitskiy et al. 2021) in Flax linen.
+
+The parameter tree follows the published checkpoint layout (older naming:
+encoderblock_i/{LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3}), so
+the Google `.npz` files load without renaming. Every parameter and the main activations
+carry logical axis names; `vit_jax.sharding` maps them to a device mesh by rule.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vit_jax.models import resnet
+from vit_jax.sharding import constrain
+
+Dtype = Any
+partitioned = nn.with_logical_partitioning
+
+# What the published code uses: Xavier-uniform kernels, near-zero biases.
+_kernel_init = nn.initializers.xavier_uniform()
+_bias_init = nn.initializers.normal(stddev=1e-6)
+
+REMAT_POLICIES: dict[str, Optional[Callable]] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+CLASSIFIERS = ("token", "gap")
+
+
+class MlpBlock(nn.Module):
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool):
+    hidden = x.shape[-1]
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
+    x = dense(self.mlp_dim, kernel_init=partitioned(_kernel_init, ("embed", "mlp")),
+              bias_init=partitioned(_bias_init, ("mlp",)), name="Dense_0")(x)
+    x = nn.gelu(x, approximate=True)  # tanh approximation, as the checkpoints were trained.
+    x = constrain(x, ("act_batch", "act_length", "act_mlp"))
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    x = dense(hidden, kernel_init=partitioned(_kernel_init, ("mlp", "embed")),
+              bias_init=partitioned(_bias_init, ("embed",)), name="Dense_1")(x)
+    return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """Self-attention with the published parameter layout (query/key/value/out).
+
+  `implementation`: 'einsum' spells out softmax(QK^T)V (supports attention dropout and
+  records the attention weights with `sow` when the 'intermediates' collection is
+  mutable, which costs nothing otherwise); 'xla' / 'cudnn' call
+  `jax.nn.dot_product_attention` (cuDNN flash attention on GPU).
+  """
+  num_heads: int
+  dropout_rate: float = 0.0
+  implementation: str = "einsum"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool):
+    hidden = x.shape[-1]
+    head_dim = hidden // self.num_heads
+    projection = functools.partial(
+        nn.DenseGeneral, features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=partitioned(_kernel_init, ("embed", "heads", "kv")),
+        bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")))
+    heads_axes = ("act_batch", "act_length", "act_heads", "act_kv")
+    query = constrain(projection(name="query")(x), heads_axes)
+    key = constrain(projection(name="key")(x), heads_axes)
+    value = constrain(projection(name="value")(x), heads_axes)
+
+    if self.implementation == "einsum":
+      query = query / jnp.sqrt(head_dim).astype(self.dtype)
+      logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+      self.sow("intermediates", "attention_weights", weights)
+      weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), value)
+    else:
+      if self.dropout_rate and not deterministic:
+        raise ValueError(
+            f"attention_dropout_rate={self.dropout_rate} needs attention_implementation="
+            f"'einsum'; '{self.implementation}' has no attention dropout.")
+      out = jax.nn.dot_product_attention(query, key, value, implementation=self.implementation)
+    out = constrain(out, heads_axes)
+    return nn.DenseGeneral(
+        hidden, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=partitioned(_kernel_init, ("heads", "kv", "embed")),
+        bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="out")(out)
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-LayerNorm block: x + MSA(LN(x)), then x + MLP(LN(x))."""
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  attention_implementation: str = "einsum"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    norm = functools.partial(nn.LayerNorm, dtype=self.dtype, param_dtype=self.param_dtype,
+                             scale_init=partitioned(nn.initializers.ones, ("embed",)),
+                             bias_init=partitioned(nn.initializers.zeros, ("embed",)))
+    y = norm(name="LayerNorm_0")(x)
+    y = MultiHeadDotProductAttention(
+        self.num_heads, self.attention_dropout_rate, self.attention_implementation,
+        self.dtype, self.param_dtype, name="MultiHeadDotProductAttention_1")(
+            y, deterministic=deterministic)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    x = constrain(x + y, ("act_batch", "act_length", "act_embed"))
+    y = norm(name="LayerNorm_2")(x)
+    y = MlpBlock(self.mlp_dim, self.dropout_rate, self.dtype, self.param_dtype,
+                 name="MlpBlock_3")(y, deterministic=deterministic)
+    return constrain(x + y, ("act_batch", "act_length", "act_embed"))
+
+
+class AddPositionEmbs(nn.Module):
+  """Learned 1-D position embeddings, one per token (class token included)."""
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    pos_embedding = self.param(
+        "pos_embedding",
+        partitioned(nn.initializers.normal(stddev=0.02), (None, "length", "embed")),
+        (1, x.shape[1], x.shape[2]), self.param_dtype)
+    return x + pos_embedding.astype(x.dtype)
+
+
+class Encoder(nn.Module):
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  attention_implementation: str = "einsum"
+  remat_policy: str = "none"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    x = AddPositionEmbs(self.param_dtype, name="posembed_input")(x)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    x = x.astype(self.dtype)
+    block = Encoder1DBlock
+    if self.remat_policy != "none":
+      # Recompute activations in the backward pass: memory for compute, per block.
+      block = nn.remat(Encoder1DBlock, policy=REMAT_POLICIES[self.remat_policy],
+                       static_argnums=(2,))
+    for i in range(self.num_layers):
+      x = block(self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
+                self.attention_implementation, self.dtype, self.param_dtype,
+                name=f"encoderblock_{i}")(x, not train)
+    return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
+                        scale_init=partitioned(nn.initializers.ones, ("embed",)),
+                        bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+                        name="encoder_norm")(x)
+
+
+class VisionTransformer(nn.Module):
+  """ViT: patches -> [class] token + position embeddings -> encoder -> head.
+
+  Attributes mirror the paper's hyper-parameters; see `vit_jax.models.presets` for the
+  named variants. `head_kernel_init` defaults to zeros (the fine-tuning recipe);
+  `head_bias_init` = -10 is the sigmoid pre-training recipe.
+  """
+  num_classes: Optional[int]
+  patch_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  classifier: str = "token"
+  representation_size: Optional[int] = None
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  resnet_layers: Optional[Sequence[int]] = None
+  resnet_width_factor: float = 1.0
+  head_kernel_init_std: float = 0.0
+  head_bias_init: float = 0.0
+  attention_implementation: str = "einsum"
+  remat_policy: str = "none"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, *, train: bool = False, return_representation: bool = False):
+    """images: (batch, height, width, channels) in [-1, 1]. Returns float32 logits."""
+    x = images.astype(self.dtype)
+    if self.resnet_layers is not None:
+      x = resnet.resnet_stem(x, num_layers=self.resnet_layers,
+                             width_factor=self.resnet_width_factor, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    height, width = x.shape[1:3]
+    if height % self.patch_size or width % self.patch_size:
+      stem = " after the ResNet stem" if self.resnet_layers is not None else ""
+      raise ValueError(
+          f"Image size {images.shape[1]}x{images.shape[2]} gives a {height}x{width} grid"
+          f"{stem} that patch_size={self.patch_size} does not divide; use a resolution "
+          f"that is a multiple of {self.patch_size}.")
+    x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
+                strides=(self.patch_size, self.patch_size), padding="VALID",
+                dtype=self.dtype, param_dtype=self.param_dtype,
+                kernel_init=partitioned(nn.initializers.lecun_normal(),
+                                        (None, None, None, "embed")),
+                bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+                name="embedding")(x)
+    batch, grid_h, grid_w, channels = x.shape
+    x = jnp.reshape(x, (batch, grid_h * grid_w, channels))
+    if self.classifier == "token":
+      cls = self.param("cls", partitioned(nn.initializers.zeros, (None, None, "embed")),
+                       (1, 1, channels), self.param_dtype)
+      x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (batch, 1, 1)), x], axis=1)
+    x = constrain(x, ("act_batch", "act_length", "act_embed"))
+    x = Encoder(self.num_layers, self.mlp_dim, self.num_heads, self.dropout_rate,
+                self.attention_dropout_rate, self.attention_implementation,
+                self.remat_policy, self.dtype, self.param_dtype, name="Transformer")(
+                    x, train=train)
+    x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
+    if self.representation_size is not None:
+      x = nn.Dense(self.representation_size, dtype=self.dtype, param_dtype=self.param_dtype,
+                   kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", None)),
+                   bias_init=partitioned(nn.initializers.zeros, (None,)),
+                   name="pre_logits")(x)
+      x = jnp.tanh(x)
+    if return_representation or not self.num_classes:
+      return x.astype(jnp.float32)
+    head_kernel_init = (nn.initializers.normal(self.head_kernel_init_std)
+                        if self.head_kernel_init_std else nn.initializers.zeros)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                      kernel_init=partitioned(head_kernel_init, (None, "classes")),
+                      bias_init=partitioned(nn.initializers.constant(self.head_bias_init),
+                                            ("classes",)),
+                      name="head")(x)
+    return logits.astype(jnp.float32)
