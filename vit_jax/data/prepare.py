@@ -1,0 +1,30 @@
+"""Downloads and prepares a TFDS dataset once (needs network; imagenet2012 needs the
+manual download in <data_dir>/downloads/manual).
+
+    python -m vit_jax.data.prepare --dataset=cifar10 [--data_dir=~/tensorflow_datasets]
+"""
+import os
+
+from absl import app, flags
+import tensorflow_datasets as tfds
+
+from vit_jax.data.sources import DATASET_ALIASES
+
+flags.DEFINE_string("dataset", None, "TFDS name, e.g. cifar10.", required=True)
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default $TFDS_DATA_DIR or "
+                    "~/tensorflow_datasets).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  name = DATASET_ALIASES.get(FLAGS.dataset, FLAGS.dataset)
+  data_dir = os.path.expanduser(FLAGS.data_dir or os.environ.get(
+      "TFDS_DATA_DIR", "~/tensorflow_datasets"))
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.download_and_prepare()
+  print(f"Prepared {name} in {data_dir}: {dict(builder.info.splits)}")
+
+
+if __name__ == "__main__":
+  app.run(main)
