@@ -105,7 +105,10 @@ def _shard_train_stream(source: Source, split: str, shard: int, num_shards: int,
 
 
 def _select(example: dict) -> dict:
-  return {"image": example["image"], "label": example["label"]}
+  label = example["label"]
+  if label.dtype.is_integer:
+    label = tf.cast(label, tf.int32)  # JAX runs without 64-bit types by default.
+  return {"image": example["image"], "label": label}
 
 
 def train_dataset(source: Source, *, split: str, global_batch_size: int, pp: str, seed: int,

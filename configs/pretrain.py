@@ -1,0 +1,66 @@
+r"""Pre-training recipe of the paper (Adam b1 0.9 b2 0.999, batch 4096, 10k warm-up steps
+then linear decay to 1e-5, decoupled weight decay, clipping at norm 1, 224 px, inception
+crop + flip, dropout 0.1 on ImageNet).
+
+    python -m vit_jax.main --config=configs/pretrain.py:b16,imagenet2012 --workdir=DIR
+    python -m vit_jax.main --config=configs/pretrain.py:b16,imagenet21k --workdir=DIR \
+        --config.dataset=<your prepared multi-label TFDS dataset>
+
+Arguments: <model>,<recipe>. Recipes:
+- imagenet2012: ImageNet-1k from scratch, 300 epochs, lr 3e-3, wd 0.3, softmax
+  (ViT-B/16: ~77.9% top-1 in the paper, ViT-S/16 with AugReg ~78%; not re-measured here).
+- imagenet21k: ImageNet-21k-style multi-label pre-training: sigmoid cross-entropy, head
+  bias -10, pre_logits layer, 90 epochs of 14M images, lr 1e-3, wd 0.03. The dataset is one
+  the user prepared in TFDS format with a multi-label `labels` feature (Sequence(ClassLabel)).
+Few-shot linear evaluation (5/10/25-shot on ImageNet-1k) runs every 10k steps.
+Runtime: ViT-B/16 on ImageNet-1k, 300 epochs: ~ 94k steps; at the throughput in
+BENCHMARKS.md on an H100 (images/s), divide 1.28M x 300 by it.
+"""
+from vit_jax import config as config_lib
+from vit_jax.models import MODEL_PRESETS, resolve_model_name
+
+
+def get_config(arg=None):
+  model, recipe = config_lib.parse_args(arg, "b16,imagenet2012")
+  c = config_lib.base_config()
+  c.model_name = model
+  c.optimizer = "adam"
+  c.b1, c.b2 = 0.9, 0.999
+  c.batch_size = 4096
+  c.eval_batch_size = 1024
+  c.warmup_steps = 10_000
+  c.schedule = "linear"
+  c.end_lr = 1e-5
+  c.grad_clip_norm = 1.0
+  c.model.dtype = "bfloat16"
+  c.optimizer_dtype = "bfloat16"
+  c.shuffle_buffer = 250_000
+  c.checkpoint_every = 2000
+  c.eval_every = 5000
+  c.log_every = 100
+  if recipe == "imagenet2012":
+    config_lib.apply_dataset_preset(c, "imagenet2012", resolution=224)
+    c.total_steps = 1_281_167 * 300 // 4096
+    c.lr, c.weight_decay = 3e-3, 0.3
+    c.model.dropout_rate = 0.1
+    c.loss = "softmax"
+  elif recipe == "imagenet21k":
+    config_lib.apply_dataset_preset(c, "imagenet21k", resolution=224)
+    c.pp_train += "|multi_hot(21843)"
+    c.pp_eval += "|multi_hot(21843)"
+    c.total_steps = 14_197_122 * 90 // 4096
+    c.lr, c.weight_decay = 1e-3, 0.03
+    c.loss = "sigmoid"
+    c.model.head_bias_init = -10.0
+    c.label_key = "labels"
+    c.model.representation_size = MODEL_PRESETS[resolve_model_name(model)]["hidden_size"]
+  else:
+    raise ValueError(f"Unknown pre-training recipe {recipe!r}; use imagenet2012 or "
+                     f"imagenet21k.")
+  c.fewshot.shots = (5, 10, 25)
+  c.fewshot.dataset = "imagenet2012"
+  c.fewshot.train_split = "train[:5%]"
+  c.fewshot.test_split = "validation[:5000]"
+  c.fewshot.pp = "to_rgb|resize(224)|value_range(-1, 1)"
+  c.fewshot.every = 10_000
+  return c.lock()

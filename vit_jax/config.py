@@ -1,0 +1,105 @@
+"""The base training config: every field the trainer reads, with its meaning.
+
+Config files under configs/ start from `base_config()` and change what their recipe needs;
+the result is locked, so a typo on the command line (--config.lr_rate=...) is an error.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from vit_jax.data.sources import get_preset
+from vit_jax.models.presets import resolve_model_name
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Model.
+  c.model_name = "ViT-B_16"        # a preset from vit_jax/models/presets.py ('b16' works too).
+  c.model = ml_collections.ConfigDict({  # overrides of the preset's hyper-parameters.
+      "dtype": "float32",             # compute dtype ('bfloat16' on accelerators).
+      "dropout_rate": 0.0,
+      "attention_dropout_rate": 0.0,
+      "classifier": "token",          # 'token' ([class] token) or 'gap' (average pooling).
+      "representation_size": None,    # pre_logits width (pre-training on 21k/JFT), or None.
+      "head_bias_init": 0.0,          # -10 for sigmoid pre-training.
+      "attention_implementation": "einsum",  # 'einsum' | 'xla' | 'cudnn' (flash, GPU).
+      "remat_policy": "none",         # 'none' | 'full' | 'dots' | 'dots_no_batch'.
+  })
+  c.pretrained = None              # .npz file or another run's workdir to fine-tune from.
+  c.reset_head = True              # fine-tuning: always start from a fresh zero head.
+
+  # Data. Batch sizes are GLOBAL: summed over all processes and devices.
+  c.dataset = "sklearn_digits"     # TFDS name, 'digits', 'pureml_mnist' or 'folder:/path'.
+  c.data_dir = None                # TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
+  c.label_key = "label"             # the TFDS feature holding the label(s).
+  c.train_split = "train"
+  c.test_split = "test"
+  c.pp_train = "to_rgb|inception_crop(224)|flip_lr|value_range(-1, 1)"  # preprocessing ops.
+  c.pp_eval = "to_rgb|resize(224)|value_range(-1, 1)"
+  c.batch_size = 512               # global training batch.
+  c.eval_batch_size = 512          # global eval batch (the split is padded, never dropped).
+  c.shuffle_buffer = 50_000
+  c.data_shards = 0                # data shards (0: one per process). Fix it to make the
+                                   # batches independent of the number of processes.
+
+  # Optimisation.
+  c.optimizer = "sgd"              # 'sgd' (fine-tuning recipe) or 'adam' (pre-training).
+  c.lr = 0.003                     # peak learning rate.
+  c.end_lr = 0.0                   # learning rate at the last step.
+  c.schedule = "cosine"            # decay after warm-up: 'cosine' | 'linear' | 'constant'.
+  c.warmup_steps = 500
+  c.total_steps = 10_000
+  c.momentum = 0.9                 # SGD momentum.
+  c.b1 = 0.9                       # Adam.
+  c.b2 = 0.999
+  c.weight_decay = 0.0             # decoupled (AdamW-style), weight matrices only.
+  c.grad_clip_norm = 1.0           # global-norm clipping (0: off).
+  c.accum_steps = 1                # gradient accumulation micro-batches per step.
+  c.optimizer_dtype = "float32"    # first moment / momentum dtype ('bfloat16' halves it).
+  c.loss = "softmax"               # 'softmax' or 'sigmoid' (multi-label pre-training).
+  c.label_smoothing = 0.0
+  c.seed = 0
+
+  # Devices: mesh axes (data, fsdp, model); -1 takes the remaining devices.
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+
+  # Logging, evaluation, checkpoints.
+  c.log_every = 50
+  c.eval_every = 1000              # 0: only at the end.
+  c.checkpoint_every = 1000        # its own cadence, independent of evaluation.
+  c.keep_checkpoints = 3
+  c.viz_every = 0                  # attention/position-embedding figures to TensorBoard.
+  c.fewshot = ml_collections.ConfigDict({
+      "shots": (),                 # e.g. (1, 5, 10): few-shot linear eval on pre-logits.
+      "dataset": "",               # '' = the training dataset.
+      "train_split": "train",
+      "test_split": "test",
+      "pp": "",                    # '' = pp_eval.
+      "l2_reg": 2.0**10,
+      "every": 0,                  # 0: only at the end.
+  })
+  return c
+
+
+def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
+                         resolution: int | None = None) -> None:
+  """Splits and preprocessing of a known dataset at `resolution` (default: its preset's)."""
+  preset = get_preset(dataset)
+  c.dataset = dataset
+  if preset is None:  # any other TFDS dataset or image folder: generic defaults.
+    res = resolution or 224
+    c.pp_train = f"to_rgb|inception_crop({res})|flip_lr|value_range(-1, 1)"
+    c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"
+    return
+  res = resolution or preset.resolution
+  c.train_split, c.test_split = preset.train_split, preset.test_split
+  flip = "|flip_lr" if preset.flip else ""
+  c.pp_train = f"to_rgb|inception_crop({res}){flip}|value_range(-1, 1)"
+  c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"
+
+
+def parse_args(arg: str | None, default: str) -> list[str]:
+  """'b16,cifar10' -> ['b16', 'cifar10']; model names are checked here, early."""
+  parts = [p.strip() for p in (arg or default).split(",")]
+  resolve_model_name(parts[0])
+  return parts

@@ -1,0 +1,45 @@
+"""Multi-process start-up (`jax.distributed`): one program for one host and for a pod."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import jax
+
+# Cluster environments in which jax.distributed.initialize() finds its own settings.
+_CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                "JAX_COORDINATOR_ADDRESS")
+
+
+def _multi_process_cluster() -> bool:
+  if os.environ.get("SLURM_NTASKS", "1") not in ("", "1"):
+    return True
+  if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+    return True
+  return "JAX_COORDINATOR_ADDRESS" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ
+
+
+def initialize(*, coordinator_address: Optional[str] = None,
+               num_processes: Optional[int] = None, process_id: Optional[int] = None,
+               num_cpu_devices: Optional[int] = None,
+               initialization_timeout: int = 60, heartbeat_timeout: int = 20) -> None:
+  """Starts jax.distributed when asked explicitly or when the environment is a cluster.
+
+  A missing peer fails after `initialization_timeout` seconds; a peer that dies later
+  makes the others fail after about `heartbeat_timeout` seconds: never a silent hang.
+  """
+  if num_cpu_devices:
+    jax.config.update("jax_num_cpu_devices", num_cpu_devices)
+  explicit = coordinator_address is not None
+  if not explicit and not _multi_process_cluster():
+    return
+  kwargs = dict(initialization_timeout=initialization_timeout,
+                heartbeat_timeout_seconds=heartbeat_timeout)
+  if explicit:
+    kwargs.update(coordinator_address=coordinator_address, num_processes=num_processes,
+                  process_id=process_id)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except TypeError:  # older jax without heartbeat_timeout_seconds.
+    kwargs.pop("heartbeat_timeout_seconds")
+    jax.distributed.initialize(**kwargs)

@@ -1,0 +1,115 @@
+"""The train state and the pure step functions: loss, train step (with gradient
+accumulation), eval step and representation extraction."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array          # number of updates applied.
+  params: Any
+  opt_state: Any
+  rng: jax.Array           # raw uint32 key data: checkpoints as a plain array.
+
+
+def one_hot_labels(labels: jax.Array, num_classes: int) -> jax.Array:
+  """Integer labels -> one-hot; multi-hot float labels pass through."""
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    return jax.nn.one_hot(labels, num_classes)
+  return labels.astype(jnp.float32)
+
+
+def loss_fn(logits: jax.Array, labels: jax.Array, *, kind: str,
+            label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example loss. 'softmax': cross-entropy; 'sigmoid': multi-label binary
+  cross-entropy summed over classes (ImageNet-21k / JFT pre-training)."""
+  targets = one_hot_labels(labels, logits.shape[-1])
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  if kind == "softmax":
+    return optax.softmax_cross_entropy(logits, targets)
+  if kind == "sigmoid":
+    return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
+  raise ValueError(f"loss={kind!r} is not one of 'softmax', 'sigmoid'.")
+
+
+def correct_predictions(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Top-1 hits: argmax equals the label (or is among the labels, multi-label)."""
+  predicted = jnp.argmax(logits, axis=-1)
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    return (predicted == labels).astype(jnp.float32)
+  return jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0] > 0
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, *, loss: str, label_smoothing: float,
+                    accum_steps: int) -> Callable:
+  """(state, batch) -> (state, metrics). With accum_steps > 1 the batch is split into
+  equal micro-batches whose gradients are averaged: the same update as the full batch."""
+
+  def batch_loss(params, images, labels, rng):
+    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng})
+    return loss_fn(logits, labels, kind=loss, label_smoothing=label_smoothing).mean()
+
+  grad_fn = jax.value_and_grad(batch_loss)
+
+  def train_step(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    images, labels = batch["image"], batch["label"]
+    if accum_steps == 1:
+      loss_value, grads = grad_fn(state.params, images, labels, rng)
+    else:
+      # Example i of the batch goes to micro-batch i % accum_steps, so each device keeps
+      # its own rows (no resharding).
+      def split(x):
+        x = x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+      def accumulate(carry, micro):
+        loss_sum, grad_sum = carry
+        index, micro_images, micro_labels = micro
+        value, grads = grad_fn(state.params, micro_images, micro_labels,
+                               jax.random.fold_in(rng, index))
+        return (loss_sum + value, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (loss_sum, grad_sum), _ = jax.lax.scan(
+          accumulate, (jnp.zeros((), jnp.float32), zeros),
+          (jnp.arange(accum_steps), split(images), split(labels)))
+      loss_value = loss_sum / accum_steps
+      grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"train_loss": loss_value, "grad_norm": optax.global_norm(grads),
+               "learning_rate": schedule(state.step)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module, *, loss: str) -> Callable:
+  """(params, batch with 'mask') -> summed loss, hits and count over the real examples."""
+
+  def eval_step(params, batch):
+    logits = model.apply({"params": params}, batch["image"], train=False)
+    mask = batch["mask"]
+    losses = loss_fn(logits, batch["label"], kind=loss)
+    return {"loss_sum": jnp.sum(losses * mask),
+            "correct_sum": jnp.sum(correct_predictions(logits, batch["label"]) * mask),
+            "count": jnp.sum(mask)}
+
+  return eval_step
+
+
+def make_representation_fn(model: nn.Module) -> Callable:
+  """(params, images) -> pre-logit features (the few-shot evaluation's input)."""
+  def represent(params, images):
+    return model.apply({"params": params}, images, train=False, return_representation=True)
+  return represent

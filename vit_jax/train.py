@@ -1,0 +1,300 @@
+"""The trainer: `train_and_evaluate(config, workdir)`, one story from top to bottom.
+
+Mesh -> input -> model and optimizer -> sharded state (fresh, resumed or fine-tuned) ->
+compiled steps -> loop (train, log, evaluate, checkpoint, preemption). The same program
+runs on one CPU, many simulated CPU devices, a GPU and a multi-host pod.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import parameter_overview
+
+from vit_jax import checkpoint as npz_checkpoint
+from vit_jax import fewshot, flops, metrics, optim, steps
+from vit_jax import sharding as sharding_lib
+from vit_jax import train_checkpoint
+from vit_jax.data import pipeline, sources
+from vit_jax.models import create_model
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+# --- Preemption -------------------------------------------------------------------------
+class PreemptionWatcher:
+  """SIGTERM (Cloud TPU maintenance, SLURM preemption) -> stop at the next step boundary.
+
+  One process: our own SIGTERM handler. Several: JAX's preemption sync point, so that all
+  processes agree on the step at which they stop and save.
+  """
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, lambda *_: self._flag.set())
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      try:
+        return multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # no preemption service (e.g. not a managed cluster).
+        return False
+    return self._flag.is_set()
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+# --- Helpers ----------------------------------------------------------------------------
+def _place(tree: Any, shardings: Any) -> Any:
+  """Host numpy (the same on every process) or jax arrays -> arrays with `shardings`."""
+  def put(x, sharding):
+    if isinstance(x, jax.Array):
+      return jax.device_put(x, sharding)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(put, tree, shardings)
+
+
+def _load_pretrained(config, init_params: Any, grid: tuple[int, int]) -> Any:
+  path = os.path.expanduser(config.pretrained)
+  if path.endswith(".npz"):
+    restored = npz_checkpoint.load_npz(path)
+  elif os.path.isdir(path):
+    restored, _ = train_checkpoint.restore_params_as_numpy(path)
+  else:
+    raise FileNotFoundError(f"pretrained={config.pretrained!r} is neither a .npz file nor a "
+                            f"run's workdir / checkpoint directory.")
+  metrics.log_line(f"Fine-tuning from {path}")
+  return npz_checkpoint.adapt_for_finetuning(restored, init_params, target_grid=grid,
+                                             reset_head=config.reset_head)
+
+
+def _mean_metrics(history: list[tuple[int, dict]]) -> dict[str, float]:
+  """Fetches pending per-step metrics (one device sync), stops on a non-finite loss."""
+  host = jax.device_get(history)
+  for step, values in host:
+    if not np.isfinite(values["train_loss"]):
+      raise NonFiniteLossError(
+          f"Non-finite training loss ({values['train_loss']}) at step {step}. Checkpoints "
+          f"before it are intact. Lower the learning rate, enable grad_clip_norm or check "
+          f"the input data.")
+  return {key: float(np.mean([v[key] for _, v in host])) for key in host[-1][1]}
+
+
+def _data_state(config, data_sharding: pipeline.Sharding) -> dict:
+  return {"dataset": config.dataset, "seed": config.seed, "batch_size": config.batch_size,
+          "num_shards": data_sharding.num_shards}
+
+
+def evaluate(eval_step, params, data: pipeline.EvalData, mesh) -> dict[str, float]:
+  totals = None
+  for batch in pipeline.prefetch_to_mesh(data, mesh):
+    out = eval_step(params, batch)
+    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+  totals = jax.device_get(totals)
+  count = max(float(totals["count"]), 1.0)
+  return {"test_loss": float(totals["loss_sum"]) / count,
+          "test_accuracy": float(totals["correct_sum"]) / count,
+          "test_examples": float(totals["count"])}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
+  """Trains (or resumes) as configured; returns the final TrainState."""
+  # --- Setup ----------------------------------------------------------------------------
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  writer = metrics.create_writer(workdir)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  metrics.log_line(f"Config:\n{config}")
+  metrics.log_line(f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
+                   f"({jax.devices()[0].device_kind}), workdir {workdir}")
+
+  # --- Mesh -----------------------------------------------------------------------------
+  mesh = sharding_lib.make_mesh(dict(config.mesh))
+  metrics.log_line(f"Mesh {dict(mesh.shape)}")
+  if config.batch_size % config.accum_steps:
+    raise ValueError(f"batch_size={config.batch_size} is not divisible by accum_steps="
+                     f"{config.accum_steps}.")
+  data_sharding = pipeline.Sharding.create(config.data_shards)
+  pipeline.check_batch_size(config.batch_size // config.accum_steps,
+                            num_devices=sharding_lib.batch_divisor(mesh),
+                            num_shards=data_sharding.num_shards)
+
+  # --- Input ----------------------------------------------------------------------------
+  source = sources.get_source(config.dataset, data_dir=config.data_dir,
+                              label_key=config.label_key)
+  test_data = pipeline.eval_dataset(source, split=config.test_split, pp=config.pp_eval,
+                                    global_batch_size=config.eval_batch_size)
+  image_shape = tuple(test_data.dataset.element_spec["image"].shape[1:])
+
+  # --- Model and optimizer --------------------------------------------------------------
+  model = create_model(config.model_name, num_classes=source.num_classes, **config.model)
+  tx, schedule = optim.make_optimizer(config)
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+
+  def init_state(rng):
+    params = nn.unbox(model.init(rng, dummy)["params"])
+    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                            opt_state=tx.init(params), rng=jax.random.key_data(rng))
+
+  rng = jax.random.key(config.seed)
+  boxed = jax.eval_shape(lambda: model.init(rng, dummy)["params"])
+  abstract_state = jax.eval_shape(init_state, rng)
+  param_shardings = sharding_lib.shape_safe_shardings(
+      abstract_state.params, sharding_lib.logical_to_shardings(boxed, mesh))
+  replicated = sharding_lib.replicated(mesh)
+  opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract_state.opt_state,
+                                        param_shardings, transform_non_params=lambda _: replicated)
+  state_shardings = steps.TrainState(step=replicated, params=param_shardings,
+                                     opt_state=opt_shardings, rng=replicated)
+  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                abstract_state, state_shardings)
+  metrics.log_line(parameter_overview.get_parameter_overview(abstract_state.params,
+                                                             include_stats=False))
+
+  # --- State: resume, fine-tune, or start fresh ----------------------------------------
+  checkpointer = train_checkpoint.TrainCheckpointer(
+      os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state, data_state = checkpointer.restore(latest, abstract_state)
+    expected = _data_state(config, data_sharding)
+    if data_state != expected:
+      logging.warning("Input settings changed since the checkpoint (%s -> %s): the data "
+                      "stream will not continue exactly.", data_state, expected)
+    metrics.log_line(f"Resumed from step {latest} in {checkpointer.directory}")
+  else:
+    state = jax.jit(init_state, out_shardings=state_shardings)(rng)
+    if config.pretrained:
+      grid = (image_shape[0] // model.patch_size, image_shape[1] // model.patch_size)
+      if model.resnet_layers is not None:
+        grid = (grid[0] // 16, grid[1] // 16)
+      params = _place(_load_pretrained(config, state.params, grid), param_shardings)
+      opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+      state = state.replace(params=params, opt_state=opt_state)
+  start_step = int(state.step)
+
+  # --- Compiled steps -------------------------------------------------------------------
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  train_step = steps.make_train_step(model, tx, schedule, loss=config.loss,
+                                     label_smoothing=config.label_smoothing,
+                                     accum_steps=config.accum_steps)
+
+  def sharded(fn):
+    def wrapped(*args):
+      with sharding_lib.activation_sharding(mesh):
+        return fn(*args)
+    return wrapped
+
+  train_step_jit = jax.jit(sharded(train_step), in_shardings=(state_shardings, batch_sharding),
+                           out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+  eval_step = jax.jit(sharded(steps.make_eval_step(model, loss=config.loss)),
+                      in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)
+  represent = steps.make_representation_fn(model)
+  represent_jit = jax.jit(sharded(lambda p, b: (represent(p, b["image"]), b["label"], b["mask"])),
+                          in_shardings=(param_shardings, batch_sharding),
+                          out_shardings=replicated)
+
+  train_data = pipeline.train_dataset(
+      source, split=config.train_split, global_batch_size=config.batch_size, pp=config.pp_train,
+      seed=config.seed, start_step=start_step, shuffle_buffer=config.shuffle_buffer,
+      sharding=data_sharding)
+  label_spec = train_data.element_spec["label"]
+  abstract_batch = {
+      "image": jax.ShapeDtypeStruct((config.batch_size, *image_shape), jnp.float32,
+                                    sharding=batch_sharding),
+      "label": jax.ShapeDtypeStruct((config.batch_size, *label_spec.shape[1:]),
+                                    jnp.int32 if label_spec.dtype.is_integer else jnp.float32,
+                                    sharding=batch_sharding)}
+  compile_start = time.perf_counter()
+  compiled_train_step = train_step_jit.lower(abstract_state, abstract_batch).compile()
+  metrics.log_line(f"Compiled the train step in {time.perf_counter() - compile_start:.1f}s")
+  try:
+    step_flops = 3 * flops.vit_forward_flops(model, image_shape[:2]) * config.batch_size
+  except ValueError:  # hybrid models: XLA's own count.
+    step_flops = flops.xla_flops(compiled_train_step)
+  peak = flops.peak_flops()
+  progress = metrics.Progress(total_steps=config.total_steps, start_step=start_step,
+                              batch_size=config.batch_size, flops_per_step=step_flops,
+                              peak_flops=peak * jax.device_count() if peak else None)
+
+  fewshot_data = None
+  if config.fewshot.shots:
+    fewshot_source = sources.get_source(config.fewshot.dataset or config.dataset,
+                                        data_dir=config.data_dir)
+    fewshot_data = [pipeline.eval_dataset(fewshot_source, split=split,
+                                          global_batch_size=config.eval_batch_size,
+                                          pp=config.fewshot.pp or config.pp_eval)
+                    for split in (config.fewshot.train_split, config.fewshot.test_split)]
+
+  def run_evals(step: int, state, *, final: bool = False):
+    results = evaluate(eval_step, state.params, test_data, mesh)
+    if fewshot_data and (final or (config.fewshot.every and step % config.fewshot.every == 0)):
+      features = [fewshot.collect_features(lambda b: represent_jit(state.params, b),
+                                           pipeline.prefetch_to_mesh(data, mesh))
+                  for data in fewshot_data]
+      results.update(fewshot.evaluate(*features[0], *features[1], shots=config.fewshot.shots,
+                                      num_classes=fewshot_source.num_classes,
+                                      l2_reg=config.fewshot.l2_reg))
+    writer.write_scalars(step, results)
+    metrics.log_line(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in
+                                                        sorted(results.items())))
+    return results
+
+  # --- Loop -----------------------------------------------------------------------------
+  preemption = PreemptionWatcher()
+  batches = pipeline.prefetch_to_mesh(train_data.as_numpy_iterator(), mesh)
+  history: list[tuple[int, dict]] = []
+  step = start_step
+  metrics.log_line(f"Training steps {start_step} -> {config.total_steps}, global batch "
+                   f"{config.batch_size}")
+  try:
+    while step < config.total_steps:
+      state, step_metrics = compiled_train_step(state, next(batches))
+      step += 1
+      history.append((step, step_metrics))
+      should_save = step % config.checkpoint_every == 0 or step == config.total_steps
+      preempted = preemption.reached(step)
+      if step % config.log_every == 0 or should_save or preempted or step == start_step + 1:
+        scalars = {**_mean_metrics(history), **progress.measure(step)}
+        history.clear()
+        writer.write_scalars(step, scalars)
+        metrics.log_line(metrics.Progress.line(step, config.total_steps, scalars))
+      if should_save or preempted:
+        checkpointer.save(step, state, _data_state(config, data_sharding), force=preempted)
+        metrics.log_line(f"Saving checkpoint at step {step}")
+      if preempted:
+        checkpointer.wait()
+        metrics.log_line(f"Preempted (SIGTERM): stopped at step {step} with a checkpoint; "
+                         f"run the same command to resume.")
+        return state
+      if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
+        run_evals(step, state)
+    if step == config.total_steps:
+      run_evals(step, state, final=True)
+    return state
+  finally:
+    preemption.close()
+    checkpointer.close()
+    writer.flush()
