@@ -6,6 +6,7 @@ the result is locked, so a typo on the command line (--config.lr_rate=...) is an
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from vit_jax.data.sources import get_preset
 from vit_jax.models.presets import resolve_model_name
@@ -20,17 +21,17 @@ def base_config() -> ml_collections.ConfigDict:
       "dropout_rate": 0.0,
       "attention_dropout_rate": 0.0,
       "classifier": "token",          # 'token' ([class] token) or 'gap' (average pooling).
-      "representation_size": None,    # pre_logits width (pre-training on 21k/JFT), or None.
+      "representation_size": placeholder(int),  # pre_logits width (pre-training on 21k/JFT), or None.
       "head_bias_init": 0.0,          # -10 for sigmoid pre-training.
       "attention_implementation": "einsum",  # 'einsum' | 'xla' | 'cudnn' (flash, GPU).
       "remat_policy": "none",         # 'none' | 'full' | 'dots' | 'dots_no_batch'.
   })
-  c.pretrained = None              # .npz file or another run's workdir to fine-tune from.
+  c.pretrained = placeholder(str)       # .npz file or another run's workdir to fine-tune from.
   c.reset_head = True              # fine-tuning: always start from a fresh zero head.
 
   # Data. Batch sizes are GLOBAL: summed over all processes and devices.
   c.dataset = "sklearn_digits"     # TFDS name, 'digits', 'pureml_mnist' or 'folder:/path'.
-  c.data_dir = None                # TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
+  c.data_dir = placeholder(str)         # TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
   c.label_key = "label"             # the TFDS feature holding the label(s).
   c.train_split = "train"
   c.test_split = "test"

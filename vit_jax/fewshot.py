@@ -49,12 +49,11 @@ def evaluate(train_features: np.ndarray, train_labels: np.ndarray,
 
 
 def collect_features(represent: Callable, batches: Iterable[dict]) -> tuple[np.ndarray, np.ndarray]:
-  """Runs `represent(images)` over padded batches; returns the real rows' features and
-  labels on the host (all processes' rows, in order)."""
+  """`represent(batch)` -> replicated (features, labels, mask) for each padded batch;
+  returns the real rows' features and labels on the host (all processes' rows)."""
   features, labels = [], []
   for batch in batches:
-    out = np.asarray(represent(batch["image"]))
-    mask = np.asarray(batch["mask"]) > 0
-    features.append(out[mask])
-    labels.append(np.asarray(batch["label"])[mask])
+    out, batch_labels, mask = (np.asarray(x) for x in represent(batch))
+    features.append(out[mask > 0])
+    labels.append(batch_labels[mask > 0])
   return np.concatenate(features), np.concatenate(labels)

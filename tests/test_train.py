@@ -1,0 +1,240 @@
+"""The trainer: sharding invariance, FSDP, gradient accumulation, exact resume after kill -9
+and SIGTERM, NaN guard, resharding restore, fine-tuning from .npz, the quickstart CLI."""
+import os
+import signal
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from tests import helpers, tiny_config
+from tests.test_models import random_params
+from vit_jax import checkpoint, optim, steps, train, train_checkpoint
+from vit_jax.models import create_model
+
+
+def tiny(tfds_dir, **overrides):
+  config = tiny_config.get_config().unlock()
+  config.data_dir = tfds_dir
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config.lock()
+
+
+def final_params(workdir):
+  return train_checkpoint.restore_params_as_numpy(workdir)[0]
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_one_device_and_eight_devices_give_the_same_loss_curve(tfds_dir, tmp_path):
+  """1 CPU device (subprocess) vs 8 devices as a data mesh and as a data x fsdp mesh.
+  Measured: identical to ~1e-7 relative; asserted rtol 1e-5 (reduction order differs)."""
+  one = helpers.run_cli(tmp_path / "one", f"--config.data_dir={tfds_dir}",
+                        "--config.total_steps=6", devices=1)
+  assert one.returncode == 0, one.stderr[-3000:]
+  reference = helpers.losses(tmp_path / "one")
+  assert sorted(reference) == [1, 2, 3, 4, 5, 6]
+  for name, mesh in (("data", {"data": 8, "fsdp": 1, "model": 1}),
+                     ("fsdp", {"data": 2, "fsdp": 4, "model": 1})):
+    state = train.train_and_evaluate(tiny(tfds_dir, total_steps=6, mesh=mesh), tmp_path / name)
+    curve = helpers.losses(tmp_path / name)
+    np.testing.assert_allclose([curve[s] for s in sorted(reference)],
+                               [reference[s] for s in sorted(reference)], rtol=1e-5)
+    if name == "fsdp":
+      kernel = state.params["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"]
+      shard = kernel.addressable_shards[0].data
+      assert kernel.shape == (32, 64) and shard.shape == (8, 64)  # embed split 4 ways.
+      mu = state.opt_state[1][0].mu["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]
+      assert mu["kernel"].addressable_shards[0].data.shape == (8, 64)
+
+
+def test_resharding_restore_8_to_1_and_back(tfds_dir, tmp_path):
+  eight = tmp_path / "eight"
+  train.train_and_evaluate(tiny(tfds_dir, total_steps=5,
+                                mesh={"data": 2, "fsdp": 4, "model": 1}), eight)
+  # 8 devices (fsdp) -> 1 device: resumes from step 5 and trains on.
+  one = helpers.run_cli(eight, f"--config.data_dir={tfds_dir}", "--config.total_steps=8",
+                        "--config.checkpoint_every=4", devices=1)
+  assert one.returncode == 0, one.stderr[-3000:]
+  assert "Resumed from step 5" in one.stdout
+  assert train_checkpoint.TrainCheckpointer(str(eight / "checkpoints"), keep=3).latest_step() == 8
+  # ... and back to 8 devices (data mesh).
+  state = train.train_and_evaluate(tiny(tfds_dir, total_steps=10), eight)
+  assert int(state.step) == 10
+  assert set(helpers.losses(eight)) >= set(range(1, 11))
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+  # SGD: its update is linear in the gradient. (Adam's g / sqrt(v) turns rounding noise in
+  # near-zero gradients into visible differences, which says nothing about accumulation.)
+  model = create_model("ViT-test", num_classes=10)
+  config = tiny_config.get_config().unlock()
+  config.update(dict(optimizer="sgd", weight_decay=0.0, lr=0.1))
+  tx, schedule = optim.make_optimizer(config)
+  params = random_params(model, 8)
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.uniform(-1, 1, (32, 8, 8, 3)), jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 10, 32), jnp.int32)}
+
+  def run(accum_steps):
+    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                             opt_state=tx.init(params),
+                             rng=jax.random.key_data(jax.random.key(0)))
+    step = jax.jit(steps.make_train_step(model, tx, schedule, loss="softmax",
+                                         label_smoothing=0.0, accum_steps=accum_steps))
+    return step(step(state, batch)[0], batch)
+
+  (full, full_metrics), (accum, accum_metrics) = run(1), run(4)
+  np.testing.assert_allclose(accum_metrics["train_loss"], full_metrics["train_loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(accum.params), jax.tree.leaves(full.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  moved = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(full.params),
+                                               jax.tree.leaves(params))]
+  assert max(moved) > 1e-3  # the steps really updated the params.
+
+
+def test_kill_9_mid_run_then_resume_is_bit_identical(tfds_dir, tmp_path):
+  overrides = (f"--config.data_dir={tfds_dir}", "--config.total_steps=40",
+               "--config.checkpoint_every=10")
+  straight = helpers.run_cli(tmp_path / "straight", *overrides)
+  assert straight.returncode == 0, straight.stderr[-3000:]
+
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(helpers.cli_args(killed, *overrides), env=helpers.cli_env(1),
+                          cwd=helpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True)
+  try:
+    for line in proc.stdout:  # kill as soon as the async save of step 20 has started.
+      if line.startswith("Saving checkpoint at step 20"):
+        proc.send_signal(signal.SIGKILL)
+        break
+  finally:
+    proc.kill()
+    proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  latest = train_checkpoint.TrainCheckpointer(str(killed / "checkpoints"), keep=3).latest_step()
+  assert latest in (10, 20)
+  resumed = helpers.run_cli(killed, *overrides)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"Resumed from step {latest}" in resumed.stdout
+  assert_trees_equal(final_params(killed), final_params(tmp_path / "straight"))
+
+
+def test_sigterm_saves_and_exits_0_then_resumes_exactly(tfds_dir, tmp_path):
+  # A constant schedule: the comparison runs below end at another total_steps.
+  overrides = (f"--config.data_dir={tfds_dir}", "--config.schedule=constant",
+               "--config.total_steps=400", "--config.checkpoint_every=1000",
+               "--config.log_every=1")
+  workdir = tmp_path / "preempted"
+  proc = subprocess.Popen(helpers.cli_args(workdir, *overrides), env=helpers.cli_env(1),
+                          cwd=helpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True)
+  output = []
+  for line in proc.stdout:
+    output.append(line)
+    if line.startswith("step 5/"):
+      proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0
+  text = "".join(output)
+  assert "Preempted (SIGTERM)" in text
+  stopped = train_checkpoint.TrainCheckpointer(str(workdir / "checkpoints"), keep=3).latest_step()
+  assert 5 <= stopped < 400 and f"Saving checkpoint at step {stopped}" in text
+  # Resuming for a few more steps gives what an uninterrupted run gives.
+  total = f"--config.total_steps={stopped + 3}"
+  resumed = helpers.run_cli(workdir, *overrides[:2], total)
+  straight = helpers.run_cli(tmp_path / "straight", *overrides[:2], total)
+  assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr[-2000:]
+  assert_trees_equal(final_params(workdir), final_params(tmp_path / "straight"))
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    tfds_dir, tmp_path):
+  config = tiny(tfds_dir, lr=1e38, warmup_steps=0, grad_clip_norm=0.0, optimizer="sgd",
+                weight_decay=0.0, checkpoint_every=1, total_steps=20)
+  with pytest.raises(train.NonFiniteLossError, match=r"Non-finite training loss .* at step \d+"):
+    train.train_and_evaluate(config, tmp_path)
+  checkpointer = train_checkpoint.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=3)
+  latest = checkpointer.latest_step()
+  assert latest is not None and latest >= 1
+  params = final_params(tmp_path)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+  bad_step = max(helpers.losses(tmp_path) or {0: 0}) + 1
+  assert latest < bad_step or latest == 1
+
+
+def test_finetune_from_npz_written_by_save_npz(tfds_dir, tmp_path):
+  """Pre-trained at 16 px with a 5-class head and pre_logits -> digits at 8 px, 10 classes.
+  With lr = 0 the fine-tuned params are exactly the adapted ones."""
+  source_model = create_model("ViT-test", num_classes=5, representation_size=16)
+  pretrained = random_params(source_model, 16)
+  checkpoint.save_npz(pretrained, tmp_path / "pretrained.npz")
+  config = tiny(tfds_dir, pretrained=str(tmp_path / "pretrained.npz"), lr=0.0, total_steps=3,
+                optimizer="sgd", weight_decay=0.0)
+  state = train.train_and_evaluate(config, tmp_path / "run")
+  params = jax.device_get(state.params)
+  assert "pre_logits" not in params and params["head"]["kernel"].shape == (32, 10)
+  np.testing.assert_array_equal(params["head"]["kernel"], 0)
+  np.testing.assert_array_equal(params["embedding"]["kernel"], pretrained["embedding"]["kernel"])
+  np.testing.assert_allclose(
+      params["Transformer"]["posembed_input"]["pos_embedding"],
+      checkpoint.resize_posemb(pretrained["Transformer"]["posembed_input"]["pos_embedding"],
+                               target_grid=(2, 2)), rtol=1e-6)
+
+
+def test_finetune_errors_are_one_clear_line(tfds_dir, tmp_path):
+  result = helpers.run_cli(tmp_path, f"--config.data_dir={tfds_dir}",
+                           f"--config.pretrained={tmp_path}/missing.npz")
+  assert result.returncode == 1
+  assert "error: Checkpoint file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_optimizer_state_dtype_and_weight_decay_mask():
+  config = tiny_config.get_config().unlock()
+  config.optimizer_dtype = "bfloat16"
+  tx, _ = optim.make_optimizer(config)
+  params = random_params(create_model("ViT-test", num_classes=3), 8)
+  opt_state = tx.init(params)
+  mu = opt_state[1][0].mu
+  assert {x.dtype for x in jax.tree.leaves(mu)} == {jnp.dtype(jnp.bfloat16)}
+  mask = optim.weight_decay_mask(params)
+  assert mask["embedding"]["kernel"] and mask["head"]["kernel"]
+  assert not mask["embedding"]["bias"] and not mask["cls"]
+  assert not mask["Transformer"]["posembed_input"]["pos_embedding"]
+  assert not mask["Transformer"]["encoderblock_0"]["LayerNorm_0"]["scale"]
+
+
+def test_schedule_warmup_then_cosine_to_end_lr():
+  config = tiny_config.get_config().unlock()
+  config.update(dict(lr=1.0, end_lr=0.1, warmup_steps=10, total_steps=110, schedule="cosine"))
+  schedule = optim.make_schedule(config)
+  assert schedule(0) == 0 and schedule(5) == pytest.approx(0.5)
+  assert schedule(10) == pytest.approx(1.0)
+  assert schedule(60) == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-5)
+  assert schedule(110) == pytest.approx(0.1)
+
+
+def test_quickstart_cli_end_to_end_shortened(tfds_dir, tmp_path):
+  """The README's command with fewer steps; TensorBoard, metrics.jsonl, config saved."""
+  result = helpers.run_cli(tmp_path, f"--config.data_dir={tfds_dir}",
+                           "--config.total_steps=250", "--config.fewshot.shots=(5,)",
+                           config=os.path.join(helpers.REPO, "configs", "quickstart.py"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  final = [m for m in helpers.read_metrics(tmp_path) if "test_accuracy" in m][-1]
+  assert final["step"] == 250 and final["test_accuracy"] > 0.75
+  assert final["test_examples"] == 359 and final["fewshot_5shot_accuracy"] > 0.5
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+  assert (tmp_path / "config.json").exists()
+  assert "img/s" in result.stdout and "ETA" in result.stdout and "MFU n/a" in result.stdout
