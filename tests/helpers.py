@@ -33,3 +33,8 @@ def read_metrics(workdir) -> list[dict]:
 
 def losses(workdir) -> dict[int, float]:
   return {m["step"]: m["train_loss"] for m in read_metrics(workdir) if "train_loss" in m}
+
+
+def run_subprocess(args, *, devices=1, timeout=300):
+  return subprocess.run([sys.executable, *args], env=cli_env(devices), cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)

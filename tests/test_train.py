@@ -226,15 +226,18 @@ def test_schedule_warmup_then_cosine_to_end_lr():
   assert schedule(110) == pytest.approx(0.1)
 
 
-def test_quickstart_cli_end_to_end_shortened(tfds_dir, tmp_path):
+def test_quickstart_cli_end_to_end_shortened(quickstart_run):
   """The README's command with fewer steps; TensorBoard, metrics.jsonl, config saved."""
-  result = helpers.run_cli(tmp_path, f"--config.data_dir={tfds_dir}",
-                           "--config.total_steps=250", "--config.fewshot.shots=(5,)",
-                           config=os.path.join(helpers.REPO, "configs", "quickstart.py"))
-  assert result.returncode == 0, result.stderr[-3000:]
-  final = [m for m in helpers.read_metrics(tmp_path) if "test_accuracy" in m][-1]
+  workdir, result = quickstart_run
+  final = [m for m in helpers.read_metrics(workdir) if "test_accuracy" in m][-1]
   assert final["step"] == 250 and final["test_accuracy"] > 0.75
   assert final["test_examples"] == 359 and final["fewshot_5shot_accuracy"] > 0.5
-  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
-  assert (tmp_path / "config.json").exists()
+  assert (workdir / "config.json").exists()
   assert "img/s" in result.stdout and "ETA" in result.stdout and "MFU n/a" in result.stdout
+  events = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")]
+  assert events
+  import tensorflow as tf
+  tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(workdir / events[0]))
+          for value in event.summary.value}
+  assert {"train_loss", "test_accuracy", "attention_rollout_0",
+          "position_embedding_similarity"} <= tags

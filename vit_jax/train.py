@@ -262,6 +262,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                                                         sorted(results.items())))
     return results
 
+  viz_images = next(iter(test_data))["image"][:4] if config.viz_every else None
+
+  def write_figures(step: int, state):
+    """The paper's analysis figures (attention rollout, ...) to TensorBoard."""
+    from vit_jax import visualize  # pylint: disable=g-import-not-at-top  (matplotlib)
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    params = multihost_utils.process_allgather(state.params, tiled=True)
+    if jax.process_index() == 0:
+      figures = visualize.make_figures(model, params, viz_images)
+      writer.write_images(step, {name: visualize.figure_to_array(fig)[None]
+                                 for name, fig in figures.items()})
+
   # --- Loop -----------------------------------------------------------------------------
   preemption = PreemptionWatcher()
   batches = pipeline.prefetch_to_mesh(train_data.as_numpy_iterator(), mesh)
@@ -291,6 +303,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
         return state
       if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
         run_evals(step, state)
+      if config.viz_every and step % config.viz_every == 0:
+        write_figures(step, state)
     if step == config.total_steps:
       run_evals(step, state, final=True)
     return state

@@ -1,0 +1,143 @@
+"""Inference and analysis: figure maths against hand computations, PNGs from a trained
+quickstart model, predict on mixed valid/corrupt files, evaluate."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import helpers
+from vit_jax import analysis, checkpoint, inference
+
+
+def test_rollout_rows_sum_to_one_and_match_hand_product():
+  rng = np.random.default_rng(0)
+  layers = []
+  for _ in range(2):
+    a = rng.uniform(size=(1, 3, 4, 4))
+    layers.append(a / a.sum(-1, keepdims=True))
+  rollout = analysis.attention_rollout(layers)
+  np.testing.assert_allclose(rollout.sum(-1), 1.0)
+  first = (layers[0][0].mean(0) + np.eye(4)) / 2  # rows of A + I sum to 2.
+  second = (layers[1][0].mean(0) + np.eye(4)) / 2
+  np.testing.assert_allclose(rollout[0], second @ first)
+  grid_map = analysis.rollout_map(rollout, (1, 3), num_prefix_tokens=1)
+  np.testing.assert_allclose(grid_map[0, 0], rollout[0, 0, 1:])
+
+
+def test_mean_attention_distance_self_and_uniform():
+  grid, patch = (2, 2), 16
+  own = np.eye(5)[None, None].repeat(2, axis=1)  # (1, 2 heads, 5 tokens incl. class token)
+  np.testing.assert_allclose(
+      analysis.mean_attention_distance(own, grid=grid, patch_size=patch, num_prefix_tokens=1),
+      [0.0, 0.0])
+  uniform = np.full((1, 1, 4, 4), 0.25)  # no class token (gap model)
+  # From any patch of a 2x2 grid: distances 0, p, p, p*sqrt(2), each weighted 1/4.
+  expected = (2 * patch + patch * np.sqrt(2)) / 4
+  np.testing.assert_allclose(
+      analysis.mean_attention_distance(uniform, grid=grid, patch_size=patch,
+                                       num_prefix_tokens=0), [expected])
+
+
+def test_posemb_similarity_diagonal_and_symmetric():
+  posemb = np.random.default_rng(1).standard_normal((1, 1 + 9, 8))
+  sim = analysis.posemb_similarity(posemb, num_prefix_tokens=1)
+  assert sim.shape == (9, 9)
+  np.testing.assert_allclose(np.diag(sim), 1.0)
+  np.testing.assert_allclose(sim, sim.T)
+  assert np.all(np.abs(sim) <= 1 + 1e-12)
+
+
+def test_patch_embedding_pca_components_are_orthonormal():
+  kernel = np.random.default_rng(2).standard_normal((4, 4, 3, 32))
+  components, variance = analysis.patch_embedding_pca(kernel, 6)
+  flat = components.reshape(6, -1)
+  np.testing.assert_allclose(flat @ flat.T, np.eye(6), atol=1e-10)
+  assert components.shape == (6, 4, 4, 3)
+  assert np.all(np.diff(variance) <= 1e-12) and variance.sum() <= 1
+
+
+def test_visualize_cli_writes_non_trivial_pngs(quickstart_run, tmp_path):
+  workdir, _ = quickstart_run
+  result = helpers.run_subprocess(["-m", "vit_jax.visualize", f"--checkpoint={workdir}",
+                                   f"--out={tmp_path}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  names = sorted(os.listdir(tmp_path))
+  assert {"attention_rollout_0.png", "position_embedding_similarity.png",
+          "mean_attention_distance.png", "embedding_filters.png"} <= set(names)
+  for name in names:
+    pixels = np.asarray(Image.open(tmp_path / name).convert("RGB"), np.float64)
+    assert pixels.std() > 10, name                    # not blank
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, name  # real content
+
+
+@pytest.fixture()
+def image_files(tmp_path):
+  from sklearn.datasets import load_digits
+  digits = load_digits()
+  def digit(i):
+    return (digits.images[i] * 255 / 16).astype(np.uint8)
+  paths = {}
+  Image.fromarray(digit(0)).convert("RGB").resize((64, 48)).save(tmp_path / "rgb.jpg")
+  Image.fromarray(digit(1)).save(tmp_path / "gray.png")
+  rgba = Image.fromarray(digit(2)).convert("RGBA")
+  rgba.save(tmp_path / "rgba.png")
+  Image.fromarray(digit(3).astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+  (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+  for name in ("rgb.jpg", "gray.png", "rgba.png", "sixteen.png", "corrupt.png"):
+    paths[name] = str(tmp_path / name)
+  return paths
+
+
+def test_predict_mixed_valid_and_corrupt(quickstart_run, image_files):
+  workdir, _ = quickstart_run
+  result = helpers.run_subprocess(["-m", "vit_jax.predict", f"--checkpoint={workdir}",
+                                   "--top_k=3", *image_files.values()])
+  assert result.returncode == 1  # one file was unreadable.
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 5
+  by_file = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in lines}
+  assert by_file[image_files["corrupt.png"]].startswith("error: unreadable image")
+  for name in ("rgb.jpg", "gray.png", "rgba.png", "sixteen.png"):
+    entries = by_file[image_files[name]].split(", ")
+    assert len(entries) == 3  # label (probability) x top 3, labels = digit names.
+    assert all(e.split(" (")[0] in [str(d) for d in range(10)] for e in entries)
+  # 16-bit and 8-bit versions of a digit are the same image to the model.
+  assert "Traceback" not in result.stderr
+
+
+def test_16_bit_png_matches_8_bit(tmp_path):
+  image = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
+  Image.fromarray(image).save(tmp_path / "eight.png")
+  Image.fromarray(image.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+  batch, ok, errors = inference.preprocess_files(
+      [str(tmp_path / "eight.png"), str(tmp_path / "sixteen.png")],
+      "to_rgb|resize(8)|value_range(-1, 1)")
+  assert not errors and len(ok) == 2
+  np.testing.assert_allclose(batch[0], batch[1], atol=1e-6)
+
+
+def test_evaluate_cli_matches_training_eval(quickstart_run):
+  workdir, _ = quickstart_run
+  result = helpers.run_subprocess(["-m", "vit_jax.evaluate", f"--checkpoint={workdir}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  final = [m for m in helpers.read_metrics(workdir) if "test_accuracy" in m][-1]
+  assert f"accuracy {final['test_accuracy']:.4f}" in result.stdout
+  assert "over 359 examples" in result.stdout
+
+
+def test_npz_checkpoint_for_inference(quickstart_run, tmp_path, image_files):
+  workdir, _ = quickstart_run
+  loaded = inference.load(str(workdir))
+  checkpoint.save_npz(loaded.params, tmp_path / "model.npz")
+  (tmp_path / "labels.txt").write_text("\n".join(f"digit-{i}" for i in range(10)))
+  from_npz = inference.load(str(tmp_path / "model.npz"), model_name="ViT-digits",
+                            labels_file=str(tmp_path / "labels.txt"))
+  assert from_npz.pp == "to_rgb|resize(8)|value_range(-1, 1)"
+  assert from_npz.label(3) == "digit-3"
+  images, _, _ = inference.preprocess_files([image_files["gray.png"]], from_npz.pp)
+  np.testing.assert_allclose(
+      from_npz.model.apply({"params": from_npz.params}, images),
+      loaded.model.apply({"params": loaded.params}, images), rtol=1e-6)
+  with pytest.raises(ValueError, match="needs --model"):
+    inference.load(str(tmp_path / "model.npz"))

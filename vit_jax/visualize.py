@@ -1,0 +1,175 @@
+r"""The paper's figures of what a ViT learns, as PNGs (and TensorBoard images in training).
+
+    python -m vit_jax.visualize --checkpoint=/tmp/vit_quickstart --out=/tmp/figures [IMAGE...]
+
+Writes attention_rollout_<i>.png (one per image: where the class token looks, overlaid on
+the image), position_embedding_similarity.png, mean_attention_distance.png and
+embedding_filters.png. Without image files, images come from the run's test split.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
+import numpy as np  # noqa: E402
+
+from vit_jax import analysis  # noqa: E402
+
+
+def _grid(model, images) -> tuple[int, int]:
+  down = model.patch_size * (16 if model.resnet_layers is not None else 1)
+  return images.shape[1] // down, images.shape[2] // down
+
+
+def _upsample(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+  rows = np.minimum((np.arange(shape[0]) * values.shape[0]) // shape[0], values.shape[0] - 1)
+  cols = np.minimum((np.arange(shape[1]) * values.shape[1]) // shape[1], values.shape[1] - 1)
+  return values[rows][:, cols]
+
+
+def rollout_figure(image: np.ndarray, attention_map: np.ndarray):
+  """image: (H, W, 3) in [0, 1]; attention_map: (gh, gw)."""
+  fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+  heat = _upsample(attention_map / attention_map.max(), image.shape[:2])
+  axes[0].imshow(image, interpolation="nearest")
+  axes[0].set_title("image")
+  axes[1].imshow(image, interpolation="nearest")
+  axes[1].imshow(heat, cmap="inferno", alpha=0.6, interpolation="bilinear")
+  axes[1].set_title("attention rollout")
+  for ax in axes:
+    ax.axis("off")
+  fig.tight_layout()
+  return fig
+
+
+def posemb_similarity_figure(similarity: np.ndarray, grid: tuple[int, int]):
+  gh, gw = grid
+  fig, axes = plt.subplots(gh, gw, figsize=(max(4.5, gw * 0.6), max(4.5, gh * 0.6) + 0.5),
+                           squeeze=False)
+  for index in range(gh * gw):
+    ax = axes[index // gw][index % gw]
+    ax.imshow(similarity[index].reshape(gh, gw), cmap="viridis", vmin=-1, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle("Position embedding similarity (cosine)", fontsize=10)
+  fig.tight_layout(rect=(0, 0, 1, 0.95))
+  return fig
+
+
+def attention_distance_figure(distances: np.ndarray, patch_size: int):
+  """distances: (layers, heads) in pixels."""
+  fig, ax = plt.subplots(figsize=(5, 4))
+  layers, heads = distances.shape
+  for head in range(heads):
+    ax.scatter(np.arange(layers), distances[:, head], s=12, label=f"head {head}")
+  ax.set_xlabel("network depth (layer)")
+  ax.set_ylabel("mean attention distance (pixels)")
+  ax.set_title(f"Mean attention distance (patch size {patch_size})")
+  if heads <= 16:
+    ax.legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  return fig
+
+
+def embedding_filters_figure(components: np.ndarray, variance: np.ndarray):
+  """components: (k, p, p, 3) principal components, each shown min-max scaled to RGB."""
+  k = components.shape[0]
+  cols = min(7, k)
+  rows = math.ceil(k / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.3), squeeze=False)
+  for index, ax in enumerate(axes.ravel()):
+    ax.axis("off")
+    if index < k:
+      c = components[index]
+      ax.imshow((c - c.min()) / max(c.max() - c.min(), 1e-12), interpolation="nearest")
+      ax.set_title(f"{variance[index]:.0%}", fontsize=7)
+  fig.suptitle("RGB embedding filters (first principal components)")
+  return fig
+
+
+def make_figures(model, params, images: np.ndarray, *, num_components: int = 28) -> dict:
+  """All figures for `images` ((B, H, W, 3) in the model's [-1, 1] input range)."""
+  grid = _grid(model, images)
+  prefix = 1 if model.classifier == "token" else 0
+  attentions = analysis.attention_maps(model, params, images)
+  maps = analysis.rollout_map(analysis.attention_rollout(attentions), grid, prefix)
+  figures = {f"attention_rollout_{i}": rollout_figure((images[i] + 1) / 2, maps[i])
+             for i in range(len(images))}
+  posemb = np.asarray(params["Transformer"]["posembed_input"]["pos_embedding"])
+  figures["position_embedding_similarity"] = posemb_similarity_figure(
+      analysis.posemb_similarity(posemb, num_prefix_tokens=prefix), grid)
+  patch = model.patch_size
+  distances = np.stack([analysis.mean_attention_distance(a, grid=grid, patch_size=patch,
+                                                         num_prefix_tokens=prefix)
+                        for a in attentions])
+  figures["mean_attention_distance"] = attention_distance_figure(distances, patch)
+  kernel = np.asarray(params["embedding"]["kernel"])
+  if kernel.shape[2] == 3:  # RGB filters (the hybrid embeds ResNet features instead).
+    figures["embedding_filters"] = embedding_filters_figure(
+        *analysis.patch_embedding_pca(kernel, num_components))
+  return figures
+
+
+def figure_to_array(fig) -> np.ndarray:
+  fig.canvas.draw()
+  array = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+  plt.close(fig)
+  return array
+
+
+def write_pngs(figures: dict, out_dir: str) -> list[str]:
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for name, fig in figures.items():
+    path = os.path.join(out_dir, f"{name}.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from vit_jax import inference  # pylint: disable=g-import-not-at-top
+  flags_ = flags.FLAGS
+  paths = argv[1:]
+  try:
+    loaded = inference.load(flags_.checkpoint, model_name=flags_.model)
+    if paths:
+      images, ok, errors = inference.preprocess_files(paths, loaded.pp)
+      for path, error in errors.items():
+        print(f"{path}: error: {error}", file=sys.stderr)
+    elif loaded.config is not None:
+      images = _test_images(loaded.config, flags_.num_images)
+    else:
+      raise ValueError("Give image files (an .npz checkpoint has no dataset to draw from).")
+    if not len(images):
+      raise ValueError("No readable images.")
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  for path in write_pngs(make_figures(loaded.model, loaded.params, images), flags_.out):
+    print(path)
+
+
+def _test_images(config, count: int) -> np.ndarray:
+  from vit_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  source = sources.get_source(config.dataset, data_dir=config.get("data_dir"),
+                              label_key=config.get("label_key", "label"))
+  data = pipeline.eval_dataset(source, split=config.test_split, global_batch_size=count,
+                               pp=config.pp_eval)
+  return next(iter(data))["image"]
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("checkpoint", None, "Workdir of a run or an .npz file.", required=True)
+  flags.DEFINE_string("model", None, "Model name (needed for .npz files).")
+  flags.DEFINE_string("out", None, "Directory for the PNG files.", required=True)
+  flags.DEFINE_integer("num_images", 4, "Test images to use when none are given.")
+  app.run(main)
