@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import numpy_vit
+from vit_jax import minimal_vit
 from vit_jax.models import create_model
 
 PUBLISHED_COUNTS = {  # 1000-class head, 224 px, as published.
@@ -66,7 +66,7 @@ def test_matches_numpy_reference(classifier, representation_size):
   params = random_params(model, 16)
   images = np.random.default_rng(1).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
   logits = np.asarray(model.apply({"params": params}, images))
-  reference = numpy_vit.forward(params, images, patch_size=4, classifier=classifier)
+  reference = minimal_vit.numpy_reference(params, images, patch_size=4, classifier=classifier)
   assert logits.shape == (3, 7)
   rel = np.linalg.norm(logits - reference) / np.linalg.norm(reference)
   assert rel < 1e-5, rel
@@ -80,7 +80,7 @@ def test_non_square_images_match_reference():
                         nn.unbox(variables["params"]))
   images = rng.uniform(-1, 1, (2, 8, 16, 3)).astype(np.float32)
   logits = np.asarray(model.apply({"params": params}, images))
-  reference = numpy_vit.forward(params, images, patch_size=4)
+  reference = minimal_vit.numpy_reference(params, images, patch_size=4)
   assert np.linalg.norm(logits - reference) / np.linalg.norm(reference) < 1e-5
 
 

@@ -1,0 +1,60 @@
+"""FLOP counts (analytical vs the paper and XLA) and a CI smoke run of the benchmark."""
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from vit_jax import benchmark, flops
+from vit_jax.models import create_model
+
+PAPER_GFLOPS = {"ViT-Ti_16": 2.5, "ViT-S_16": 9.2, "ViT-B_32": 8.8, "ViT-B_16": 35.1,
+                "ViT-L_16": 123.1, "ViT-H_14": 334.6}
+
+
+@pytest.mark.parametrize("name,gflops", sorted(PAPER_GFLOPS.items()))
+def test_analytical_forward_flops_match_the_paper(name, gflops):
+  model = create_model(name, num_classes=1000)
+  assert flops.vit_forward_flops(model, (224, 224)) / 1e9 == pytest.approx(gflops, rel=0.01)
+
+
+def test_b16_forward_flops_formula_and_xla():
+  """ViT-B/16 at 224 px: 35.1 GFLOPs per image (multiply-add = 2), by the formula and by
+  XLA's count of the compiled forward pass (which adds the softmax/LayerNorm/GELU
+  element-wise work: measured +0.4%)."""
+  model = create_model("ViT-B_16", num_classes=1000)
+  d, t, mlp, layers = 768, 197, 3072, 12
+  formula = (2 * 196 * 768 * 768 + layers * (2 * t * d * 3 * d + 4 * t * t * d
+                                              + 2 * t * d * d + 4 * t * d * mlp)
+             + 2 * d * 1000)
+  analytical = flops.vit_forward_flops(model, (224, 224))
+  assert analytical == formula and round(analytical / 1e9, 1) == 35.1
+  params = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0),
+                                                      jnp.zeros((1, 224, 224, 3)))["params"]))
+  compiled = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(
+      params, jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)).compile()
+  assert flops.xla_flops(compiled) == pytest.approx(analytical, rel=0.02)
+
+
+def test_peak_table_lookup():
+  class Fake:
+    def __init__(self, kind):
+      self.device_kind = kind
+  assert flops.peak_flops(Fake("NVIDIA H100 80GB HBM3")) == 989e12
+  assert flops.peak_flops(Fake("TPU v5 lite")) == 197e12
+  assert flops.peak_flops(Fake("TPU v5p")) == 459e12
+  assert flops.peak_flops(Fake("cpu")) is None
+
+
+def test_benchmark_smoke_prints_table_and_json(tmp_path, capsys):
+  out = tmp_path / "bench.json"
+  results = benchmark.main(["--model=ViT-test", "--batch=8", "--resolution=16",
+                            "--dtype=float32", "--steps=2", "--warmup=1", "--compare",
+                            f"--json={out}"])
+  printed = capsys.readouterr().out
+  assert "| vit_jax |" in printed and "| minimal JAX |" in printed
+  assert "step time / minimal JAX step time" in printed
+  saved = json.loads(out.read_text())
+  assert saved["ours"]["train_step_s"] > 0 and saved["minimal_jax"]["train_step_s"] > 0
+  assert saved == json.loads(json.dumps(results))
