@@ -60,7 +60,7 @@ def main():
     count += batch["image"].shape[0]
   rate = count / (time.perf_counter() - start)
   cores = os.cpu_count()
-  print(f"\n| measure | value |\n|---|---|")
+  print("\n| measure | value |\n|---|---|")
   print(f"| host cores | {cores} |")
   print(f"| images/s (decode + inception_crop({args.resolution}) + flip) | {rate:,.0f} |")
   print(f"| images/s per core | {rate / cores:,.0f} |")

@@ -1,6 +1,5 @@
 """Input pipeline: offline sources, TFDS (mocked), folders, determinism, resume, padded
 eval, sharding over 8 devices, and bad input."""
-import os
 import time
 
 import jax

@@ -3,12 +3,10 @@ and SIGTERM, NaN guard, resharding restore, fine-tuning from .npz, the quickstar
 import os
 import signal
 import subprocess
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from tests import helpers, tiny_config

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from typing import Optional
 
 import jax
@@ -33,13 +35,28 @@ def initialize(*, coordinator_address: Optional[str] = None,
   explicit = coordinator_address is not None
   if not explicit and not _multi_process_cluster():
     return
-  kwargs = dict(initialization_timeout=initialization_timeout,
+  where = coordinator_address or "the coordinator from the cluster environment"
+  message = (f"error: Could not start {num_processes or 'all'} processes with {where} within "
+             f"{initialization_timeout}s: is every process started, with the same "
+             f"--coordinator_address and --num_processes and a distinct --process_id?")
+  # JAX aborts from C++ when a peer never registers, so Python cannot catch it: a watchdog
+  # prints the actionable line and exits 1 first (JAX's own deadline is 10 s later).
+  watchdog = threading.Timer(initialization_timeout, _exit_with, args=(message,))
+  watchdog.daemon = True
+  kwargs = dict(initialization_timeout=initialization_timeout + 10,
                 heartbeat_timeout_seconds=heartbeat_timeout)
   if explicit:
     kwargs.update(coordinator_address=coordinator_address, num_processes=num_processes,
                   process_id=process_id)
+  watchdog.start()
   try:
     jax.distributed.initialize(**kwargs)
-  except TypeError:  # older jax without heartbeat_timeout_seconds.
-    kwargs.pop("heartbeat_timeout_seconds")
-    jax.distributed.initialize(**kwargs)
+  except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError, gRPC errors)
+    raise RuntimeError(f"{message.removeprefix('error: ')} ({str(e).splitlines()[0]})") from None
+  finally:
+    watchdog.cancel()
+
+
+def _exit_with(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access

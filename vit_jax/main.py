@@ -31,13 +31,13 @@ def main(argv):
   del argv
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from vit_jax import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                         num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
-                         num_cpu_devices=FLAGS.num_cpu_devices,
-                         initialization_timeout=FLAGS.initialization_timeout,
-                         heartbeat_timeout=FLAGS.heartbeat_timeout)
-  from vit_jax import train  # pylint: disable=g-import-not-at-top
   try:
+    distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                           num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                           num_cpu_devices=FLAGS.num_cpu_devices,
+                           initialization_timeout=FLAGS.initialization_timeout,
+                           heartbeat_timeout=FLAGS.heartbeat_timeout)
+    from vit_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
     # Bad input: one clear line, not a stack trace from deep inside JAX.

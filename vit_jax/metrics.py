@@ -107,7 +107,7 @@ class Progress:
     return " | ".join(p for p in parts if p)
 
 
-def log_line(message: str) -> None:
-  if jax.process_index() == 0:
+def log_line(message: str, *, every_process: bool = False) -> None:
+  if every_process or jax.process_index() == 0:
     logging.info(message)
     print(message, flush=True)

@@ -123,6 +123,14 @@ def activation_sharding(mesh: Mesh, rules=DEFAULT_RULES) -> Iterator[None]:
     _ACTIVE.pop()
 
 
+def with_activation_sharding(fn, mesh: Mesh, rules=DEFAULT_RULES):
+  """`fn` traced with its activations constrained to `mesh` by rule (see `constrain`)."""
+  def wrapped(*args, **kwargs):
+    with activation_sharding(mesh, rules):
+      return fn(*args, **kwargs)
+  return wrapped
+
+
 def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
   """Sharding constraint by logical names; a no-op outside `activation_sharding`."""
   if not _ACTIVE:

@@ -6,26 +6,23 @@ runs on one CPU, many simulated CPU devices, a GPU and a multi-host pod.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from clu import parameter_overview
 
 from vit_jax import checkpoint as npz_checkpoint
 from vit_jax import fewshot, flops, metrics, optim, steps
 from vit_jax import sharding as sharding_lib
+from vit_jax import state as state_lib
 from vit_jax import train_checkpoint
 from vit_jax.data import pipeline, sources
 from vit_jax.models import create_model
@@ -137,6 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     raise ValueError(f"batch_size={config.batch_size} is not divisible by accum_steps="
                      f"{config.accum_steps}.")
   data_sharding = pipeline.Sharding.create(config.data_shards)
+  metrics.log_line(f"Process {jax.process_index()} reads data shard(s) "
+                   f"{list(data_sharding.local_shards)} of {data_sharding.num_shards}", every_process=True)
   pipeline.check_batch_size(config.batch_size // config.accum_steps,
                             num_devices=sharding_lib.batch_divisor(mesh),
                             num_shards=data_sharding.num_shards)
@@ -151,26 +150,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   # --- Model and optimizer --------------------------------------------------------------
   model = create_model(config.model_name, num_classes=source.num_classes, **config.model)
   tx, schedule = optim.make_optimizer(config)
-  dummy = jnp.zeros((1, *image_shape), jnp.float32)
-
-  def init_state(rng):
-    params = nn.unbox(model.init(rng, dummy)["params"])
-    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=tx.init(params), rng=jax.random.key_data(rng))
-
   rng = jax.random.key(config.seed)
-  boxed = jax.eval_shape(lambda: model.init(rng, dummy)["params"])
-  abstract_state = jax.eval_shape(init_state, rng)
-  param_shardings = sharding_lib.shape_safe_shardings(
-      abstract_state.params, sharding_lib.logical_to_shardings(boxed, mesh))
+  spec = state_lib.make_state_spec(model, tx, mesh, image_shape, rng)
+  param_shardings, opt_shardings = spec.param_shardings, spec.opt_shardings
   replicated = sharding_lib.replicated(mesh)
-  opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract_state.opt_state,
-                                        param_shardings, transform_non_params=lambda _: replicated)
-  state_shardings = steps.TrainState(step=replicated, params=param_shardings,
-                                     opt_state=opt_shardings, rng=replicated)
-  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                abstract_state, state_shardings)
-  metrics.log_line(parameter_overview.get_parameter_overview(abstract_state.params,
+  metrics.log_line(parameter_overview.get_parameter_overview(spec.abstract.params,
                                                              include_stats=False))
 
   # --- State: resume, fine-tune, or start fresh ----------------------------------------
@@ -178,14 +162,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
       os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
   latest = checkpointer.latest_step()
   if latest is not None:
-    state, data_state = checkpointer.restore(latest, abstract_state)
+    state, data_state = checkpointer.restore(latest, spec.abstract)
     expected = _data_state(config, data_sharding)
     if data_state != expected:
       logging.warning("Input settings changed since the checkpoint (%s -> %s): the data "
                       "stream will not continue exactly.", data_state, expected)
     metrics.log_line(f"Resumed from step {latest} in {checkpointer.directory}")
   else:
-    state = jax.jit(init_state, out_shardings=state_shardings)(rng)
+    state = jax.jit(spec.init, out_shardings=spec.shardings)(rng)
     if config.pretrained:
       grid = (image_shape[0] // model.patch_size, image_shape[1] // model.patch_size)
       if model.resnet_layers is not None:
@@ -201,18 +185,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                                      label_smoothing=config.label_smoothing,
                                      accum_steps=config.accum_steps)
 
-  def sharded(fn):
-    def wrapped(*args):
-      with sharding_lib.activation_sharding(mesh):
-        return fn(*args)
-    return wrapped
-
-  train_step_jit = jax.jit(sharded(train_step), in_shardings=(state_shardings, batch_sharding),
-                           out_shardings=(state_shardings, replicated), donate_argnums=(0,))
-  eval_step = jax.jit(sharded(steps.make_eval_step(model, loss=config.loss)),
+  eval_step = jax.jit(sharding_lib.with_activation_sharding(
+      steps.make_eval_step(model, loss=config.loss), mesh),
                       in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)
   represent = steps.make_representation_fn(model)
-  represent_jit = jax.jit(sharded(lambda p, b: (represent(p, b["image"]), b["label"], b["mask"])),
+  represent_jit = jax.jit(sharding_lib.with_activation_sharding(
+      lambda p, b: (represent(p, b["image"]), b["label"], b["mask"]), mesh),
                           in_shardings=(param_shardings, batch_sharding),
                           out_shardings=replicated)
 
@@ -221,14 +199,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
       seed=config.seed, start_step=start_step, shuffle_buffer=config.shuffle_buffer,
       sharding=data_sharding)
   label_spec = train_data.element_spec["label"]
-  abstract_batch = {
-      "image": jax.ShapeDtypeStruct((config.batch_size, *image_shape), jnp.float32,
-                                    sharding=batch_sharding),
-      "label": jax.ShapeDtypeStruct((config.batch_size, *label_spec.shape[1:]),
-                                    jnp.int32 if label_spec.dtype.is_integer else jnp.float32,
-                                    sharding=batch_sharding)}
+  batch_spec = state_lib.abstract_batch(config.batch_size, image_shape, mesh,
+                                        label_shape=tuple(label_spec.shape[1:]),
+                                        integer_labels=label_spec.dtype.is_integer)
   compile_start = time.perf_counter()
-  compiled_train_step = train_step_jit.lower(abstract_state, abstract_batch).compile()
+  compiled_train_step = state_lib.jit_train_step(train_step, spec, mesh).lower(
+      spec.abstract, batch_spec).compile()
   metrics.log_line(f"Compiled the train step in {time.perf_counter() - compile_start:.1f}s")
   try:
     step_flops = 3 * flops.vit_forward_flops(model, image_shape[:2]) * config.batch_size

@@ -22,7 +22,6 @@ import math
 from typing import Iterable, Iterator, Optional
 
 import jax
-import numpy as np
 import tensorflow as tf
 
 from vit_jax import sharding as sharding_lib

@@ -11,7 +11,7 @@ import fcntl
 import logging
 import os
 import threading
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -105,6 +105,8 @@ class TfdsSource(Source):
         if not self.builder.is_prepared():  # another process may have prepared it.
           tfds.disable_progress_bar()
           self.builder.download_and_prepare()
+      # Re-read: if another process prepared it meanwhile, our builder's info is stale.
+      self.builder = tfds.builder(self.name, data_dir=data_dir)
     self.label_key = label_key
     label_feature = self.builder.info.features[label_key]
     if isinstance(label_feature, tfds.features.Sequence):

@@ -1,0 +1,113 @@
+"""Multi-host on one machine: 2 processes x 4 CPU devices (jax.distributed over loopback)
+against 1 process x 8 devices, and failing fast when a peer is missing or dies."""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import jax
+import numpy as np
+
+from tests import helpers
+from tests.test_train import tiny
+from vit_jax import train, train_checkpoint
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start_process(workdir, index, port, log_dir, *overrides, num_processes=2,
+                  timeouts=("--initialization_timeout=60", "--heartbeat_timeout=10")):
+  log = open(os.path.join(log_dir, f"process_{index}.log"), "w")
+  args = helpers.cli_args(workdir, *overrides, f"--coordinator_address=127.0.0.1:{port}",
+                          f"--num_processes={num_processes}", f"--process_id={index}",
+                          "--num_cpu_devices=4", *timeouts)
+  return subprocess.Popen(args, env=helpers.cli_env(4), cwd=helpers.REPO, stdout=log,
+                          stderr=subprocess.STDOUT), log
+
+
+def read(path) -> str:
+  with open(path) as f:
+    return f.read()
+
+
+def test_two_processes_equal_one_process_with_eight_devices(tfds_dir, tmp_path):
+  # SGD: its update is linear in the gradient, so the different summation order across
+  # processes stays at rounding level. (Adam turns the rounding noise of exactly-zero
+  # gradients, e.g. of the attention key bias, into lr-sized steps.)
+  overrides = (f"--config.data_dir={tfds_dir}", "--config.data_shards=2",
+               "--config.total_steps=6", "--config.optimizer=sgd", "--config.lr=0.1",
+               "--config.weight_decay=0.0")
+  port = free_port()
+  procs = [start_process(tmp_path / "two", i, port, tmp_path, *overrides) for i in range(2)]
+  try:
+    codes = [p.wait(timeout=300) for p, _ in procs]
+  finally:
+    for p, log in procs:
+      p.kill()
+      log.close()
+  logs = [read(tmp_path / f"process_{i}.log") for i in range(2)]
+  assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+  # Each process reads only its own shard of the data.
+  assert "Process 0 reads data shard(s) [0] of 2" in logs[0]
+  assert "Process 1 reads data shard(s) [1] of 2" in logs[1]
+  # The same global batches on 1 process x 8 devices (this test process).
+  state = train.train_and_evaluate(
+      tiny(tfds_dir, data_shards=2, total_steps=6, optimizer="sgd", lr=0.1, weight_decay=0.0),
+      tmp_path / "one")
+  # The checkpoint both processes wrote restores in this single process.
+  two_params, step = train_checkpoint.restore_params_as_numpy(tmp_path / "two")
+  assert step == 6
+  one_params = jax.device_get(state.params)
+  for a, b in zip(jax.tree.leaves(two_params), jax.tree.leaves(one_params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  two_losses, one_losses = helpers.losses(tmp_path / "two"), helpers.losses(tmp_path / "one")
+  assert sorted(two_losses) == sorted(one_losses) == list(range(1, 7))
+  np.testing.assert_allclose([two_losses[k] for k in range(1, 7)],
+                             [one_losses[k] for k in range(1, 7)], rtol=1e-5)
+
+
+def test_missing_peer_fails_fast_with_a_clear_error(tfds_dir, tmp_path):
+  start = time.time()
+  proc, log = start_process(tmp_path / "run", 0, free_port(), tmp_path,
+                            f"--config.data_dir={tfds_dir}",
+                            timeouts=("--initialization_timeout=5", "--heartbeat_timeout=5"))
+  try:
+    code = proc.wait(timeout=120)
+  finally:
+    proc.kill()
+    log.close()
+  output = read(tmp_path / "process_0.log")
+  assert code == 1, output[-3000:]
+  assert "error: Could not start 2 processes with 127.0.0.1:" in output
+  assert time.time() - start < 90
+
+
+def test_dead_peer_stops_the_survivor_in_bounded_time(tfds_dir, tmp_path):
+  overrides = (f"--config.data_dir={tfds_dir}", "--config.data_shards=2",
+               "--config.total_steps=100000", "--config.checkpoint_every=100000")
+  port = free_port()
+  procs = [start_process(tmp_path / "run", i, port, tmp_path, *overrides,
+                         timeouts=("--initialization_timeout=60", "--heartbeat_timeout=5"))
+           for i in range(2)]
+  try:
+    deadline = time.time() + 240
+    while "step 3/" not in read(tmp_path / "process_0.log"):
+      assert time.time() < deadline and procs[0][0].poll() is None, "training never started"
+      time.sleep(0.5)
+    procs[1][0].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    code = procs[0][0].wait(timeout=120)
+    waited = time.time() - killed_at
+  finally:
+    for p, log in procs:
+      p.kill()
+      log.close()
+  output = read(tmp_path / "process_0.log")
+  assert code != 0
+  assert waited < 60, waited  # heartbeat timeout 5 s; measured ~6 s.
+  assert "another task died" in output or "heartbeat" in output
