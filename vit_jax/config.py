@@ -102,5 +102,5 @@ def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
 def parse_args(arg: str | None, default: str) -> list[str]:
   """'b16,cifar10' -> ['b16', 'cifar10']; model names are checked here, early."""
   parts = [p.strip() for p in (arg or default).split(",")]
-  resolve_model_name(parts[0])
+  parts[0] = resolve_model_name(parts[0])
   return parts

@@ -21,11 +21,14 @@ def _multi_process_cluster() -> bool:
   return "JAX_COORDINATOR_ADDRESS" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ
 
 
-def initialize(*, coordinator_address: Optional[str] = None,
+def initialize(*, force: bool = False, coordinator_address: Optional[str] = None,
                num_processes: Optional[int] = None, process_id: Optional[int] = None,
                num_cpu_devices: Optional[int] = None,
                initialization_timeout: int = 60, heartbeat_timeout: int = 20) -> None:
-  """Starts jax.distributed when asked explicitly or when the environment is a cluster.
+  """Starts jax.distributed when asked (`force`, or a coordinator address) or when the
+  environment is a multi-process cluster (SLURM, Open MPI, a Cloud TPU pod, or
+  JAX_COORDINATOR_ADDRESS); with `force` and no address JAX finds the settings itself
+  (Cloud TPU metadata, SLURM variables).
 
   A missing peer fails after `initialization_timeout` seconds; a peer that dies later
   makes the others fail after about `heartbeat_timeout` seconds: never a silent hang.
@@ -33,7 +36,7 @@ def initialize(*, coordinator_address: Optional[str] = None,
   if num_cpu_devices:
     jax.config.update("jax_num_cpu_devices", num_cpu_devices)
   explicit = coordinator_address is not None
-  if not explicit and not _multi_process_cluster():
+  if not (explicit or force or _multi_process_cluster()):
     return
   where = coordinator_address or "the coordinator from the cluster environment"
   message = (f"error: Could not start {num_processes or 'all'} processes with {where} within "

@@ -15,6 +15,9 @@ from ml_collections import config_flags
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/finetune.py:b16,cifar10",
                                 lock_config=True)
+flags.DEFINE_bool("distributed", False,
+                  "Start jax.distributed with settings from the cluster (Cloud TPU pod, SLURM); "
+                  "the launchers under scripts/ pass it.")
 flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0, for multi-process runs without a cluster "
                     "environment (SLURM / Cloud TPU set this up themselves).")
@@ -32,7 +35,7 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from vit_jax import distributed  # pylint: disable=g-import-not-at-top
   try:
-    distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+    distributed.initialize(force=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                            num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                            num_cpu_devices=FLAGS.num_cpu_devices,
                            initialization_timeout=FLAGS.initialization_timeout,

@@ -1,0 +1,63 @@
+"""The launch scripts' --dry-run commands."""
+import shlex
+import subprocess
+import sys
+
+from tests import helpers
+
+
+def dry_run(script, *args) -> str:
+  split = args.index("--") if "--" in args else len(args)
+  args = (*args[:split], "--dry-run", *args[split:])
+  result = subprocess.run([sys.executable, f"scripts/{script}", *args],
+                          cwd=helpers.REPO, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  return result.stdout
+
+
+def test_tpu_vm_up_creates_or_reuses_then_installs_on_every_worker():
+  lines = dry_run("launch_tpu_vm.py", "up", "--name=vit", "--zone=us-central2-b",
+                  "--accelerator=v4-32", "--spot").splitlines()
+  assert len(lines) == 4
+  assert "gcloud compute tpus tpu-vm describe vit --zone=us-central2-b" in lines[0]
+  assert ("|| gcloud compute tpus tpu-vm create vit --zone=us-central2-b "
+          "--accelerator-type=v4-32 --version=tpu-ubuntu2204-base --spot") in lines[0]
+  scp = shlex.split(lines[2])
+  assert scp[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "scp", "vit"]
+  assert "--worker=all" in scp and scp[-1] == "vit:~/vit_jax/"
+  assert shlex.split(lines[3])[-1] == "--command=cd ~/vit_jax && pip install -q -e . 'jax[tpu]'"
+
+
+def test_tpu_vm_run_same_command_on_all_workers():
+  out = dry_run("launch_tpu_vm.py", "run", "--name=vit", "--zone=europe-west4-a",
+                "--workdir=gs://bucket/run", "--", "--config=configs/pretrain.py:b16,imagenet2012",
+                "--config.batch_size=1024")
+  cmd = shlex.split(out.strip())
+  assert cmd[:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "vit", "--zone=europe-west4-a"]
+  assert "--worker=all" in cmd
+  assert cmd[-1] == ("--command=cd ~/vit_jax && python3 -m vit_jax.main --distributed "
+                     "--workdir=gs://bucket/run --config=configs/pretrain.py:b16,imagenet2012 "
+                     "--config.batch_size=1024 2>&1 | tee ~/vit_jax_train.log")
+  stop = shlex.split(dry_run("launch_tpu_vm.py", "stop", "--name=vit", "--zone=z").strip())
+  assert stop[-1] == "--command=pkill -TERM -f vit_jax.main || true"
+
+
+def test_tpu_vm_run_needs_a_workdir():
+  result = subprocess.run([sys.executable, "scripts/launch_tpu_vm.py", "run", "--name=v",
+                           "--zone=z", "--dry-run"], cwd=helpers.REPO, capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 2 and "run needs --workdir" in result.stderr
+
+
+def test_slurm_script_one_process_per_gpu():
+  out = dry_run("launch_slurm.py", "--nodes=4", "--gpus_per_node=8", "--workdir=/shared/run",
+                "--time=02:00:00", "--", "--config=configs/finetune.py:b16,cifar10")
+  assert "#SBATCH --nodes=4" in out and "#SBATCH --ntasks-per-node=8" in out
+  assert "#SBATCH --gpus-per-node=8" in out and "#SBATCH --signal=TERM@120" in out
+  assert "#SBATCH --requeue" in out and "#SBATCH --time=02:00:00" in out
+  srun = [line for line in out.splitlines() if line.startswith("srun")][0]
+  inner = shlex.split(srun)[-1]
+  assert inner == ("CUDA_VISIBLE_DEVICES=$SLURM_LOCALID python -m vit_jax.main --distributed "
+                   "--workdir=/shared/run --config=configs/finetune.py:b16,cifar10")
+  per_node = dry_run("launch_slurm.py", "--nodes=2", "--per=node", "--workdir=/w")
+  assert "#SBATCH --ntasks-per-node=1" in per_node and "CUDA_VISIBLE_DEVICES" not in per_node
