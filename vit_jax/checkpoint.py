@@ -50,6 +50,34 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
   return traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
+def is_scanned(params: Params) -> bool:
+  return "encoderblock" in params.get("Transformer", {})
+
+
+def unscan_params(params: Params) -> dict[str, Any]:
+  """Scanned layout (Transformer/encoderblock with a leading layer axis) -> one
+  Transformer/encoderblock_{i} per layer, as in the published files."""
+  if not is_scanned(params):
+    return dict(params)
+  encoder = dict(params["Transformer"])
+  stacked = encoder.pop("encoderblock")
+  num_layers = jax.tree.leaves(stacked)[0].shape[0]
+  for i in range(num_layers):
+    encoder[f"encoderblock_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+  return {**params, "Transformer": encoder}
+
+
+def scan_params(params: Params) -> dict[str, Any]:
+  """Per-layer layout -> scanned layout (the inverse of `unscan_params`)."""
+  if is_scanned(params):
+    return dict(params)
+  encoder = dict(params["Transformer"])
+  num_layers = sum(key.startswith("encoderblock_") for key in encoder)
+  blocks = [encoder.pop(f"encoderblock_{i}") for i in range(num_layers)]
+  encoder["encoderblock"] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
+  return {**params, "Transformer": encoder}
+
+
 def load_npz(path: str | os.PathLike) -> dict[str, Any]:
   """Loads a published (or `save_npz`-written) checkpoint as a nested params dict.
 
@@ -84,7 +112,7 @@ def save_npz(params: Params, path: str | os.PathLike) -> None:
   """Writes params in the published layout (older naming), readable by the official code
   and by timm. Written to a temporary file first so an interrupted save never leaves a
   truncated checkpoint behind."""
-  flat = {key: _to_host(value) for key, value in flatten(params).items()}
+  flat = {key: _to_host(value) for key, value in flatten(unscan_params(params)).items()}
   if _uses_new_block_names(flat):
     flat = _to_old_block_names(flat)
   if jax.process_index() != 0:
@@ -147,6 +175,8 @@ def adapt_for_finetuning(restored: Params, init: Params, *,
   - anything else that does not fit raises one error listing every missing key,
     unexpected key and shape mismatch.
   """
+  # Either layer layout (per-layer as published, or scanned) fits either model.
+  restored = scan_params(restored) if is_scanned(init) else unscan_params(restored)
   restored_flat, init_flat = flatten(restored), flatten(init)
   result, problems = {}, []
   for key, init_value in init_flat.items():

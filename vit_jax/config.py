@@ -25,6 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
       "head_bias_init": 0.0,          # -10 for sigmoid pre-training.
       "attention_implementation": "einsum",  # 'einsum' | 'xla' | 'cudnn' (flash, GPU).
       "remat_policy": "none",         # 'none' | 'full' | 'dots' | 'dots_no_batch'.
+      "scan_layers": False,           # one scanned block: faster compiles for deep models.
   })
   c.pretrained = placeholder(str)       # .npz file or another run's workdir to fine-tune from.
   c.reset_head = True              # fine-tuning: always start from a fresh zero head.

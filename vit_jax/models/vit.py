@@ -111,6 +111,7 @@ class Encoder1DBlock(nn.Module):
   attention_implementation: str = "einsum"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  return_carry: bool = False   # (x, None), the form nn.scan needs.
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
@@ -127,7 +128,8 @@ class Encoder1DBlock(nn.Module):
     y = norm(name="LayerNorm_2")(x)
     y = MlpBlock(self.mlp_dim, self.dropout_rate, self.dtype, self.param_dtype,
                  name="MlpBlock_3")(y, deterministic=deterministic)
-    return constrain(x + y, ("act_batch", "act_length", "act_embed"))
+    x = constrain(x + y, ("act_batch", "act_length", "act_embed"))
+    return (x, None) if self.return_carry else x
 
 
 class AddPositionEmbs(nn.Module):
@@ -151,6 +153,7 @@ class Encoder(nn.Module):
   attention_dropout_rate: float = 0.0
   attention_implementation: str = "einsum"
   remat_policy: str = "none"
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -164,10 +167,21 @@ class Encoder(nn.Module):
       # Recompute activations in the backward pass: memory for compute, per block.
       block = nn.remat(Encoder1DBlock, policy=REMAT_POLICIES[self.remat_policy],
                        static_argnums=(2,))
-    for i in range(self.num_layers):
-      x = block(self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
-                self.attention_implementation, self.dtype, self.param_dtype,
-                name=f"encoderblock_{i}")(x, not train)
+    args = (self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
+            self.attention_implementation, self.dtype, self.param_dtype)
+    if self.scan_layers:
+      # One compiled block applied num_layers times: compile time and program size stop
+      # growing with depth. Parameters gain a leading 'layers' axis under
+      # Transformer/encoderblock; vit_jax.checkpoint converts to and from the per-layer
+      # layout of the published files.
+      scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
+                        split_rngs={"params": True, "dropout": True},
+                        in_axes=nn.broadcast, length=self.num_layers,
+                        metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = scanned(*args, return_carry=True, name="encoderblock")(x, not train)
+    else:
+      for i in range(self.num_layers):
+        x = block(*args, name=f"encoderblock_{i}")(x, not train)
     return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
                         scale_init=partitioned(nn.initializers.ones, ("embed",)),
                         bias_init=partitioned(nn.initializers.zeros, ("embed",)),
@@ -197,6 +211,7 @@ class VisionTransformer(nn.Module):
   head_bias_init: float = 0.0
   attention_implementation: str = "einsum"
   remat_policy: str = "none"
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -231,7 +246,8 @@ class VisionTransformer(nn.Module):
     x = constrain(x, ("act_batch", "act_length", "act_embed"))
     x = Encoder(self.num_layers, self.mlp_dim, self.num_heads, self.dropout_rate,
                 self.attention_dropout_rate, self.attention_implementation,
-                self.remat_policy, self.dtype, self.param_dtype, name="Transformer")(
+                self.remat_policy, self.scan_layers, self.dtype, self.param_dtype,
+                name="Transformer")(
                     x, train=train)
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size is not None:
