@@ -8,7 +8,6 @@ from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
-from absl import logging
 from clu import metric_writers
 from clu.metric_writers import interface
 
@@ -108,6 +107,6 @@ class Progress:
 
 
 def log_line(message: str, *, every_process: bool = False) -> None:
+  """One console line (stdout); absl's own log would repeat it on stderr."""
   if every_process or jax.process_index() == 0:
-    logging.info(message)
     print(message, flush=True)
