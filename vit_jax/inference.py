@@ -15,7 +15,7 @@ from vit_jax import checkpoint as npz_checkpoint
 from vit_jax import train_checkpoint
 from vit_jax.data import preprocess, sources
 from vit_jax.data.images import UnreadableImageError, load_image
-from vit_jax.models import VisionTransformer, create_model
+from vit_jax.models import VisionTransformer, create_model, pixels_per_patch
 
 
 @dataclasses.dataclass
@@ -58,7 +58,7 @@ def load(checkpoint: str, *, model_name: Optional[str] = None,
     model = _model_from_npz(model_name, params)
     grid = math.isqrt(params["Transformer"]["posembed_input"]["pos_embedding"].shape[1]
                       - (1 if "cls" in params else 0))
-    size = grid * model.patch_size * (16 if model.resnet_layers is not None else 1)
+    size = grid * pixels_per_patch(model)
     loaded = LoadedModel(model, params, f"to_rgb|resize({size})|value_range(-1, 1)", None)
   elif os.path.isdir(checkpoint):
     config = read_run_config(checkpoint)

@@ -25,7 +25,7 @@ from vit_jax import sharding as sharding_lib
 from vit_jax import state as state_lib
 from vit_jax import train_checkpoint
 from vit_jax.data import pipeline, sources
-from vit_jax.models import create_model
+from vit_jax.models import create_model, patch_grid
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -171,9 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   else:
     state = jax.jit(spec.init, out_shardings=spec.shardings)(rng)
     if config.pretrained:
-      grid = (image_shape[0] // model.patch_size, image_shape[1] // model.patch_size)
-      if model.resnet_layers is not None:
-        grid = (grid[0] // 16, grid[1] // 16)
+      grid = patch_grid(model, *image_shape[:2])
       params = _place(_load_pretrained(config, state.params, grid), param_shardings)
       opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
       state = state.replace(params=params, opt_state=opt_state)
@@ -185,14 +183,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                                      label_smoothing=config.label_smoothing,
                                      accum_steps=config.accum_steps)
 
-  eval_step = jax.jit(sharding_lib.with_activation_sharding(
-      steps.make_eval_step(model, loss=config.loss), mesh),
-                      in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)
+  def jit_on_params_and_batch(fn):
+    """Params as trained, a sharded batch in, results replicated to every process."""
+    return jax.jit(sharding_lib.with_activation_sharding(fn, mesh),
+                   in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)
+
+  eval_step = jit_on_params_and_batch(steps.make_eval_step(model, loss=config.loss))
   represent = steps.make_representation_fn(model)
-  represent_jit = jax.jit(sharding_lib.with_activation_sharding(
-      lambda p, b: (represent(p, b["image"]), b["label"], b["mask"]), mesh),
-                          in_shardings=(param_shardings, batch_sharding),
-                          out_shardings=replicated)
+  represent_jit = jit_on_params_and_batch(
+      lambda p, b: (represent(p, b["image"]), b["label"], b["mask"]))
 
   train_data = pipeline.train_dataset(
       source, split=config.train_split, global_batch_size=config.batch_size, pp=config.pp_train,

@@ -19,11 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-t
 import numpy as np  # noqa: E402
 
 from vit_jax import analysis  # noqa: E402
-
-
-def _grid(model, images) -> tuple[int, int]:
-  down = model.patch_size * (16 if model.resnet_layers is not None else 1)
-  return images.shape[1] // down, images.shape[2] // down
+from vit_jax.models import patch_grid  # noqa: E402
 
 
 def _upsample(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -94,7 +90,7 @@ def embedding_filters_figure(components: np.ndarray, variance: np.ndarray):
 
 def make_figures(model, params, images: np.ndarray, *, num_components: int = 28) -> dict:
   """All figures for `images` ((B, H, W, 3) in the model's [-1, 1] input range)."""
-  grid = _grid(model, images)
+  grid = patch_grid(model, images.shape[1], images.shape[2])
   prefix = 1 if model.classifier == "token" else 0
   attentions = analysis.attention_maps(model, params, images)
   maps = analysis.rollout_map(analysis.attention_rollout(attentions), grid, prefix)

@@ -9,7 +9,8 @@ from vit_jax.models.presets import MODEL_PRESETS, resolve_model_name
 from vit_jax.models.vit import (ATTENTION_IMPLEMENTATIONS, CLASSIFIERS, REMAT_POLICIES,
                                 VisionTransformer)
 
-__all__ = ["create_model", "MODEL_PRESETS", "VisionTransformer", "resolve_model_name"]
+__all__ = ["create_model", "MODEL_PRESETS", "VisionTransformer", "resolve_model_name",
+           "pixels_per_patch", "patch_grid"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -20,6 +21,17 @@ def _as_dtype(value, field: str):
       raise ValueError(f"{field}={value!r} is not a dtype; use one of {list(_DTYPES)}.")
     return _DTYPES[value]
   return value
+
+
+def pixels_per_patch(model: VisionTransformer) -> int:
+  """Input pixels along each side of one token: the patch size, times the hybrid's 16x
+  ResNet downsampling."""
+  return model.patch_size * (16 if model.resnet_layers is not None else 1)
+
+
+def patch_grid(model: VisionTransformer, height: int, width: int) -> tuple[int, int]:
+  """The (rows, columns) token grid for images of this size."""
+  return height // pixels_per_patch(model), width // pixels_per_patch(model)
 
 
 def create_model(name: str, *, num_classes: int | None, **overrides) -> VisionTransformer:
