@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
-import os
 import sys
 
 # Device memory per JAX device (TPU v3: 16 GiB per core; others per chip).
@@ -111,14 +110,14 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   mesh_shape = parse_mesh(args.mesh)
   num_devices = math.prod(mesh_shape.values())
-  if "jax" in sys.modules:
-    import jax  # pylint: disable=g-import-not-at-top
-    if jax.device_count() != num_devices:
-      raise RuntimeError(f"jax is already initialised with {jax.device_count()} devices; run "
-                         f"the memory tool in a fresh process for a {num_devices}-device mesh.")
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             f" --xla_force_host_platform_device_count={num_devices}")
-  os.environ["JAX_PLATFORMS"] = "cpu"
+  import jax  # pylint: disable=g-import-not-at-top
+  # Simulated CPU devices: honoured as long as no backend has started in this process.
+  jax.config.update("jax_platforms", "cpu")
+  jax.config.update("jax_num_cpu_devices", num_devices)
+  if jax.device_count() != num_devices:
+    raise RuntimeError(f"jax already started with {jax.device_count()} devices in this "
+                       f"process; run the memory tool in a fresh process for a "
+                       f"{num_devices}-device mesh.")
   config = load_config(args.config).unlock()
   if args.batch:
     config.batch_size = args.batch
