@@ -239,3 +239,35 @@ def test_quickstart_cli_end_to_end_shortened(quickstart_run):
           for value in event.summary.value}
   assert {"train_loss", "test_accuracy", "attention_rollout_0",
           "position_embedding_similarity"} <= tags
+
+
+def test_mixup_blends_neighbours_with_one_lambda():
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
+  targets = jax.nn.one_hot(jnp.array([0, 1, 2, 3]), 5)
+  mixed_images, mixed_targets = steps.mixup(jax.random.key(3), images, targets, 0.4)
+  lam = float(mixed_targets[0, 0])  # example 0 is mixed with example 3 (the roll).
+  assert 0 < lam < 1 and float(mixed_targets[0, 3]) == pytest.approx(1 - lam)
+  np.testing.assert_allclose(mixed_images, lam * images + (1 - lam) * jnp.roll(images, 1, 0),
+                             rtol=1e-6)
+  np.testing.assert_allclose(mixed_targets.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_train_step_with_mixup_is_deterministic_and_trains():
+  model = create_model("ViT-test", num_classes=10)
+  config = tiny_config.get_config()
+  tx, schedule = optim.make_optimizer(config)
+  params = random_params(model, 8)
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.uniform(-1, 1, (16, 8, 8, 3)), jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32)}
+  step = jax.jit(steps.make_train_step(model, tx, schedule, loss="softmax",
+                                       label_smoothing=0.0, accum_steps=1, mixup_alpha=0.5))
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                           opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(0)))
+  (a, metrics_a), (b, metrics_b) = step(state, batch), step(state, batch)
+  plain = jax.jit(steps.make_train_step(model, tx, schedule, loss="softmax",
+                                        label_smoothing=0.0, accum_steps=1))(state, batch)[1]
+  assert float(metrics_a["train_loss"]) == float(metrics_b["train_loss"])
+  assert np.isfinite(float(metrics_a["train_loss"]))
+  assert float(metrics_a["train_loss"]) != float(plain["train_loss"])  # really mixed.

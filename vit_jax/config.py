@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer_dtype = "float32"    # first moment / momentum dtype ('bfloat16' halves it).
   c.loss = "softmax"               # 'softmax' or 'sigmoid' (multi-label pre-training).
   c.label_smoothing = 0.0
+  c.mixup_alpha = 0.0              # mixup strength (AugReg uses 0.2-0.8); 0: off.
   c.seed = 0
 
   # Devices: mesh axes (data, fsdp, model); -1 takes the remaining devices.

@@ -48,13 +48,27 @@ def correct_predictions(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0] > 0
 
 
+def mixup(rng: jax.Array, images: jax.Array, targets: jax.Array,
+          alpha: float) -> tuple[jax.Array, jax.Array]:
+  """Mixup (Zhang et al. 2018, as in AugReg): each example is blended with its neighbour in
+  the batch, images and (one-hot or multi-hot) targets alike, with one lambda ~ Beta(alpha,
+  alpha) per batch."""
+  lam = jax.random.beta(rng, alpha, alpha)
+  mix = lambda x: lam * x + (1 - lam) * jnp.roll(x, 1, axis=0)  # noqa: E731
+  return mix(images), mix(targets)
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, *, loss: str, label_smoothing: float,
-                    accum_steps: int) -> Callable:
+                    accum_steps: int, mixup_alpha: float = 0.0) -> Callable:
   """(state, batch) -> (state, metrics). With accum_steps > 1 the batch is split into
   equal micro-batches whose gradients are averaged: the same update as the full batch."""
 
   def batch_loss(params, images, labels, rng):
+    if mixup_alpha:
+      rng, mix_rng = jax.random.split(rng)
+      images, labels = mixup(mix_rng, images, one_hot_labels(labels, model.num_classes),
+                             mixup_alpha)
     logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng})
     return loss_fn(logits, labels, kind=loss, label_smoothing=label_smoothing).mean()
 

@@ -181,7 +181,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   batch_sharding = sharding_lib.batch_sharding(mesh)
   train_step = steps.make_train_step(model, tx, schedule, loss=config.loss,
                                      label_smoothing=config.label_smoothing,
-                                     accum_steps=config.accum_steps)
+                                     accum_steps=config.accum_steps,
+                                     mixup_alpha=config.mixup_alpha)
 
   def jit_on_params_and_batch(fn):
     """Params as trained, a sharded batch in, results replicated to every process."""

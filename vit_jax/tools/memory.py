@@ -53,7 +53,8 @@ def plan(config, mesh_shape: dict[str, int], *, resolution: int, num_classes: in
   spec = state_lib.make_state_spec(model, tx, mesh, image_shape, jax.random.key(0))
   train_step = steps.make_train_step(model, tx, schedule, loss=config.loss,
                                      label_smoothing=config.label_smoothing,
-                                     accum_steps=config.accum_steps)
+                                     accum_steps=config.accum_steps,
+                                     mixup_alpha=config.mixup_alpha)
   batch = state_lib.abstract_batch(config.batch_size, image_shape, mesh)
   compiled = state_lib.jit_train_step(train_step, spec, mesh).lower(spec.abstract,
                                                                     batch).compile()

@@ -1,0 +1,63 @@
+"""Every config file loads for every preset it names, is locked, and documents its command."""
+import importlib.util
+import os
+
+import pytest
+
+from tests import helpers
+
+CASES = [
+    ("quickstart.py", None),
+    ("mnist_pretrain.py", None),
+    ("digits_finetune.py", None),
+    *[("finetune.py", f"b16,{d}") for d in ("cifar10", "cifar100", "oxford_iiit_pet",
+                                             "oxford_flowers102", "imagenet2012")],
+    ("finetune.py", "ViT-L_16,folder:/data/mine"),
+    ("pretrain.py", "b16,imagenet2012"),
+    ("pretrain.py", "s16,imagenet2012"),
+    ("pretrain.py", "l16,imagenet21k"),
+    *[("pretrain_large.py", f"{m},imagenet21k") for m in ("h14", "g14", "G14")],
+]
+
+
+def load(name):
+  path = os.path.join(helpers.REPO, "configs", name)
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("name,arg", CASES)
+def test_config_loads_locked_and_documented(name, arg):
+  module = load(name)
+  config = module.get_config(arg)
+  assert config.is_locked
+  with pytest.raises(AttributeError):
+    config.lr_rate = 1.0  # a misspelt field is an error, not a silent new field.
+  assert "python -m vit_jax.main --config=configs/" + name in module.__doc__
+  assert config.total_steps > config.warmup_steps >= 0
+  assert config.batch_size % 8 == 0 or name in ("digits_finetune.py",)
+
+
+def test_recipes_follow_the_paper():
+  cifar = load("finetune.py").get_config("b16,cifar10")
+  assert (cifar.optimizer, cifar.momentum, cifar.weight_decay, cifar.batch_size) == \
+      ("sgd", 0.9, 0.0, 512)
+  assert (cifar.total_steps, cifar.warmup_steps, cifar.grad_clip_norm) == (10_000, 500, 1.0)
+  assert "resize(384)" in cifar.pp_eval and cifar.model_name == "ViT-B_16"
+  pets = load("finetune.py").get_config("b16,oxford_iiit_pet")
+  assert pets.total_steps == 500
+  i1k = load("pretrain.py").get_config("b16,imagenet2012")
+  assert (i1k.optimizer, i1k.b1, i1k.b2, i1k.batch_size, i1k.warmup_steps) == \
+      ("adam", 0.9, 0.999, 4096, 10_000)
+  assert (i1k.weight_decay, i1k.model.dropout_rate, i1k.end_lr) == (0.3, 0.1, 1e-5)
+  i21k = load("pretrain.py").get_config("l16,imagenet21k")
+  assert (i21k.loss, i21k.model.head_bias_init, i21k.model.representation_size) == \
+      ("sigmoid", -10.0, 1024)
+  assert i21k.label_key == "labels" and "multi_hot(21843)" in i21k.pp_train
+
+
+def test_unknown_model_in_config_args():
+  with pytest.raises(ValueError, match="Unknown model name 'b17'"):
+    load("finetune.py").get_config("b17,cifar10")
