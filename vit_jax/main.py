@@ -9,7 +9,7 @@ Re-running with the same --workdir resumes from the last checkpoint.
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
@@ -44,7 +44,6 @@ def main(argv):
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
     # Bad input: one clear line, not a stack trace from deep inside JAX.
-    logging.error("%s: %s", type(e).__name__, e)
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
 

@@ -225,11 +225,15 @@ class VisionTransformer(nn.Module):
                              param_dtype=self.param_dtype)
     height, width = x.shape[1:3]
     if height % self.patch_size or width % self.patch_size:
-      stem = " after the ResNet stem" if self.resnet_layers is not None else ""
+      if self.resnet_layers is not None:
+        raise ValueError(
+            f"Image size {images.shape[1]}x{images.shape[2]} gives a {height}x{width} "
+            f"feature map after the ResNet stem that patch_size={self.patch_size} does not "
+            f"divide; use a resolution that is a multiple of {16 * self.patch_size}.")
       raise ValueError(
-          f"Image size {images.shape[1]}x{images.shape[2]} gives a {height}x{width} grid"
-          f"{stem} that patch_size={self.patch_size} does not divide; use a resolution "
-          f"that is a multiple of {self.patch_size}.")
+          f"Image size {images.shape[1]}x{images.shape[2]} is not divisible by "
+          f"patch_size={self.patch_size}; use a resolution that is a multiple of "
+          f"{self.patch_size}.")
     x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
                 strides=(self.patch_size, self.patch_size), padding="VALID",
                 dtype=self.dtype, param_dtype=self.param_dtype,
