@@ -25,8 +25,7 @@ def evaluate_checkpoint(loaded, config, split: str) -> dict:
   from vit_jax import sharding as sharding_lib, steps, train  # pylint: disable=g-import-not-at-top
   from vit_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
   mesh = sharding_lib.make_mesh({"data": -1})
-  source = sources.get_source(config.dataset, data_dir=config.get("data_dir"),
-                              label_key=config.get("label_key", "label"))
+  source = sources.from_config(config)
   data = pipeline.eval_dataset(source, split=split, global_batch_size=config.eval_batch_size,
                                pp=config.pp_eval)
   replicated = sharding_lib.replicated(mesh)

@@ -83,8 +83,7 @@ def _model_from_npz(model_name: str, params: dict) -> VisionTransformer:
 
 def _dataset_labels(config) -> Optional[list[str]]:
   try:
-    return sources.get_source(config.dataset, data_dir=config.get("data_dir"),
-                              label_key=config.get("label_key", "label")).label_names
+    return sources.from_config(config).label_names
   except (ValueError, RuntimeError, OSError):
     return None  # labels fall back to class indices.
 

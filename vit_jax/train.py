@@ -141,8 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                             num_shards=data_sharding.num_shards)
 
   # --- Input ----------------------------------------------------------------------------
-  source = sources.get_source(config.dataset, data_dir=config.data_dir,
-                              label_key=config.label_key)
+  source = sources.from_config(config)
   test_data = pipeline.eval_dataset(source, split=config.test_split, pp=config.pp_eval,
                                     global_batch_size=config.eval_batch_size)
   image_shape = tuple(test_data.dataset.element_spec["image"].shape[1:])
@@ -217,8 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
 
   fewshot_data = None
   if config.fewshot.shots:
-    fewshot_source = sources.get_source(config.fewshot.dataset or config.dataset,
-                                        data_dir=config.data_dir)
+    fewshot_source = sources.from_config(config, config.fewshot.dataset or None)
     fewshot_data = [pipeline.eval_dataset(fewshot_source, split=split,
                                           global_batch_size=config.eval_batch_size,
                                           pp=config.fewshot.pp or config.pp_eval)

@@ -155,8 +155,7 @@ def main(argv):
 
 def _test_images(config, count: int) -> np.ndarray:
   from vit_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-  source = sources.get_source(config.dataset, data_dir=config.get("data_dir"),
-                              label_key=config.get("label_key", "label"))
+  source = sources.from_config(config)
   data = pipeline.eval_dataset(source, split=config.test_split, global_batch_size=count,
                                pp=config.pp_eval)
   return next(iter(data))["image"]

@@ -245,5 +245,11 @@ def get_source(name: str, *, data_dir: Optional[str] = None,
   return TfdsSource(name, data_dir=data_dir, label_key=label_key)
 
 
+def from_config(config, dataset: Optional[str] = None) -> Source:
+  """The source a training config names (or `dataset` with the config's data dir)."""
+  return get_source(dataset or config.dataset, data_dir=config.get("data_dir"),
+                    label_key=config.get("label_key", "label") if not dataset else "label")
+
+
 def get_preset(name: str) -> Optional[DatasetPreset]:
   return DATASET_PRESETS.get(DATASET_ALIASES.get(name, name))
