@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from vit_jax.sharding import to_host
+
 Params = Mapping[str, Any]
 
 # Current Flax auto-naming numbers modules per type; the published files number them per
@@ -100,10 +102,7 @@ def load_npz(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _to_host(x) -> np.ndarray:
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    x = multihost_utils.process_allgather(x, tiled=True)
-  x = np.asarray(jax.device_get(x))
+  x = to_host(x)
   # bfloat16 has no portable .npz encoding: store float32 so every reader can load it.
   return x.astype(np.float32) if x.dtype.kind == "V" or x.dtype.name == "bfloat16" else x
 

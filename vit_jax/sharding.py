@@ -109,6 +109,17 @@ def shape_safe_shardings(abstract_tree: Any, shardings: Any) -> Any:
   return jax.tree.map(fix, abstract_tree, shardings)
 
 
+def to_host(tree: Any) -> Any:
+  """Arrays (sharded over any processes) -> full numpy arrays on every process. Every
+  process must call it when some leaf spans several processes."""
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(fetch, tree)
+
+
 # --- Activation constraints -----------------------------------------------------------
 _ACTIVE: list[tuple[Mesh, Any]] = []
 

@@ -241,8 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   def write_figures(step: int, state):
     """The paper's analysis figures (attention rollout, ...) to TensorBoard."""
     from vit_jax import visualize  # pylint: disable=g-import-not-at-top  (matplotlib)
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    params = multihost_utils.process_allgather(state.params, tiled=True)
+    params = sharding_lib.to_host(state.params)
     if jax.process_index() == 0:
       figures = visualize.make_figures(model, params, viz_images)
       writer.write_images(step, {name: visualize.figure_to_array(fig)[None]

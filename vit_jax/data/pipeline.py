@@ -58,7 +58,7 @@ class Sharding:
     process_count = jax.process_count() if process_count is None else process_count
     num_shards = num_shards or process_count
     if num_shards % process_count:
-      raise ValueError(f"data.num_shards={num_shards} must be a multiple of the "
+      raise ValueError(f"data_shards={num_shards} must be a multiple of the "
                        f"{process_count} processes.")
     return cls(num_shards, process_index, process_count)
 
