@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from vit_jax import sharding as sharding_lib
-from vit_jax.data import pipeline, sources
+from vit_jax.data import device_feed, pipeline, sources
 
 PP_TRAIN = "to_rgb|inception_crop(8)|flip_lr|value_range(-1, 1)"
 PP_EVAL = "to_rgb|resize(8)|value_range(-1, 1)"
@@ -123,7 +123,7 @@ def test_global_batch_sharded_over_8_devices(digits):
   assert jax.device_count() == 8
   mesh = sharding_lib.make_mesh({"data": -1})
   ds = pipeline.train_dataset(digits, split="train", global_batch_size=32, pp=PP_TRAIN, seed=0)
-  batch = next(pipeline.prefetch_to_mesh(ds.as_numpy_iterator(), mesh))
+  batch = next(device_feed.prefetch_to_mesh(ds.as_numpy_iterator(), mesh))
   assert batch["image"].shape == (32, 8, 8, 3)
   assert batch["image"].sharding.spec == sharding_lib.batch_sharding(mesh).spec
   shapes = {shard.data.shape for shard in batch["image"].addressable_shards}

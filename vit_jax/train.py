@@ -24,7 +24,7 @@ from vit_jax import fewshot, flops, metrics, optim, steps
 from vit_jax import sharding as sharding_lib
 from vit_jax import state as state_lib
 from vit_jax import train_checkpoint
-from vit_jax.data import pipeline, sources
+from vit_jax.data import device_feed, pipeline, sources
 from vit_jax.models import create_model, patch_grid
 
 
@@ -104,7 +104,7 @@ def _data_state(config, data_sharding: pipeline.Sharding) -> dict:
 
 def evaluate(eval_step, params, data: pipeline.EvalData, mesh) -> dict[str, float]:
   totals = None
-  for batch in pipeline.prefetch_to_mesh(data, mesh):
+  for batch in device_feed.prefetch_to_mesh(data, mesh):
     out = eval_step(params, batch)
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
   totals = jax.device_get(totals)
@@ -226,7 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     results = evaluate(eval_step, state.params, test_data, mesh)
     if fewshot_data and (final or (config.fewshot.every and step % config.fewshot.every == 0)):
       features = [fewshot.collect_features(lambda b: represent_jit(state.params, b),
-                                           pipeline.prefetch_to_mesh(data, mesh))
+                                           device_feed.prefetch_to_mesh(data, mesh))
                   for data in fewshot_data]
       results.update(fewshot.evaluate(*features[0], *features[1], shots=config.fewshot.shots,
                                       num_classes=fewshot_source.num_classes,
@@ -249,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
 
   # --- Loop -----------------------------------------------------------------------------
   preemption = PreemptionWatcher()
-  batches = pipeline.prefetch_to_mesh(train_data.as_numpy_iterator(), mesh)
+  batches = device_feed.prefetch_to_mesh(train_data.as_numpy_iterator(), mesh)
   history: list[tuple[int, dict]] = []
   step = start_step
   metrics.log_line(f"Training steps {start_step} -> {config.total_steps}, global batch "

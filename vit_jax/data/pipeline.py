@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Iterator, Optional
+from typing import Iterator, Optional
 
 import jax
 import tensorflow as tf
 
-from vit_jax import sharding as sharding_lib
 from vit_jax.data import preprocess
 from vit_jax.data.sources import Source
 
@@ -165,23 +164,3 @@ def eval_dataset(source: Source, *, split: str, global_batch_size: int, pp: str,
       tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)).repeat()
   ds = ds.concatenate(padding).take(num_batches * local_batch).batch(local_batch)
   return EvalData(ds.prefetch(AUTOTUNE).with_options(_options()), num_batches, sum(sizes))
-
-
-# --- To the devices ---------------------------------------------------------------------
-def to_global_arrays(local_batch: dict, mesh) -> dict:
-  """This process's rows of a global batch -> one jax.Array per key, sharded over the
-  mesh's batch axes."""
-  sharding = sharding_lib.batch_sharding(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x),
-                      local_batch)
-
-
-def prefetch_to_mesh(batches: Iterable[dict], mesh, size: int = 2) -> Iterator[dict]:
-  """Keeps `size` batches in flight to the devices: transfers are asynchronous, so the
-  next batch is copied while the current step runs."""
-  queue = []
-  for batch in batches:
-    queue.append(to_global_arrays(batch, mesh))
-    if len(queue) > size:
-      yield queue.pop(0)
-  yield from queue
