@@ -20,9 +20,9 @@ from typing import Callable
 import jax
 
 _CLASSES = (  # first match wins; names as XLA:GPU / cuDNN / cuBLAS kernels are called.
-    ("attention", re.compile(r"flash|fmha|sdpa|attention|cudnn.*fprop|cudnn_generated", re.I)),
-    ("matmul", re.compile(r"gemm|cublas|matmul|dot|triton_gemm|nvjet|sm90_xmma|cutlass", re.I)),
-    ("convolution", re.compile(r"conv|implicit", re.I)),
+    ("attention", re.compile(r"flash|fmha|sdpa|attention|cudnn_generated", re.I)),
+    ("convolution", re.compile(r"convolution|implicit_gemm|fprop|dgrad|wgrad|conv2d", re.I)),
+    ("matmul", re.compile(r"gemm|cublas|matmul|dot|nvjet|xmma|cutlass", re.I)),
     ("copy / transfer", re.compile(r"memcpy|memset|copy|transpose", re.I)),
     ("fusion (elementwise, norms, reductions)", re.compile(r"fusion|reduce|loop_|input_", re.I)),
 )
