@@ -79,6 +79,8 @@ def bench_ours(model, state, compiled, compile_seconds, batch, args) -> dict:
             "compile_s": compile_seconds, "xla_train_flops": flops.xla_flops(compiled)}
   if args.profile:
     result["profile"] = profile_summary.trace_top_kernels(run, log_dir=args.profile)
+    with open(os.path.join(args.profile, "train_step.hlo.txt"), "w") as f:
+      f.write(compiled.as_text())  # names the fusions of the kernel table.
   forward = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(
       holder["state"].params, batch["image"]).compile()
   result["infer_step_s"] = step_timing.time_steps(
@@ -165,7 +167,8 @@ def parse_args(argv):
   parser.add_argument("--host_input", action="store_true",
                       help="also time the trainer's loop fed from host memory")
   parser.add_argument("--profile", default=None, metavar="DIR",
-                      help="trace 5 steps into DIR and print the top device kernels")
+                      help="trace 5 steps into DIR, print the top device kernels and write "
+                      "the compiled step's HLO there")
   parser.add_argument("--json", default=None, help="write the results here")
   return parser.parse_args(argv)
 
