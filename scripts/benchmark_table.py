@@ -41,7 +41,7 @@ def table(results: list[dict]) -> str:
     flops_step = 3 * r["forward_gflops_per_image"] * 1e9 * batch
     mfu = f"{flops_step / ours['median'] / r['peak_flops']:.1%}" if r["peak_flops"] else "n/a"
     rate = lambda key: (f"{batch / r[key]['train_step_s'].get('median', r[key]['train_step_s']['mean']):,.0f}"  # noqa: E731,E501
-                        if key in r else "-")
+                        if "train_step_s" in r.get(key, {}) else "-")
     memory = r["ours"].get("peak_memory_bytes")
     lines.append(
         f"| {r['model']} | {batch} | {batch / ours['median']:,.0f} | {ours['min'] * 1e3:.1f} / "
