@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from vit_jax import benchmark, flops
+from vit_jax import benchmark, flops, profile_summary
 from vit_jax.models import create_model
 
 PAPER_GFLOPS = {"ViT-Ti_16": 2.5, "ViT-S_16": 9.2, "ViT-B_32": 8.8, "ViT-B_16": 35.1,
@@ -50,11 +50,48 @@ def test_peak_table_lookup():
 def test_benchmark_smoke_prints_table_and_json(tmp_path, capsys):
   out = tmp_path / "bench.json"
   results = benchmark.main(["--model=ViT-test", "--batch=8", "--resolution=16",
-                            "--dtype=float32", "--steps=2", "--warmup=1", "--compare",
-                            f"--json={out}"])
+                            "--dtype=float32", "--steps=3", "--warmup=1", "--compare",
+                            "--host_input", "--log_every=2", f"--json={out}"])
   printed = capsys.readouterr().out
-  assert "| vit_jax |" in printed and "| minimal JAX |" in printed
+  for row in ("| vit_jax |", "| vit_jax, host-fed loop |", "| minimal JAX |"):
+    assert row in printed
   assert "step time / minimal JAX step time" in printed
   saved = json.loads(out.read_text())
-  assert saved["ours"]["train_step_s"] > 0 and saved["minimal_jax"]["train_step_s"] > 0
+  timing = saved["ours"]["train_step_s"]
+  assert 0 < timing["min"] <= timing["median"] <= timing["max"]
+  assert saved["minimal_jax"]["train_step_s"]["median"] > 0
+  assert saved["host_fed"]["train_step_s"]["mean"] > 0
   assert saved == json.loads(json.dumps(results))
+
+
+def _trace(events):
+  meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+          {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}}]
+  return {"traceEvents": meta + events}
+
+
+def test_profile_summary_sums_device_kernels_per_step():
+  trace = _trace([
+      {"ph": "X", "pid": 1, "name": "nvjet_sm90_tst_128x160_NNT", "dur": 300},
+      {"ph": "X", "pid": 1, "name": "nvjet_sm90_tst_128x160_NNT", "dur": 300},
+      {"ph": "X", "pid": 1, "name": "cudnn_generated_fort_native_sdpa_sm90_flash_bprop", "dur": 200},
+      {"ph": "X", "pid": 1, "name": "loop_convert_multiply_fusion_11", "dur": 100},
+      {"ph": "X", "pid": 1, "name": "sm80_xmma_fprop_implicit_gemm_indexed", "dur": 40},
+      {"ph": "X", "pid": 2, "name": "PjitFunction(train_step)", "dur": 5000},  # host: ignored
+  ])
+  summary = profile_summary.summarize(trace, steps=2)
+  assert summary["device_us_per_step"] == pytest.approx(470)
+  assert summary["classes"] == {"matmul": 300, "attention": 100,
+                                "fusion (elementwise, norms, reductions)": 50,
+                                "convolution": 20}
+  assert summary["top_kernels"][0] == {"name": "nvjet_sm90_tst_128x160_NNT",
+                                       "us_per_step": 300, "class": "matmul"}
+  text = profile_summary.format_summary({**summary, "log_dir": "/tmp/x"}, 0.001)
+  assert "| matmul | 0.30 | 63.8% |" in text
+
+
+def test_profile_on_cpu_writes_the_step_hlo(tmp_path, capsys):
+  benchmark.main(["--model=ViT-test", "--batch=4", "--resolution=16", "--dtype=float32",
+                  "--steps=1", "--warmup=1", f"--profile={tmp_path}"])
+  assert "Device time per step" in capsys.readouterr().out
+  assert "ENTRY" in (tmp_path / "train_step.hlo.txt").read_text()

@@ -189,3 +189,29 @@ def test_npz_and_finetuning_work_across_layer_layouts(tmp_path):
   images = np.ones((1, 16, 16, 3), np.float32)
   np.testing.assert_allclose(scanned.apply({"params": adapted}, images),
                              plain.apply({"params": params}, images), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [197, 50, 64])
+def test_padded_fused_attention_is_exact(length):
+  """The cuDNN path pads the tokens (197 -> 200) and masks the padded keys: the result must
+  equal unpadded attention. Checked with the XLA implementation, which runs on CPU."""
+  from vit_jax.models import vit
+  q, k, v = (jax.random.normal(jax.random.key(i), (2, length, 3, 16)) for i in range(3))
+  reference = jax.nn.dot_product_attention(q, k, v, implementation="xla")
+  padded = vit.fused_attention(q, k, v, implementation="xla", pad_to=vit.CUDNN_SEQUENCE_MULTIPLE)
+  assert padded.shape == reference.shape
+  np.testing.assert_allclose(padded, reference, atol=1e-6)
+  wide = vit.fused_attention(q, k, v, implementation="xla", pad_to=128)
+  np.testing.assert_allclose(wide, reference, atol=1e-6)
+
+
+def test_xla_attention_model_matches_einsum_model():
+  """attention_implementation='xla' (the fused API the cuDNN path uses) gives the einsum
+  model's logits with the same parameters."""
+  einsum = create_model("ViT-test", num_classes=5)
+  fused = create_model("ViT-test", num_classes=5, attention_implementation="xla",
+                       head_kernel_init_std=0.02)
+  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+  params = nn.unbox(fused.init(jax.random.key(1), images)["params"])
+  np.testing.assert_allclose(einsum.apply({"params": params}, images),
+                             fused.apply({"params": params}, images), rtol=1e-5, atol=1e-5)
