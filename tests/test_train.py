@@ -162,7 +162,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     tfds_dir, tmp_path):
   config = tiny(tfds_dir, lr=1e38, warmup_steps=0, grad_clip_norm=0.0, optimizer="sgd",
                 weight_decay=0.0, checkpoint_every=1, total_steps=20)
-  with pytest.raises(train.NonFiniteLossError, match=r"Non-finite training loss .* at step \d+"):
+  with pytest.raises(train.NonFiniteStepError, match=r"Non-finite training step \d+"):
     train.train_and_evaluate(config, tmp_path)
   checkpointer = train_checkpoint.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=3)
   latest = checkpointer.latest_step()
@@ -171,6 +171,52 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
   bad_step = max(helpers.losses(tmp_path) or {0: 0}) + 1
   assert latest < bad_step or latest == 1
+
+
+def _poison_parameters_at(step_to_poison: int):
+  """A fault injector: wraps the real train step so that the update of one step makes
+  the parameters NaN while that step's loss (computed before the update) stays finite."""
+  real = steps.make_train_step
+
+  def make(*args, **kwargs):
+    step_fn = real(*args, **kwargs)
+
+    def poisoned(state, batch):
+      new_state, metrics = step_fn(state, batch)
+      poison = new_state.step == step_to_poison
+      params = jax.tree.map(lambda p: jnp.where(poison, p * jnp.nan, p), new_state.params)
+      return new_state.replace(params=params), metrics
+    return poisoned
+  return make
+
+
+def test_nan_parameters_behind_a_finite_loss_are_never_checkpointed(tfds_dir, tmp_path,
+                                                                    monkeypatch):
+  """Step 8's update is poisoned and step 8 is a checkpoint step with keep=1: the run
+  stops naming step 8, step 4's checkpoint survives, and a clean rerun resumes from it."""
+  monkeypatch.setattr(steps, "make_train_step", _poison_parameters_at(8))
+  config = tiny(tfds_dir, checkpoint_every=4, total_steps=12, keep_checkpoints=1, log_every=50)
+  with pytest.raises(train.NonFiniteStepError, match=r"Non-finite training step 8 \(loss \d"):
+    train.train_and_evaluate(config, tmp_path)
+  checkpointer = train_checkpoint.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=1)
+  assert checkpointer.latest_step() == 4
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(tmp_path)))
+  monkeypatch.undo()
+  state = train.train_and_evaluate(config, tmp_path)
+  assert int(state.step) == 12
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(tmp_path)))
+
+
+def test_skip_nonfinite_steps_drops_the_bad_update_and_goes_on(tfds_dir, tmp_path,
+                                                             monkeypatch):
+  monkeypatch.setattr(steps, "make_train_step", _poison_parameters_at(3))
+  config = tiny(tfds_dir, skip_nonfinite_steps=True, total_steps=6, checkpoint_every=3)
+  state = train.train_and_evaluate(config, tmp_path)
+  assert int(state.step) == 6
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(tmp_path)))
+  skipped = {row["step"]: row["skipped_steps"] for row in helpers.read_metrics(tmp_path)
+             if "skipped_steps" in row}
+  assert skipped[3] == 1 and sum(skipped.values()) == 1
 
 
 def test_finetune_from_npz_written_by_save_npz(tfds_dir, tmp_path):

@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0
   c.mixup_alpha = 0.0              # mixup strength (AugReg uses 0.2-0.8); 0: off.
   c.seed = 0
+  # A step with a non-finite loss, gradient norm or parameters is never checkpointed; by
+  # default it stops the run. True: drop that update and go on (counted as skipped_steps).
+  c.skip_nonfinite_steps = False
 
   # Devices: mesh axes (data, fsdp, model); -1 takes the remaining devices.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})

@@ -108,6 +108,28 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   return train_step
 
 
+def all_finite(*trees) -> jax.Array:
+  """One boolean: every element of every array in `trees` is finite."""
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for t in trees for x in jax.tree.leaves(t)]))
+
+
+def with_nonfinite_guard(train_step: Callable, *, skip_nonfinite: bool) -> Callable:
+  """Flags a step whose loss, gradient norm or updated parameters are not finite (metric
+  'nonfinite' = 1), so that the host never checkpoints such a state. A finite loss does
+  not prove finite parameters: the loss is computed before the update.
+
+  With `skip_nonfinite` such an update is dropped instead: parameters and optimizer state
+  stay as they were, while the step counter (and so the data stream) moves on."""
+  def guarded(state: TrainState, batch: dict):
+    new_state, metrics = train_step(state, batch)
+    finite = all_finite(metrics["train_loss"], metrics["grad_norm"], new_state.params)
+    if skip_nonfinite:
+      kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+      new_state = kept.replace(step=new_state.step)
+    return new_state, {**metrics, "nonfinite": 1.0 - finite.astype(jnp.float32)}
+  return guarded
+
+
 def make_eval_step(model: nn.Module, *, loss: str) -> Callable:
   """(params, batch with 'mask') -> summed loss, hits and count over the real examples."""
 

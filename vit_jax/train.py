@@ -28,7 +28,7 @@ from vit_jax.data import device_feed, pipeline, sources
 from vit_jax.models import create_model, patch_grid
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteStepError(FloatingPointError):
   pass
 
 
@@ -85,16 +85,26 @@ def _load_pretrained(config, init_params: Any, grid: tuple[int, int]) -> Any:
                                              reset_head=config.reset_head)
 
 
-def _mean_metrics(history: list[tuple[int, dict]]) -> dict[str, float]:
-  """Fetches pending per-step metrics (one device sync), stops on a non-finite loss."""
+def _summarize_steps(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -> dict:
+  """Fetches pending per-step metrics (one device sync) and averages them over the finite
+  steps. Runs before every checkpoint: a non-finite step stops the run here (unless such
+  steps are skipped), so its state is never saved."""
   host = jax.device_get(history)
-  for step, values in host:
-    if not np.isfinite(values["train_loss"]):
-      raise NonFiniteLossError(
-          f"Non-finite training loss ({values['train_loss']}) at step {step}. Checkpoints "
-          f"before it are intact. Lower the learning rate, enable grad_clip_norm or check "
-          f"the input data.")
-  return {key: float(np.mean([v[key] for _, v in host])) for key in host[-1][1]}
+  bad = [(step, values) for step, values in host if values["nonfinite"]]
+  if bad and not skip_nonfinite:
+    step, values = bad[0]
+    raise NonFiniteStepError(
+        f"Non-finite training step {step} (loss {float(values['train_loss']):.4g}, grad norm "
+        f"{float(values['grad_norm']):.4g}, or the updated parameters): it was not "
+        f"checkpointed; the newest checkpoint is the last finite state. Lower the learning "
+        f"rate, enable grad_clip_norm, check the input data or set skip_nonfinite_steps=True.")
+  good = [values for _, values in host if not values["nonfinite"]] or [host[-1][1]]
+  means = {key: float(np.mean([v[key] for v in good])) for key in good[0]
+           if key not in ("nonfinite", "learning_rate")}
+  means["learning_rate"] = float(host[-1][1]["learning_rate"])  # current, not a window mean.
+  if skip_nonfinite:
+    means["skipped_steps"] = float(len(bad))
+  return means
 
 
 def _data_state(config, data_sharding: pipeline.Sharding) -> dict:
@@ -178,10 +188,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
 
   # --- Compiled steps -------------------------------------------------------------------
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  train_step = steps.make_train_step(model, tx, schedule, loss=config.loss,
-                                     label_smoothing=config.label_smoothing,
-                                     accum_steps=config.accum_steps,
-                                     mixup_alpha=config.mixup_alpha)
+  train_step = steps.with_nonfinite_guard(
+      steps.make_train_step(model, tx, schedule, loss=config.loss,
+                            label_smoothing=config.label_smoothing,
+                            accum_steps=config.accum_steps, mixup_alpha=config.mixup_alpha),
+      skip_nonfinite=config.skip_nonfinite_steps)
 
   def jit_on_params_and_batch(fn):
     """Params as trained, a sharded batch in, results replicated to every process."""
@@ -262,7 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
       should_save = step % config.checkpoint_every == 0 or step == config.total_steps
       preempted = preemption.reached(step)
       if step % config.log_every == 0 or should_save or preempted or step == start_step + 1:
-        scalars = {**_mean_metrics(history), **progress.measure(step)}
+        scalars = {**_summarize_steps(history, skip_nonfinite=config.skip_nonfinite_steps),
+                   **progress.measure(step)}
         history.clear()
         writer.write_scalars(step, scalars)
         metrics.log_line(metrics.Progress.line(step, config.total_steps, scalars))
