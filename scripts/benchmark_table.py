@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+from vit_jax import step_timing
+
 
 def run_one(model: str, batch: int, extra: list[str], out: str, timeout: int) -> dict:
   name = f"{model}_b{batch}"
@@ -40,14 +42,17 @@ def table(results: list[dict]) -> str:
     batch, ours = r["batch"], r["ours"]["train_step_s"]
     flops_step = 3 * r["forward_gflops_per_image"] * 1e9 * batch
     mfu = f"{flops_step / ours['median'] / r['peak_flops']:.1%}" if r["peak_flops"] else "n/a"
-    rate = lambda key: (f"{batch / r[key]['train_step_s'].get('median', r[key]['train_step_s']['mean']):,.0f}"  # noqa: E731,E501
-                        if "train_step_s" in r.get(key, {}) else "-")
+    def rate(key):
+      if "train_step_s" not in r.get(key, {}):
+        return "-"
+      return f"{batch / step_timing.typical_seconds(r[key]['train_step_s']):,.0f}"
+    ratio = f"{r['speedup_vs_timm']:.2f}x" if "speedup_vs_timm" in r else "-"
     memory = r["ours"].get("peak_memory_bytes")
     lines.append(
         f"| {r['model']} | {batch} | {batch / ours['median']:,.0f} | {ours['min'] * 1e3:.1f} / "
         f"{ours['median'] * 1e3:.1f} | {mfu} | {memory / 2**30 if memory else 0:.1f} | "
         f"{rate('host_fed')} | {rate('minimal_jax')} | {rate('timm')} | "
-        f"{r.get('speedup_vs_timm', float('nan')):.2f}x |")
+        f"{ratio} |")
   return "\n".join(lines)
 
 

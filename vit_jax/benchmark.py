@@ -175,7 +175,7 @@ def parse_args(argv):
 
 def _row(name: str, result: dict, args, train_flops: float, peak) -> str:
   timing = result["train_step_s"]
-  seconds = timing.get("median", timing["mean"])
+  seconds = step_timing.typical_seconds(timing)
   tflops = train_flops / seconds / 1e12
   mfu = f"{tflops * 1e12 / peak:.1%}" if peak else "n/a"
   spread = (f"{timing['min'] * 1e3:.1f} / {timing['median'] * 1e3:.1f} / "

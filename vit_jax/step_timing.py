@@ -23,3 +23,9 @@ def time_steps(run: Callable[[], object], *, steps: int, warmup: int) -> dict:
     times.append(time.perf_counter() - start)
   return {"min": min(times), "median": statistics.median(times), "max": max(times),
           "mean": statistics.fmean(times)}
+
+
+def typical_seconds(timing: dict) -> float:
+  """The number to report from `time_steps`' result (median), or from a loop timed only
+  as a whole ('mean')."""
+  return timing.get("median", timing["mean"])
