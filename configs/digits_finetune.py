@@ -31,6 +31,6 @@ def get_config(arg=None):
   c.warmup_steps = 30
   c.total_steps = 300
   c.log_every = 50
-  c.eval_every = 0
+  c.evals.test.every = 0
   c.checkpoint_every = 300
   return c.lock()

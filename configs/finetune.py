@@ -6,7 +6,7 @@ at global norm 1, linear warm-up then cosine decay, 384 px, fresh zero head).
 
 Arguments: <model>,<dataset>, model as 'b16' / 'ViT-B_16', dataset one of cifar10,
 cifar100, oxford_iiit_pet, oxford_flowers102, imagenet2012 (or any TFDS name / folder:DIR
-with generic settings). Prepare TFDS data first: python -m vit_jax.data.prepare --dataset=...
+with generic settings). Prepare TFDS data first: python -m vit_jax.cli.prepare --dataset=...
 
 Expected (published, ViT-B/16 pre-trained on ImageNet-21k, official code; not re-measured
 here for lack of an accelerator): CIFAR-10 99.0% (10k steps; 98.6% after 500 steps),
@@ -40,6 +40,6 @@ def get_config(arg=None):
   c.batch_size = 512
   c.eval_batch_size = 512
   c.reset_head = True
-  c.eval_every = 1000 if c.total_steps > 1000 else 100
+  c.evals.test.every = 1000 if c.total_steps > 1000 else 100
   c.checkpoint_every = 1000 if c.total_steps > 1000 else 250
   return c.lock()

@@ -30,6 +30,6 @@ def get_config(arg=None):
   c.warmup_steps = 100
   c.total_steps = 1500
   c.log_every = 100
-  c.eval_every = 0
+  c.evals.test.every = 0
   c.checkpoint_every = 500
   return c.lock()

@@ -36,7 +36,7 @@ def get_config(arg=None):
   c.optimizer_dtype = "bfloat16"
   c.shuffle_buffer = 250_000
   c.checkpoint_every = 2000
-  c.eval_every = 5000
+  c.evals.test.every = 5000
   c.log_every = 100
   if recipe == "imagenet2012":
     config_lib.apply_dataset_preset(c, "imagenet2012", resolution=224)
@@ -57,10 +57,7 @@ def get_config(arg=None):
   else:
     raise ValueError(f"Unknown pre-training recipe {recipe!r}; use imagenet2012 or "
                      f"imagenet21k.")
-  c.fewshot.shots = (5, 10, 25)
-  c.fewshot.dataset = "imagenet2012"
-  c.fewshot.train_split = "train[:5%]"
-  c.fewshot.test_split = "validation[:5000]"
-  c.fewshot.pp = "to_rgb|resize(224)|value_range(-1, 1)"
-  c.fewshot.every = 10_000
+  c.evals.fewshot = config_lib.fewshot_eval(
+      every=10_000, shots=(5, 10, 25), dataset="imagenet2012", train_split="train[:5%]",
+      test_split="validation[:5000]", pp="to_rgb|resize(224)|value_range(-1, 1)")
   return c.lock()

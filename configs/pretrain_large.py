@@ -13,7 +13,7 @@ recipe (configs/pretrain.py) plus what it takes to fit:
     python -m vit_jax.main --config=configs/pretrain_large.py:g14,imagenet21k --workdir=DIR \
         --config.dataset=<your prepared TFDS dataset>
     # Check the memory of a model / batch / mesh before you have the hardware:
-    python -m vit_jax.tools.memory --config=configs/pretrain_large.py:G14,imagenet2012 \
+    python -m vit_jax.cli.memory --config=configs/pretrain_large.py:G14,imagenet2012 \
         --mesh=fsdp:64 --batch=2048
 
 Runtime: not measured here (no accelerator); the README's memory table says which mesh

@@ -29,6 +29,10 @@ def get_config(arg=None):
   c.warmup_steps = 50
   c.total_steps = 800
   c.log_every = 100
-  c.eval_every = 400
+  c.evals.test.every = 400
+  # At the end: 5- and 10-shot linear probes on the frozen features, and the paper's
+  # figures (attention rollout, position embeddings, ...) to TensorBoard.
+  c.evals.fewshot = config_lib.fewshot_eval(shots=(5, 10))
+  c.evals.figures = config_lib.figures_eval()
   c.checkpoint_every = 400
   return c.lock()

@@ -1,4 +1,4 @@
-r"""Runs `vit_jax.benchmark` for several models (one process each, so peak memory and
+r"""Runs `vit_jax.cli.benchmark` for several models (one process each, so peak memory and
 compile caches do not mix) and prints one table: the BENCHMARKS.md GPU table.
 
     python scripts/benchmark_table.py --runs=ViT-S_16:512,ViT-B_16:256,ViT-L_16:128 \

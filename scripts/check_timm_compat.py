@@ -1,4 +1,4 @@
-r"""Cross-framework check: a checkpoint written by `vit_jax.checkpoint.save_npz` loads into
+r"""Cross-framework check: a checkpoint written by `vit_jax.npz_format.save_npz` loads into
 timm through timm's own loader for the published .npz files
 (`timm.models.vision_transformer._load_weights`) and gives the same logits.
 
@@ -15,7 +15,7 @@ import tempfile
 import jax
 import numpy as np
 
-from vit_jax import checkpoint
+from vit_jax import npz_format
 from vit_jax.models import create_model
 
 
@@ -34,8 +34,8 @@ def main() -> int:
   params = jax.device_get(model.init(jax.random.key(0), np.zeros(shape, np.float32))["params"])
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda x: (rng.standard_normal(x.shape) * 0.05).astype(np.float32),
-                        checkpoint.flatten(params))
-  params = checkpoint.unflatten(params)
+                        npz_format.flatten(params))
+  params = npz_format.unflatten(params)
   images = rng.uniform(-1, 1, (2, *shape[1:])).astype(np.float32)
   ours = np.asarray(model.apply({"params": params}, images))
 
@@ -46,7 +46,7 @@ def main() -> int:
       act_layer=lambda: torch.nn.GELU(approximate="tanh"))  # as the checkpoints were trained.
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "model.npz")
-    checkpoint.save_npz(params, path)
+    npz_format.save_npz(params, path)
     _load_weights(net, path)
   net.eval()
   with torch.no_grad():

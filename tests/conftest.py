@@ -33,12 +33,11 @@ def digits_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def quickstart_run(tfds_dir, tmp_path_factory):
-  """The README's quickstart command, shortened to 250 steps, with few-shot evaluation and
-  figures to TensorBoard: one trained model shared by the trainer and inference tests."""
+  """The README's quickstart command (with its few-shot evaluation and figures), shortened
+  to 250 steps: one trained model shared by the trainer and inference tests."""
   from tests import helpers
   workdir = tmp_path_factory.mktemp("quickstart")
   result = helpers.run_cli(workdir, f"--config.data_dir={tfds_dir}", "--config.total_steps=250",
-                           "--config.fewshot.shots=(5,)", "--config.viz_every=250",
                            config=os.path.join(helpers.REPO, "configs", "quickstart.py"))
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result

@@ -82,9 +82,9 @@ def test_shards_make_batches_independent_of_process_count(digits):
   """Two processes each reading one of 2 shards == one process reading both."""
   kw = dict(split="train", global_batch_size=16, pp=PP_TRAIN, seed=0)
   whole = take(pipeline.train_dataset(
-      digits, sharding=pipeline.Sharding.create(2, 0, 1), **kw), 3)
+      digits, shards=pipeline.DataShards.create(2, 0, 1), **kw), 3)
   parts = [take(pipeline.train_dataset(
-      digits, sharding=pipeline.Sharding.create(2, p, 2), **kw), 3) for p in range(2)]
+      digits, shards=pipeline.DataShards.create(2, p, 2), **kw), 3) for p in range(2)]
   for step in range(3):
     joined = np.concatenate([parts[0][step]["image"], parts[1][step]["image"]])
     np.testing.assert_array_equal(whole[step]["image"], joined)
@@ -106,7 +106,7 @@ def test_padded_eval_counts_every_example_once(digits, batch_size, process_count
     data = pipeline.eval_dataset(digits, split="test", global_batch_size=batch_size
                                  if batch_size % process_count == 0 else
                                  batch_size * process_count, pp=PP_EVAL,
-                                 sharding=pipeline.Sharding.create(0, index, process_count))
+                                 shards=pipeline.DataShards.create(0, index, process_count))
     batches = list(data)
     assert len(batches) == data.num_batches
     for batch in batches:
@@ -193,7 +193,7 @@ def test_unprepared_dataset_fails_fast_with_the_command(tmp_path):
   start = time.time()
   source = sources.get_source("cifar100", data_dir=str(tmp_path))
   with pytest.raises(RuntimeError,
-                     match=r"not prepared.*python -m vit_jax.data.prepare --dataset=cifar100"):
+                     match=r"not prepared.*python -m vit_jax.cli.prepare --dataset=cifar100"):
     pipeline.train_dataset(source, split="train", global_batch_size=8, pp=PP_TRAIN, seed=0)
   assert time.time() - start < 10
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tests import helpers
-from vit_jax import analysis, checkpoint, inference
+from vit_jax import analysis, inference, npz_format
 
 
 def test_rollout_rows_sum_to_one_and_match_hand_product():
@@ -59,7 +59,7 @@ def test_patch_embedding_pca_components_are_orthonormal():
 
 def test_visualize_cli_writes_non_trivial_pngs(quickstart_run, tmp_path):
   workdir, _ = quickstart_run
-  result = helpers.run_subprocess(["-m", "vit_jax.visualize", f"--checkpoint={workdir}",
+  result = helpers.run_subprocess(["-m", "vit_jax.cli.visualize", f"--checkpoint={workdir}",
                                    f"--out={tmp_path}"])
   assert result.returncode == 0, result.stderr[-3000:]
   names = sorted(os.listdir(tmp_path))
@@ -91,7 +91,7 @@ def image_files(tmp_path):
 
 def test_predict_mixed_valid_and_corrupt(quickstart_run, image_files):
   workdir, _ = quickstart_run
-  result = helpers.run_subprocess(["-m", "vit_jax.predict", f"--checkpoint={workdir}",
+  result = helpers.run_subprocess(["-m", "vit_jax.cli.predict", f"--checkpoint={workdir}",
                                    "--top_k=3", *image_files.values()])
   assert result.returncode == 1  # one file was unreadable.
   lines = result.stdout.strip().splitlines()
@@ -119,7 +119,7 @@ def test_16_bit_png_matches_8_bit(tmp_path):
 
 def test_evaluate_cli_matches_training_eval(quickstart_run):
   workdir, _ = quickstart_run
-  result = helpers.run_subprocess(["-m", "vit_jax.evaluate", f"--checkpoint={workdir}"])
+  result = helpers.run_subprocess(["-m", "vit_jax.cli.evaluate", f"--checkpoint={workdir}"])
   assert result.returncode == 0, result.stderr[-3000:]
   final = [m for m in helpers.read_metrics(workdir) if "test_accuracy" in m][-1]
   assert f"accuracy {final['test_accuracy']:.4f}" in result.stdout
@@ -129,7 +129,7 @@ def test_evaluate_cli_matches_training_eval(quickstart_run):
 def test_npz_checkpoint_for_inference(quickstart_run, tmp_path, image_files):
   workdir, _ = quickstart_run
   loaded = inference.load(str(workdir))
-  checkpoint.save_npz(loaded.params, tmp_path / "model.npz")
+  npz_format.save_npz(loaded.params, tmp_path / "model.npz")
   (tmp_path / "labels.txt").write_text("\n".join(f"digit-{i}" for i in range(10)))
   from_npz = inference.load(str(tmp_path / "model.npz"), model_name="ViT-digits",
                             labels_file=str(tmp_path / "labels.txt"))

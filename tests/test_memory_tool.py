@@ -9,7 +9,7 @@ from tests import helpers
 def test_h14_on_64_simulated_devices(tmp_path):
   out = tmp_path / "plan.json"
   result = helpers.run_subprocess(
-      ["-m", "vit_jax.tools.memory", "--config=configs/pretrain.py:h14,imagenet2012",
+      ["-m", "vit_jax.cli.memory", "--config=configs/pretrain.py:h14,imagenet2012",
        "--mesh=data:8,fsdp:8", "--batch=64", f"--json={out}"], devices=1, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   plan = json.loads(out.read_text())

@@ -154,12 +154,12 @@ def test_short_names_resolve():
 
 
 def test_scanned_layers_match_the_per_layer_model():
-  from vit_jax import checkpoint
+  from vit_jax import npz_format
   plain = create_model("ViT-test", num_classes=5, num_layers=3)
   scanned = create_model("ViT-test", num_classes=5, num_layers=3, scan_layers=True,
                          remat_policy="full")
   params = random_params(plain, 16)
-  stacked = checkpoint.scan_params(params)
+  stacked = npz_format.scan_params(params)
   assert stacked["Transformer"]["encoderblock"]["MlpBlock_3"]["Dense_0"]["kernel"].shape == \
       (3, 32, 64)
   assert jax.tree.structure(stacked) == jax.tree.structure(abstract_params(scanned, 16))
@@ -167,7 +167,7 @@ def test_scanned_layers_match_the_per_layer_model():
   images = np.random.default_rng(4).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
   np.testing.assert_allclose(scanned.apply({"params": stacked}, images),
                              plain.apply({"params": params}, images), rtol=1e-5, atol=1e-6)
-  back = checkpoint.unscan_params(stacked)
+  back = npz_format.unscan_params(stacked)
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
   # Scanned params carry the 'layers' logical axis in front.
@@ -177,14 +177,14 @@ def test_scanned_layers_match_the_per_layer_model():
 
 
 def test_npz_and_finetuning_work_across_layer_layouts(tmp_path):
-  from vit_jax import checkpoint
+  from vit_jax import npz_format
   plain = create_model("ViT-test", num_classes=5)
   scanned = create_model("ViT-test", num_classes=5, scan_layers=True)
   params = random_params(plain, 16)
-  checkpoint.save_npz(checkpoint.scan_params(params), tmp_path / "from_scanned.npz")
+  npz_format.save_npz(npz_format.scan_params(params), tmp_path / "from_scanned.npz")
   assert "Transformer/encoderblock_1/LayerNorm_0/scale" in np.load(
       tmp_path / "from_scanned.npz").files  # written in the published per-layer layout.
-  adapted = checkpoint.adapt_for_finetuning(checkpoint.load_npz(tmp_path / "from_scanned.npz"),
+  adapted = npz_format.adapt_for_finetuning(npz_format.load_npz(tmp_path / "from_scanned.npz"),
                                             abstract_params(scanned, 16), reset_head=False)
   images = np.ones((1, 16, 16, 3), np.float32)
   np.testing.assert_allclose(scanned.apply({"params": adapted}, images),

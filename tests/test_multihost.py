@@ -11,7 +11,7 @@ import numpy as np
 
 from tests import helpers
 from tests.test_train import tiny
-from vit_jax import train, train_checkpoint
+from vit_jax import checkpoints, train
 
 
 def free_port() -> int:
@@ -60,7 +60,7 @@ def test_two_processes_equal_one_process_with_eight_devices(tfds_dir, tmp_path):
       tiny(tfds_dir, data_shards=2, total_steps=6, optimizer="sgd", lr=0.1, weight_decay=0.0),
       tmp_path / "one")
   # The checkpoint both processes wrote restores in this single process.
-  two_params, step = train_checkpoint.restore_params_as_numpy(tmp_path / "two")
+  two_params, step = checkpoints.restore_params_as_numpy(tmp_path / "two")
   assert step == 6
   one_params = jax.device_get(state.params)
   for a, b in zip(jax.tree.leaves(two_params), jax.tree.leaves(one_params)):

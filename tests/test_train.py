@@ -11,7 +11,7 @@ import pytest
 
 from tests import helpers, tiny_config
 from tests.test_models import random_params
-from vit_jax import checkpoint, optim, steps, train, train_checkpoint
+from vit_jax import checkpoints, npz_format, optim, steps, train
 from vit_jax.models import create_model
 
 
@@ -28,7 +28,7 @@ def tiny(tfds_dir, **overrides):
 
 
 def final_params(workdir):
-  return train_checkpoint.restore_params_as_numpy(workdir)[0]
+  return checkpoints.restore_params_as_numpy(workdir)[0]
 
 
 def assert_trees_equal(a, b):
@@ -68,7 +68,7 @@ def test_resharding_restore_8_to_1_and_back(tfds_dir, tmp_path):
                         "--config.checkpoint_every=4", devices=1)
   assert one.returncode == 0, one.stderr[-3000:]
   assert "Resumed from step 5" in one.stdout
-  assert train_checkpoint.TrainCheckpointer(str(eight / "checkpoints"), keep=3).latest_step() == 8
+  assert checkpoints.TrainCheckpointer(str(eight / "checkpoints"), keep=3).latest_step() == 8
   # ... and back to 8 devices (data mesh).
   state = train.train_and_evaluate(tiny(tfds_dir, total_steps=10), eight)
   assert int(state.step) == 10
@@ -123,7 +123,7 @@ def test_kill_9_mid_run_then_resume_is_bit_identical(tfds_dir, tmp_path):
     proc.kill()
     proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL
-  latest = train_checkpoint.TrainCheckpointer(str(killed / "checkpoints"), keep=3).latest_step()
+  latest = checkpoints.TrainCheckpointer(str(killed / "checkpoints"), keep=3).latest_step()
   assert latest in (10, 20)
   resumed = helpers.run_cli(killed, *overrides)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -148,7 +148,7 @@ def test_sigterm_saves_and_exits_0_then_resumes_exactly(tfds_dir, tmp_path):
   assert proc.wait(timeout=120) == 0
   text = "".join(output)
   assert "Preempted (SIGTERM)" in text
-  stopped = train_checkpoint.TrainCheckpointer(str(workdir / "checkpoints"), keep=3).latest_step()
+  stopped = checkpoints.TrainCheckpointer(str(workdir / "checkpoints"), keep=3).latest_step()
   assert 5 <= stopped < 400 and f"Saving checkpoint at step {stopped}" in text
   # Resuming for a few more steps gives what an uninterrupted run gives.
   total = f"--config.total_steps={stopped + 3}"
@@ -164,7 +164,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
                 weight_decay=0.0, checkpoint_every=1, total_steps=20)
   with pytest.raises(train.NonFiniteStepError, match=r"Non-finite training step \d+"):
     train.train_and_evaluate(config, tmp_path)
-  checkpointer = train_checkpoint.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=3)
+  checkpointer = checkpoints.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=3)
   latest = checkpointer.latest_step()
   assert latest is not None and latest >= 1
   params = final_params(tmp_path)
@@ -198,7 +198,7 @@ def test_nan_parameters_behind_a_finite_loss_are_never_checkpointed(tfds_dir, tm
   config = tiny(tfds_dir, checkpoint_every=4, total_steps=12, keep_checkpoints=1, log_every=50)
   with pytest.raises(train.NonFiniteStepError, match=r"Non-finite training step 8 \(loss \d"):
     train.train_and_evaluate(config, tmp_path)
-  checkpointer = train_checkpoint.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=1)
+  checkpointer = checkpoints.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=1)
   assert checkpointer.latest_step() == 4
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(tmp_path)))
   monkeypatch.undo()
@@ -224,7 +224,7 @@ def test_finetune_from_npz_written_by_save_npz(tfds_dir, tmp_path):
   With lr = 0 the fine-tuned params are exactly the adapted ones."""
   source_model = create_model("ViT-test", num_classes=5, representation_size=16)
   pretrained = random_params(source_model, 16)
-  checkpoint.save_npz(pretrained, tmp_path / "pretrained.npz")
+  npz_format.save_npz(pretrained, tmp_path / "pretrained.npz")
   config = tiny(tfds_dir, pretrained=str(tmp_path / "pretrained.npz"), lr=0.0, total_steps=3,
                 optimizer="sgd", weight_decay=0.0)
   state = train.train_and_evaluate(config, tmp_path / "run")
@@ -234,7 +234,7 @@ def test_finetune_from_npz_written_by_save_npz(tfds_dir, tmp_path):
   np.testing.assert_array_equal(params["embedding"]["kernel"], pretrained["embedding"]["kernel"])
   np.testing.assert_allclose(
       params["Transformer"]["posembed_input"]["pos_embedding"],
-      checkpoint.resize_posemb(pretrained["Transformer"]["posembed_input"]["pos_embedding"],
+      npz_format.resize_posemb(pretrained["Transformer"]["posembed_input"]["pos_embedding"],
                                target_grid=(2, 2)), rtol=1e-6)
 
 

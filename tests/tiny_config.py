@@ -17,6 +17,6 @@ def get_config(arg=None):
   c.warmup_steps = 2
   c.total_steps = 12
   c.log_every = 1
-  c.eval_every = 0
+  c.evals.test.every = 0
   c.checkpoint_every = 5
   return c.lock()

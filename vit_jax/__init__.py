@@ -1,4 +1,6 @@
-"""vit_jax: Vision Transformer training in JAX/Flax."""
-__version__ = "0.1.0"
+"""vit_jax: Vision Transformer training in JAX/Flax.
 
-from vit_jax import compat  # noqa: E402,F401  pylint: disable=unused-import  (fixes known dependency breaks)
+Commands live in `vit_jax.cli` (train, evaluate, predict, visualize, benchmark, memory,
+prepare); everything else is library.
+"""
+__version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """What the model learns (the paper's analysis figures), as numbers: attention rollout,
 mean attention distance, position-embedding similarity, patch-embedding PCA.
 
-Plain numpy, independent of plotting (`vit_jax.visualize` draws them). Attention weights
+Plain numpy, independent of plotting (`vit_jax.figures` draws them). Attention weights
 come from `attention_maps`, which reads what the attention layers `sow` when asked; the
 trained model and its training step are untouched.
 """

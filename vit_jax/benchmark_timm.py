@@ -1,4 +1,4 @@
-"""The reference point of `vit_jax.benchmark`: the same ViT train step in timm/PyTorch.
+"""The reference point of `vit_jax.cli.benchmark`: the same ViT train step in timm/PyTorch.
 
 On a GPU it is timm at its best: torch.compile, bf16 autocast, SDPA (flash) attention
 (timm's default when PyTorch has it), fused AdamW, gradient clipping, all on the device.

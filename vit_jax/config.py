@@ -2,20 +2,46 @@
 
 Config files under configs/ start from `base_config()` and change what their recipe needs;
 the result is locked, so a typo on the command line (--config.lr_rate=...) is an error.
+Importing this module imports neither JAX nor TensorFlow: configs load in a blink.
 """
 from __future__ import annotations
+
+import json
+import os
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from vit_jax.data.sources import get_preset
+from vit_jax.data.presets import get_preset
+from vit_jax.errors import UserError
 from vit_jax.models.presets import resolve_model_name
+
+# Logical axis -> mesh axis (Flax's `nn.logical_axis_rules` format). Parameters: FSDP
+# shards the embedding dimension of every large weight over 'fsdp'; tensor parallelism
+# shards MLP and attention heads over 'model'. Activations use their own names ('act_*')
+# so that the batch is split over data and fsdp while their hidden dimension stays whole.
+DEFAULT_SHARDING_RULES = (
+    ("embed", "fsdp"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("classes", None),
+    ("length", None),
+    ("layers", None),
+    ("act_batch", ("data", "fsdp")),
+    ("act_length", None),
+    ("act_embed", None),
+    ("act_mlp", "model"),
+    ("act_heads", "model"),
+    ("act_kv", None),
+)
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # Model.
-  c.model_name = "ViT-B_16"        # a preset from vit_jax/models/presets.py ('b16' works too).
+  c.model_name = "ViT-B_16"        # a preset from vit_jax/models/presets.py ('b16' works too),
+                                   # or a family module ('vit', 'mypackage.my_family').
   c.model = ml_collections.ConfigDict({  # overrides of the preset's hyper-parameters.
       "dtype": "float32",             # compute dtype ('bfloat16' on accelerators).
       "dropout_rate": 0.0,
@@ -38,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.test_split = "test"
   c.pp_train = "to_rgb|inception_crop(224)|flip_lr|value_range(-1, 1)"  # preprocessing ops.
   c.pp_eval = "to_rgb|resize(224)|value_range(-1, 1)"
+  c.pp_modules = ()                # your own modules registering pp ops, e.g. ('my_ops',).
   c.batch_size = 512               # global training batch.
   c.eval_batch_size = 512          # global eval batch (the split is padded, never dropped).
   c.shuffle_buffer = 50_000
@@ -68,23 +95,43 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Devices: mesh axes (data, fsdp, model); -1 takes the remaining devices.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+  c.sharding_rules = DEFAULT_SHARDING_RULES  # logical axis -> mesh axes, see above.
 
-  # Logging, evaluation, checkpoints.
+  # Logging and checkpoints.
   c.log_every = 50
-  c.eval_every = 1000              # 0: only at the end.
   c.checkpoint_every = 1000        # its own cadence, independent of evaluation.
   c.keep_checkpoints = 3
-  c.viz_every = 0                  # attention/position-embedding figures to TensorBoard.
-  c.fewshot = ml_collections.ConfigDict({
-      "shots": (),                 # e.g. (1, 5, 10): few-shot linear eval on pre-logits.
-      "dataset": "",               # '' = the training dataset.
-      "train_split": "train",
-      "test_split": "test",
-      "pp": "",                    # '' = pp_eval.
-      "l2_reg": 2.0**10,
-      "every": 0,                  # 0: only at the end.
-  })
+
+  # Evaluators: name -> settings. `type` is a module of vit_jax/evaluators/ or your own
+  # dotted module path; `every` N runs it every N steps and at the end (0: only at the
+  # end, -1: never). Scalars are written as <name>_<metric>, e.g. test_accuracy.
+  c.evals = ml_collections.ConfigDict({"test": classification_eval(every=1000)})
   return c
+
+
+def classification_eval(*, every: int, split: str = "", dataset: str = "",
+                        pp: str = "") -> ml_collections.ConfigDict:
+  """Loss and top-1 accuracy on a split ('' = the run's dataset, test_split, pp_eval)."""
+  return ml_collections.ConfigDict({"type": "classification", "every": every,
+                                    "dataset": dataset, "split": split, "pp": pp,
+                                    "batch_size": 0})  # 0: eval_batch_size.
+
+
+def fewshot_eval(*, every: int = 0, shots=(1, 5, 10), dataset: str = "",
+                 train_split: str = "train", test_split: str = "test", pp: str = "",
+                 l2_reg: float = 2.0**10) -> ml_collections.ConfigDict:
+  """Few-shot linear probes on the frozen pre-logits (k examples per class)."""
+  return ml_collections.ConfigDict({
+      "type": "fewshot", "every": every, "shots": tuple(shots), "dataset": dataset,
+      "train_split": train_split, "test_split": test_split, "pp": pp, "l2_reg": l2_reg,
+      "batch_size": 0})
+
+
+def figures_eval(*, every: int = 0, num_images: int = 4) -> ml_collections.ConfigDict:
+  """The paper's figures (attention rollout, position embeddings, attention distance,
+  embedding filters) on test images, to TensorBoard."""
+  return ml_collections.ConfigDict({"type": "figures", "every": every,
+                                    "num_images": num_images, "split": "", "pp": ""})
 
 
 def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
@@ -109,3 +156,41 @@ def parse_args(arg: str | None, default: str) -> list[str]:
   parts = [p.strip() for p in (arg or default).split(",")]
   parts[0] = resolve_model_name(parts[0])
   return parts
+
+
+def from_run(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with (its config.json), on top of today's defaults so
+  that a run from an older version still has every field; evals as the run had them."""
+  path = os.path.join(os.path.expanduser(workdir), "config.json")
+  if not os.path.exists(path):
+    raise UserError(f"{workdir} has no config.json: is it a vit_jax workdir?")
+  with open(path) as f:
+    stored = json.load(f)
+  c = base_config()
+  evals = stored.pop("evals", None)
+  _update_known(c, stored)
+  if evals is not None:
+    c.evals = ml_collections.ConfigDict(evals)
+  return c
+
+
+def _update_known(config: ml_collections.ConfigDict, values: dict, *,
+                  keep_unknown: bool = False) -> None:
+  """Sets the stored values. Fields today's config no longer has are dropped, except under
+  `model` (a custom family's hyper-parameters); tuples come back from JSON lists."""
+  for key, value in values.items():
+    if key not in config:
+      if keep_unknown:
+        config[key] = value
+      continue
+    current = config[key]
+    if isinstance(current, ml_collections.ConfigDict) and isinstance(value, dict):
+      _update_known(current, value, keep_unknown=key == "model")
+    elif isinstance(current, tuple) and isinstance(value, list):
+      config[key] = _as_tuples(value)
+    else:
+      config[key] = value
+
+
+def _as_tuples(value):
+  return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value

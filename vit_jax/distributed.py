@@ -8,10 +8,7 @@ from typing import Optional
 
 import jax
 
-# Cluster environments in which jax.distributed.initialize() finds its own settings.
-_CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
-                "JAX_COORDINATOR_ADDRESS")
-
+from vit_jax.errors import UserError
 
 def _multi_process_cluster() -> bool:
   if os.environ.get("SLURM_NTASKS", "1") not in ("", "1"):
@@ -55,7 +52,7 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
   try:
     jax.distributed.initialize(**kwargs)
   except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError, gRPC errors)
-    raise RuntimeError(f"{message.removeprefix('error: ')} ({str(e).splitlines()[0]})") from None
+    raise UserError(f"{message.removeprefix('error: ')} ({str(e).splitlines()[0]})") from None
   finally:
     watchdog.cancel()
 

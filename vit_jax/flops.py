@@ -34,8 +34,8 @@ def peak_flops(device: Optional[jax.Device] = None) -> Optional[float]:
 
 def vit_forward_flops(model, image_size: tuple[int, int]) -> float:
   """Analytical forward FLOPs per image of a plain (non-hybrid) ViT."""
-  if model.resnet_layers is not None:
-    raise ValueError("The analytical count covers plain ViTs; use xla_flops for hybrids.")
+  if getattr(model, "resnet_layers", "other family") is not None:
+    raise ValueError("The analytical count covers plain ViTs; use xla_flops for others.")
   p, d, mlp = model.patch_size, model.hidden_size, model.mlp_dim
   patches = (image_size[0] // p) * (image_size[1] // p)
   tokens = patches + (1 if model.classifier == "token" else 0)

@@ -2,25 +2,26 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vit_jax import checkpoint as npz_checkpoint
-from vit_jax import train_checkpoint
+from vit_jax.errors import UserError
+from vit_jax import npz_format
+from vit_jax import checkpoints
+from vit_jax import config as config_lib
 from vit_jax.data import preprocess, sources
 from vit_jax.data.images import UnreadableImageError, load_image
-from vit_jax.models import VisionTransformer, create_model, pixels_per_patch
+from vit_jax.models import create_model
 
 
 @dataclasses.dataclass
 class LoadedModel:
-  model: VisionTransformer
+  model: Any                      # a Flax module from vit_jax.models.create_model.
   params: dict
   pp: str                         # evaluation preprocessing of the model's training config.
   label_names: Optional[list[str]]
@@ -30,14 +31,6 @@ class LoadedModel:
     if self.label_names and index < len(self.label_names):
       return self.label_names[index]
     return str(index)
-
-
-def read_run_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{workdir} has no config.json: is it a vit_jax workdir?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def read_labels_file(path: str) -> list[str]:
@@ -53,32 +46,30 @@ def load(checkpoint: str, *, model_name: Optional[str] = None,
   checkpoint = os.path.expanduser(checkpoint)
   if checkpoint.endswith(".npz"):
     if not model_name:
-      raise ValueError("An .npz checkpoint needs --model (e.g. ViT-B_16).")
-    params = npz_checkpoint.load_npz(checkpoint)
+      raise UserError("An .npz checkpoint needs --model (e.g. ViT-B_16).")
+    params = npz_format.load_npz(checkpoint)
     model = _model_from_npz(model_name, params)
     grid = math.isqrt(params["Transformer"]["posembed_input"]["pos_embedding"].shape[1]
                       - (1 if "cls" in params else 0))
-    size = grid * pixels_per_patch(model)
+    size = grid * model.pixels_per_patch()
     loaded = LoadedModel(model, params, f"to_rgb|resize({size})|value_range(-1, 1)", None)
   elif os.path.isdir(checkpoint):
-    config = read_run_config(checkpoint)
-    params, _ = train_checkpoint.restore_params_as_numpy(checkpoint)
+    config = config_lib.from_run(checkpoint)
+    params, _ = checkpoints.restore_params_as_numpy(checkpoint)
     model = create_model(model_name or config.model_name,
                          num_classes=params["head"]["kernel"].shape[-1], **config.model)
     loaded = LoadedModel(model, params, config.pp_eval, _dataset_labels(config), config)
   else:
-    raise FileNotFoundError(f"Checkpoint {checkpoint!r} is neither a workdir nor an .npz file.")
+    raise UserError(f"Checkpoint {checkpoint!r} is neither a workdir nor an .npz file.")
   if labels_file:
     loaded.label_names = read_labels_file(labels_file)
   return loaded
 
 
-def _model_from_npz(model_name: str, params: dict) -> VisionTransformer:
-  overrides = {"classifier": "token" if "cls" in params else "gap"}
-  if "pre_logits" in params:
-    overrides["representation_size"] = params["pre_logits"]["kernel"].shape[-1]
+def _model_from_npz(model_name: str, params: dict):
   num_classes = params["head"]["kernel"].shape[-1] if "head" in params else None
-  return create_model(model_name, num_classes=num_classes, **overrides)
+  return create_model(model_name, num_classes=num_classes,
+                      **npz_format.model_overrides(params))
 
 
 def _dataset_labels(config) -> Optional[list[str]]:

@@ -110,3 +110,10 @@ def log_line(message: str, *, every_process: bool = False) -> None:
   """One console line (stdout); absl's own log would repeat it on stderr."""
   if every_process or jax.process_index() == 0:
     print(message, flush=True)
+
+
+def eval_line(step: int, scalars: Mapping[str, float]) -> str:
+  """'eval step 400: fewshot_5shot_accuracy 0.9100, test_accuracy 0.9721, ...'."""
+  def text(key: str, value: float) -> str:
+    return f"{key} {int(value)}" if key.endswith("examples") else f"{key} {value:.4f}"
+  return f"eval step {step}: " + ", ".join(text(k, v) for k, v in sorted(scalars.items()))

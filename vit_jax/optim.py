@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from vit_jax.errors import UserError
+
 _STATE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -22,7 +24,7 @@ def make_schedule(config) -> optax.Schedule:
   """Linear warm-up from 0 to `lr`, then cosine / linear decay to `end_lr` at total_steps."""
   warmup, total = int(config.warmup_steps), int(config.total_steps)
   if not 0 <= warmup < total:
-    raise ValueError(f"warmup_steps={warmup} must be in [0, total_steps={total}).")
+    raise UserError(f"warmup_steps={warmup} must be in [0, total_steps={total}).")
   decay_steps = total - warmup
   if config.schedule == "cosine":
     decay = optax.cosine_decay_schedule(config.lr, decay_steps, alpha=config.end_lr / config.lr
@@ -32,7 +34,7 @@ def make_schedule(config) -> optax.Schedule:
   elif config.schedule == "constant":
     decay = optax.constant_schedule(config.lr)
   else:
-    raise ValueError(f"schedule={config.schedule!r} is not one of 'cosine', 'linear', "
+    raise UserError(f"schedule={config.schedule!r} is not one of 'cosine', 'linear', "
                      f"'constant'.")
   if warmup == 0:
     return decay
@@ -49,7 +51,7 @@ def weight_decay_mask(params: Any) -> Any:
 def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
   schedule = make_schedule(config)
   if config.optimizer_dtype not in _STATE_DTYPES:
-    raise ValueError(f"optimizer_dtype={config.optimizer_dtype!r} is not one of "
+    raise UserError(f"optimizer_dtype={config.optimizer_dtype!r} is not one of "
                      f"{list(_STATE_DTYPES)}.")
   state_dtype = _STATE_DTYPES[config.optimizer_dtype]
   if config.optimizer == "adam":
@@ -57,10 +59,10 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
                             weight_decay=config.weight_decay, mask=weight_decay_mask)
   elif config.optimizer == "sgd":
     if config.weight_decay:
-      raise ValueError("The SGD fine-tuning recipe has no weight decay; set "
+      raise UserError("The SGD fine-tuning recipe has no weight decay; set "
                        "weight_decay=0 or optimizer='adam'.")
     optimizer = optax.sgd(schedule, momentum=config.momentum, accumulator_dtype=state_dtype)
   else:
-    raise ValueError(f"optimizer={config.optimizer!r} is not one of 'adam', 'sgd'.")
+    raise UserError(f"optimizer={config.optimizer!r} is not one of 'adam', 'sgd'.")
   chain = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
   return optax.chain(*chain, optimizer), schedule

@@ -1,61 +1,45 @@
 """Device mesh, logical-axis sharding rules and activation constraints.
 
 Models annotate parameters and activations with *logical* axis names ('embed', 'mlp',
-'act_batch', ...). This module turns those names into mesh axes by rule, so the model
-never mentions a mesh and the same code runs on 1 CPU and on a pod.
+'act_batch', ...). The config's `sharding_rules` turn those names into mesh axes (Flax's
+own `nn.logical_axis_rules` format), so the model never mentions a mesh and the same
+code runs on 1 CPU and on a pod. The default rules are in `vit_jax.config`.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from vit_jax.errors import UserError
+
+
 MESH_AXES = ("data", "fsdp", "model")
-
-# Logical axis -> mesh axis. Parameters: FSDP shards the embedding dimension of every
-# large weight over 'fsdp'; tensor parallelism shards MLP and attention heads over
-# 'model'. Activations use their own names ('act_*') so that the batch is split over
-# data and fsdp while the hidden dimension of activations stays whole.
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("embed", "fsdp"),
-    ("mlp", "model"),
-    ("heads", "model"),
-    ("kv", None),
-    ("classes", None),
-    ("length", None),
-    ("layers", None),
-    ("act_batch", ("data", "fsdp")),
-    ("act_length", None),
-    ("act_embed", None),
-    ("act_mlp", "model"),
-    ("act_heads", "model"),
-    ("act_kv", None),
-)
-
+Rules = Sequence[tuple[str, Any]]   # (logical axis, mesh axis | tuple of them | None)
 
 def resolve_mesh_shape(mesh_shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
   """Fills in the one axis given as -1 so that the product equals `num_devices`."""
   unknown = [k for k in mesh_shape if k not in MESH_AXES]
   if unknown:
-    raise ValueError(f"Unknown mesh axes {unknown}; valid axes are {list(MESH_AXES)}.")
+    raise UserError(f"Unknown mesh axes {unknown}; valid axes are {list(MESH_AXES)}.")
   shape = {axis: int(mesh_shape.get(axis, 1)) for axis in MESH_AXES}
   free = [axis for axis, size in shape.items() if size == -1]
   if len(free) > 1:
-    raise ValueError(f"At most one mesh axis may be -1, got {dict(mesh_shape)}.")
+    raise UserError(f"At most one mesh axis may be -1, got {dict(mesh_shape)}.")
   known = math.prod(size for size in shape.values() if size != -1)
   if free:
     if num_devices % known:
-      raise ValueError(
+      raise UserError(
           f"Mesh {dict(mesh_shape)} does not divide the {num_devices} devices: the fixed axes "
           f"multiply to {known}.")
     shape[free[0]] = num_devices // known
   if math.prod(shape.values()) != num_devices:
-    raise ValueError(
+    raise UserError(
         f"Mesh {dict(mesh_shape)} has {math.prod(shape.values())} devices but "
         f"{num_devices} are available; use -1 on one axis to take the rest.")
   return shape
@@ -86,27 +70,51 @@ def batch_divisor(mesh: Mesh) -> int:
   return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
-def logical_to_shardings(logical_tree: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
-  """Boxed (nn.LogicallyPartitioned) abstract params -> tree of NamedShardings."""
-  specs = nn.get_partition_spec(logical_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+def check_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:
+  """Config rules (lists from JSON or the command line) -> tuples, mesh axes checked."""
+  checked = []
+  for rule in rules:
+    if len(rule) != 2 or not isinstance(rule[0], str):
+      raise UserError(f"sharding_rules entry {rule!r} is not a (logical_axis, mesh_axes) pair; "
+                      f"e.g. ('embed', 'fsdp') or ('act_batch', ('data', 'fsdp')).")
+    logical, target = rule
+    target = tuple(target) if isinstance(target, (list, tuple)) else target
+    names = target if isinstance(target, tuple) else (target,)
+    unknown = [n for n in names if n is not None and n not in MESH_AXES]
+    if unknown:
+      raise UserError(f"sharding_rules maps {logical!r} to unknown mesh axes {unknown}; mesh "
+                      f"axes are {list(MESH_AXES)} (or None to replicate).")
+    checked.append((logical, target))
+  return tuple(checked)
 
 
-def shape_safe_shardings(abstract_tree: Any, shardings: Any) -> Any:
-  """Replaces a sharding by replication for any dimension the mesh axis does not divide.
+def param_shardings(boxed_params: Any, mesh: Mesh, rules: Rules) -> Any:
+  """Boxed (nn.LogicallyPartitioned) abstract params -> tree of NamedShardings by rule;
+  a dimension the mesh axes do not divide (a 10-class head over 8 devices) is replicated,
+  and each such fallback is logged once."""
+  specs = nn.get_partition_spec(boxed_params)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+  return jax.tree_util.tree_map_with_path(_divisible_or_replicated, nn.unbox(boxed_params),
+                                          shardings)
 
-  A 10-class head cannot be split 8 ways; replicating that one weight is what a user wants,
-  not an error.
-  """
-  def fix(leaf, sharding):
-    spec = list(sharding.spec) + [None] * (len(leaf.shape) - len(sharding.spec))
-    for i, axes in enumerate(spec):
-      names = axes if isinstance(axes, tuple) else (axes,)
-      size = math.prod(sharding.mesh.shape[n] for n in names if n is not None)
-      if axes is not None and leaf.shape[i] % size:
-        spec[i] = None
-    return NamedSharding(sharding.mesh, PartitionSpec(*spec))
-  return jax.tree.map(fix, abstract_tree, shardings)
+
+_logged_fallbacks: set[tuple[str, int, tuple]] = set()
+
+
+def _divisible_or_replicated(path, leaf, sharding: NamedSharding) -> NamedSharding:
+  spec = list(sharding.spec) + [None] * (len(leaf.shape) - len(sharding.spec))
+  for i, axes in enumerate(spec):
+    names = axes if isinstance(axes, tuple) else (axes,)
+    size = math.prod(sharding.mesh.shape[n] for n in names if n is not None)
+    if axes is not None and leaf.shape[i] % size:
+      name = jax.tree_util.keystr(path, simple=True, separator="/")
+      key = (name, i, tuple(sharding.mesh.shape.items()))
+      if key not in _logged_fallbacks:
+        _logged_fallbacks.add(key)
+        logging.info("Sharding: %s dimension %d (size %d) is not divisible by mesh axes %s "
+                     "(%d devices): replicated.", name, i, leaf.shape[i], axes, size)
+      spec[i] = None
+  return NamedSharding(sharding.mesh, PartitionSpec(*spec))
 
 
 def to_host(tree: Any) -> Any:
@@ -121,31 +129,11 @@ def to_host(tree: Any) -> Any:
 
 
 # --- Activation constraints -----------------------------------------------------------
-_ACTIVE: list[tuple[Mesh, Any]] = []
-
-
-@contextlib.contextmanager
-def activation_sharding(mesh: Mesh, rules=DEFAULT_RULES) -> Iterator[None]:
-  """While tracing under this context, `constrain` pins activations to the mesh."""
-  _ACTIVE.append((mesh, rules))
-  try:
-    yield
-  finally:
-    _ACTIVE.pop()
-
-
-def with_activation_sharding(fn, mesh: Mesh, rules=DEFAULT_RULES):
-  """`fn` traced with its activations constrained to `mesh` by rule (see `constrain`)."""
+def with_mesh_rules(fn, mesh: Mesh, rules: Rules):
+  """`fn` traced inside Flax's logical-axis-rules context and the mesh's abstract mesh,
+  so the model's `nn.with_logical_constraint` calls pin activations to `mesh` by rule.
+  (jax.set_mesh cannot be entered inside jit; the abstract mesh can.)"""
   def wrapped(*args, **kwargs):
-    with activation_sharding(mesh, rules):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
       return fn(*args, **kwargs)
   return wrapped
-
-
-def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
-  """Sharding constraint by logical names; a no-op outside `activation_sharding`."""
-  if not _ACTIVE:
-    return x
-  mesh, rules = _ACTIVE[-1]
-  spec = nn.logical_to_mesh_axes(logical_axes, rules)
-  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))

@@ -1,22 +1,16 @@
-"""The train state and the pure step functions: loss, train step (with gradient
-accumulation), eval step and representation extraction."""
+"""The pure step functions: loss, train step (with gradient accumulation and the
+non-finite guard), eval step and representation extraction."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array          # number of updates applied.
-  params: Any
-  opt_state: Any
-  rng: jax.Array           # raw uint32 key data: checkpoints as a plain array.
+from vit_jax.errors import UserError
+from vit_jax.state import TrainState
 
 
 def one_hot_labels(labels: jax.Array, num_classes: int) -> jax.Array:
@@ -37,7 +31,7 @@ def loss_fn(logits: jax.Array, labels: jax.Array, *, kind: str,
     return optax.softmax_cross_entropy(logits, targets)
   if kind == "sigmoid":
     return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
-  raise ValueError(f"loss={kind!r} is not one of 'softmax', 'sigmoid'.")
+  raise UserError(f"loss={kind!r} is not one of 'softmax', 'sigmoid'.")
 
 
 def correct_predictions(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -1,8 +1,9 @@
 """The trainer: `train_and_evaluate(config, workdir)`, one story from top to bottom.
 
-Mesh -> input -> model and optimizer -> sharded state (fresh, resumed or fine-tuned) ->
-compiled steps -> loop (train, log, evaluate, checkpoint, preemption). The same program
-runs on one CPU, many simulated CPU devices, a GPU and a multi-host pod.
+Mesh -> input -> build (model, optimizer, sharded state, compiled step) -> state (fresh,
+resumed or fine-tuned) -> evaluators -> loop (train, log, evaluate, checkpoint,
+preemption). The same program runs on one CPU, many simulated CPU devices, a GPU and a
+multi-host pod.
 """
 from __future__ import annotations
 
@@ -13,23 +14,139 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from clu import parameter_overview
 
-from vit_jax import checkpoint as npz_checkpoint
-from vit_jax import fewshot, flops, metrics, optim, steps
+from vit_jax import build as build_lib
+from vit_jax import checkpoints, flops, metrics, npz_format
+from vit_jax import evaluators as evaluators_lib
 from vit_jax import sharding as sharding_lib
-from vit_jax import state as state_lib
-from vit_jax import train_checkpoint
-from vit_jax.data import device_feed, pipeline, sources
-from vit_jax.models import create_model, patch_grid
+from vit_jax.data import device_feed, pipeline, preprocess, sources
+from vit_jax.errors import UserError
+from vit_jax.state import TrainState
 
 
-class NonFiniteStepError(FloatingPointError):
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (or resumes) as configured; returns the final TrainState."""
+  workdir = _start_workdir(config, workdir)
+  mesh = sharding_lib.make_mesh(dict(config.mesh))
+  shards = pipeline.DataShards.create(config.data_shards)
+  build_lib.check_batch_size(config, mesh, num_data_shards=shards.num_shards)
+  metrics.log_line(f"Mesh {dict(mesh.shape)}; process {jax.process_index()} reads data "
+                   f"shard(s) {list(shards.local_shards)} of {shards.num_shards}",
+                   every_process=True)
+
+  preprocess.import_modules(config.pp_modules)
+  source = sources.from_config(config)
+  built = build_lib.build(config, mesh, num_classes=source.num_classes,
+                          image_shape=pipeline.image_shape(source, split=config.test_split,
+                                                           pp=config.pp_eval))
+  metrics.log_line(parameter_overview.get_parameter_overview(built.state.abstract.params,
+                                                             include_stats=False))
+
+  checkpointer = checkpoints.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
+                                               keep=config.keep_checkpoints)
+  state = _initial_state(config, built, checkpointer, _data_state(config, shards))
+  train_data = pipeline.train_dataset(
+      source, split=config.train_split, global_batch_size=config.batch_size,
+      pp=config.pp_train, seed=config.seed, start_step=int(state.step),
+      shuffle_buffer=config.shuffle_buffer, shards=shards)
+  train_step = _compile_train_step(built, train_data.element_spec["label"])
+  evaluators = evaluators_lib.build_evaluators(
+      config.evals, evaluators_lib.EvalContext(config, built))
+
+  loop = _Loop(config, built, train_step, evaluators, checkpointer,
+               metrics.create_writer(workdir), _data_state(config, shards))
+  try:
+    return loop.run(state, device_feed.prefetch_to_mesh(train_data.as_numpy_iterator(), mesh))
+  finally:
+    loop.close()
+
+
+class NonFiniteStepError(UserError, FloatingPointError):
   pass
+
+
+# --- Setup ------------------------------------------------------------------------------
+def _start_workdir(config, workdir: str) -> str:
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  metrics.log_line(f"Config:\n{config}")
+  metrics.log_line(f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
+                   f"({jax.devices()[0].device_kind}), workdir {workdir}")
+  return workdir
+
+
+def _data_state(config, shards: pipeline.DataShards) -> dict:
+  """What the input stream needs to resume exactly; saved with every checkpoint."""
+  return {"dataset": config.dataset, "seed": config.seed, "batch_size": config.batch_size,
+          "num_shards": shards.num_shards}
+
+
+def _initial_state(config, built: build_lib.Built, checkpointer, data_state: dict):
+  """The newest checkpoint if there is one; else fresh, or fine-tuned from `pretrained`."""
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state, saved_data_state = checkpointer.restore(latest, built.state.abstract)
+    if saved_data_state != data_state:
+      logging.warning("Input settings changed since the checkpoint (%s -> %s): the data "
+                      "stream will not continue exactly.", saved_data_state, data_state)
+    metrics.log_line(f"Resumed from step {latest} in {checkpointer.directory}")
+    return state
+  state = built.init_state(jax.random.key(config.seed))
+  if not config.pretrained:
+    return state
+  grid = built.model.patch_grid(*built.image_shape[:2])
+  params = _place(_load_pretrained(config, state.params, grid), built.state.param_shardings)
+  opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
+  return state.replace(params=params, opt_state=opt_state)
+
+
+def _load_pretrained(config, init_params: Any, grid: tuple[int, int]) -> Any:
+  path = os.path.expanduser(config.pretrained)
+  if path.endswith(".npz"):
+    restored = npz_format.load_npz(path)
+  elif os.path.isdir(path):
+    restored, _ = checkpoints.restore_params_as_numpy(path)
+  else:
+    raise UserError(f"pretrained={config.pretrained!r} is neither a .npz file nor a "
+                    f"run's workdir / checkpoint directory.")
+  metrics.log_line(f"Fine-tuning from {path}")
+  return npz_format.adapt_for_finetuning(restored, init_params, target_grid=grid,
+                                         reset_head=config.reset_head)
+
+
+def _place(tree: Any, shardings: Any) -> Any:
+  """Host numpy (the same on every process) -> arrays with `shardings`."""
+  def put(x, sharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(put, tree, shardings)
+
+
+def _compile_train_step(built: build_lib.Built, label_spec):
+  start = time.perf_counter()
+  compiled = built.compile_train_step(label_shape=tuple(label_spec.shape[1:]),
+                                      integer_labels=label_spec.dtype.is_integer)
+  metrics.log_line(f"Compiled the train step in {time.perf_counter() - start:.1f}s")
+  return compiled
+
+
+def _progress(config, built: build_lib.Built, compiled, start_step: int) -> metrics.Progress:
+  try:
+    step_flops = 3 * flops.vit_forward_flops(built.model, built.image_shape[:2])
+    step_flops *= config.batch_size
+  except ValueError:  # hybrids and other families: XLA's own count.
+    step_flops = flops.xla_flops(compiled)
+  peak = flops.peak_flops()
+  return metrics.Progress(total_steps=config.total_steps, start_step=start_step,
+                          batch_size=config.batch_size, flops_per_step=step_flops,
+                          peak_flops=peak * jax.device_count() if peak else None)
 
 
 # --- Preemption -------------------------------------------------------------------------
@@ -60,37 +177,11 @@ class PreemptionWatcher:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-# --- Helpers ----------------------------------------------------------------------------
-def _place(tree: Any, shardings: Any) -> Any:
-  """Host numpy (the same on every process) or jax arrays -> arrays with `shardings`."""
-  def put(x, sharding):
-    if isinstance(x, jax.Array):
-      return jax.device_put(x, sharding)
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-  return jax.tree.map(put, tree, shardings)
-
-
-def _load_pretrained(config, init_params: Any, grid: tuple[int, int]) -> Any:
-  path = os.path.expanduser(config.pretrained)
-  if path.endswith(".npz"):
-    restored = npz_checkpoint.load_npz(path)
-  elif os.path.isdir(path):
-    restored, _ = train_checkpoint.restore_params_as_numpy(path)
-  else:
-    raise FileNotFoundError(f"pretrained={config.pretrained!r} is neither a .npz file nor a "
-                            f"run's workdir / checkpoint directory.")
-  metrics.log_line(f"Fine-tuning from {path}")
-  return npz_checkpoint.adapt_for_finetuning(restored, init_params, target_grid=grid,
-                                             reset_head=config.reset_head)
-
-
-def _summarize_steps(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -> dict:
-  """Fetches pending per-step metrics (one device sync) and averages them over the finite
-  steps. Runs before every checkpoint: a non-finite step stops the run here (unless such
-  steps are skipped), so its state is never saved."""
-  host = jax.device_get(history)
-  bad = [(step, values) for step, values in host if values["nonfinite"]]
+# --- Loop -------------------------------------------------------------------------------
+def check_finite(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -> None:
+  """Stops the run at the first non-finite step (unless such steps are skipped). Runs
+  before every checkpoint, so a poisoned state is never saved."""
+  bad = [(step, values) for step, values in history if values["nonfinite"]]
   if bad and not skip_nonfinite:
     step, values = bad[0]
     raise NonFiniteStepError(
@@ -98,202 +189,82 @@ def _summarize_steps(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -
         f"{float(values['grad_norm']):.4g}, or the updated parameters): it was not "
         f"checkpointed; the newest checkpoint is the last finite state. Lower the learning "
         f"rate, enable grad_clip_norm, check the input data or set skip_nonfinite_steps=True.")
-  good = [values for _, values in host if not values["nonfinite"]] or [host[-1][1]]
+
+
+def mean_metrics(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -> dict:
+  """Per-step metrics averaged over the finite steps; the learning rate is the current
+  one, not a window mean."""
+  good = [values for _, values in history if not values["nonfinite"]] or [history[-1][1]]
   means = {key: float(np.mean([v[key] for v in good])) for key in good[0]
            if key not in ("nonfinite", "learning_rate")}
-  means["learning_rate"] = float(host[-1][1]["learning_rate"])  # current, not a window mean.
+  means["learning_rate"] = float(history[-1][1]["learning_rate"])
   if skip_nonfinite:
-    means["skipped_steps"] = float(len(bad))
+    means["skipped_steps"] = float(sum(bool(values["nonfinite"]) for _, values in history))
   return means
 
 
-def _data_state(config, data_sharding: pipeline.Sharding) -> dict:
-  return {"dataset": config.dataset, "seed": config.seed, "batch_size": config.batch_size,
-          "num_shards": data_sharding.num_shards}
+class _Loop:
+  """The training loop's parts: each step, its log line, evaluations and checkpoints."""
 
+  def __init__(self, config, built, train_step, evaluators, checkpointer, writer,
+               data_state: dict):
+    self.config, self.built, self.train_step = config, built, train_step
+    self.evaluators, self.checkpointer, self.writer = evaluators, checkpointer, writer
+    self.data_state = data_state
+    self.preemption = PreemptionWatcher()
+    self.history: list[tuple[int, dict]] = []
 
-def evaluate(eval_step, params, data: pipeline.EvalData, mesh) -> dict[str, float]:
-  totals = None
-  for batch in device_feed.prefetch_to_mesh(data, mesh):
-    out = eval_step(params, batch)
-    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-  totals = jax.device_get(totals)
-  count = max(float(totals["count"]), 1.0)
-  return {"test_loss": float(totals["loss_sum"]) / count,
-          "test_accuracy": float(totals["correct_sum"]) / count,
-          "test_examples": float(totals["count"])}
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
-  """Trains (or resumes) as configured; returns the final TrainState."""
-  # --- Setup ----------------------------------------------------------------------------
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
-  writer = metrics.create_writer(workdir)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  metrics.log_line(f"Config:\n{config}")
-  metrics.log_line(f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
-                   f"({jax.devices()[0].device_kind}), workdir {workdir}")
-
-  # --- Mesh -----------------------------------------------------------------------------
-  mesh = sharding_lib.make_mesh(dict(config.mesh))
-  metrics.log_line(f"Mesh {dict(mesh.shape)}")
-  if config.batch_size % config.accum_steps:
-    raise ValueError(f"batch_size={config.batch_size} is not divisible by accum_steps="
-                     f"{config.accum_steps}.")
-  data_sharding = pipeline.Sharding.create(config.data_shards)
-  metrics.log_line(f"Process {jax.process_index()} reads data shard(s) "
-                   f"{list(data_sharding.local_shards)} of {data_sharding.num_shards}", every_process=True)
-  pipeline.check_batch_size(config.batch_size // config.accum_steps,
-                            num_devices=sharding_lib.batch_divisor(mesh),
-                            num_shards=data_sharding.num_shards)
-
-  # --- Input ----------------------------------------------------------------------------
-  source = sources.from_config(config)
-  test_data = pipeline.eval_dataset(source, split=config.test_split, pp=config.pp_eval,
-                                    global_batch_size=config.eval_batch_size)
-  image_shape = tuple(test_data.dataset.element_spec["image"].shape[1:])
-
-  # --- Model and optimizer --------------------------------------------------------------
-  model = create_model(config.model_name, num_classes=source.num_classes, **config.model)
-  tx, schedule = optim.make_optimizer(config)
-  rng = jax.random.key(config.seed)
-  spec = state_lib.make_state_spec(model, tx, mesh, image_shape, rng)
-  param_shardings, opt_shardings = spec.param_shardings, spec.opt_shardings
-  replicated = sharding_lib.replicated(mesh)
-  metrics.log_line(parameter_overview.get_parameter_overview(spec.abstract.params,
-                                                             include_stats=False))
-
-  # --- State: resume, fine-tune, or start fresh ----------------------------------------
-  checkpointer = train_checkpoint.TrainCheckpointer(
-      os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state, data_state = checkpointer.restore(latest, spec.abstract)
-    expected = _data_state(config, data_sharding)
-    if data_state != expected:
-      logging.warning("Input settings changed since the checkpoint (%s -> %s): the data "
-                      "stream will not continue exactly.", data_state, expected)
-    metrics.log_line(f"Resumed from step {latest} in {checkpointer.directory}")
-  else:
-    state = jax.jit(spec.init, out_shardings=spec.shardings)(rng)
-    if config.pretrained:
-      grid = patch_grid(model, *image_shape[:2])
-      params = _place(_load_pretrained(config, state.params, grid), param_shardings)
-      opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-      state = state.replace(params=params, opt_state=opt_state)
-  start_step = int(state.step)
-
-  # --- Compiled steps -------------------------------------------------------------------
-  batch_sharding = sharding_lib.batch_sharding(mesh)
-  train_step = steps.with_nonfinite_guard(
-      steps.make_train_step(model, tx, schedule, loss=config.loss,
-                            label_smoothing=config.label_smoothing,
-                            accum_steps=config.accum_steps, mixup_alpha=config.mixup_alpha),
-      skip_nonfinite=config.skip_nonfinite_steps)
-
-  def jit_on_params_and_batch(fn):
-    """Params as trained, a sharded batch in, results replicated to every process."""
-    return jax.jit(sharding_lib.with_activation_sharding(fn, mesh),
-                   in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)
-
-  eval_step = jit_on_params_and_batch(steps.make_eval_step(model, loss=config.loss))
-  represent = steps.make_representation_fn(model)
-  represent_jit = jit_on_params_and_batch(
-      lambda p, b: (represent(p, b["image"]), b["label"], b["mask"]))
-
-  train_data = pipeline.train_dataset(
-      source, split=config.train_split, global_batch_size=config.batch_size, pp=config.pp_train,
-      seed=config.seed, start_step=start_step, shuffle_buffer=config.shuffle_buffer,
-      sharding=data_sharding)
-  label_spec = train_data.element_spec["label"]
-  batch_spec = state_lib.abstract_batch(config.batch_size, image_shape, mesh,
-                                        label_shape=tuple(label_spec.shape[1:]),
-                                        integer_labels=label_spec.dtype.is_integer)
-  compile_start = time.perf_counter()
-  compiled_train_step = state_lib.jit_train_step(train_step, spec, mesh).lower(
-      spec.abstract, batch_spec).compile()
-  metrics.log_line(f"Compiled the train step in {time.perf_counter() - compile_start:.1f}s")
-  try:
-    step_flops = 3 * flops.vit_forward_flops(model, image_shape[:2]) * config.batch_size
-  except ValueError:  # hybrid models: XLA's own count.
-    step_flops = flops.xla_flops(compiled_train_step)
-  peak = flops.peak_flops()
-  progress = metrics.Progress(total_steps=config.total_steps, start_step=start_step,
-                              batch_size=config.batch_size, flops_per_step=step_flops,
-                              peak_flops=peak * jax.device_count() if peak else None)
-
-  fewshot_data = None
-  if config.fewshot.shots:
-    fewshot_source = sources.from_config(config, config.fewshot.dataset or None)
-    fewshot_data = [pipeline.eval_dataset(fewshot_source, split=split,
-                                          global_batch_size=config.eval_batch_size,
-                                          pp=config.fewshot.pp or config.pp_eval)
-                    for split in (config.fewshot.train_split, config.fewshot.test_split)]
-
-  def run_evals(step: int, state, *, final: bool = False):
-    results = evaluate(eval_step, state.params, test_data, mesh)
-    if fewshot_data and (final or (config.fewshot.every and step % config.fewshot.every == 0)):
-      features = [fewshot.collect_features(lambda b: represent_jit(state.params, b),
-                                           device_feed.prefetch_to_mesh(data, mesh))
-                  for data in fewshot_data]
-      results.update(fewshot.evaluate(*features[0], *features[1], shots=config.fewshot.shots,
-                                      num_classes=fewshot_source.num_classes,
-                                      l2_reg=config.fewshot.l2_reg))
-    writer.write_scalars(step, results)
-    metrics.log_line(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in
-                                                        sorted(results.items())))
-    return results
-
-  viz_images = next(iter(test_data))["image"][:4] if config.viz_every else None
-
-  def write_figures(step: int, state):
-    """The paper's analysis figures (attention rollout, ...) to TensorBoard."""
-    from vit_jax import visualize  # pylint: disable=g-import-not-at-top  (matplotlib)
-    params = sharding_lib.to_host(state.params)
-    if jax.process_index() == 0:
-      figures = visualize.make_figures(model, params, viz_images)
-      writer.write_images(step, {name: visualize.figure_to_array(fig)[None]
-                                 for name, fig in figures.items()})
-
-  # --- Loop -----------------------------------------------------------------------------
-  preemption = PreemptionWatcher()
-  batches = device_feed.prefetch_to_mesh(train_data.as_numpy_iterator(), mesh)
-  history: list[tuple[int, dict]] = []
-  step = start_step
-  metrics.log_line(f"Training steps {start_step} -> {config.total_steps}, global batch "
-                   f"{config.batch_size}")
-  try:
-    while step < config.total_steps:
-      state, step_metrics = compiled_train_step(state, next(batches))
+  def run(self, state, batches) -> TrainState:
+    c, step = self.config, int(state.step)
+    progress = _progress(c, self.built, self.train_step, step)
+    metrics.log_line(f"Training steps {step} -> {c.total_steps}, global batch {c.batch_size}")
+    first = step + 1
+    while step < c.total_steps:
+      state, step_metrics = self.train_step(state, next(batches))
       step += 1
-      history.append((step, step_metrics))
-      should_save = step % config.checkpoint_every == 0 or step == config.total_steps
-      preempted = preemption.reached(step)
-      if step % config.log_every == 0 or should_save or preempted or step == start_step + 1:
-        scalars = {**_summarize_steps(history, skip_nonfinite=config.skip_nonfinite_steps),
-                   **progress.measure(step)}
-        history.clear()
-        writer.write_scalars(step, scalars)
-        metrics.log_line(metrics.Progress.line(step, config.total_steps, scalars))
+      self.history.append((step, step_metrics))
+      should_save = step % c.checkpoint_every == 0 or step == c.total_steps
+      preempted = self.preemption.reached(step)
+      if step % c.log_every == 0 or should_save or preempted or step == first:
+        self.log(step, progress)
       if should_save or preempted:
-        checkpointer.save(step, state, _data_state(config, data_sharding), force=preempted)
+        self.checkpointer.save(step, state, self.data_state, force=preempted)
         metrics.log_line(f"Saving checkpoint at step {step}")
       if preempted:
-        checkpointer.wait()
+        self.checkpointer.wait()
         metrics.log_line(f"Preempted (SIGTERM): stopped at step {step} with a checkpoint; "
                          f"run the same command to resume.")
         return state
-      if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
-        run_evals(step, state)
-      if config.viz_every and step % config.viz_every == 0:
-        write_figures(step, state)
-    if step == config.total_steps:
-      run_evals(step, state, final=True)
+      self.evaluate(step, state.params, final=step == c.total_steps)
     return state
-  finally:
-    preemption.close()
-    checkpointer.close()
-    writer.flush()
+
+  def log(self, step: int, progress: metrics.Progress) -> None:
+    """Fetches the pending per-step metrics (one device sync), checks them and logs."""
+    history = jax.device_get(self.history)
+    self.history.clear()
+    skip = self.config.skip_nonfinite_steps
+    check_finite(history, skip_nonfinite=skip)
+    scalars = {**mean_metrics(history, skip_nonfinite=skip), **progress.measure(step)}
+    self.writer.write_scalars(step, scalars)
+    metrics.log_line(metrics.Progress.line(step, self.config.total_steps, scalars))
+
+  def evaluate(self, step: int, params, *, final: bool) -> dict:
+    """Runs the due evaluators; their scalars go out in one line."""
+    scalars, images = {}, {}
+    for scheduled in self.evaluators:
+      if scheduled.due(step, final=final):
+        more_scalars, more_images = evaluators_lib.split_results(
+            scheduled.name, scheduled.evaluator.run(params))
+        scalars.update(more_scalars)
+        images.update(more_images)
+    if scalars:
+      self.writer.write_scalars(step, scalars)
+      metrics.log_line(metrics.eval_line(step, scalars))
+    if images:
+      self.writer.write_images(step, images)
+    return scalars
+
+  def close(self) -> None:
+    self.preemption.close()
+    self.checkpointer.close()
+    self.writer.flush()

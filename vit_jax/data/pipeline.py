@@ -24,6 +24,7 @@ from typing import Iterator, Optional
 import jax
 import tensorflow as tf
 
+from vit_jax.errors import UserError
 from vit_jax.data import preprocess
 from vit_jax.data.sources import Source
 
@@ -44,20 +45,20 @@ def _options() -> tf.data.Options:
 
 
 @dataclasses.dataclass(frozen=True)
-class Sharding:
-  """Which data shards this process reads."""
+class DataShards:
+  """Which data shards this process reads (data, not device, sharding)."""
   num_shards: int
   process_index: int
   process_count: int
 
   @classmethod
   def create(cls, num_shards: int = 0, process_index: Optional[int] = None,
-             process_count: Optional[int] = None) -> "Sharding":
+             process_count: Optional[int] = None) -> "DataShards":
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     num_shards = num_shards or process_count
     if num_shards % process_count:
-      raise ValueError(f"data_shards={num_shards} must be a multiple of the "
+      raise UserError(f"data_shards={num_shards} must be a multiple of the "
                        f"{process_count} processes.")
     return cls(num_shards, process_index, process_count)
 
@@ -71,7 +72,7 @@ def check_batch_size(global_batch_size: int, *, num_devices: int, num_shards: in
   for count, what in ((num_devices, "devices on the data and fsdp mesh axes"),
                       (num_shards, "data shards (one per process by default)")):
     if global_batch_size % count:
-      raise ValueError(
+      raise UserError(
           f"Global batch size {global_batch_size} is not divisible by the {count} {what}; "
           f"use a multiple of {count}.")
 
@@ -82,7 +83,7 @@ def _shard_train_stream(source: Source, split: str, shard: int, num_shards: int,
   size = source.shard_size(split, shard_index=shard, num_shards=num_shards,
                            drop_remainder=True)
   if size == 0:
-    raise ValueError(f"Split {split!r} of {source.name} has no examples for data shard "
+    raise UserError(f"Split {split!r} of {source.name} has no examples for data shard "
                      f"{shard} of {num_shards}.")
   records = source.read(split, shard_index=shard, num_shards=num_shards, drop_remainder=True)
   shard_seed = tf.constant([seed, shard], tf.int64)
@@ -111,19 +112,19 @@ def _select(example: dict) -> dict:
 
 def train_dataset(source: Source, *, split: str, global_batch_size: int, pp: str, seed: int,
                   start_step: int = 0, shuffle_buffer: int = 50_000,
-                  sharding: Optional[Sharding] = None) -> tf.data.Dataset:
+                  shards: Optional[DataShards] = None) -> tf.data.Dataset:
   """This process's part of each global training batch, from step `start_step` on."""
-  sharding = sharding or Sharding.create()
-  if global_batch_size % sharding.num_shards:
-    raise ValueError(f"Global batch size {global_batch_size} is not divisible by the "
-                     f"{sharding.num_shards} data shards.")
-  shard_batch = global_batch_size // sharding.num_shards
+  shards = shards or DataShards.create()
+  if global_batch_size % shards.num_shards:
+    raise UserError(f"Global batch size {global_batch_size} is not divisible by the "
+                     f"{shards.num_shards} data shards.")
+  shard_batch = global_batch_size // shards.num_shards
   pp_fn = preprocess.parse(pp)
   streams = [
-      _shard_train_stream(source, split, shard, sharding.num_shards, pp_fn=pp_fn, seed=seed,
+      _shard_train_stream(source, split, shard, shards.num_shards, pp_fn=pp_fn, seed=seed,
                           start_position=start_step * shard_batch,
                           shuffle_buffer=shuffle_buffer, batch_size=shard_batch)
-      for shard in sharding.local_shards]
+      for shard in shards.local_shards]
   ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
       lambda *batches: tf.nest.map_structure(lambda *x: tf.concat(x, 0), *batches))
   return ds.prefetch(AUTOTUNE).with_options(_options())
@@ -134,18 +135,17 @@ class EvalData:
   """A padded eval split: iterate `dataset` for `num_batches` local batches with 'mask'."""
   dataset: tf.data.Dataset
   num_batches: int
-  num_examples: int
 
   def __iter__(self) -> Iterator[dict]:
     return iter(self.dataset.as_numpy_iterator())
 
 
 def eval_dataset(source: Source, *, split: str, global_batch_size: int, pp: str,
-                 sharding: Optional[Sharding] = None) -> EvalData:
-  sharding = sharding or Sharding.create()
-  count, index = sharding.process_count, sharding.process_index
+                 shards: Optional[DataShards] = None) -> EvalData:
+  shards = shards or DataShards.create()
+  count, index = shards.process_count, shards.process_index
   if global_batch_size % count:
-    raise ValueError(f"Eval batch size {global_batch_size} is not divisible by the {count} "
+    raise UserError(f"Eval batch size {global_batch_size} is not divisible by the {count} "
                      f"processes.")
   local_batch = global_batch_size // count
   sizes = [source.shard_size(split, shard_index=i, num_shards=count, drop_remainder=False)
@@ -158,9 +158,16 @@ def eval_dataset(source: Source, *, split: str, global_batch_size: int, pp: str,
                           "mask": tf.constant(1.0)}, AUTOTUNE)
   spec = ds.element_spec
   if not spec["image"].shape.is_fully_defined():
-    raise ValueError(f"Eval preprocessing {pp!r} gives images of shape {spec['image'].shape}; "
+    raise UserError(f"Eval preprocessing {pp!r} gives images of shape {spec['image'].shape}; "
                      f"it must produce a fixed size (add resize(...)).")
   padding = tf.data.Dataset.from_tensors(
       tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)).repeat()
   ds = ds.concatenate(padding).take(num_batches * local_batch).batch(local_batch)
-  return EvalData(ds.prefetch(AUTOTUNE).with_options(_options()), num_batches, sum(sizes))
+  return EvalData(ds.prefetch(AUTOTUNE).with_options(_options()), num_batches)
+
+
+def image_shape(source: Source, *, split: str, pp: str) -> tuple[int, ...]:
+  """The (height, width, channels) that `pp` makes of `split`'s images (fixed, checked)."""
+  data = eval_dataset(source, split=split, global_batch_size=1, pp=pp,
+                      shards=DataShards(num_shards=1, process_index=0, process_count=1))
+  return tuple(data.dataset.element_spec["image"].shape[1:])

@@ -6,7 +6,6 @@ shuffling, augmentation and batching happen in `vit_jax.data.pipeline`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import logging
 import os
@@ -17,34 +16,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vit_jax.errors import UserError
 from vit_jax.data import builders
+from vit_jax.data.presets import DATASET_ALIASES, DATASET_PRESETS, canonical_name
 from vit_jax.data.images import UnreadableImageError, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetPreset:
-  train_split: str
-  test_split: str
-  num_classes: int
-  resolution: int          # fine-tuning resolution of the paper's recipe.
-  flip: bool = True        # random horizontal flip in training (off for digits).
-  channels: int = 3
-
-
-# Splits, class counts and resolutions as in the paper's fine-tuning configs.
-DATASET_PRESETS = {
-    "cifar10": DatasetPreset("train[:98%]", "test", 10, 384),
-    "cifar100": DatasetPreset("train[:98%]", "test", 100, 384),
-    "oxford_iiit_pet": DatasetPreset("train[:90%]", "test", 37, 384),
-    "oxford_flowers102": DatasetPreset("train", "test", 102, 384),
-    "imagenet2012": DatasetPreset("train[:99%]", "validation", 1000, 384),
-    "imagenet2012_real": DatasetPreset("train", "validation", 1000, 384),
-    "sklearn_digits": DatasetPreset("train", "test", 10, 8, flip=False, channels=1),
-    "pureml_mnist": DatasetPreset("train", "test", 10, 28, flip=False, channels=1),
-}
-DATASET_ALIASES = {"digits": "sklearn_digits", "mnist_offline": "pureml_mnist"}
 
 
 class Source:
@@ -87,14 +64,14 @@ def _file_lock(path: str):
 
 class TfdsSource(Source):
   def __init__(self, name: str, *, data_dir: Optional[str] = None, label_key: str = "label"):
-    self.name = DATASET_ALIASES.get(name, name)
+    self.name = canonical_name(name)
     data_dir = os.path.expanduser(data_dir or os.environ.get(
         "TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets")))
     try:
       self.builder = tfds.builder(self.name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
       known = sorted(set(DATASET_PRESETS) | set(DATASET_ALIASES))
-      raise ValueError(
+      raise UserError(
           f"Unknown dataset {name!r}: not a TFDS dataset name. Presets: {', '.join(known)}; "
           f"any name from `tfds.list_builders()` works, or dataset='folder:/path/to/dir' "
           f"for your own images.") from None
@@ -130,12 +107,12 @@ class TfdsSource(Source):
         raise
       # Preparing from here would retry the network for minutes when there is none;
       # downloading is a separate, explicit step.
-      raise RuntimeError(
+      raise UserError(
           f"Dataset {self.name!r} is not prepared in {self.data_dir}. Prepare it once (needs "
-          f"network; imagenet2012 needs its manual download): python -m vit_jax.data.prepare "
+          f"network; imagenet2012 needs its manual download): python -m vit_jax.cli.prepare "
           f"--dataset={self.name} --data_dir={self.data_dir}") from None
     except (KeyError, ValueError) as e:
-      raise ValueError(f"Dataset {self.name!r} has no split {split!r} ({e}); it has "
+      raise UserError(f"Dataset {self.name!r} has no split {split!r} ({e}); it has "
                        f"{list(self.builder.info.splits)}.") from None
 
   def shard_size(self, split, *, shard_index, num_shards, drop_remainder):
@@ -182,12 +159,12 @@ class ImageFolderSource(Source):
     self.name = f"folder:{self.directory}"
     train_dir = os.path.join(self.directory, "train")
     if not os.path.isdir(train_dir):
-      raise ValueError(f"Image folder {self.directory!r} has no train/ subfolder; expected "
+      raise UserError(f"Image folder {self.directory!r} has no train/ subfolder; expected "
                        f"{self.directory}/train/<class_name>/*.jpg (and test/).")
     self.label_names = sorted(
         d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
     if not self.label_names:
-      raise ValueError(f"{train_dir} has no class subfolders; put each class's images in "
+      raise UserError(f"{train_dir} has no class subfolders; put each class's images in "
                        f"{train_dir}/<class_name>/.")
     self.num_classes = len(self.label_names)
     self._files: dict[str, tuple[list[str], list[int]]] = {}
@@ -197,20 +174,20 @@ class ImageFolderSource(Source):
       return self._files[split]
     split_dir = os.path.join(self.directory, split)
     if not os.path.isdir(split_dir):
-      raise ValueError(f"Image folder {self.directory!r} has no {split}/ subfolder.")
+      raise UserError(f"Image folder {self.directory!r} has no {split}/ subfolder.")
     paths, labels = [], []
     for label, name in enumerate(self.label_names):
       class_dir = os.path.join(split_dir, name)
       files = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(IMAGE_EXTENSIONS)) \
           if os.path.isdir(class_dir) else []
       if not files and split == "train":
-        raise ValueError(f"Class folder {class_dir} is empty: add .jpg/.jpeg/.png images or "
+        raise UserError(f"Class folder {class_dir} is empty: add .jpg/.jpeg/.png images or "
                          f"remove the folder.")
       paths += [os.path.join(class_dir, f) for f in files]
       labels += [label] * len(files)
     unknown = sorted(set(os.listdir(split_dir)) - set(self.label_names))
     if unknown:
-      raise ValueError(f"{split_dir} has class folders {unknown} that train/ does not have.")
+      raise UserError(f"{split_dir} has class folders {unknown} that train/ does not have.")
     self._files[split] = (paths, labels)
     return paths, labels
 
@@ -249,7 +226,3 @@ def from_config(config, dataset: Optional[str] = None) -> Source:
   """The source a training config names (or `dataset` with the config's data dir)."""
   return get_source(dataset or config.dataset, data_dir=config.get("data_dir"),
                     label_key=config.get("label_key", "label") if not dataset else "label")
-
-
-def get_preset(name: str) -> Optional[DatasetPreset]:
-  return DATASET_PRESETS.get(DATASET_ALIASES.get(name, name))

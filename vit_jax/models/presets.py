@@ -1,9 +1,12 @@
-"""Named model variants: the single place where model sizes are defined.
+"""Named model variants: the single place where model sizes are defined (plain Python).
 
 Names follow the published checkpoints: `ViT-{size}_{patch}` and `R50+ViT-B_16`.
 Ti and S come from DeiT/AugReg; g and G from "Scaling Vision Transformers" (Zhai et al.).
+Each preset names its family module (`vit_jax.models.<family>`) and its hyper-parameters.
 """
 from __future__ import annotations
+
+from vit_jax.errors import UserError
 
 # size -> (hidden_size, num_layers, num_heads, mlp_dim)
 _SIZES = {
@@ -23,8 +26,8 @@ _PATCHES = {
 
 def _vit(size: str, patch: int) -> dict:
   hidden, layers, heads, mlp = _SIZES[size]
-  return dict(patch_size=patch, hidden_size=hidden, num_layers=layers, num_heads=heads,
-              mlp_dim=mlp)
+  return dict(family="vit", patch_size=patch, hidden_size=hidden, num_layers=layers,
+              num_heads=heads, mlp_dim=mlp)
 
 
 MODEL_PRESETS: dict[str, dict] = {
@@ -36,10 +39,10 @@ MODEL_PRESETS: dict[str, dict] = {
 MODEL_PRESETS["R50+ViT-B_16"] = dict(_vit("B", 1), resnet_layers=(3, 4, 9))
 
 # Tiny models for CPU runs (quickstart on 8x8 digits, tests).
-MODEL_PRESETS["ViT-digits"] = dict(patch_size=2, hidden_size=64, num_layers=4, num_heads=4,
-                                   mlp_dim=128)
-MODEL_PRESETS["ViT-test"] = dict(patch_size=4, hidden_size=32, num_layers=2, num_heads=2,
-                                 mlp_dim=64)
+MODEL_PRESETS["ViT-digits"] = dict(family="vit", patch_size=2, hidden_size=64, num_layers=4,
+                                   num_heads=4, mlp_dim=128)
+MODEL_PRESETS["ViT-test"] = dict(family="vit", patch_size=4, hidden_size=32, num_layers=2,
+                                 num_heads=2, mlp_dim=64)
 
 # Short names used on config command lines: `configs/finetune.py:b16,cifar10`.
 SHORT_NAMES = {
@@ -56,6 +59,6 @@ def resolve_model_name(name: str) -> str:
     return name
   if name in SHORT_NAMES:
     return SHORT_NAMES[name]
-  raise ValueError(
+  raise UserError(
       f"Unknown model name {name!r}. Valid names: {', '.join(sorted(MODEL_PRESETS))} "
       f"(short forms: {', '.join(sorted(SHORT_NAMES))}).")

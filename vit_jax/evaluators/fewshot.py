@@ -9,6 +9,11 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from vit_jax import steps
+from vit_jax.data import device_feed
+
+from vit_jax.errors import UserError
+
 
 def first_k_per_class(labels: np.ndarray, k: int, num_classes: int) -> np.ndarray:
   """Indices of the first k examples of every class, in dataset order."""
@@ -16,7 +21,7 @@ def first_k_per_class(labels: np.ndarray, k: int, num_classes: int) -> np.ndarra
   for c in range(num_classes):
     members = np.flatnonzero(labels == c)[:k]
     if len(members) < k:
-      raise ValueError(f"Few-shot: class {c} has {len(members)} examples, fewer than "
+      raise UserError(f"Few-shot: class {c} has {len(members)} examples, fewer than "
                        f"{k}-shot needs; use a larger train split or fewer shots.")
     chosen.append(members)
   return np.concatenate(chosen)
@@ -44,7 +49,7 @@ def evaluate(train_features: np.ndarray, train_labels: np.ndarray,
     idx = first_k_per_class(train_labels, k, num_classes)
     weights, bias = ridge_fit(train_features[idx], train_labels[idx], num_classes, l2_reg)
     predicted = np.argmax(test_features @ weights + bias, axis=1)
-    results[f"fewshot_{k}shot_accuracy"] = float(np.mean(predicted == test_labels))
+    results[f"{k}shot_accuracy"] = float(np.mean(predicted == test_labels))
   return results
 
 
@@ -57,3 +62,28 @@ def collect_features(represent: Callable, batches: Iterable[dict]) -> tuple[np.n
     features.append(out[mask > 0])
     labels.append(batch_labels[mask > 0])
   return np.concatenate(features), np.concatenate(labels)
+
+
+class Evaluator:
+  """Settings: shots, dataset ('' = the run's), train_split, test_split, pp ('' =
+  pp_eval), l2_reg, batch_size (0 = eval_batch_size). Results: <k>shot_accuracy."""
+
+  def __init__(self, context, *, shots: Sequence[int], dataset: str = "",
+               train_split: str = "train", test_split: str = "test", pp: str = "",
+               l2_reg: float = 2.0**10, batch_size: int = 0):
+    self.shots, self.l2_reg = tuple(shots), l2_reg
+    self.num_classes = context.source(dataset).num_classes
+    self.data = [context.eval_data(dataset=dataset, split=split, pp=pp, batch_size=batch_size)
+                 for split in (train_split, test_split)]
+    self.mesh = context.built.mesh
+    represent = steps.make_representation_fn(context.model)
+    self.represent = context.built.jit_on_params(
+        lambda p, b: (represent(p, b["image"]), b["label"], b["mask"]))
+
+  def run(self, params) -> dict[str, float]:
+    (train_x, train_y), (test_x, test_y) = [
+        collect_features(lambda batch: self.represent(params, batch),
+                         device_feed.prefetch_to_mesh(data, self.mesh))
+        for data in self.data]
+    return evaluate(train_x, train_y, test_x, test_y, shots=self.shots,
+                    num_classes=self.num_classes, l2_reg=self.l2_reg)

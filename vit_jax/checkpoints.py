@@ -16,6 +16,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vit_jax.errors import UserError
+
 STATE, DATA = "state", "data"
 
 
@@ -59,15 +61,33 @@ def find_checkpoint_dir(path: str) -> str:
   return candidate if os.path.isdir(candidate) else path
 
 
+def latest_complete_step(path: str) -> tuple[str, int]:
+  """(checkpoints directory, newest complete step) of a run's workdir or checkpoints dir."""
+  directory = find_checkpoint_dir(os.path.abspath(os.path.expanduser(path)))
+  steps = ocp.utils.checkpoint_steps(directory) if os.path.isdir(directory) else []
+  if not steps:
+    raise UserError(f"No complete checkpoint in {directory}.")
+  return directory, max(steps)
+
+
+def restore_params(path: str, abstract_params: Any, step: Optional[int] = None) -> tuple[Any, int]:
+  """Only the params of a run, laid out as `abstract_params` (ShapeDtypeStructs with
+  shardings: any mesh, FSDP included) - the optimizer state is never read."""
+  directory, latest = latest_complete_step(path)
+  step = latest if step is None else step
+  item = os.path.join(directory, str(step), STATE)
+  target = {"params": abstract_params}
+  restored = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))
+  return restored["params"], step
+
+
 def restore_params_as_numpy(path: str, step: Optional[int] = None) -> tuple[dict, int]:
   """The params of another run (workdir or checkpoints dir) as host numpy arrays, for
   fine-tuning or inference; no mesh or model needed."""
-  directory = find_checkpoint_dir(os.path.abspath(path))
-  if step is None:
-    steps = ocp.utils.checkpoint_steps(directory) if os.path.isdir(directory) else []
-    if not steps:
-      raise FileNotFoundError(f"No complete checkpoint in {directory}.")
-    step = max(steps)
+  directory, latest = latest_complete_step(path)
+  step = latest if step is None else step
   item = os.path.join(directory, str(step), STATE)
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(item).item_metadata.tree

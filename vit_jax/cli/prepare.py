@@ -1,14 +1,15 @@
 """Downloads and prepares a TFDS dataset once (needs network; imagenet2012 needs the
 manual download in <data_dir>/downloads/manual).
 
-    python -m vit_jax.data.prepare --dataset=cifar10 [--data_dir=~/tensorflow_datasets]
+    python -m vit_jax.cli.prepare --dataset=cifar10 [--data_dir=~/tensorflow_datasets]
 """
 import os
 
-from absl import app, flags
-import tensorflow_datasets as tfds
+from absl import flags
 
-from vit_jax.data.sources import DATASET_ALIASES
+from vit_jax.cli import common
+
+from vit_jax.data.presets import canonical_name
 
 flags.DEFINE_string("dataset", None, "TFDS name, e.g. cifar10.", required=True)
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default $TFDS_DATA_DIR or "
@@ -18,7 +19,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  name = DATASET_ALIASES.get(FLAGS.dataset, FLAGS.dataset)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  name = canonical_name(FLAGS.dataset)
   data_dir = os.path.expanduser(FLAGS.data_dir or os.environ.get(
       "TFDS_DATA_DIR", "~/tensorflow_datasets"))
   builder = tfds.builder(name, data_dir=data_dir)
@@ -27,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -1,16 +1,11 @@
-r"""The paper's figures of what a ViT learns, as PNGs (and TensorBoard images in training).
-
-    python -m vit_jax.visualize --checkpoint=/tmp/vit_quickstart --out=/tmp/figures [IMAGE...]
-
-Writes attention_rollout_<i>.png (one per image: where the class token looks, overlaid on
-the image), position_embedding_similarity.png, mean_attention_distance.png and
-embedding_filters.png. Without image files, images come from the run's test split.
-"""
+"""The paper's figures of what a ViT learns, drawn with matplotlib: attention rollout
+over images, position-embedding similarity, mean attention distance per layer and head,
+and the RGB embedding filters. `vit_jax.cli.visualize` writes them as PNGs; the 'figures'
+evaluator writes them to TensorBoard during training."""
 from __future__ import annotations
 
 import math
 import os
-import sys
 
 import matplotlib
 
@@ -19,7 +14,6 @@ import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-t
 import numpy as np  # noqa: E402
 
 from vit_jax import analysis  # noqa: E402
-from vit_jax.models import patch_grid  # noqa: E402
 
 
 def _upsample(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -90,7 +84,7 @@ def embedding_filters_figure(components: np.ndarray, variance: np.ndarray):
 
 def make_figures(model, params, images: np.ndarray, *, num_components: int = 28) -> dict:
   """All figures for `images` ((B, H, W, 3) in the model's [-1, 1] input range)."""
-  grid = patch_grid(model, images.shape[1], images.shape[2])
+  grid = model.patch_grid(images.shape[1], images.shape[2])
   prefix = 1 if model.classifier == "token" else 0
   attentions = analysis.attention_maps(model, params, images)
   maps = analysis.rollout_map(analysis.attention_rollout(attentions), grid, prefix)
@@ -127,44 +121,3 @@ def write_pngs(figures: dict, out_dir: str) -> list[str]:
     plt.close(fig)
     paths.append(path)
   return paths
-
-
-def main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from vit_jax import inference  # pylint: disable=g-import-not-at-top
-  flags_ = flags.FLAGS
-  paths = argv[1:]
-  try:
-    loaded = inference.load(flags_.checkpoint, model_name=flags_.model)
-    if paths:
-      images, ok, errors = inference.preprocess_files(paths, loaded.pp)
-      for path, error in errors.items():
-        print(f"{path}: error: {error}", file=sys.stderr)
-    elif loaded.config is not None:
-      images = _test_images(loaded.config, flags_.num_images)
-    else:
-      raise ValueError("Give image files (an .npz checkpoint has no dataset to draw from).")
-    if not len(images):
-      raise ValueError("No readable images.")
-  except (ValueError, FileNotFoundError, RuntimeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  for path in write_pngs(make_figures(loaded.model, loaded.params, images), flags_.out):
-    print(path)
-
-
-def _test_images(config, count: int) -> np.ndarray:
-  from vit_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-  source = sources.from_config(config)
-  data = pipeline.eval_dataset(source, split=config.test_split, global_batch_size=count,
-                               pp=config.pp_eval)
-  return next(iter(data))["image"]
-
-
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("checkpoint", None, "Workdir of a run or an .npz file.", required=True)
-  flags.DEFINE_string("model", None, "Model name (needed for .npz files).")
-  flags.DEFINE_string("out", None, "Directory for the PNG files.", required=True)
-  flags.DEFINE_integer("num_images", 4, "Test images to use when none are given.")
-  app.run(main)

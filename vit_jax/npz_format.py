@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from vit_jax.errors import UserError
 from vit_jax.sharding import to_host
 
 Params = Mapping[str, Any]
@@ -88,14 +89,14 @@ def load_npz(path: str | os.PathLike) -> dict[str, Any]:
   """
   path = os.fspath(path)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
+    raise UserError(f"Checkpoint file {path!r} does not exist.")
   try:
     with np.load(path, allow_pickle=False) as data:
       flat = {key: np.asarray(data[key]) for key in data.files}
   except (ValueError, OSError) as e:
-    raise ValueError(f"{path!r} is not a readable .npz checkpoint: {e}") from None
+    raise UserError(f"{path!r} is not a readable .npz checkpoint: {e}") from None
   if not flat:
-    raise ValueError(f"Checkpoint {path!r} holds no arrays.")
+    raise UserError(f"Checkpoint {path!r} holds no arrays.")
   if _uses_new_block_names(flat):
     flat = _to_old_block_names(flat)
   return unflatten(flat)
@@ -139,7 +140,7 @@ def _linear_resize_matrix(size_in: int, size_out: int) -> np.ndarray:
 def _square_grid(num_patches: int, what: str) -> tuple[int, int]:
   side = math.isqrt(num_patches)
   if side * side != num_patches:
-    raise ValueError(f"{what} has {num_patches} patch positions, not a square grid; pass "
+    raise UserError(f"{what} has {num_patches} patch positions, not a square grid; pass "
                      f"the grid shape explicitly.")
   return side, side
 
@@ -154,7 +155,7 @@ def resize_posemb(posemb: np.ndarray, *, target_grid: tuple[int, int],
   if source_grid is None:
     source_grid = _square_grid(grid.shape[0], "The source position embedding")
   if source_grid[0] * source_grid[1] != grid.shape[0]:
-    raise ValueError(f"source_grid={source_grid} does not match {grid.shape[0]} positions.")
+    raise UserError(f"source_grid={source_grid} does not match {grid.shape[0]} positions.")
   grid = grid.reshape(*source_grid, -1).astype(np.float64)
   rows = _linear_resize_matrix(source_grid[0], target_grid[0])
   cols = _linear_resize_matrix(source_grid[1], target_grid[1])
@@ -202,5 +203,22 @@ def adapt_for_finetuning(restored: Params, init: Params, *,
     if not key.startswith("pre_logits/"):
       problems.append(f"unexpected {key} {tuple(np.shape(restored_flat[key]))}")
   if problems:
-    raise ValueError("Checkpoint does not fit the model: " + "; ".join(sorted(problems)))
+    raise UserError("Checkpoint does not fit the model: " + "; ".join(sorted(problems)))
   return unflatten(result)
+
+
+def model_overrides(params: Params) -> dict[str, Any]:
+  """What a checkpoint's parameter shapes say about the model: the classifier ([class]
+  token or average pooling) and the pre-logits width."""
+  overrides: dict[str, Any] = {"classifier": "token" if "cls" in params else "gap"}
+  if "pre_logits" in params:
+    overrides["representation_size"] = params["pre_logits"]["kernel"].shape[-1]
+  return overrides
+
+
+def config_for(params: Params, config):
+  """A copy of `config` whose model matches the checkpoint (see `model_overrides`)."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.update(model_overrides(params))
+  return config

@@ -1,17 +1,18 @@
 r"""Top-k predictions for image files.
 
-    python -m vit_jax.predict --checkpoint=/tmp/vit_quickstart IMAGE [IMAGE ...]
-    python -m vit_jax.predict --checkpoint=ViT-B_16.npz --model=ViT-B_16 \
+    python -m vit_jax.cli.predict --checkpoint=/tmp/vit_quickstart IMAGE [IMAGE ...]
+    python -m vit_jax.cli.predict --checkpoint=ViT-B_16.npz --model=ViT-B_16 \
         --labels=imagenet_labels.txt photo.jpg
 
 Images of any size and mode (RGB, grayscale, RGBA, palette, 16-bit PNG) are converted as
 the model expects. An unreadable file gets one line naming it; the others still run, and
 the exit status is 1 if any file could not be read.
 """
-import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from vit_jax.cli import common
 
 flags.DEFINE_string("checkpoint", None, "Workdir of a run or an .npz file.", required=True)
 flags.DEFINE_string("model", None, "Model name (needed for .npz files), e.g. ViT-B_16.")
@@ -39,21 +40,16 @@ def predict(loaded, paths, top_k: int) -> tuple[list[str], bool]:
 
 
 def main(argv):
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  from vit_jax import inference  # pylint: disable=g-import-not-at-top
+  from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   paths = argv[1:]
   if not paths:
-    print("error: give at least one image file", file=sys.stderr)
-    sys.exit(2)
-  from vit_jax import inference  # pylint: disable=g-import-not-at-top
-  try:
-    loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model, labels_file=FLAGS.labels)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    raise UserError("give at least one image file after the flags.")
+  loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model, labels_file=FLAGS.labels)
   lines, all_ok = predict(loaded, paths, FLAGS.top_k)
   print("\n".join(lines), flush=True)
   sys.exit(0 if all_ok else 1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

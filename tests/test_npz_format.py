@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.test_models import random_params
-from vit_jax import checkpoint
+from vit_jax import npz_format
 from vit_jax.models import create_model
 
 
@@ -17,8 +17,8 @@ def model_and_params():
 
 def test_save_load_round_trip_is_exact(tmp_path, model_and_params):
   _, params = model_and_params
-  checkpoint.save_npz(params, tmp_path / "p.npz")
-  loaded = checkpoint.load_npz(tmp_path / "p.npz")
+  npz_format.save_npz(params, tmp_path / "p.npz")
+  loaded = npz_format.load_npz(tmp_path / "p.npz")
   assert jax.tree.structure(loaded) == jax.tree.structure(params)
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
@@ -29,7 +29,7 @@ def test_save_load_round_trip_is_exact(tmp_path, model_and_params):
 
 def test_current_and_older_naming_give_identical_logits(tmp_path, model_and_params):
   model, params = model_and_params
-  flat = checkpoint.flatten(params)
+  flat = npz_format.flatten(params)
   renames = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
              "LayerNorm_2": "LayerNorm_1", "MlpBlock_3": "MlpBlock_0"}
   new_flat = {}
@@ -41,21 +41,21 @@ def test_current_and_older_naming_give_identical_logits(tmp_path, model_and_para
   np.savez(tmp_path / "old.npz", **flat)
   np.savez(tmp_path / "new.npz", **new_flat)
   images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
-  old = model.apply({"params": checkpoint.load_npz(tmp_path / "old.npz")}, images)
-  new = model.apply({"params": checkpoint.load_npz(tmp_path / "new.npz")}, images)
+  old = model.apply({"params": npz_format.load_npz(tmp_path / "old.npz")}, images)
+  new = model.apply({"params": npz_format.load_npz(tmp_path / "new.npz")}, images)
   np.testing.assert_array_equal(old, new)
 
 
 def test_resize_posemb_identity_on_same_grid():
   posemb = np.random.default_rng(0).standard_normal((1, 1 + 12, 4)).astype(np.float32)
   np.testing.assert_array_equal(
-      checkpoint.resize_posemb(posemb, target_grid=(3, 4), source_grid=(3, 4)), posemb)
+      npz_format.resize_posemb(posemb, target_grid=(3, 4), source_grid=(3, 4)), posemb)
 
 
 def test_resize_posemb_matches_hand_computed_bilinear():
   grid = np.array([[0.0, 1.0], [2.0, 3.0]])  # 2x2 grid, one channel.
   posemb = np.concatenate([[[7.0]], grid.reshape(4, 1)])[None]
-  out = checkpoint.resize_posemb(posemb, target_grid=(4, 4))
+  out = npz_format.resize_posemb(posemb, target_grid=(4, 4))
   # Half-pixel centres, 2 -> 4: output i samples source (i + 0.5) / 2 - 0.5, clamped:
   # weights per row/column [1, 0], [.75, .25], [.25, .75], [0, 1].
   w = np.array([[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
@@ -68,27 +68,27 @@ def test_resize_posemb_matches_hand_computed_bilinear():
 
 def test_resize_posemb_non_square_both_ways():
   posemb = np.random.default_rng(1).standard_normal((1, 1 + 6, 3))
-  wide = checkpoint.resize_posemb(posemb, target_grid=(4, 6), source_grid=(2, 3))
+  wide = npz_format.resize_posemb(posemb, target_grid=(4, 6), source_grid=(2, 3))
   assert wide.shape == (1, 25, 3)
-  back = checkpoint.resize_posemb(wide, target_grid=(2, 3), source_grid=(4, 6))
+  back = npz_format.resize_posemb(wide, target_grid=(2, 3), source_grid=(4, 6))
   assert back.shape == posemb.shape
   # A constant embedding stays constant under any resize.
   const = np.ones((1, 1 + 6, 2))
   np.testing.assert_allclose(
-      checkpoint.resize_posemb(const, target_grid=(5, 7), source_grid=(2, 3)), 1.0)
+      npz_format.resize_posemb(const, target_grid=(5, 7), source_grid=(2, 3)), 1.0)
 
 
 def test_finetuning_surgery(model_and_params):
   _, pretrained = model_and_params
   target = create_model("ViT-test", num_classes=3)  # no pre_logits, 3 classes, 24 px.
   init = random_params(target, 24, seed=5)
-  adapted = checkpoint.adapt_for_finetuning(pretrained, init)
+  adapted = npz_format.adapt_for_finetuning(pretrained, init)
   assert "pre_logits" not in adapted
   np.testing.assert_array_equal(adapted["head"]["kernel"], init["head"]["kernel"])
   posemb = adapted["Transformer"]["posembed_input"]["pos_embedding"]
   assert posemb.shape == (1, 1 + 36, 32)
   np.testing.assert_array_equal(
-      posemb, checkpoint.resize_posemb(
+      posemb, npz_format.resize_posemb(
           pretrained["Transformer"]["posembed_input"]["pos_embedding"], target_grid=(6, 6)))
   np.testing.assert_array_equal(adapted["embedding"]["kernel"],
                                 pretrained["embedding"]["kernel"])
@@ -100,20 +100,20 @@ def test_surgery_errors_name_every_problem(model_and_params):
   _, pretrained = model_and_params
   wider = create_model("ViT-test", num_classes=5, hidden_size=48, num_layers=3)
   with pytest.raises(ValueError) as err:
-    checkpoint.adapt_for_finetuning(pretrained, random_params(wider, 16))
+    npz_format.adapt_for_finetuning(pretrained, random_params(wider, 16))
   message = str(err.value)
   assert "missing Transformer/encoderblock_2/" in message
   assert "shape mismatch embedding/kernel: checkpoint (4, 4, 3, 32) vs model (4, 4, 3, 48)" \
       in message
   extra = dict(pretrained, surprise={"kernel": np.zeros(2)})
   with pytest.raises(ValueError, match="unexpected surprise/kernel"):
-    checkpoint.adapt_for_finetuning(extra, random_params(
+    npz_format.adapt_for_finetuning(extra, random_params(
         create_model("ViT-test", num_classes=5, representation_size=16), 16))
 
 
 def test_load_npz_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.npz"):
-    checkpoint.load_npz(tmp_path / "nope.npz")
+    npz_format.load_npz(tmp_path / "nope.npz")
   (tmp_path / "bad.npz").write_bytes(b"not a zip file")
   with pytest.raises(ValueError, match="bad.npz.*not a readable"):
-    checkpoint.load_npz(tmp_path / "bad.npz")
+    npz_format.load_npz(tmp_path / "bad.npz")

@@ -1,0 +1,101 @@
+"""One build path: config + mesh -> model, optimizer, sharded state spec and the jitted
+steps. The trainer, `vit_jax.cli.evaluate`, the memory planner and the benchmark all build
+through `build`, so what they measure or evaluate is what the trainer runs."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from vit_jax import optim, steps
+from vit_jax import sharding as sharding_lib
+from vit_jax import state as state_lib
+from vit_jax.errors import UserError
+from vit_jax.models import create_model
+
+
+def check_batch_size(config, mesh: Mesh, *, num_data_shards: int) -> None:
+  """The global batch splits evenly into micro-batches, devices and data shards."""
+  if config.batch_size % config.accum_steps:
+    raise UserError(f"batch_size={config.batch_size} is not divisible by accum_steps="
+                    f"{config.accum_steps}; use a multiple of {config.accum_steps}.")
+  micro_batch = config.batch_size // config.accum_steps
+  for count, what in ((sharding_lib.batch_divisor(mesh),
+                       "devices on the data and fsdp mesh axes"),
+                      (num_data_shards, "data shards (one per process by default)")):
+    if micro_batch % count:
+      raise UserError(
+          f"Global batch size {micro_batch}{' per micro-batch' if config.accum_steps > 1 else ''}"
+          f" is not divisible by the {count} {what}; use a multiple of {count}.")
+
+
+@dataclasses.dataclass
+class Built:
+  """Everything compiled from one config on one mesh."""
+  config: Any
+  mesh: Mesh
+  rules: tuple
+  model: Any
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  image_shape: tuple[int, ...]
+  state: state_lib.StateSpec
+
+  def jit_train_step(self) -> Callable:
+    """(state, batch) -> (state, metrics): jit with explicit shardings, the state donated,
+    activations constrained by rule, non-finite steps flagged (or skipped)."""
+    c = self.config
+    step = steps.with_nonfinite_guard(
+        steps.make_train_step(self.model, self.tx, self.schedule, loss=c.loss,
+                              label_smoothing=c.label_smoothing, accum_steps=c.accum_steps,
+                              mixup_alpha=c.mixup_alpha),
+        skip_nonfinite=c.skip_nonfinite_steps)
+    batch = sharding_lib.batch_sharding(self.mesh)
+    return jax.jit(sharding_lib.with_mesh_rules(step, self.mesh, self.rules),
+                   in_shardings=(self.state.shardings, batch),
+                   out_shardings=(self.state.shardings, sharding_lib.replicated(self.mesh)),
+                   donate_argnums=(0,))
+
+  def compile_train_step(self, *, label_shape: tuple[int, ...] = (),
+                         integer_labels: bool = True):
+    """The train step compiled ahead of time for the configured global batch."""
+    return self.jit_train_step().lower(
+        self.state.abstract, self.abstract_batch(self.config.batch_size,
+                                                 label_shape=label_shape,
+                                                 integer_labels=integer_labels)).compile()
+
+  def jit_on_params(self, fn: Callable) -> Callable:
+    """fn(params, batch) jitted with the params as trained (sharded by rule), the batch
+    split over the mesh and the results replicated to every process: evaluation runs on
+    the training layout, so a model that needs FSDP to train is evaluated with it too."""
+    return jax.jit(sharding_lib.with_mesh_rules(fn, self.mesh, self.rules),
+                   in_shardings=(self.state.param_shardings,
+                                 sharding_lib.batch_sharding(self.mesh)),
+                   out_shardings=sharding_lib.replicated(self.mesh))
+
+  def init_state(self, rng: jax.Array) -> state_lib.TrainState:
+    return jax.jit(self.state.init, out_shardings=self.state.shardings)(rng)
+
+  def abstract_batch(self, batch_size: int, *, label_shape: tuple[int, ...] = (),
+                     integer_labels: bool = True) -> dict:
+    sharding = sharding_lib.batch_sharding(self.mesh)
+    return {"image": jax.ShapeDtypeStruct((batch_size, *self.image_shape), jnp.float32,
+                                          sharding=sharding),
+            "label": jax.ShapeDtypeStruct((batch_size, *label_shape),
+                                          jnp.int32 if integer_labels else jnp.float32,
+                                          sharding=sharding)}
+
+
+def build(config, mesh: Mesh, *, num_classes: int | None,
+          image_shape: tuple[int, ...]) -> Built:
+  """Model, optimizer and sharded state spec for `config` on `mesh` (no arrays made yet)."""
+  rules = sharding_lib.check_rules(config.sharding_rules)
+  model = create_model(config.model_name, num_classes=num_classes, **config.model)
+  tx, schedule = optim.make_optimizer(config)
+  spec = state_lib.make_state_spec(model, tx, mesh, tuple(image_shape),
+                                   jax.random.key(config.seed), rules)
+  return Built(config, mesh, rules, model, tx, schedule, tuple(image_shape), spec)

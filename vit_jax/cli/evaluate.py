@@ -1,0 +1,75 @@
+r"""Runs a saved run's evaluators (or any named in a config) on its newest checkpoint.
+
+    python -m vit_jax.cli.evaluate --checkpoint=/tmp/vit_quickstart
+    python -m vit_jax.cli.evaluate --checkpoint=/tmp/big_run --evals=test,fewshot \
+        --config=configs/run.py:/tmp/big_run --config.mesh.data=1 --config.mesh.fsdp=-1
+    python -m vit_jax.cli.evaluate --checkpoint=ViT-B_16.npz \
+        --config=configs/finetune.py:b16,cifar10
+
+The parameters are restored straight onto the config's mesh with the training shardings
+(FSDP, tensor parallelism), so a model that needed them to train is evaluated with them.
+A workdir brings its own config (config.json); --config replaces it (configs/run.py:DIR
+is that run's config, to change on the command line). An .npz needs --config.
+"""
+from absl import flags
+from ml_collections import config_flags
+
+from vit_jax.cli import common
+
+flags.DEFINE_string("checkpoint", None, "Workdir of a run or an .npz file.", required=True)
+flags.DEFINE_list("evals", [], "Evaluators of config.evals to run (default: all that are "
+                  "not disabled with every=-1).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+config_flags.DEFINE_config_file("config", None, "Config with the evaluators, data and mesh "
+                                "(default: the workdir's config.json).")
+FLAGS = flags.FLAGS
+
+
+def evaluate(config, checkpoint: str, *, names=(), step=None) -> tuple[int, dict]:
+  """(step, {name_metric: value}) of the chosen evaluators on the checkpoint."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vit_jax import build as build_lib, checkpoints, evaluators, npz_format  # pylint: disable=g-import-not-at-top
+  from vit_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import pipeline, preprocess, sources  # pylint: disable=g-import-not-at-top
+
+  preprocess.import_modules(config.pp_modules)
+  mesh = sharding_lib.make_mesh(dict(config.mesh))
+  source = sources.from_config(config)
+  image_shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval)
+  if checkpoint.endswith(".npz"):
+    params = npz_format.load_npz(checkpoint)
+    config = npz_format.config_for(params, config)
+    num_classes = params["head"]["kernel"].shape[-1] if "head" in params else None
+    built = build_lib.build(config, mesh, num_classes=num_classes, image_shape=image_shape)
+    params = jax.device_put(params, built.state.param_shardings)
+    step = 0
+  else:
+    built = build_lib.build(config, mesh, num_classes=source.num_classes,
+                            image_shape=image_shape)
+    params, step = checkpoints.restore_params(checkpoint, built.state.abstract.params, step)
+  context = evaluators.EvalContext(config, built)
+  results = {}
+  for scheduled in evaluators.build_evaluators(config.evals, context, only=tuple(names)):
+    scalars, _ = evaluators.split_results(scheduled.name, scheduled.evaluator.run(params))
+    results.update(scalars)
+  return step, results
+
+
+def main(argv):
+  del argv
+  import os  # pylint: disable=g-import-not-at-top
+  from vit_jax import config as config_lib, metrics  # pylint: disable=g-import-not-at-top
+  from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  checkpoint = os.path.expanduser(FLAGS.checkpoint)
+  config = FLAGS.config
+  if config is None:
+    if checkpoint.endswith(".npz"):
+      raise UserError("An .npz checkpoint needs --config for the model, dataset and "
+                      "preprocessing, e.g. --config=configs/finetune.py:b16,cifar10.")
+    config = config_lib.from_run(checkpoint)
+  step, results = evaluate(config, checkpoint, names=FLAGS.evals, step=FLAGS.step)
+  print(metrics.eval_line(step, results), flush=True)
+
+
+if __name__ == "__main__":
+  common.run(main)

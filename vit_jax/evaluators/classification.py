@@ -1,0 +1,31 @@
+"""Loss and top-1 accuracy over a whole split: padded batches, every example counted once."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vit_jax import steps
+from vit_jax.data import device_feed
+
+
+class Evaluator:
+  """Settings: dataset ('' = the run's), split ('' = test_split), pp ('' = pp_eval),
+  batch_size (0 = eval_batch_size). Results: loss, accuracy, examples."""
+
+  def __init__(self, context, *, dataset: str = "", split: str = "", pp: str = "",
+               batch_size: int = 0):
+    self.data = context.eval_data(dataset=dataset, split=split, pp=pp, batch_size=batch_size)
+    self.mesh = context.built.mesh
+    self.eval_step = context.built.jit_on_params(
+        steps.make_eval_step(context.model, loss=context.config.loss))
+
+  def run(self, params) -> dict[str, float]:
+    totals = None
+    for batch in device_feed.prefetch_to_mesh(self.data, self.mesh):
+      out = self.eval_step(params, batch)
+      totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    totals = jax.device_get(totals)
+    count = max(float(totals["count"]), 1.0)
+    return {"loss": float(totals["loss_sum"]) / count,
+            "accuracy": float(totals["correct_sum"]) / count,
+            "examples": float(totals["count"])}
