@@ -2,7 +2,7 @@ r"""Runs `vit_jax.cli.benchmark` for several models (one process each, so peak m
 compile caches do not mix) and prints one table: the BENCHMARKS.md GPU table.
 
     python scripts/benchmark_table.py --runs=ViT-S_16:512,ViT-B_16:256,ViT-L_16:128 \
-        --out=/tmp/bench -- --attention=cudnn --compare --host_input
+        --out=/tmp/bench -- --config.model.attention_implementation=cudnn --compare --host_input
 
 Arguments after `--` go to every benchmark run. Each run's JSON and log land in --out.
 """
@@ -18,8 +18,9 @@ from vit_jax import step_timing
 def run_one(model: str, batch: int, extra: list[str], out: str, timeout: int) -> dict:
   name = f"{model}_b{batch}"
   json_path = os.path.join(out, f"{name}.json")
-  command = [sys.executable, "-m", "vit_jax.benchmark", f"--model={model}",
-             f"--batch={batch}", f"--json={json_path}", *extra]
+  command = [sys.executable, "-m", "vit_jax.cli.benchmark",
+             f"--config=configs/benchmark.py:{model}", f"--config.batch_size={batch}",
+             f"--json={json_path}", *extra]
   print("+", " ".join(command), flush=True)
   with open(os.path.join(out, f"{name}.log"), "w") as log:
     try:

@@ -10,7 +10,8 @@ def test_h14_on_64_simulated_devices(tmp_path):
   out = tmp_path / "plan.json"
   result = helpers.run_subprocess(
       ["-m", "vit_jax.cli.memory", "--config=configs/pretrain.py:h14,imagenet2012",
-       "--mesh=data:8,fsdp:8", "--batch=64", f"--json={out}"], devices=1, timeout=600)
+       "--num_devices=64", "--config.mesh.data=8", "--config.mesh.fsdp=8",
+       "--config.batch_size=64", f"--json={out}"], devices=1, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   plan = json.loads(out.read_text())
   assert plan["num_params"] == 632_045_800 and plan["mesh"]["fsdp"] == 8
@@ -26,3 +27,35 @@ def test_h14_on_64_simulated_devices(tmp_path):
   assert plan["temp_bytes"] > 0 and plan["total_bytes"] > plan["params_bytes"]
   assert "| H100 | 80 GiB |" in result.stdout
   assert os.path.getsize(out) > 0
+
+
+def test_boolean_and_tuple_overrides_take_effect(tmp_path):
+  """--config.model.scan_layers=False must mean False (argparse's bool('False') was True):
+  12 blocks of parameters instead of one stacked block. A tuple override (the sharding
+  rules) must reach the shardings: with 'embed' mapped to nothing, FSDP shards nothing."""
+  def plan(*overrides):
+    out = tmp_path / f"plan{len(overrides)}.json"
+    result = helpers.run_subprocess(
+        ["-m", "vit_jax.cli.memory", "--config=configs/pretrain_large.py:b16,imagenet2012",
+         "--num_devices=8", "--config.batch_size=8", "--resolution=64", f"--json={out}",
+         *overrides], devices=1, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())
+
+  scanned = plan()
+  sharded = plan("--config.model.scan_layers=False")
+  # ViT-B/16 at 64 px: 86,567,656 parameters less 180 position embeddings of 768.
+  assert sharded["num_params"] == scanned["num_params"] == 86_567_656 - 180 * 768
+  assert sharded["num_param_arrays"] > 10 * scanned["num_param_arrays"] / 2
+  unsharded = plan("--config.model.scan_layers=False",
+                   "--config.sharding_rules=(('act_batch', ('data', 'fsdp')),)")
+  assert unsharded["params_bytes"] == sharded["num_params"] * 4
+  assert sharded["params_bytes"] < unsharded["params_bytes"] / 4
+
+
+def test_bad_override_is_one_line_with_exit_2(tmp_path):
+  result = helpers.run_subprocess(
+      ["-m", "vit_jax.cli.memory", "--config=configs/pretrain.py:b16,imagenet2012",
+       "--num_devices=8", "--config.mesh.fsdp=3"], devices=1)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("error: Mesh")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tests.test_models import random_params
+from vit_jax.errors import UserError
 from vit_jax import npz_format
 from vit_jax.models import create_model
 
@@ -112,7 +113,7 @@ def test_surgery_errors_name_every_problem(model_and_params):
 
 
 def test_load_npz_errors(tmp_path):
-  with pytest.raises(FileNotFoundError, match="nope.npz"):
+  with pytest.raises(UserError, match="nope.npz"):
     npz_format.load_npz(tmp_path / "nope.npz")
   (tmp_path / "bad.npz").write_bytes(b"not a zip file")
   with pytest.raises(ValueError, match="bad.npz.*not a readable"):

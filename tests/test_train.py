@@ -12,6 +12,7 @@ import pytest
 from tests import helpers, tiny_config
 from tests.test_models import random_params
 from vit_jax import checkpoints, npz_format, optim, steps, train
+from vit_jax.state import TrainState
 from vit_jax.models import create_model
 
 
@@ -88,7 +89,7 @@ def test_gradient_accumulation_matches_the_full_batch():
            "label": jnp.asarray(rng.integers(0, 10, 32), jnp.int32)}
 
   def run(accum_steps):
-    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                              opt_state=tx.init(params),
                              rng=jax.random.key_data(jax.random.key(0)))
     step = jax.jit(steps.make_train_step(model, tx, schedule, loss="softmax",
@@ -241,7 +242,7 @@ def test_finetune_from_npz_written_by_save_npz(tfds_dir, tmp_path):
 def test_finetune_errors_are_one_clear_line(tfds_dir, tmp_path):
   result = helpers.run_cli(tmp_path, f"--config.data_dir={tfds_dir}",
                            f"--config.pretrained={tmp_path}/missing.npz")
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert "error: Checkpoint file" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -309,7 +310,7 @@ def test_train_step_with_mixup_is_deterministic_and_trains():
            "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32)}
   step = jax.jit(steps.make_train_step(model, tx, schedule, loss="softmax",
                                        label_smoothing=0.0, accum_steps=1, mixup_alpha=0.5))
-  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(0)))
   (a, metrics_a), (b, metrics_b) = step(state, batch), step(state, batch)
   plain = jax.jit(steps.make_train_step(model, tx, schedule, loss="softmax",

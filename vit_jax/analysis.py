@@ -14,7 +14,7 @@ def attention_maps(model, params, images) -> list[np.ndarray]:
   """Per layer, attention weights (batch, heads, tokens, tokens) for `images`."""
   # The 'einsum' implementation is the one that materialises (and sows) the weights; the
   # per-layer layout gives one entry per layer.
-  from vit_jax.checkpoint import unscan_params  # pylint: disable=g-import-not-at-top
+  from vit_jax.npz_format import unscan_params  # pylint: disable=g-import-not-at-top
   model = model.clone(attention_implementation="einsum", scan_layers=False)
   _, state = model.apply({"params": unscan_params(params)}, images, train=False,
                          mutable=["intermediates"])

@@ -49,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
       "classifier": "token",          # 'token' ([class] token) or 'gap' (average pooling).
       "representation_size": placeholder(int),  # pre_logits width (pre-training on 21k/JFT), or None.
       "head_bias_init": 0.0,          # -10 for sigmoid pre-training.
+      "head_kernel_init_std": 0.0,    # 0: zero head (fine-tuning recipe).
       "attention_implementation": "einsum",  # 'einsum' | 'xla' | 'cudnn' (flash, GPU).
       "remat_policy": "none",         # 'none' | 'full' | 'dots' | 'dots_no_batch'.
       "scan_layers": False,           # one scanned block: faster compiles for deep models.

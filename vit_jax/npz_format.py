@@ -1,7 +1,7 @@
 """The published ViT checkpoint format (`.npz`, flat '/'-joined keys) and fine-tuning surgery.
 
 This is the *exchange* format (Google's released files, timm, the official code). Training
-state (optimizer, step, RNG) lives in orbax checkpoints: see `vit_jax.train_checkpoint`.
+state (optimizer, step, RNG) lives in orbax checkpoints: see `vit_jax.checkpoints`.
 """
 from __future__ import annotations
 

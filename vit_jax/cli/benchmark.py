@@ -1,10 +1,11 @@
 r"""Speed and memory of the train step, on synthetic data already on the device.
 
-    python -m vit_jax.benchmark --model=ViT-B_16 --batch=256 --resolution=224 \
-        --dtype=bfloat16 --attention=cudnn --compare --host_input --json=/tmp/bench.json
+    python -m vit_jax.cli.benchmark --config=configs/benchmark.py:b16 \
+        --config.batch_size=256 --config.model.attention_implementation=cudnn \
+        --compare --host_input --json=/tmp/bench.json
 
-Builds the step exactly as the trainer does (same optimizer recipe, sharded state, jit with
-donation) on one device and reports training images/s, inference images/s, model TFLOP/s
+Builds the step through the trainer's own build path (`vit_jax.build`: the config's model,
+optimizer, sharded state, jit with donation and the non-finite guard) on one device and reports training images/s, inference images/s, model TFLOP/s
 and MFU (forward FLOPs counted analytically, cross-checked with XLA's cost analysis;
 training = 3 x forward), compile time and peak device memory. Timing: warm-up steps, then
 min / median / max of per-step wall times, each step blocked until ready.
@@ -18,12 +19,10 @@ BENCHMARKS.md.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
 import platform
-import sys
 import time
 import types
 
@@ -31,21 +30,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
+from ml_collections import config_flags
 
-from vit_jax import flops, minimal_vit, optim, profile_summary, steps, step_timing
+from vit_jax import flops, minimal_vit, profile_summary, step_timing
 from vit_jax import sharding as sharding_lib
-from vit_jax import state as state_lib
 from vit_jax.benchmark_timm import bench_timm
+from vit_jax.cli import common
 from vit_jax.data import device_feed
 from vit_jax.models import create_model
 
-
-def _optimizer(args):
-  """The pre-training recipe (configs/pretrain.py): clipping + AdamW on weight matrices."""
-  return optim.make_optimizer(types.SimpleNamespace(
-      optimizer="adam", lr=1e-3, end_lr=0.0, warmup_steps=1000, total_steps=100_000,
-      schedule="cosine", b1=0.9, b2=0.999, weight_decay=0.1, grad_clip_norm=1.0,
-      momentum=0.9, optimizer_dtype=args.opt_dtype))
+config_flags.DEFINE_config_file("config", "configs/benchmark.py", "Config of the step to "
+                                "time, e.g. configs/benchmark.py:l16", lock_config=True)
+flags.DEFINE_integer("resolution", 224, "Image side in pixels.")
+flags.DEFINE_integer("steps", 20, "Timed steps.")
+flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
+flags.DEFINE_integer("log_every", 10, "Host-fed loop: fetch metrics every N steps, as the "
+                     "trainer does.")
+flags.DEFINE_bool("compare", False, "Also time the minimal JAX step and timm (if installed).")
+flags.DEFINE_bool("host_input", False, "Also time the trainer's loop fed from host memory.")
+flags.DEFINE_string("profile", None, "Trace 5 steps into this directory, print the top "
+                    "device kernels and write the compiled step's HLO there.")
+flags.DEFINE_string("json", None, "Write the results here.")
+FLAGS = flags.FLAGS
 
 
 def _peak_memory(device):
@@ -53,19 +60,14 @@ def _peak_memory(device):
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def build_ours(model, args, mesh):
-  """(compiled train step, state initialiser, compile seconds) as the trainer builds them."""
-  tx, schedule = _optimizer(args)
-  image_shape = (args.resolution, args.resolution, 3)
-  rng = jax.random.key(0)
-  spec = state_lib.make_state_spec(model, tx, mesh, image_shape, rng)
-  init = lambda: jax.jit(spec.init, out_shardings=spec.shardings)(rng)  # noqa: E731
-  train_step = steps.make_train_step(model, tx, schedule, loss="softmax", label_smoothing=0.0,
-                                     accum_steps=1)
+def build_ours(config, args, mesh):
+  """(built, compiled train step, compile seconds), exactly as the trainer builds them."""
+  from vit_jax import build as build_lib  # pylint: disable=g-import-not-at-top
+  built = build_lib.build(config, mesh, num_classes=NUM_CLASSES,
+                          image_shape=(args.resolution, args.resolution, 3))
   start = time.perf_counter()
-  compiled = state_lib.jit_train_step(train_step, spec, mesh).lower(
-      spec.abstract, state_lib.abstract_batch(args.batch, image_shape, mesh)).compile()
-  return compiled, init, time.perf_counter() - start
+  compiled = built.compile_train_step()
+  return built, compiled, time.perf_counter() - start
 
 
 def bench_ours(model, state, compiled, compile_seconds, batch, args) -> dict:
@@ -97,7 +99,7 @@ def bench_host_fed(compiled, state, mesh, args) -> dict:
   rng = np.random.default_rng(1)
   host_batches = [{"image": rng.uniform(-1, 1, (args.batch, args.resolution, args.resolution,
                                                  3)).astype(np.float32),
-                   "label": rng.integers(0, 1000, args.batch).astype(np.int32)}
+                   "label": rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32)}
                   for _ in range(4)]
   total = args.warmup + args.steps
   feed = device_feed.prefetch_to_mesh(itertools.islice(itertools.cycle(host_batches), total),
@@ -116,9 +118,8 @@ def bench_host_fed(compiled, state, mesh, args) -> dict:
   return {"train_step_s": {"mean": (time.perf_counter() - start) / args.steps}}
 
 
-def bench_minimal(model, params, batch, args) -> dict:
+def bench_minimal(model, tx, params, batch, args) -> dict:
   """The same model, loss and optimizer written as plain JAX functions."""
-  tx, _ = _optimizer(args)
   dtype = model.dtype
 
   def loss_fn(p, x, y):
@@ -147,30 +148,16 @@ def bench_minimal(model, params, batch, args) -> dict:
           "compile_s": compile_seconds}
 
 
-def parse_args(argv):
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", default="ViT-B_16")
-  parser.add_argument("--batch", type=int, default=256)
-  parser.add_argument("--resolution", type=int, default=224)
-  parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-  parser.add_argument("--attention", default="einsum", choices=["einsum", "xla", "cudnn"])
-  parser.add_argument("--remat", default="none")
-  parser.add_argument("--opt_dtype", default="float32", choices=["float32", "bfloat16"],
-                      help="dtype of Adam's first moment")
-  parser.add_argument("--steps", type=int, default=20, help="timed steps")
-  parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--log_every", type=int, default=10,
-                      help="host-fed loop: fetch metrics every N steps, as the trainer does")
-  parser.add_argument("--compare", action="store_true",
-                      help="also time the minimal JAX step and timm (if installed)")
-  parser.add_argument("--host_input", action="store_true",
-                      help="also time the trainer's loop fed from host memory")
-  parser.add_argument("--profile", default=None, metavar="DIR",
-                      help="trace 5 steps into DIR, print the top device kernels and write "
-                      "the compiled step's HLO there")
-  parser.add_argument("--json", default=None, help="write the results here")
-  return parser.parse_args(argv)
+NUM_CLASSES = 1000
+
+
+def run_settings(config) -> types.SimpleNamespace:
+  """The flags and the config's knobs that the tables print, in one place."""
+  return types.SimpleNamespace(
+      model=config.model_name, batch=config.batch_size, resolution=FLAGS.resolution,
+      dtype=config.model.dtype, attention=config.model.attention_implementation,
+      remat=config.model.remat_policy, opt_dtype=config.optimizer_dtype, steps=FLAGS.steps,
+      warmup=FLAGS.warmup, log_every=FLAGS.log_every, profile=FLAGS.profile)
 
 
 def _row(name: str, result: dict, args, train_flops: float, peak) -> str:
@@ -190,23 +177,26 @@ def _row(name: str, result: dict, args, train_flops: float, peak) -> str:
           f"{infer} | {compile_s} | {memory} |")
 
 
-def main(argv=None) -> dict:
-  args = parse_args(argv)
+def main(argv) -> None:
+  del argv
+  run_benchmark(FLAGS.config)
+
+
+def run_benchmark(config) -> dict:
+  args = run_settings(config)
   # timm first: JAX reserves most of the GPU's memory when it first touches it.
-  timm_result = bench_timm(create_model(args.model, num_classes=1000), batch=args.batch,
-                           resolution=args.resolution, dtype=args.dtype, steps=args.steps,
-                           warmup=args.warmup) if args.compare else None
-  model = create_model(args.model, num_classes=1000, dtype=args.dtype,
-                       attention_implementation=args.attention, remat_policy=args.remat,
-                       # Random heads: a zero head makes the first gradients unrealistic.
-                       head_kernel_init_std=0.01)
+  timm_result = bench_timm(create_model(args.model, num_classes=NUM_CLASSES),
+                           batch=args.batch, resolution=args.resolution, dtype=args.dtype,
+                           steps=args.steps, warmup=args.warmup) if FLAGS.compare else None
   device = jax.devices()[0]
   mesh = sharding_lib.make_mesh({"data": 1}, devices=[device])
+  built, compiled, compile_seconds = build_ours(config, args, mesh)
+  model = built.model
   rng = np.random.default_rng(0)
   batch = device_feed.to_global_arrays(
       {"image": rng.uniform(-1, 1, (args.batch, args.resolution, args.resolution, 3)
                             ).astype(np.float32),
-       "label": rng.integers(0, 1000, args.batch).astype(np.int32)}, mesh)
+       "label": rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32)}, mesh)
 
   forward_flops = flops.vit_forward_flops(model, (args.resolution, args.resolution))
   train_flops = 3 * forward_flops * args.batch
@@ -219,18 +209,18 @@ def main(argv=None) -> dict:
              "xla_flags": os.environ.get("XLA_FLAGS", ""),
              "forward_gflops_per_image": forward_flops / 1e9}
 
-  compiled, init_state, compile_seconds = build_ours(model, args, mesh)
+  init_state = lambda: built.init_state(jax.random.key(config.seed))  # noqa: E731
   state = init_state()
   initial_params = jax.tree.map(jnp.copy, state.params)  # the step donates its state.
   ours = bench_ours(model, state, compiled, compile_seconds, batch, args)
   results["ours"] = ours
   results["xla_forward_gflops_per_image"] = (ours["xla_forward_flops"] or 0) / args.batch / 1e9
   rows = [("vit_jax", ours)]
-  if args.host_input:
+  if FLAGS.host_input:
     results["host_fed"] = bench_host_fed(compiled, init_state(), mesh, args)
     rows.append(("vit_jax, host-fed loop", results["host_fed"]))
-  if args.compare:
-    results["minimal_jax"] = bench_minimal(model, initial_params, batch, args)
+  if FLAGS.compare:
+    results["minimal_jax"] = bench_minimal(model, built.tx, initial_params, batch, args)
     rows.append(("minimal JAX", results["minimal_jax"]))
     results["overhead_ratio"] = (ours["train_step_s"]["median"]
                                  / results["minimal_jax"]["train_step_s"]["median"])
@@ -244,9 +234,9 @@ def main(argv=None) -> dict:
       results["speedup_vs_timm"] = (timm_result["train_step_s"]["median"]
                                     / ours["train_step_s"]["median"])
   print_report(results, rows, args, train_flops, peak)
-  if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
+  if FLAGS.json:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
+    with open(FLAGS.json, "w") as f:
       json.dump(results, f, indent=2)
   return results
 
@@ -274,4 +264,4 @@ def print_report(results, rows, args, train_flops, peak) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  common.run(main)

@@ -1,7 +1,7 @@
 r"""Memory planning without the hardware: compiles the train step ahead of time on a
 simulated mesh of CPU devices and prints per-device bytes next to each chip's HBM.
 
-    python -m vit_jax.tools.memory --config=configs/pretrain.py:h14,imagenet2012 \
+    python -m vit_jax.cli.memory --config=configs/pretrain.py:h14,imagenet2012 \
         --mesh=data:8,fsdp:8 --batch=4096
 
 Parameters and optimizer state are counted exactly from their shardings (bytes / shards);
@@ -11,10 +11,23 @@ layout choices differ). The batch is global.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
+import json
 import math
-import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from vit_jax.cli import common
+
+config_flags.DEFINE_config_file("config", None, "Training config, e.g. "
+                                "configs/pretrain.py:h14,imagenet2012", lock_config=True)
+flags.DEFINE_integer("num_devices", None, "Devices to plan for (simulated on the CPU); the "
+                     "config's mesh must fit them (-1 on one axis takes the rest).",
+                     required=True)
+flags.DEFINE_integer("resolution", 224, "Image side in pixels.")
+flags.DEFINE_integer("num_classes", 1000, "Classes of the head.")
+flags.DEFINE_string("json", None, "Also write the figures here.")
+FLAGS = flags.FLAGS
 
 # Device memory per JAX device (TPU v3: 16 GiB per core; others per chip).
 HBM_BYTES = {
@@ -23,54 +36,30 @@ HBM_BYTES = {
 }
 
 
-def parse_mesh(text: str) -> dict[str, int]:
-  mesh = {}
-  for part in text.split(","):
-    name, _, size = part.partition(":")
-    if not size.isdigit():
-      raise ValueError(f"--mesh={text!r}: write axis:size pairs, e.g. data:8,fsdp:8.")
-    mesh[name.strip()] = int(size)
-  return mesh
-
-
-def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("vit_jax_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
-def plan(config, mesh_shape: dict[str, int], *, resolution: int, num_classes: int) -> dict:
+def plan(config, *, resolution: int, num_classes: int) -> dict:
+  """Per-device bytes of the trainer's compiled step for `config` on all JAX devices."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vit_jax import optim, sharding as sharding_lib, state as state_lib, steps  # pylint: disable=g-import-not-at-top
-  from vit_jax.models import create_model  # pylint: disable=g-import-not-at-top
+  from vit_jax import build as build_lib, sharding as sharding_lib  # pylint: disable=g-import-not-at-top
 
-  mesh = sharding_lib.make_mesh(mesh_shape)
-  model = create_model(config.model_name, num_classes=num_classes, **config.model)
-  tx, schedule = optim.make_optimizer(config)
-  image_shape = (resolution, resolution, 3)
-  spec = state_lib.make_state_spec(model, tx, mesh, image_shape, jax.random.key(0))
-  train_step = steps.make_train_step(model, tx, schedule, loss=config.loss,
-                                     label_smoothing=config.label_smoothing,
-                                     accum_steps=config.accum_steps,
-                                     mixup_alpha=config.mixup_alpha)
-  batch = state_lib.abstract_batch(config.batch_size, image_shape, mesh)
-  compiled = state_lib.jit_train_step(train_step, spec, mesh).lower(spec.abstract,
-                                                                    batch).compile()
-  analysis = compiled.memory_analysis()
+  mesh = sharding_lib.make_mesh(dict(config.mesh))
+  build_lib.check_batch_size(config, mesh, num_data_shards=1)
+  built = build_lib.build(config, mesh, num_classes=num_classes,
+                          image_shape=(resolution, resolution, 3))
+  analysis = built.compile_train_step().memory_analysis()
 
   def per_device(tree):
     return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
                for x in jax.tree.leaves(tree))
 
-  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(spec.abstract.params))
+  abstract = built.state.abstract
   result = {
       "model": config.model_name, "mesh": dict(mesh.shape), "batch": config.batch_size,
-      "resolution": resolution, "num_params": num_params,
-      "params_bytes": per_device(spec.abstract.params),
-      "optimizer_bytes": per_device(spec.abstract.opt_state),
-      "batch_bytes": per_device(batch),
+      "resolution": resolution,
+      "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params)),
+      "num_param_arrays": len(jax.tree.leaves(abstract.params)),
+      "params_bytes": per_device(abstract.params),
+      "optimizer_bytes": per_device(abstract.opt_state),
+      "batch_bytes": per_device(built.abstract_batch(config.batch_size)),
       "temp_bytes": int(analysis.temp_size_in_bytes),
       "argument_bytes": int(analysis.argument_size_in_bytes),
       "output_bytes": int(analysis.output_size_in_bytes),
@@ -97,46 +86,18 @@ def print_plan(result: dict) -> None:
           f"{'yes' if result['total_bytes'] < 0.9 * hbm else 'no'} |")
 
 
-def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", required=True, help="config file[:args]")
-  parser.add_argument("--mesh", required=True, help="axis:size,... e.g. data:8,fsdp:8")
-  parser.add_argument("--batch", type=int, default=None, help="global batch (default: config)")
-  parser.add_argument("--resolution", type=int, default=224)
-  parser.add_argument("--num_classes", type=int, default=1000)
-  parser.add_argument("--json", default=None, help="also write the figures here")
-  parser.add_argument("--set", action="append", default=[],
-                      help="config overrides, e.g. --set=model.remat_policy=full")
-  args = parser.parse_args(argv)
-  mesh_shape = parse_mesh(args.mesh)
-  num_devices = math.prod(mesh_shape.values())
+def main(argv) -> None:
+  del argv
   import jax  # pylint: disable=g-import-not-at-top
   # Simulated CPU devices: honoured as long as no backend has started in this process.
   jax.config.update("jax_platforms", "cpu")
-  jax.config.update("jax_num_cpu_devices", num_devices)
-  if jax.device_count() != num_devices:
-    raise RuntimeError(f"jax already started with {jax.device_count()} devices in this "
-                       f"process; run the memory tool in a fresh process for a "
-                       f"{num_devices}-device mesh.")
-  config = load_config(args.config).unlock()
-  if args.batch:
-    config.batch_size = args.batch
-  for assignment in args.set:
-    key, _, value = assignment.partition("=")
-    target = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = type(target[leaf])(value) if target[leaf] is not None else value
-  result = plan(config, mesh_shape, resolution=args.resolution, num_classes=args.num_classes)
+  jax.config.update("jax_num_cpu_devices", FLAGS.num_devices)
+  result = plan(FLAGS.config, resolution=FLAGS.resolution, num_classes=FLAGS.num_classes)
   print_plan(result)
-  if args.json:
-    import json  # pylint: disable=g-import-not-at-top
-    with open(args.json, "w") as f:
+  if FLAGS.json:
+    with open(FLAGS.json, "w") as f:
       json.dump(result, f, indent=2)
-  return result
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  common.run(main)

@@ -224,7 +224,7 @@ class Encoder(nn.Module):
     if self.scan_layers:
       # One compiled block applied num_layers times: compile time and program size stop
       # growing with depth. Parameters gain a leading 'layers' axis under
-      # Transformer/encoderblock; vit_jax.checkpoint converts to and from the per-layer
+      # Transformer/encoderblock; vit_jax.npz_format converts to and from the per-layer
       # layout of the published files.
       scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
                         split_rngs={"params": True, "dropout": True},

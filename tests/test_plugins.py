@@ -1,0 +1,239 @@
+"""The open seams: an evaluator, a pp op and a model family from modules outside the
+package, named only in the config; evaluation of an FSDP run on sharded parameters;
+sharding rules from the config; the light config import; the CLI error convention."""
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from tests import helpers
+from tests.test_train import tiny
+from vit_jax import build as build_lib
+from vit_jax import checkpoints, train
+from vit_jax import sharding as sharding_lib
+from vit_jax.cli import evaluate as evaluate_cli
+from vit_jax.evaluators import classification
+
+PLUGINS = '''
+"""A user's own module: one pp op and one evaluator, registered by name."""
+import jax
+import numpy as np
+import tensorflow as tf
+
+from vit_jax.data import preprocess
+
+TRACED = []
+
+
+@preprocess.register("darken")
+def darken(factor):
+  def op(image, seed):
+    del seed
+    TRACED.append(factor)
+    return tf.cast(tf.cast(image, tf.float32) * factor, tf.uint8)
+  return op
+
+
+class Evaluator:
+  """Mean of the model's logits on one batch of the darkened test images."""
+
+  def __init__(self, context, *, scale):
+    self.scale = scale
+    self.data = context.eval_data(pp="to_rgb|darken(0.5)|value_range(-1, 1)")
+    self.model = context.model
+    self.calls = 0
+
+  def run(self, params):
+    self.calls += 1
+    batch = next(iter(self.data))
+    params = jax.device_get(params)
+    logits = self.model.apply({"params": params}, batch["image"])
+    return {"mean_logit": self.scale * float(np.mean(logits)), "calls": self.calls}
+'''
+
+
+@pytest.fixture()
+def plugins(tmp_path, monkeypatch):
+  (tmp_path / "my_plugins.py").write_text(PLUGINS)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  yield
+  sys.modules.pop("my_plugins", None)
+
+
+def test_evaluator_and_pp_op_from_outside_the_package(plugins, tfds_dir, tmp_path):
+  config = tiny(tfds_dir, total_steps=8, pp_modules=("my_plugins",),
+                pp_train="to_rgb|darken(0.75)|value_range(-1, 1)")
+  config = config.unlock()
+  config.evals.mine = ml_collections.ConfigDict({"type": "my_plugins", "every": 3,
+                                                 "scale": 2.0})
+  train.train_and_evaluate(config.lock(), tmp_path / "run")
+  import my_plugins  # pylint: disable=import-outside-toplevel
+  assert 0.75 in my_plugins.TRACED and 0.5 in my_plugins.TRACED   # both pipelines used it.
+  rows = [m for m in helpers.read_metrics(tmp_path / "run") if "mine_mean_logit" in m]
+  assert [r["step"] for r in rows] == [3, 6, 8]                   # every 3 and at the end.
+  assert [r["mine_calls"] for r in rows] == [1, 2, 3]
+  assert all(np.isfinite(r["mine_mean_logit"]) for r in rows)
+
+
+def test_unknown_evaluator_type_and_pp_module_are_user_errors(tfds_dir, tmp_path):
+  config = tiny(tfds_dir, **{"evals.test.type": "no_such_evaluator"})
+  with pytest.raises(ValueError, match="Evaluator type 'no_such_evaluator'"):
+    train.train_and_evaluate(config, tmp_path / "a")
+  with pytest.raises(ValueError, match="pp_modules names 'no_such_ops'"):
+    train.train_and_evaluate(tiny(tfds_dir, pp_modules=("no_such_ops",)), tmp_path / "b")
+  config = tiny(tfds_dir, **{"evals.test.batch_size": 8})
+  config = config.unlock()
+  config.evals.test.bogus = 1
+  with pytest.raises(ValueError, match="evals.test .*bogus"):
+    train.train_and_evaluate(config.lock(), tmp_path / "c")
+
+
+FAMILY = '''
+"""A user's own model family: a linear classifier on the flattened pixels."""
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class Linear(nn.Module):
+  num_classes: int
+  width: int
+
+  @nn.compact
+  def __call__(self, images, *, train=False, return_representation=False):
+    x = nn.Dense(self.width, kernel_init=nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), (None, "embed")))(images.reshape(len(images), -1))
+    if return_representation:
+      return x
+    return nn.Dense(self.num_classes)(x)
+
+
+def create(*, num_classes, width):
+  return Linear(num_classes=num_classes, width=width)
+'''
+
+
+def test_model_family_from_outside_the_package(tfds_dir, tmp_path, monkeypatch):
+  (tmp_path / "my_family.py").write_text(FAMILY)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  config = tiny(tfds_dir, total_steps=30, model_name="my_family", lr=0.01,
+                mesh={"data": 2, "fsdp": 4, "model": 1}, **{"evals.test.every": 0}).unlock()
+  config.model = ml_collections.ConfigDict({"width": 16})  # the family's own fields only.
+  train.train_and_evaluate(config.lock(), tmp_path / "run")
+  final = [m for m in helpers.read_metrics(tmp_path / "run") if "test_accuracy" in m][-1]
+  assert final["test_accuracy"] > 0.5  # a linear model on digits learns quickly.
+  params, _ = checkpoints.restore_params_as_numpy(tmp_path / "run")
+  assert params["Dense_0"]["kernel"].shape == (8 * 8 * 3, 16)
+  sys.modules.pop("my_family", None)
+
+
+def test_fsdp_run_is_evaluated_on_sharded_parameters(tfds_dir, tmp_path, monkeypatch):
+  """Trained with every weight split 8 ways over 'fsdp'; `vit_jax.cli.evaluate` restores
+  the parameters straight onto that layout (no replicated copy) and reproduces the
+  trainer's own final evaluation."""
+  fsdp = {"data": 1, "fsdp": 8, "model": 1}
+  run = tmp_path / "run"
+  train.train_and_evaluate(tiny(tfds_dir, total_steps=6, mesh=fsdp), run)
+  seen = []
+  real_run = classification.Evaluator.run
+
+  def spy(self, params):
+    seen.append(params)
+    return real_run(self, params)
+  monkeypatch.setattr(classification.Evaluator, "run", spy)
+  step, results = evaluate_cli.evaluate(tiny(tfds_dir, mesh=fsdp), str(run))
+  kernel = seen[0]["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"]
+  assert kernel.sharding.spec[0] == "fsdp"
+  assert kernel.addressable_shards[0].data.shape == (32 // 8, 64)
+  final = [m for m in helpers.read_metrics(run) if "test_accuracy" in m][-1]
+  assert step == 6 and results["test_accuracy"] == pytest.approx(final["test_accuracy"])
+  assert results["test_loss"] == pytest.approx(final["test_loss"], rel=1e-5)
+
+  result = helpers.run_subprocess(
+      ["-m", "vit_jax.cli.evaluate", f"--checkpoint={run}",
+       f"--config=configs/run.py:{run}", "--config.mesh.data=1", "--config.mesh.fsdp=-1"],
+      devices=8)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"test_accuracy {final['test_accuracy']:.4f}" in result.stdout
+  assert "test_examples 359" in result.stdout
+
+
+def test_sharding_rules_come_from_the_config_and_fallbacks_are_logged_once(caplog):
+  config = tiny("/unused", model_name="vit",
+                model={"patch_size": 4, "hidden_size": 36, "num_layers": 1, "num_heads": 2,
+                       "mlp_dim": 64})
+  mesh = sharding_lib.make_mesh({"data": 1, "fsdp": 8})
+  with caplog.at_level(logging.INFO):
+    built = build_lib.build(config, mesh, num_classes=10, image_shape=(8, 8, 3))
+    build_lib.build(config, mesh, num_classes=10, image_shape=(8, 8, 3))
+  fallbacks = [r.getMessage() for r in caplog.records if "not divisible" in r.getMessage()]
+  assert any("embedding/kernel dimension 3 (size 36)" in m for m in fallbacks)
+  assert len(fallbacks) == len(set(fallbacks))  # the second build logged nothing again.
+  params = built.state.param_shardings
+  assert params["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"].spec[0] \
+      is None  # 36 rows cannot be split 8 ways: replicated.
+  assert params["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_1"]["kernel"].spec == \
+      jax.sharding.PartitionSpec(None, None)
+
+  # Rules changed in the config: the MLP's hidden units split over 'fsdp' instead.
+  config = tiny("/unused", sharding_rules=(("mlp", "fsdp"),))
+  built = build_lib.build(config, mesh, num_classes=10, image_shape=(8, 8, 3))
+  dense = built.state.param_shardings["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]
+  assert tuple(dense["kernel"].spec) == (None, "fsdp")
+  with pytest.raises(ValueError, match="unknown mesh axes \\['gpu'\\]"):
+    build_lib.build(tiny("/unused", sharding_rules=(("mlp", "gpu"),)), mesh, num_classes=10,
+                    image_shape=(8, 8, 3))
+
+
+def test_config_import_is_light():
+  code = textwrap.dedent("""
+      import sys, time
+      start = time.perf_counter()
+      import vit_jax.config
+      config = vit_jax.config.base_config()
+      seconds = time.perf_counter() - start
+      heavy = sorted(m for m in ("tensorflow", "tensorflow_datasets", "jax", "flax", "clu")
+                     if m in sys.modules)
+      print(seconds, heavy)
+      """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=helpers.REPO, env=helpers.cli_env(), check=True).stdout.split(" ", 1)
+  assert float(out[0]) < 2.0 and out[1].strip() == "[]"
+
+
+def test_cli_user_error_is_one_line_exit_2_and_bugs_keep_their_traceback(tfds_dir, tmp_path):
+  bad = helpers.run_cli(tmp_path / "a", f"--config.data_dir={tfds_dir}",
+                        "--config.model.classifier=tokne")
+  assert bad.returncode == 2 and "Traceback" not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1] == (
+      "error: model.classifier='tokne' is not one of ['token', 'gap'].")
+  (tmp_path / "crashing_eval.py").write_text(
+      "class Evaluator:\n  def __init__(self, context, **settings):\n"
+      "    raise RuntimeError('a bug in an evaluator')\n")
+  env = helpers.cli_env()
+  env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+  crash = subprocess.run(helpers.cli_args(tmp_path / "b", f"--config.data_dir={tfds_dir}",
+                                          "--config.evals.test.type=crashing_eval"),
+                         env=env, cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
+  assert crash.returncode == 1 and "Traceback" in crash.stderr
+  assert "RuntimeError: a bug in an evaluator" in crash.stderr
+
+
+def test_run_config_round_trips_through_config_json(tfds_dir, tmp_path):
+  from vit_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  config = tiny(tfds_dir, total_steps=3, **{"evals.test.every": 0})
+  train.train_and_evaluate(config, tmp_path)
+  restored = config_lib.from_run(str(tmp_path))
+  assert restored.sharding_rules == config.sharding_rules  # tuples again, not JSON lists.
+  assert restored.to_dict() == config.to_dict()
+  stored = json.loads((tmp_path / "config.json").read_text())
+  stored.pop("evals")
+  stored["eval_every"] = 5   # a field of an older version: dropped, defaults fill in.
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  assert "eval_every" not in config_lib.from_run(str(tmp_path))
+  assert config_lib.from_run(str(tmp_path)).evals.test.type == "classification"

@@ -1,0 +1,93 @@
+"""Every built-in pp op against plain numpy or PIL, the key/outkey convention, seeds, and
+errors that name the bad op."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from vit_jax.data import preprocess
+from vit_jax.errors import UserError
+
+RNG = np.random.default_rng(0)
+IMAGE = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+
+
+def apply(pipeline, image=IMAGE, seed=(1, 2), **fields):
+  example = {"image": tf.constant(image), "label": tf.constant(3),
+             "seed": tf.constant(seed, tf.int64), **fields}
+  return {k: v.numpy() for k, v in preprocess.parse(pipeline)(example).items()}
+
+
+def test_value_range_is_the_affine_map():
+  out = apply("value_range(-1, 1)")["image"]
+  np.testing.assert_allclose(out, IMAGE / 255.0 * 2 - 1, atol=1e-6)
+  assert out.dtype == np.float32
+
+
+def test_to_rgb_tiles_gray_and_drops_alpha():
+  gray = IMAGE[..., :1]
+  np.testing.assert_array_equal(apply("to_rgb", gray)["image"], np.tile(gray, (1, 1, 3)))
+  rgba = np.concatenate([IMAGE, IMAGE[..., :1]], -1)
+  np.testing.assert_array_equal(apply("to_rgb", rgba)["image"], IMAGE)
+
+
+def test_central_crop_is_the_middle_window():
+  np.testing.assert_array_equal(apply("central_crop(6)")["image"], IMAGE[3:9, 2:8])
+  np.testing.assert_array_equal(apply("central_crop((4, 2))")["image"], IMAGE[4:8, 4:6])
+
+
+def test_resize_matches_pil_on_upsampling_within_one_level():
+  out = apply("resize((24, 20))")["image"]
+  reference = np.asarray(Image.fromarray(IMAGE).resize((20, 24), Image.BILINEAR), np.int32)
+  assert out.shape == (24, 20, 3) and out.dtype == np.uint8
+  assert np.abs(out.astype(np.int32) - reference).max() <= 1
+
+
+def test_flip_lr_is_flip_or_identity_and_follows_the_seed():
+  outcomes = {seed: apply("flip_lr", seed=(seed, 0))["image"] for seed in range(16)}
+  flipped = [s for s, out in outcomes.items() if np.array_equal(out, IMAGE[:, ::-1])]
+  kept = [s for s, out in outcomes.items() if np.array_equal(out, IMAGE)]
+  assert len(flipped) + len(kept) == 16 and flipped and kept
+  for seed in range(16):  # stateless: the same seed, the same answer.
+    np.testing.assert_array_equal(apply("flip_lr", seed=(seed, 0))["image"], outcomes[seed])
+
+
+def test_random_crop_is_a_window_of_the_image():
+  out = apply("random_crop(5)", seed=(7, 7))["image"]
+  windows = [(i, j) for i in range(12 - 4) for j in range(10 - 4)
+             if np.array_equal(IMAGE[i:i + 5, j:j + 5], out)]
+  assert len(windows) == 1
+
+
+def test_inception_crop_size_range_and_determinism():
+  big = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+  first = apply("inception_crop(16)", big, seed=(5, 1))["image"]
+  assert first.shape == (16, 16, 3) and first.dtype == np.uint8
+  np.testing.assert_array_equal(first, apply("inception_crop(16)", big, seed=(5, 1))["image"])
+  assert not np.array_equal(first, apply("inception_crop(16)", big, seed=(6, 1))["image"])
+  # The whole image (area 100%) is a plain resize.
+  whole = apply("inception_crop(16, area_min=100, area_max=100)", big)["image"]
+  np.testing.assert_array_equal(whole, apply("resize(16)", big)["image"])
+
+
+def test_multi_hot_reads_the_label_field():
+  out = apply("multi_hot(5)", label=tf.constant([0, 3, 3]))
+  np.testing.assert_array_equal(out["label"], [1, 0, 0, 1, 0])
+  np.testing.assert_array_equal(out["image"], IMAGE)
+
+
+def test_key_and_outkey_choose_the_fields():
+  out = apply("central_crop(4, outkey='centre')|value_range(0, 1, key='centre')")
+  np.testing.assert_array_equal(out["image"], IMAGE)           # untouched.
+  np.testing.assert_allclose(out["centre"], IMAGE[4:8, 3:7] / 255.0, atol=1e-6)
+  with pytest.raises(UserError, match="reads field 'mask'"):
+    apply("resize(4, key='mask')")
+
+
+def test_bad_specs_name_the_op():
+  with pytest.raises(UserError, match="Unknown preprocessing op 'inception_cop'.*pp_modules"):
+    preprocess.parse("inception_cop(224)|flip_lr")
+  with pytest.raises(UserError, match="Cannot parse"):
+    preprocess.parse("resize(224")
+  with pytest.raises(UserError, match="'resize\\(1, 2, 3\\)'"):
+    preprocess.parse("resize(1, 2, 3)")
