@@ -5,7 +5,7 @@ recipe (configs/pretrain.py) plus what it takes to fit:
 - FSDP: every weight's embedding dimension is sharded over the `fsdp` mesh axis (all
   devices by default), optimizer moments with it; `--config.mesh.model=N` adds tensor
   parallelism (MLP hidden units and attention heads split N ways; rules in
-  vit_jax/sharding.py).
+  config.sharding_rules).
 - Rematerialisation ('full': recompute each block in the backward pass) and a scan over
   layers (one compiled block: compile time independent of depth).
 - bfloat16 compute and bfloat16 Adam first moment.
@@ -14,7 +14,7 @@ recipe (configs/pretrain.py) plus what it takes to fit:
         --config.dataset=<your prepared TFDS dataset>
     # Check the memory of a model / batch / mesh before you have the hardware:
     python -m vit_jax.cli.memory --config=configs/pretrain_large.py:G14,imagenet2012 \
-        --mesh=fsdp:64 --batch=2048
+        --num_devices=64 --config.batch_size=2048
 
 Runtime: not measured here (no accelerator); the README's memory table says which mesh
 each model needs. Expected accuracy: see Zhai et al. (ViT-G/14 on JFT-3B: 90.45% ImageNet

@@ -85,7 +85,7 @@ def test_unknown_evaluator_type_and_pp_module_are_user_errors(tfds_dir, tmp_path
   config = tiny(tfds_dir, **{"evals.test.type": "no_such_evaluator"})
   with pytest.raises(ValueError, match="Evaluator type 'no_such_evaluator'"):
     train.train_and_evaluate(config, tmp_path / "a")
-  with pytest.raises(ValueError, match="pp_modules names 'no_such_ops'"):
+  with pytest.raises(ValueError, match="pp_modules entry 'no_such_ops' is not an importable module"):
     train.train_and_evaluate(tiny(tfds_dir, pp_modules=("no_such_ops",)), tmp_path / "b")
   config = tiny(tfds_dir, **{"evals.test.batch_size": 8})
   config = config.unlock()
@@ -177,8 +177,8 @@ def test_sharding_rules_come_from_the_config_and_fallbacks_are_logged_once(caplo
   params = built.state.param_shardings
   assert params["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"].spec[0] \
       is None  # 36 rows cannot be split 8 ways: replicated.
-  assert params["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_1"]["kernel"].spec == \
-      jax.sharding.PartitionSpec(None, None)
+  assert params["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_1"]["kernel"].spec[1] \
+      is None
 
   # Rules changed in the config: the MLP's hidden units split over 'fsdp' instead.
   config = tiny("/unused", sharding_rules=(("mlp", "fsdp"),))

@@ -40,7 +40,8 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
              f"{initialization_timeout}s: is every process started, with the same "
              f"--coordinator_address and --num_processes and a distinct --process_id?")
   # JAX aborts from C++ when a peer never registers, so Python cannot catch it: a watchdog
-  # prints the actionable line and exits 1 first (JAX's own deadline is 10 s later).
+  # prints the actionable line and exits 2, a UserError's status, first (JAX's own
+  # deadline is 10 s later).
   watchdog = threading.Timer(initialization_timeout, _exit_with, args=(message,))
   watchdog.daemon = True
   kwargs = dict(initialization_timeout=initialization_timeout + 10,
@@ -59,4 +60,4 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
 
 def _exit_with(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
-  os._exit(1)  # pylint: disable=protected-access
+  os._exit(2)  # pylint: disable=protected-access

@@ -2,7 +2,7 @@ r"""Memory planning without the hardware: compiles the train step ahead of time 
 simulated mesh of CPU devices and prints per-device bytes next to each chip's HBM.
 
     python -m vit_jax.cli.memory --config=configs/pretrain.py:h14,imagenet2012 \
-        --mesh=data:8,fsdp:8 --batch=4096
+        --num_devices=64 --config.mesh.data=8 --config.mesh.fsdp=8 --config.batch_size=4096
 
 Parameters and optimizer state are counted exactly from their shardings (bytes / shards);
 activations and temporaries come from XLA's `memory_analysis()` of the compiled step on

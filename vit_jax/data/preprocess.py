@@ -22,13 +22,13 @@ uninterrupted run would.
 from __future__ import annotations
 
 import ast
-import importlib
 import zlib
 from typing import Callable, Iterable, Optional
 
 import tensorflow as tf
 
 from vit_jax.errors import UserError
+from vit_jax.plugins import import_plugin
 
 Op = Callable[[dict], dict]
 _REGISTRY: dict[str, Callable[..., Op]] = {}
@@ -62,13 +62,7 @@ def register(name: str, *, key: Optional[str] = "image"):
 def import_modules(modules: Iterable[str]) -> None:
   """Imports the config's `pp_modules`, whose ops register themselves on import."""
   for module in modules:
-    try:
-      importlib.import_module(module)
-    except ModuleNotFoundError as e:
-      if e.name != module and not module.startswith(f"{e.name}."):
-        raise
-      raise UserError(f"pp_modules names {module!r}, which is not importable; put it on "
-                      f"PYTHONPATH or fix the name.") from None
+    import_plugin(module, package=None, what="pp_modules entry")
 
 
 def _size2(size) -> tuple[int, int]:

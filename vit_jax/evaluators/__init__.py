@@ -12,12 +12,12 @@ Every process calls `run`; the parameters are the sharded training parameters.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Callable
 
 import numpy as np
 
 from vit_jax.errors import UserError
+from vit_jax.plugins import import_plugin
 
 
 @dataclasses.dataclass
@@ -62,16 +62,10 @@ class Scheduled:
 
 
 def evaluator_class(kind: str) -> Callable:
-  path = kind if "." in kind else f"vit_jax.evaluators.{kind}"
-  try:
-    module = importlib.import_module(path)
-  except ModuleNotFoundError as e:
-    if e.name != path and not path.startswith(f"{e.name}."):
-      raise
-    raise UserError(f"Evaluator type {kind!r} is not a module of vit_jax/evaluators/ "
-                    f"(classification, fewshot, figures) nor an importable module.") from None
+  module = import_plugin(kind, package="vit_jax.evaluators", what="Evaluator type",
+                         known="a built-in one (classification, fewshot, figures), ")
   if not hasattr(module, "Evaluator"):
-    raise UserError(f"Evaluator module {path} defines no `Evaluator` class.")
+    raise UserError(f"Evaluator module {module.__name__} defines no `Evaluator` class.")
   return module.Evaluator
 
 

@@ -9,24 +9,17 @@ families load when first used.
 """
 from __future__ import annotations
 
-import importlib
-
 from vit_jax.errors import UserError
+from vit_jax.plugins import import_plugin
 from vit_jax.models.presets import MODEL_PRESETS, resolve_model_name
 
 __all__ = ["create_model", "family_module", "MODEL_PRESETS", "resolve_model_name"]
 
 
 def family_module(family: str):
-  """'vit' -> vit_jax.models.vit; a dotted name is imported as given."""
-  path = family if "." in family else f"vit_jax.models.{family}"
-  try:
-    return importlib.import_module(path)
-  except ModuleNotFoundError as e:
-    if e.name != path and not path.startswith(f"{e.name}."):
-      raise  # the family exists but one of its own imports failed: keep the traceback.
-    raise UserError(f"Model {family!r} is neither a preset ({', '.join(sorted(MODEL_PRESETS))})"
-                    f" nor an importable family module.") from None
+  """'vit' -> vit_jax.models.vit; any other importable module name as given."""
+  return import_plugin(family, package="vit_jax.models", what="Model",
+                       known=f"a preset ({', '.join(sorted(MODEL_PRESETS))}), ")
 
 
 def create_model(name: str, *, num_classes: int | None, **overrides):
@@ -38,8 +31,6 @@ def create_model(name: str, *, num_classes: int | None, **overrides):
   try:
     hparams = dict(MODEL_PRESETS[resolve_model_name(name)])
   except UserError:
-    if "." not in name and name != "vit":
-      raise
-    hparams = {"family": name}
+    hparams = {"family": name}  # a family module, its hyper-parameters all overrides.
   family = hparams.pop("family")
   return family_module(family).create(num_classes=num_classes, **{**hparams, **overrides})
