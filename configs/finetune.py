@@ -31,15 +31,10 @@ def get_config(arg=None):
   c.model_name = model
   config_lib.apply_dataset_preset(c, dataset)
   c.total_steps, c.warmup_steps, c.lr = RECIPES.get(dataset, (10_000, 500, 0.003))
-  c.optimizer = "sgd"
-  c.momentum = 0.9
-  c.weight_decay = 0.0
-  c.grad_clip_norm = 1.0
+  # base_config() already is the recipe's SGD (momentum 0.9, no weight decay, clipping at
+  # norm 1), batch 512 and a fresh head.
   c.optimizer_dtype = "bfloat16"   # as the official code keeps momentum.
   c.model.dtype = "bfloat16"
-  c.batch_size = 512
-  c.eval_batch_size = 512
-  c.reset_head = True
   c.evals.test.every = 1000 if c.total_steps > 1000 else 100
   c.checkpoint_every = 1000 if c.total_steps > 1000 else 250
   return c.lock()

@@ -16,8 +16,6 @@ def get_config(arg=None):
   del arg
   c = config_lib.base_config()
   c.model_name = "ViT-digits"
-  c.model.dtype = "float32"
-  c.model.classifier = "token"
   c.model.update(dict(patch_size=4))
   config_lib.apply_dataset_preset(c, "pureml_mnist")
   c.pp_train = "to_rgb|inception_crop(16, area_min=60)|value_range(-1, 1)"

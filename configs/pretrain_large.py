@@ -37,8 +37,6 @@ def get_config(arg=None):
   c.mesh.data, c.mesh.fsdp, c.mesh.model = 1, -1, 1
   c.model.remat_policy = "full"
   c.model.scan_layers = True
-  c.optimizer_dtype = "bfloat16"
   if model in ("ViT-g_14", "ViT-G_14"):
     c.lr = 8e-4          # Zhai et al.: lower peak lr for the giant models.
-    c.grad_clip_norm = 1.0
   return c.lock()

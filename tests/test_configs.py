@@ -61,3 +61,16 @@ def test_recipes_follow_the_paper():
 def test_unknown_model_in_config_args():
   with pytest.raises(ValueError, match="Unknown model name 'b17'"):
     load("finetune.py").get_config("b17,cifar10")
+
+
+def test_benchmark_and_run_configs(tmp_path):
+  bench = load("benchmark.py").get_config("l16")
+  assert bench.is_locked and bench.model_name == "ViT-L_16"
+  assert (bench.optimizer, bench.model.dropout_rate, bench.optimizer_dtype) == \
+      ("adam", 0.0, "float32")
+  assert "python -m vit_jax.cli.benchmark --config=configs/benchmark.py" in load(
+      "benchmark.py").__doc__
+  with pytest.raises(ValueError, match="configs/run.py needs the run's workdir"):
+    load("run.py").get_config(None)
+  with pytest.raises(ValueError, match="has no config.json"):
+    load("run.py").get_config(str(tmp_path))

@@ -122,8 +122,10 @@ def test_evaluate_cli_matches_training_eval(quickstart_run):
   result = helpers.run_subprocess(["-m", "vit_jax.cli.evaluate", f"--checkpoint={workdir}"])
   assert result.returncode == 0, result.stderr[-3000:]
   final = [m for m in helpers.read_metrics(workdir) if "test_accuracy" in m][-1]
-  assert f"accuracy {final['test_accuracy']:.4f}" in result.stdout
-  assert "over 359 examples" in result.stdout
+  assert "eval step 250: " in result.stdout
+  assert f"test_accuracy {final['test_accuracy']:.4f}" in result.stdout
+  assert f"fewshot_5shot_accuracy {final['fewshot_5shot_accuracy']:.4f}" in result.stdout
+  assert "test_examples 359" in result.stdout
 
 
 def test_npz_checkpoint_for_inference(quickstart_run, tmp_path, image_files):

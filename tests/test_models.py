@@ -133,7 +133,7 @@ def test_hybrid_matches_reference_after_the_stem():
 
 
 def test_unknown_name_lists_valid_ones():
-  with pytest.raises(ValueError, match=r"Unknown model name 'ViT-X_16'.*ViT-B_16"):
+  with pytest.raises(ValueError, match=r"Model 'ViT-X_16' is not a preset .*ViT-B_16"):
     create_model("ViT-X_16", num_classes=10)
 
 

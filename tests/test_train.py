@@ -284,8 +284,8 @@ def test_quickstart_cli_end_to_end_shortened(quickstart_run):
   import tensorflow as tf
   tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(workdir / events[0]))
           for value in event.summary.value}
-  assert {"train_loss", "test_accuracy", "attention_rollout_0",
-          "position_embedding_similarity"} <= tags
+  assert {"train_loss", "test_accuracy", "fewshot_5shot_accuracy",
+          "figures_attention_rollout_0", "figures_position_embedding_similarity"} <= tags
 
 
 def test_mixup_blends_neighbours_with_one_lambda():

@@ -8,24 +8,21 @@ multi-host pod.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
-from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 from clu import parameter_overview
 
 from vit_jax import build as build_lib
-from vit_jax import checkpoints, flops, metrics, npz_format
+from vit_jax import checkpoints, finetune, flops, metrics, preemption, step_history
 from vit_jax import evaluators as evaluators_lib
 from vit_jax import sharding as sharding_lib
 from vit_jax.data import device_feed, pipeline, preprocess, sources
-from vit_jax.errors import UserError
 from vit_jax.state import TrainState
+
+NonFiniteStepError = step_history.NonFiniteStepError  # what a diverging run raises.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -65,10 +62,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     loop.close()
 
 
-class NonFiniteStepError(UserError, FloatingPointError):
-  pass
-
-
 # --- Setup ------------------------------------------------------------------------------
 def _start_workdir(config, workdir: str) -> str:
   workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -102,31 +95,10 @@ def _initial_state(config, built: build_lib.Built, checkpointer, data_state: dic
   if not config.pretrained:
     return state
   grid = built.model.patch_grid(*built.image_shape[:2])
-  params = _place(_load_pretrained(config, state.params, grid), built.state.param_shardings)
+  params = finetune.place(finetune.load_pretrained(config, state.params, grid),
+                         built.state.param_shardings)
   opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
   return state.replace(params=params, opt_state=opt_state)
-
-
-def _load_pretrained(config, init_params: Any, grid: tuple[int, int]) -> Any:
-  path = os.path.expanduser(config.pretrained)
-  if path.endswith(".npz"):
-    restored = npz_format.load_npz(path)
-  elif os.path.isdir(path):
-    restored, _ = checkpoints.restore_params_as_numpy(path)
-  else:
-    raise UserError(f"pretrained={config.pretrained!r} is neither a .npz file nor a "
-                    f"run's workdir / checkpoint directory.")
-  metrics.log_line(f"Fine-tuning from {path}")
-  return npz_format.adapt_for_finetuning(restored, init_params, target_grid=grid,
-                                         reset_head=config.reset_head)
-
-
-def _place(tree: Any, shardings: Any) -> Any:
-  """Host numpy (the same on every process) -> arrays with `shardings`."""
-  def put(x, sharding):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-  return jax.tree.map(put, tree, shardings)
 
 
 def _compile_train_step(built: build_lib.Built, label_spec):
@@ -149,60 +121,7 @@ def _progress(config, built: build_lib.Built, compiled, start_step: int) -> metr
                           peak_flops=peak * jax.device_count() if peak else None)
 
 
-# --- Preemption -------------------------------------------------------------------------
-class PreemptionWatcher:
-  """SIGTERM (Cloud TPU maintenance, SLURM preemption) -> stop at the next step boundary.
-
-  One process: our own SIGTERM handler. Several: JAX's preemption sync point, so that all
-  processes agree on the step at which they stop and save.
-  """
-
-  def __init__(self):
-    self._flag = threading.Event()
-    self._previous = None
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, lambda *_: self._flag.set())
-
-  def reached(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      try:
-        return multihost_utils.reached_preemption_sync_point(step)
-      except RuntimeError:  # no preemption service (e.g. not a managed cluster).
-        return False
-    return self._flag.is_set()
-
-  def close(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 # --- Loop -------------------------------------------------------------------------------
-def check_finite(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -> None:
-  """Stops the run at the first non-finite step (unless such steps are skipped). Runs
-  before every checkpoint, so a poisoned state is never saved."""
-  bad = [(step, values) for step, values in history if values["nonfinite"]]
-  if bad and not skip_nonfinite:
-    step, values = bad[0]
-    raise NonFiniteStepError(
-        f"Non-finite training step {step} (loss {float(values['train_loss']):.4g}, grad norm "
-        f"{float(values['grad_norm']):.4g}, or the updated parameters): it was not "
-        f"checkpointed; the newest checkpoint is the last finite state. Lower the learning "
-        f"rate, enable grad_clip_norm, check the input data or set skip_nonfinite_steps=True.")
-
-
-def mean_metrics(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -> dict:
-  """Per-step metrics averaged over the finite steps; the learning rate is the current
-  one, not a window mean."""
-  good = [values for _, values in history if not values["nonfinite"]] or [history[-1][1]]
-  means = {key: float(np.mean([v[key] for v in good])) for key in good[0]
-           if key not in ("nonfinite", "learning_rate")}
-  means["learning_rate"] = float(history[-1][1]["learning_rate"])
-  if skip_nonfinite:
-    means["skipped_steps"] = float(sum(bool(values["nonfinite"]) for _, values in history))
-  return means
-
-
 class _Loop:
   """The training loop's parts: each step, its log line, evaluations and checkpoints."""
 
@@ -211,7 +130,7 @@ class _Loop:
     self.config, self.built, self.train_step = config, built, train_step
     self.evaluators, self.checkpointer, self.writer = evaluators, checkpointer, writer
     self.data_state = data_state
-    self.preemption = PreemptionWatcher()
+    self.preemption = preemption.PreemptionWatcher()
     self.history: list[tuple[int, dict]] = []
 
   def run(self, state, batches) -> TrainState:
@@ -243,8 +162,8 @@ class _Loop:
     history = jax.device_get(self.history)
     self.history.clear()
     skip = self.config.skip_nonfinite_steps
-    check_finite(history, skip_nonfinite=skip)
-    scalars = {**mean_metrics(history, skip_nonfinite=skip), **progress.measure(step)}
+    step_history.check_finite(history, skip_nonfinite=skip)
+    scalars = {**step_history.mean_metrics(history, skip_nonfinite=skip), **progress.measure(step)}
     self.writer.write_scalars(step, scalars)
     metrics.log_line(metrics.Progress.line(step, self.config.total_steps, scalars))
 
