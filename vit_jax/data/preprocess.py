@@ -34,11 +34,12 @@ Op = Callable[[dict], dict]
 _REGISTRY: dict[str, Callable[..., Op]] = {}
 
 
-def register(name: str, *, key: Optional[str] = "image"):
+def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = None):
   """Registers `factory(*args, **kwargs) -> fn(value, seed) -> value` as op `name`,
   reading field `key` by default. With key=None the op receives and returns the whole
-  example dict."""
-  salt = zlib.crc32(name.encode()) & 0x7FFFFFFF
+  example dict. The op's seed is the example's folded with `salt` (default: a hash of the
+  name), so that different random ops draw independently."""
+  salt = zlib.crc32(name.encode()) & 0x7FFFFFFF if salt is None else salt
 
   def wrap(factory):
     def make_op(*args, key: Optional[str] = key, outkey: Optional[str] = None, **kwargs) -> Op:
@@ -73,7 +74,8 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-@register("inception_crop")
+# Salts 1-3: those of earlier versions, so a run resumed across versions augments alike.
+@register("inception_crop", salt=1)
 def inception_crop(size, area_min: float = 5, area_max: float = 100):
   """Random crop of 5-100% of the area, aspect 3/4-4/3, resized to `size` (GoogLeNet)."""
   def crop(image, seed):
@@ -95,7 +97,7 @@ def resize(size):
   return op
 
 
-@register("random_crop")
+@register("random_crop", salt=2)
 def random_crop(size):
   def op(image, seed):
     height, width = _size2(size)
@@ -115,7 +117,7 @@ def central_crop(size):
   return op
 
 
-@register("flip_lr")
+@register("flip_lr", salt=3)
 def flip_lr():
   return tf.image.stateless_random_flip_left_right
 
