@@ -5,11 +5,18 @@ step, RNG) and a JSON record of what the input stream needs to resume at step s 
 global batch size, data shards). Orbax writes into `<step>.orbax-checkpoint-tmp` and
 renames when complete, so a process killed mid-save leaves the previous checkpoints
 intact and restore ignores the partial one.
+
+Failures are loud and leave the disk clean: a save that fails (disk full, permissions)
+stops the run with one line and removes its partial files; a newest checkpoint that
+cannot be read back is set aside as `<step>.damaged` with one line, and the run resumes
+from the newest intact one.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
 from typing import Any, Optional
 
 import jax
@@ -19,6 +26,16 @@ import orbax.checkpoint as ocp
 from vit_jax.errors import UserError
 
 STATE, DATA = "state", "data"
+DAMAGED_SUFFIX = ".damaged"
+
+
+class CheckpointSaveError(UserError):
+  pass
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
 
 
 class TrainCheckpointer:
@@ -29,16 +46,80 @@ class TrainCheckpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous,
             cleanup_tmp_directories=True))
+    self._pending_step: Optional[int] = None
+    self._failed = False
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> bool:
+    """Starts an asynchronous save; raises CheckpointSaveError if this or the previous
+    background save failed."""
+    self.check()
     if step in self.manager.all_steps():
       return False
-    return self.manager.save(
-        step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
-                                         DATA: ocp.args.JsonSave(data_state)}), force=force)
+    self._pending_step = step
+    try:
+      saved = self.manager.save(
+          step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
+                                           DATA: ocp.args.JsonSave(data_state)}), force=force)
+    except Exception as e:  # pylint: disable=broad-except  (OSError, tensorstore errors)
+      self._stop(step, e)
+    self.check()
+    return saved
+
+  def check(self) -> None:
+    """Raises CheckpointSaveError (partial files removed) if a background save failed;
+    cheap enough to call every step."""
+    try:
+      self.manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      self._stop(self._pending_step, e)
+
+  def _stop(self, step: Optional[int], error: BaseException) -> None:
+    self._failed = True
+    for partial in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
+      shutil.rmtree(partial, ignore_errors=True)
+    self.manager.reload()
+    latest = self.manager.latest_step()
+    raise CheckpointSaveError(
+        f"Saving the checkpoint of step {step} in {self.directory} failed ({_first_line(error)}); "
+        f"the run stopped and the partial files were removed. The newest complete checkpoint "
+        f"is {'step ' + str(latest) if latest is not None else 'none'}: fix the cause (disk "
+        f"space, permissions) and run the same command to resume.") from None
+
+  def restore_newest_intact(self, abstract_state: Any) -> Optional[tuple[Any, dict, int]]:
+    """(state, data state, step) of the newest checkpoint that reads back; a damaged one
+    is set aside as `<step>.damaged` with one line, and the next older one tried. A
+    checkpoint that reads back but does not fit the model is a UserError (config changed),
+    never set aside. None when there is no checkpoint."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state, data_state = self.restore(step, abstract_state)
+        return state, data_state, step
+      except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore/json errors)
+        if _reads_back(self.directory, step):
+          raise UserError(f"The checkpoint of step {step} in {self.directory} does not fit "
+                          f"this config's model/optimizer ({_first_line(e)}): was the config "
+                          f"changed? Use a new --workdir, or fine-tune from this run with "
+                          f"--config.pretrained={os.path.dirname(self.directory)}.") from None
+        self._set_aside(step, e)
+    return None
+
+  def _set_aside(self, step: int, error: BaseException) -> None:
+    path = os.path.join(self.directory, str(step))
+    target = path + DAMAGED_SUFFIX
+    if jax.process_index() == 0:
+      suffix = 1
+      while os.path.exists(target):
+        target, suffix = f"{path}{DAMAGED_SUFFIX}{suffix}", suffix + 1
+      os.rename(path, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"set aside damaged checkpoint {step}")
+    self.manager.reload()
+    print(f"warning: the checkpoint of step {step} is damaged ({_first_line(error)}); moved "
+          f"to {target}, resuming from the previous one.", flush=True)
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores onto the shardings of `abstract_state` (any mesh, any device count)."""
@@ -51,8 +132,22 @@ class TrainCheckpointer:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    if not self._failed:
+      self.manager.wait_until_finished()
+      self.check()
     self.manager.close()
+
+
+def _reads_back(directory: str, step: int) -> bool:
+  """Whether every array and the data record of a step read back (no target structure:
+  checks the files, not the fit)."""
+  try:
+    restore_params_as_numpy(directory, step, whole_state=True)
+    with open(os.path.join(directory, str(step), DATA, "metadata")) as f:
+      f.read()
+    return True
+  except Exception:  # pylint: disable=broad-except
+    return False
 
 
 def find_checkpoint_dir(path: str) -> str:
@@ -83,9 +178,10 @@ def restore_params(path: str, abstract_params: Any, step: Optional[int] = None) 
   return restored["params"], step
 
 
-def restore_params_as_numpy(path: str, step: Optional[int] = None) -> tuple[dict, int]:
+def restore_params_as_numpy(path: str, step: Optional[int] = None, *,
+                            whole_state: bool = False) -> tuple[dict, int]:
   """The params of another run (workdir or checkpoints dir) as host numpy arrays, for
-  fine-tuning or inference; no mesh or model needed."""
+  fine-tuning or inference; no mesh or model needed. (`whole_state`: the whole state.)"""
   directory, latest = latest_complete_step(path)
   step = latest if step is None else step
   item = os.path.join(directory, str(step), STATE)
@@ -94,4 +190,4 @@ def restore_params_as_numpy(path: str, step: Optional[int] = None) -> tuple[dict
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
   restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
   logging.info("Restored params of step %d from %s", step, directory)
-  return restored["params"], step
+  return (restored if whole_state else restored["params"]), step

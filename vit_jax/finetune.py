@@ -22,9 +22,23 @@ def load_pretrained(config, init_params: Any, grid: tuple[int, int]) -> Any:
   else:
     raise UserError(f"pretrained={config.pretrained!r} is neither a .npz file nor a "
                     f"run's workdir / checkpoint directory.")
-  metrics.log_line(f"Fine-tuning from {path}")
-  return npz_format.adapt_for_finetuning(restored, init_params, target_grid=grid,
-                                         reset_head=config.reset_head)
+  notes: list[str] = []
+  adapted = npz_format.adapt_for_finetuning(restored, init_params, target_grid=grid,
+                                            reset_head=config.reset_head, notes=notes)
+  metrics.log_line(f"Fine-tuning from {path}" + "".join(f"; {note}" for note in notes))
+  return adapted
+
+
+def check_exists(pretrained: str) -> None:
+  """Before any work: the checkpoint to fine-tune from is there."""
+  path = os.path.expanduser(pretrained)
+  if path.endswith(".npz") and not os.path.isfile(path):
+    raise UserError(f"pretrained={pretrained!r}: no such .npz file.")
+  if not path.endswith(".npz"):
+    if not os.path.isdir(path):
+      raise UserError(f"pretrained={pretrained!r} is neither a .npz file nor a run's "
+                      f"workdir / checkpoint directory.")
+    checkpoints.latest_complete_step(path)  # raises when it holds no checkpoint.
 
 
 def place(tree: Any, shardings: Any) -> Any:

@@ -61,27 +61,64 @@ class JsonlWriter(interface.MetricWriter):
     self._file.close()
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard + metrics.jsonl + log lines on process 0; logging only elsewhere."""
+def create_writer(workdir: str, *, start_step: int) -> metric_writers.MetricWriter:
+  """TensorBoard + metrics.jsonl on process 0; nothing elsewhere. Training (re)starts at
+  `start_step`: what an earlier attempt wrote past it is superseded, so every step is
+  recorded once (see `forget_after`)."""
   if jax.process_index() != 0:
-    return metric_writers.create_default_writer(just_logging=True)
+    return metric_writers.MultiWriter([])
   os.makedirs(workdir, exist_ok=True)
+  forget_after(workdir, start_step)
   return metric_writers.MultiWriter([
-      metric_writers.create_default_writer(workdir, asynchronous=False),
+      metric_writers.SummaryWriter(workdir),
       JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
 
 
+def forget_after(workdir: str, step: int) -> None:
+  """Drops metrics.jsonl rows past `step` (atomically rewritten) and tells TensorBoard to
+  discard its events past `step`: a SessionLog START at step + 1, TensorFlow's own
+  restart marker, in an event file that sorts before the new run's."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      lines = f.readlines()
+    kept = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+    if len(kept) != len(lines):
+      with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(kept)
+      os.replace(path + ".tmp", path)
+  if any(name.startswith("events.out.tfevents") for name in os.listdir(workdir)):
+    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    from tensorboard.summary.writer import event_file_writer  # pylint: disable=g-import-not-at-top
+    writer = event_file_writer.EventFileWriter(workdir)
+    writer.add_event(event_pb2.Event(wall_time=time.time(), step=step + 1,
+                                     session_log=event_pb2.SessionLog(
+                                         status=event_pb2.SessionLog.START)))
+    writer.close()
+
+
+def _row_step(line: str) -> Optional[int]:
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None  # a line cut short by a crash: dropped.
+
+
 class Progress:
-  """Steps/s, images/s, ETA and MFU between two log points."""
+  """Steps/s, images/s, ETA and MFU between two log points. Timing starts after the first
+  step, so neither compilation nor the input pipeline's warm-up inflates the ETA."""
 
   def __init__(self, *, total_steps: int, start_step: int, batch_size: int,
                flops_per_step: Optional[float], peak_flops: Optional[float]):
     self.total_steps, self.batch_size = total_steps, batch_size
     self.flops_per_step, self.peak_flops = flops_per_step, peak_flops
-    self._last_step, self._last_time = start_step, time.perf_counter()
+    self._last_step, self._last_time = start_step, None
 
   def measure(self, step: int) -> dict[str, float]:
     now = time.perf_counter()
+    if self._last_time is None:  # the first step: the clock starts now.
+      self._last_step, self._last_time = step, now
+      return {}
     elapsed, steps = now - self._last_time, step - self._last_step
     self._last_step, self._last_time = step, now
     if steps <= 0 or elapsed <= 0:
@@ -94,16 +131,35 @@ class Progress:
     return out
 
   @staticmethod
-  def line(step: int, total: int, metrics: Mapping[str, float]) -> str:
+  def line(step: int, total: int, metrics: Mapping[str, float], width: int = 20) -> str:
+    """'[#####---------------] step 200/800 | loss 0.9455 | lr 0.00272 | ...'"""
+    done = int(width * step / max(total, 1))
     eta = metrics.get("eta_seconds")
-    parts = [f"step {step}/{total}",
+    skipped = metrics.get("skipped_images")
+    parts = [f"[{'#' * done}{'-' * (width - done)}] step {step}/{total}",
              f"loss {metrics['train_loss']:.4f}" if "train_loss" in metrics else "",
              f"lr {metrics['learning_rate']:.3g}" if "learning_rate" in metrics else "",
-             f"{metrics['steps_per_sec']:.2f} steps/s" if "steps_per_sec" in metrics else "",
-             f"{metrics['images_per_sec']:.0f} img/s" if "images_per_sec" in metrics else "",
-             f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}" if eta is not None else "",
-             f"MFU {metrics['mfu']:.1%}" if "mfu" in metrics else "MFU n/a"]
+             f"{metrics['images_per_sec']:,.0f} img/s" if "images_per_sec" in metrics else "",
+             f"ETA {_duration(eta)}" if eta is not None else "",
+             (f"MFU {metrics['mfu']:.1%}" if "mfu" in metrics else "MFU n/a")
+             if "images_per_sec" in metrics else "",
+             f"{int(skipped)} unreadable image(s) skipped" if skipped else ""]
     return " | ".join(p for p in parts if p)
+
+
+def _duration(seconds: float) -> str:
+  return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else \
+      f"{seconds / 86400:.1f} days"
+
+
+def summary_line(*, steps: int, seconds: float, batch_size: int,
+                 final_eval: Mapping[str, float], checkpoint_dir: str) -> str:
+  """The run's last line: what was done, how fast, how well, and where it is."""
+  rate = steps * batch_size / seconds if seconds > 0 else 0.0
+  results = ", ".join(f"{k} {v:.4f}" for k, v in sorted(final_eval.items())
+                      if not k.endswith("examples"))
+  return (f"Done: {steps} steps in {_duration(seconds)} ({rate:,.0f} img/s)"
+          f"{'; ' + results if results else ''}; checkpoints in {checkpoint_dir}")
 
 
 def log_line(message: str, *, every_process: bool = False) -> None:

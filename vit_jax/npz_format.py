@@ -165,7 +165,8 @@ def resize_posemb(posemb: np.ndarray, *, target_grid: tuple[int, int],
 
 def adapt_for_finetuning(restored: Params, init: Params, *,
                          target_grid: tuple[int, int] | None = None,
-                         reset_head: bool = False) -> dict[str, Any]:
+                         reset_head: bool = False,
+                         notes: list[str] | None = None) -> dict[str, Any]:
   """Fits restored (pre-trained) params to a freshly initialised model's params.
 
   - position embeddings are resized to the new patch grid;
@@ -174,25 +175,31 @@ def adapt_for_finetuning(restored: Params, init: Params, *,
     is missing, or `reset_head`;
   - anything else that does not fit raises one error listing every missing key,
     unexpected key and shape mismatch.
+  Each change made is described in `notes` (when given), for the run's log.
   """
   # Either layer layout (per-layer as published, or scanned) fits either model.
   restored = scan_params(restored) if is_scanned(init) else unscan_params(restored)
   restored_flat, init_flat = flatten(restored), flatten(init)
-  result, problems = {}, []
+  result, problems, changes = {}, [], set()
   for key, init_value in init_flat.items():
     is_head = key.startswith("head/")
     if key not in restored_flat:
       if is_head:
         result[key] = init_value
+        changes.add(f"new head {tuple(init_flat['head/kernel'].shape)} (the checkpoint has none)")
       else:
         problems.append(f"missing {key} {tuple(init_value.shape)}")
       continue
     value = np.asarray(restored_flat[key])
     if is_head and (reset_head or value.shape != tuple(init_value.shape)):
       value = init_value
+      changes.add(f"replaced the head {tuple(restored_flat['head/kernel'].shape)} by a fresh "
+                  f"{tuple(init_flat['head/kernel'].shape)}")
     elif key == POS_EMBEDDING_KEY and value.shape != tuple(init_value.shape):
       prefix = 1 if "cls" in init_flat else 0
       grid = target_grid or _square_grid(init_value.shape[1] - prefix, "The model")
+      changes.add(f"resized the position embeddings from {value.shape[1] - prefix} to "
+                  f"{grid[0]}x{grid[1]} patches (bilinear)")
       value = resize_posemb(value, target_grid=grid, num_prefix_tokens=prefix)
     if tuple(value.shape) != tuple(init_value.shape):
       problems.append(f"shape mismatch {key}: checkpoint {tuple(value.shape)} vs model "
@@ -202,8 +209,12 @@ def adapt_for_finetuning(restored: Params, init: Params, *,
   for key in restored_flat.keys() - init_flat.keys():
     if not key.startswith("pre_logits/"):
       problems.append(f"unexpected {key} {tuple(np.shape(restored_flat[key]))}")
+    else:
+      changes.add("dropped the pre-logits layer (the model has none)")
   if problems:
     raise UserError("Checkpoint does not fit the model: " + "; ".join(sorted(problems)))
+  if notes is not None:
+    notes.extend(sorted(changes))
   return unflatten(result)
 
 

@@ -7,16 +7,16 @@ multi-host pod.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
 import jax
 import ml_collections
-from absl import logging
 from clu import parameter_overview
 
 from vit_jax import build as build_lib
-from vit_jax import checkpoints, finetune, flops, metrics, preemption, step_history
+from vit_jax import checkpoints, finetune, flops, metrics, preemption, preflight, step_history
 from vit_jax import evaluators as evaluators_lib
 from vit_jax import sharding as sharding_lib
 from vit_jax.data import device_feed, pipeline, preprocess, sources
@@ -27,78 +27,104 @@ NonFiniteStepError = step_history.NonFiniteStepError  # what a diverging run rai
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) as configured; returns the final TrainState."""
-  workdir = _start_workdir(config, workdir)
+  preflight.check_config(config)
+  workdir = preflight.check_workdir(workdir)
   mesh = sharding_lib.make_mesh(dict(config.mesh))
   shards = pipeline.DataShards.create(config.data_shards)
   build_lib.check_batch_size(config, mesh, num_data_shards=shards.num_shards)
-  metrics.log_line(f"Mesh {dict(mesh.shape)}; process {jax.process_index()} reads data "
-                   f"shard(s) {list(shards.local_shards)} of {shards.num_shards}",
-                   every_process=True)
-
   preprocess.import_modules(config.pp_modules)
   source = sources.from_config(config)
   built = build_lib.build(config, mesh, num_classes=source.num_classes,
                           image_shape=pipeline.image_shape(source, split=config.test_split,
                                                            pp=config.pp_eval))
-  metrics.log_line(parameter_overview.get_parameter_overview(built.state.abstract.params,
-                                                             include_stats=False))
 
-  checkpointer = checkpoints.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
-                                               keep=config.keep_checkpoints)
-  state = _initial_state(config, built, checkpointer, _data_state(config, shards))
+  data_state = _data_state(config, shards)
+  checkpointer, state = _initial_state(config, built, workdir, data_state)
+  _write_run_files(config, built, workdir)
+  metrics.log_line(_header(config, built, source, shards, workdir))
+  start_step = int(state.step)
+  if start_step >= config.total_steps:
+    checkpointer.close()
+    metrics.log_line(f"Nothing to do: this run already finished (step {start_step} of "
+                     f"{config.total_steps}). Raise --config.total_steps to train on, or use "
+                     f"a new --workdir.")
+    return state
+
   train_data = pipeline.train_dataset(
       source, split=config.train_split, global_batch_size=config.batch_size,
-      pp=config.pp_train, seed=config.seed, start_step=int(state.step),
-      shuffle_buffer=config.shuffle_buffer, shards=shards)
+      pp=config.pp_train, seed=config.seed, start_step=start_step,
+      shuffle_buffer=config.shuffle_buffer, shards=shards,
+      num_batches=config.total_steps - start_step)
   train_step = _compile_train_step(built, train_data.element_spec["label"])
   evaluators = evaluators_lib.build_evaluators(
       config.evals, evaluators_lib.EvalContext(config, built))
 
   loop = _Loop(config, built, train_step, evaluators, checkpointer,
-               metrics.create_writer(workdir), _data_state(config, shards))
+               metrics.create_writer(workdir, start_step=start_step), data_state)
+  batches = device_feed.prefetch_to_mesh(train_data.as_numpy_iterator(), mesh)
   try:
-    return loop.run(state, device_feed.prefetch_to_mesh(train_data.as_numpy_iterator(), mesh))
+    return loop.run(state, batches)
   finally:
+    batches.close()  # ends the input pipeline now, not at garbage collection.
     loop.close()
 
 
 # --- Setup ------------------------------------------------------------------------------
-def _start_workdir(config, workdir: str) -> str:
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  metrics.log_line(f"Config:\n{config}")
-  metrics.log_line(f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
-                   f"({jax.devices()[0].device_kind}), workdir {workdir}")
-  return workdir
-
-
 def _data_state(config, shards: pipeline.DataShards) -> dict:
   """What the input stream needs to resume exactly; saved with every checkpoint."""
   return {"dataset": config.dataset, "seed": config.seed, "batch_size": config.batch_size,
           "num_shards": shards.num_shards}
 
 
-def _initial_state(config, built: build_lib.Built, checkpointer, data_state: dict):
-  """The newest checkpoint if there is one; else fresh, or fine-tuned from `pretrained`."""
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state, saved_data_state = checkpointer.restore(latest, built.state.abstract)
-    if saved_data_state != data_state:
-      logging.warning("Input settings changed since the checkpoint (%s -> %s): the data "
-                      "stream will not continue exactly.", saved_data_state, data_state)
-    metrics.log_line(f"Resumed from step {latest} in {checkpointer.directory}")
-    return state
+def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dict):
+  """(checkpointer, state): the newest intact checkpoint if there is one; else fresh, or
+  fine-tuned from `pretrained`. Nothing is written before this has succeeded."""
+  directory = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(directory):
+    checkpointer = checkpoints.TrainCheckpointer(directory, keep=config.keep_checkpoints)
+    restored = checkpointer.restore_newest_intact(built.state.abstract)
+    if restored is not None:
+      state, saved_data_state, step = restored
+      if saved_data_state != data_state:
+        metrics.log_line(f"warning: input settings changed since the checkpoint "
+                         f"({saved_data_state} -> {data_state}): the data stream will not "
+                         f"continue exactly.")
+      metrics.log_line(f"Resumed from step {step} in {directory}")
+      return checkpointer, state
   state = built.init_state(jax.random.key(config.seed))
-  if not config.pretrained:
-    return state
-  grid = built.model.patch_grid(*built.image_shape[:2])
-  params = finetune.place(finetune.load_pretrained(config, state.params, grid),
-                         built.state.param_shardings)
-  opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
-  return state.replace(params=params, opt_state=opt_state)
+  if config.pretrained:
+    grid = built.model.patch_grid(*built.image_shape[:2])
+    params = finetune.place(finetune.load_pretrained(config, state.params, grid),
+                            built.state.param_shardings)
+    opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
+    state = state.replace(params=params, opt_state=opt_state)
+  return checkpoints.TrainCheckpointer(directory, keep=config.keep_checkpoints), state
+
+
+def _write_run_files(config, built: build_lib.Built, workdir: str) -> None:
+  """config.json (what `configs/run.py` and the inference tools read back) and the
+  parameter table, beside the checkpoints."""
+  if jax.process_index() != 0:
+    return
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  with open(os.path.join(workdir, "parameters.txt"), "w") as f:
+    f.write(parameter_overview.get_parameter_overview(built.state.abstract.params,
+                                                      include_stats=False) + "\n")
+
+
+def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str:
+  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(built.state.abstract.params))
+  examples = source.shard_size(config.train_split, shard_index=0, num_shards=1,
+                               drop_remainder=False)
+  mesh = ", ".join(f"{axis} {size}" for axis, size in built.mesh.shape.items())
+  processes = (f"{jax.process_count()} processes ({shards.num_shards} data shards), "
+               if jax.process_count() > 1 else "")
+  return (f"{config.model_name}, {num_params:,} parameters | {source.name} "
+          f"{config.train_split}: {examples:,} images, global batch {config.batch_size} | "
+          f"{processes}{jax.device_count()} {jax.devices()[0].device_kind} device(s), mesh "
+          f"{mesh}\nworkdir {workdir} (config.json, parameters.txt, metrics.jsonl; "
+          f"tensorboard --logdir={workdir})")
 
 
 def _compile_train_step(built: build_lib.Built, label_spec):
@@ -132,16 +158,19 @@ class _Loop:
     self.data_state = data_state
     self.preemption = preemption.PreemptionWatcher()
     self.history: list[tuple[int, dict]] = []
+    self.skipped_images = len(sources.SKIPPED_IMAGES)
+    self.last_eval: dict[str, float] = {}
 
   def run(self, state, batches) -> TrainState:
     c, step = self.config, int(state.step)
     progress = _progress(c, self.built, self.train_step, step)
-    metrics.log_line(f"Training steps {step} -> {c.total_steps}, global batch {c.batch_size}")
-    first = step + 1
+    metrics.log_line(f"Training steps {step} -> {c.total_steps}")
+    first, start_time = step + 1, time.perf_counter()
     while step < c.total_steps:
       state, step_metrics = self.train_step(state, next(batches))
       step += 1
       self.history.append((step, step_metrics))
+      self.checkpointer.check()  # a failed background save stops the run at once.
       should_save = step % c.checkpoint_every == 0 or step == c.total_steps
       preempted = self.preemption.reached(step)
       if step % c.log_every == 0 or should_save or preempted or step == first:
@@ -155,6 +184,10 @@ class _Loop:
                          f"run the same command to resume.")
         return state
       self.evaluate(step, state.params, final=step == c.total_steps)
+    metrics.log_line(metrics.summary_line(
+        steps=step - first + 1, seconds=time.perf_counter() - start_time,
+        batch_size=c.batch_size, final_eval=self.last_eval,
+        checkpoint_dir=self.checkpointer.directory))
     return state
 
   def log(self, step: int, progress: metrics.Progress) -> None:
@@ -163,7 +196,12 @@ class _Loop:
     self.history.clear()
     skip = self.config.skip_nonfinite_steps
     step_history.check_finite(history, skip_nonfinite=skip)
-    scalars = {**step_history.mean_metrics(history, skip_nonfinite=skip), **progress.measure(step)}
+    scalars = {**step_history.mean_metrics(history, skip_nonfinite=skip),
+               **progress.measure(step)}
+    skipped = len(sources.SKIPPED_IMAGES) - self.skipped_images
+    self.skipped_images += skipped
+    if skipped:
+      scalars["skipped_images"] = float(skipped)  # since the last log line.
     self.writer.write_scalars(step, scalars)
     metrics.log_line(metrics.Progress.line(step, self.config.total_steps, scalars))
 
@@ -179,6 +217,7 @@ class _Loop:
     if scalars:
       self.writer.write_scalars(step, scalars)
       metrics.log_line(metrics.eval_line(step, scalars))
+      self.last_eval = scalars
     if images:
       self.writer.write_images(step, images)
     return scalars

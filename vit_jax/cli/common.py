@@ -1,6 +1,7 @@
 """What every command shares: absl's app with library noise off and bad input as one line."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Callable
@@ -10,16 +11,103 @@ from vit_jax.errors import UserError
 USER_ERROR_EXIT_CODE = 2
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-  """absl.app.run(main); a UserError becomes `error: <message>` on stderr and exit code 2,
-  every other exception keeps its traceback (a bug or out-of-memory must stay visible)."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  from absl import app  # pylint: disable=g-import-not-at-top
+def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> None:
+  """absl.app.run(main) with the project's console conventions:
 
+  - library INFO logs, deprecation warnings and TensorFlow's start-up banners are off by
+    default; `--verbosity=1` shows them (absl's own flag);
+  - a UserError becomes `error: <message>` on stderr and exit code 2, also when the flags
+    or the config file are bad; every other exception keeps its traceback (a bug or
+    out-of-memory must stay visible).
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
   def guarded(argv):
+    verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 0
+    if not verbose:
+      _quiet_libraries()
     try:
+      if uses_tensorflow:
+        _import_tensorflow(quiet=not verbose)
       return main(argv)
     except UserError as e:
-      print(f"error: {e}", file=sys.stderr, flush=True)
-      sys.exit(USER_ERROR_EXIT_CODE)
-  app.run(guarded)
+      _exit_with_error(e)
+  app.run(guarded, flags_parser=_parse_flags)
+
+
+def _quiet_libraries() -> None:
+  """Other libraries' INFO logs and warnings off (errors stay); vit_jax's warnings stay."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+
+  def own_or_error(record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.ERROR or "vit_jax" in record.pathname
+
+  logging.set_verbosity(logging.WARNING)
+  for handler in [logging.get_absl_handler(), *std_logging.getLogger().handlers]:
+    handler.addFilter(own_or_error)
+  warnings.filterwarnings("ignore", category=DeprecationWarning)
+  warnings.filterwarnings("ignore", category=FutureWarning)
+  warnings.filterwarnings("ignore", category=UserWarning, module="(?!vit_jax)")
+
+
+def _exit_with_error(error: BaseException) -> None:
+  print(f"error: {error}", file=sys.stderr, flush=True)
+  sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser; a bad flag, config file or config override is one line."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    rest = flags.FLAGS(argv)
+    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+      _ = flags.FLAGS.config.keys()  # a config file that failed to load raises here.
+    return rest
+  except Exception as e:  # pylint: disable=broad-except  (flag parsing is user input)
+    _exit_with_error(UserError(_explain_flag_error(e, argv)))
+
+
+def _explain_flag_error(error: Exception, argv: list[str]) -> str:
+  """ml_collections' chained errors -> one line: the root cause, and for a misspelt
+  config field the flag and a 'did you mean'."""
+  import re  # pylint: disable=g-import-not-at-top
+  if isinstance(error, UserError):
+    return str(error)
+  text = str(error).strip()
+  missing = (re.search(r"(\w+)", text)
+             if isinstance(error, (KeyError, AttributeError)) else None)
+  if missing:
+    field = missing.group(1)
+    flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
+                 and re.search(rf"\.{field}(=|$)", a.split("=")[0])), f"--config...{field}")
+    suggestion = re.search(r'Did you mean "(\w+)"', text)
+    hint = (f"; did you mean {flag.rsplit('.', 1)[0]}.{suggestion.group(1)}?" if suggestion
+            else "; see the config file for the fields it has")
+    return f"{flag}: the config has no field '{field}'{hint}"
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if "Failed loading config file" in text:
+    return f"--config: cannot load the config file ({lines[-1]})"
+  return lines[0] if lines else type(error).__name__
+
+
+def _import_tensorflow(*, quiet: bool) -> None:
+  """TensorFlow writes banners to the stderr file descriptor before its logging starts;
+  importing it once with that descriptor on /dev/null keeps them off the console."""
+  with _stderr_to_devnull() if quiet else contextlib.nullcontext():
+    import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(devnull)
+    os.close(saved)

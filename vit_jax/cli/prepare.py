@@ -29,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.run(main, uses_tensorflow=True)

@@ -47,4 +47,4 @@ def _test_images(config, count: int):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.run(main, uses_tensorflow=True)

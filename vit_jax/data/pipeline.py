@@ -112,8 +112,10 @@ def _select(example: dict) -> dict:
 
 def train_dataset(source: Source, *, split: str, global_batch_size: int, pp: str, seed: int,
                   start_step: int = 0, shuffle_buffer: int = 50_000,
-                  shards: Optional[DataShards] = None) -> tf.data.Dataset:
-  """This process's part of each global training batch, from step `start_step` on."""
+                  shards: Optional[DataShards] = None,
+                  num_batches: Optional[int] = None) -> tf.data.Dataset:
+  """This process's part of each global training batch, from step `start_step` on;
+  `num_batches` of them (a finite stream ends cleanly, with no work in flight)."""
   shards = shards or DataShards.create()
   if global_batch_size % shards.num_shards:
     raise UserError(f"Global batch size {global_batch_size} is not divisible by the "
@@ -127,6 +129,8 @@ def train_dataset(source: Source, *, split: str, global_batch_size: int, pp: str
       for shard in shards.local_shards]
   ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
       lambda *batches: tf.nest.map_structure(lambda *x: tf.concat(x, 0), *batches))
+  if num_batches is not None:
+    ds = ds.take(num_batches)
   return ds.prefetch(AUTOTUNE).with_options(_options())
 
 

@@ -132,7 +132,7 @@ class TfdsSource(Source):
 
 # --- Image folders ----------------------------------------------------------------------
 _skipped_lock = threading.Lock()
-SKIPPED_IMAGES: list[str] = []  # every unreadable file skipped so far, in this process.
+SKIPPED_IMAGES: list[str] = []  # every skip of an unreadable file so far, in this process.
 
 
 def _load_or_skip(path: bytes):
@@ -141,9 +141,10 @@ def _load_or_skip(path: bytes):
     return load_image(path), True
   except UnreadableImageError as e:
     with _skipped_lock:
+      first_time = path not in SKIPPED_IMAGES
       SKIPPED_IMAGES.append(path)
-      count = len(SKIPPED_IMAGES)
-    logging.warning("Skipping %s (%d unreadable images skipped so far).", e, count)
+    if first_time:  # one warning per file; the trainer counts the repeats per log line.
+      logging.warning("Skipping %s (unreadable; training goes on without it).", e)
     return np.zeros((1, 1, 3), np.uint8), False
 
 

@@ -1,0 +1,42 @@
+"""Everything about a run that can be checked before any compiling, each with one line that
+names the bad value and the fix: a run refused here leaves nothing behind."""
+from __future__ import annotations
+
+import os
+
+from vit_jax import finetune, optim
+from vit_jax.errors import UserError
+
+_POSITIVE = ("total_steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",
+             "keep_checkpoints", "accum_steps")
+
+
+def check_config(config) -> None:
+  for field in _POSITIVE:
+    value = config[field]
+    if not isinstance(value, int) or value <= 0:
+      raise UserError(f"{field}={value!r} must be a positive integer.")
+  if config.shuffle_buffer < 1:
+    raise UserError(f"shuffle_buffer={config.shuffle_buffer} must be at least 1.")
+  optim.make_optimizer(config)  # schedule, optimizer and dtype settings.
+  if config.pretrained:
+    finetune.check_exists(config.pretrained)
+
+
+def check_workdir(workdir: str) -> str:
+  """The absolute workdir; it exists or can be created, and is writable."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or (existing == workdir and not os.path.isdir(workdir)):
+    raise UserError(f"--workdir={workdir}: {existing} is not a directory.")
+  probe = os.path.join(existing, f".vit_jax_write_test_{os.getpid()}")
+  try:
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"--workdir={workdir}: cannot write in {existing} ({e.strerror}); "
+                    f"choose a writable directory.") from None
+  return workdir
