@@ -57,11 +57,14 @@ def commands(args) -> list[list[str]]:
              + " ".join(shlex.quote(a) for a in args.train_args))
     if args.detach:
       return [_ssh(args, f"nohup sh -c {shlex.quote(train)} > {LOG} 2>&1 &")]
-    return [_ssh(args, f"{train} 2>&1 | tee {LOG}")]
+    # pipefail: the exit status is training's, not tee's.
+    return [_ssh(args, f"set -o pipefail; {train} 2>&1 | tee {LOG}")]
   if args.action == "logs":
     return [_ssh(args, f"tail -n 100 -f {LOG}")]
   if args.action == "stop":
-    return [_ssh(args, "pkill -TERM -f vit_jax.main || true")]  # SIGTERM: save and exit.
+    # SIGTERM: save and exit. '[v]' keeps the pattern from matching this shell's own
+    # command line (which contains the pattern itself).
+    return [_ssh(args, "pkill -TERM -f '[v]it_jax.main' || true")]
   if args.action == "delete":
     return [_tpu(args, "delete", "--quiet")]
   raise ValueError(args.action)

@@ -37,7 +37,8 @@ def quickstart_run(tfds_dir, tmp_path_factory):
   to 250 steps: one trained model shared by the trainer and inference tests."""
   from tests import helpers
   workdir = tmp_path_factory.mktemp("quickstart")
-  result = helpers.run_cli(workdir, f"--config.data_dir={tfds_dir}", "--config.total_steps=250",
-                           config=os.path.join(helpers.REPO, "configs", "quickstart.py"))
+  result = helpers.run_cli_timed(workdir, f"--config.data_dir={tfds_dir}",
+                                 "--config.total_steps=250",
+                                 config=os.path.join(helpers.REPO, "configs", "quickstart.py"))
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result

@@ -38,3 +38,24 @@ def losses(workdir) -> dict[int, float]:
 def run_subprocess(args, *, devices=1, timeout=300):
   return subprocess.run([sys.executable, *args], env=cli_env(devices), cwd=REPO,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli_timed(workdir, *overrides, config=TINY_CONFIG, timeout=600):
+  """run_cli, also measuring `exit_pause`: seconds from the last output line to exit."""
+  import threading
+  import time
+  import types
+  proc = subprocess.Popen(cli_args(workdir, *overrides, config=config), env=cli_env(1),
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  stderr = []
+  reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
+  reader.start()
+  lines, last = [], time.time()
+  for line in proc.stdout:
+    lines.append(line)
+    last = time.time()
+  proc.wait(timeout=timeout)
+  exited = time.time()
+  reader.join()
+  return types.SimpleNamespace(returncode=proc.returncode, stdout="".join(lines),
+                               stderr="".join(stderr), exit_pause=exited - last)

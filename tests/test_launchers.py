@@ -1,4 +1,5 @@
 """The launch scripts' --dry-run commands."""
+import os
 import shlex
 import subprocess
 import sys
@@ -35,11 +36,12 @@ def test_tpu_vm_run_same_command_on_all_workers():
   cmd = shlex.split(out.strip())
   assert cmd[:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "vit", "--zone=europe-west4-a"]
   assert "--worker=all" in cmd
-  assert cmd[-1] == ("--command=cd ~/vit_jax && python3 -m vit_jax.main --distributed "
+  assert cmd[-1] == ("--command=set -o pipefail; cd ~/vit_jax && python3 -m vit_jax.main "
+                     "--distributed "
                      "--workdir=gs://bucket/run --config=configs/pretrain.py:b16,imagenet2012 "
                      "--config.batch_size=1024 2>&1 | tee ~/vit_jax_train.log")
   stop = shlex.split(dry_run("launch_tpu_vm.py", "stop", "--name=vit", "--zone=z").strip())
-  assert stop[-1] == "--command=pkill -TERM -f vit_jax.main || true"
+  assert stop[-1] == "--command=pkill -TERM -f '[v]it_jax.main' || true"
 
 
 def test_tpu_vm_run_needs_a_workdir():
@@ -61,3 +63,27 @@ def test_slurm_script_one_process_per_gpu():
                    "--workdir=/shared/run --config=configs/finetune.py:b16,cifar10")
   per_node = dry_run("launch_slurm.py", "--nodes=2", "--per=node", "--workdir=/w")
   assert "#SBATCH --ntasks-per-node=1" in per_node and "CUDA_VISIBLE_DEVICES" not in per_node
+
+
+def test_stop_pattern_spares_its_own_shell_and_run_keeps_the_exit_status():
+  """`pkill -f PATTERN` run through a shell must not match that very shell (whose command
+  line contains the pattern); a failing training command piped through tee must fail."""
+  import re
+  import subprocess
+  import time
+  stop = shlex.split(dry_run("launch_tpu_vm.py", "stop", "--name=vit", "--zone=z").strip())
+  pattern = shlex.split(stop[-1].removeprefix("--command="))[3]
+  assert re.search(pattern, "python3 -m vit_jax.main --distributed --workdir=gs://b/r")
+  assert not re.search(pattern, stop[-1])  # the remote shell's own command line.
+  # The same trick, live, on a name no other test process has.
+  name = f"vit_jax_stop_test_{os.getpid()}"
+  target = subprocess.Popen(["bash", "-c", f"exec -a {name} sleep 30"])
+  try:
+    time.sleep(0.5)  # let bash exec the renamed process.
+    shell = subprocess.run(["sh", "-c", f"pkill -TERM -f '[v]{name[1:]}' || true"],
+                           capture_output=True, text=True, timeout=30)
+    assert shell.returncode == 0 and target.wait(timeout=10) == -15
+  finally:
+    target.kill()
+  piped = subprocess.run(["bash", "-c", "set -o pipefail; false 2>&1 | tee /dev/null"])
+  assert piped.returncode == 1

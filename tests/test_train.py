@@ -144,7 +144,7 @@ def test_sigterm_saves_and_exits_0_then_resumes_exactly(tfds_dir, tmp_path):
   output = []
   for line in proc.stdout:
     output.append(line)
-    if line.startswith("step 5/"):
+    if "] step 5/" in line:
       proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 0
   text = "".join(output)

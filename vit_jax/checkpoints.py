@@ -17,6 +17,7 @@ import glob
 import logging
 import os
 import shutil
+import time
 from typing import Any, Optional
 
 import jax
@@ -78,8 +79,11 @@ class TrainCheckpointer:
 
   def _stop(self, step: Optional[int], error: BaseException) -> None:
     self._failed = True
-    for partial in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
-      shutil.rmtree(partial, ignore_errors=True)
+    try:  # let the save's other writer threads end before their files are removed.
+      self.manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except  (the same failure again)
+      pass
+    self._remove_partial_files()
     self.manager.reload()
     latest = self.manager.latest_step()
     raise CheckpointSaveError(
@@ -87,6 +91,21 @@ class TrainCheckpointer:
         f"the run stopped and the partial files were removed. The newest complete checkpoint "
         f"is {'step ' + str(latest) if latest is not None else 'none'}: fix the cause (disk "
         f"space, permissions) and run the same command to resume.") from None
+
+  def _remove_partial_files(self, settle_seconds: float = 1.0, limit_seconds: float = 30.0):
+    """Removes `<step>.orbax-checkpoint-tmp` directories. Writer threads of a failed save
+    that orbax no longer tracks may still be writing: removal repeats until nothing has
+    reappeared for `settle_seconds`."""
+    deadline, quiet_since = time.time() + limit_seconds, time.time()
+    while time.time() < deadline:
+      partial = glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*"))
+      if partial:
+        for path in partial:
+          shutil.rmtree(path, ignore_errors=True)
+        quiet_since = time.time()
+      elif time.time() - quiet_since >= settle_seconds:
+        return
+      time.sleep(0.1)
 
   def restore_newest_intact(self, abstract_state: Any) -> Optional[tuple[Any, dict, int]]:
     """(state, data state, step) of the newest checkpoint that reads back; a damaged one

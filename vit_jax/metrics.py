@@ -77,7 +77,7 @@ def create_writer(workdir: str, *, start_step: int) -> metric_writers.MetricWrit
 def forget_after(workdir: str, step: int) -> None:
   """Drops metrics.jsonl rows past `step` (atomically rewritten) and tells TensorBoard to
   discard its events past `step`: a SessionLog START at step + 1, TensorFlow's own
-  restart marker, in an event file that sorts before the new run's."""
+  restart marker."""
   path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -87,14 +87,24 @@ def forget_after(workdir: str, step: int) -> None:
       with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.writelines(kept)
       os.replace(path + ".tmp", path)
-  if any(name.startswith("events.out.tfevents") for name in os.listdir(workdir)):
-    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
-    from tensorboard.summary.writer import event_file_writer  # pylint: disable=g-import-not-at-top
-    writer = event_file_writer.EventFileWriter(workdir)
-    writer.add_event(event_pb2.Event(wall_time=time.time(), step=step + 1,
+  _mark_session_start(workdir, step + 1)
+
+
+def _mark_session_start(workdir: str, step: int) -> None:
+  """A SessionLog START at `step`: TensorBoard drops earlier events at steps >= `step`.
+  It takes the first START it sees as the initial one, so a workdir without one (a run
+  from an older version) gets two. The marker file's name sorts before the summary file
+  that follows it (the same timestamp and counter, without '.v2')."""
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  from tensorboard.summary.writer import event_file_writer  # pylint: disable=g-import-not-at-top
+  names = [n for n in os.listdir(workdir) if n.startswith("events.out.tfevents")]
+  has_start = any(not n.endswith(".v2") for n in names)
+  writer = event_file_writer.EventFileWriter(workdir)
+  for _ in range(1 if has_start or not names else 2):
+    writer.add_event(event_pb2.Event(wall_time=time.time(), step=step,
                                      session_log=event_pb2.SessionLog(
                                          status=event_pb2.SessionLog.START)))
-    writer.close()
+  writer.close()
 
 
 def _row_step(line: str) -> Optional[int]:

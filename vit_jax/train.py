@@ -42,6 +42,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   checkpointer, state = _initial_state(config, built, workdir, data_state)
   _write_run_files(config, built, workdir)
   metrics.log_line(_header(config, built, source, shards, workdir))
+  if jax.process_count() > 1:
+    metrics.log_line(f"process {jax.process_index()} reads data shard(s) "
+                     f"{list(shards.local_shards)} of {shards.num_shards}", every_process=True)
   start_step = int(state.step)
   if start_step >= config.total_steps:
     checkpointer.close()

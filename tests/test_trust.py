@@ -1,0 +1,175 @@
+"""A run you can trust and read: damaged checkpoints fall back, a failed save stops cleanly,
+metrics hold each step once after a resume, a finished run does nothing, mistakes are one
+line before any work, fine-tuning says what it changed, the quickstart console is short."""
+import errno
+import os
+
+import numpy as np
+import pytest
+from orbax.checkpoint._src.handlers import json_checkpoint_handler
+
+from tests import helpers
+from tests.test_train import tiny
+from vit_jax import checkpoints, train
+
+
+def _steps_on_disk(workdir):
+  return sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "metadata", "no_state"])
+def test_damaged_newest_checkpoint_resumes_from_the_previous_one(tfds_dir, tmp_path, capsys,
+                                                                 damage):
+  # A constant schedule: runs that end at different total_steps share their steps.
+  straight = train.train_and_evaluate(tiny(tfds_dir, total_steps=12, schedule="constant"),
+                                      tmp_path / "straight")
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(tiny(tfds_dir, total_steps=10, schedule="constant"), workdir)
+  assert _steps_on_disk(workdir) == [5, 10]
+  newest = workdir / "checkpoints" / "10" / "state"
+  if damage == "no_state":
+    import shutil
+    shutil.rmtree(newest)
+  elif damage == "metadata":
+    (newest / "_METADATA").write_text("{not json")
+  else:
+    data_files = [os.path.join(d, f) for d, _, files in os.walk(newest / "d") for f in files]
+    for path in data_files:
+      size = os.path.getsize(path)
+      with open(path, "r+b") as f:
+        if damage == "truncate":
+          f.truncate(size // 3)
+        else:
+          f.seek(size // 4)
+          f.write(os.urandom(max(1, size // 2)))
+  capsys.readouterr()
+  resumed = train.train_and_evaluate(tiny(tfds_dir, total_steps=12, schedule="constant"),
+                                     workdir)
+  out = capsys.readouterr().out
+  assert "warning: the checkpoint of step 10 is damaged" in out
+  assert "Resumed from step 5" in out
+  assert (workdir / "checkpoints" / "10.damaged").is_dir()
+  # Steps 6..12 were trained again from step 5: the same result as never stopping.
+  for a, b in zip(np.ravel(resumed.params["head"]["kernel"]),
+                  np.ravel(straight.params["head"]["kernel"])):
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-7)
+  assert _steps_on_disk(workdir) == [5, 10, 12]
+
+
+def test_checkpoint_of_another_model_is_a_user_error_not_damage(tfds_dir, tmp_path):
+  train.train_and_evaluate(tiny(tfds_dir, total_steps=5), tmp_path)
+  with pytest.raises(ValueError, match="does not fit this config's model"):
+    train.train_and_evaluate(tiny(tfds_dir, total_steps=10, model_name="ViT-digits"), tmp_path)
+  assert _steps_on_disk(tmp_path) == [5]  # nothing set aside.
+
+
+def test_failed_save_stops_the_run_and_removes_its_partial_files(tfds_dir, tmp_path,
+                                                                 monkeypatch):
+  """A fake full disk at the second checkpoint (step 10): the run stops there with one
+  line; checkpoint 5 is intact, no temporary directory is left, and the same command
+  resumes from step 5."""
+  real = json_checkpoint_handler.JsonCheckpointHandler._save_fn
+
+  def full_disk(self, item, directory):
+    if "10" in str(directory):
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real(self, item, directory)
+  monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", full_disk)
+  with pytest.raises(checkpoints.CheckpointSaveError,
+                     match=r"step 10 .* failed \(OSError: \[Errno 28\] No space left on device\)"
+                     r".*newest complete checkpoint is step 5"):
+    train.train_and_evaluate(tiny(tfds_dir, total_steps=15), tmp_path)
+  assert os.listdir(tmp_path / "checkpoints") == ["5"]
+  assert max(helpers.losses(tmp_path)) == 10  # it stopped at the failed save.
+  monkeypatch.undo()
+  state = train.train_and_evaluate(tiny(tfds_dir, total_steps=15), tmp_path)
+  assert int(state.step) == 15
+
+
+def test_after_a_resume_every_step_is_recorded_once(tfds_dir, tmp_path):
+  """Killed after step 8 was logged but before its checkpoint (step 5 is the newest):
+  the resumed run supersedes steps 6..8 in metrics.jsonl and in TensorBoard."""
+  train.train_and_evaluate(tiny(tfds_dir, total_steps=8, checkpoint_every=5), tmp_path)
+  import shutil
+  shutil.rmtree(tmp_path / "checkpoints" / "8")  # as if killed before saving step 8.
+  train.train_and_evaluate(tiny(tfds_dir, total_steps=12, checkpoint_every=5), tmp_path)
+  steps = [m["step"] for m in helpers.read_metrics(tmp_path) if "train_loss" in m]
+  assert steps == list(range(1, 13))
+  from tensorboard.backend.event_processing import plugin_event_accumulator as event_accumulator
+  events = event_accumulator.EventAccumulator(str(tmp_path), purge_orphaned_data=True,
+                                              size_guidance={"tensors": 0})  # keep all.
+  events.Reload()
+  tb_steps = [e.step for e in events.Tensors("train_loss")]
+  assert tb_steps == list(range(1, 13))
+
+
+def test_a_finished_run_does_nothing_and_says_so(tfds_dir, tmp_path, capsys):
+  config = tiny(tfds_dir, total_steps=5, **{"evals.test.every": 0})
+  train.train_and_evaluate(config, tmp_path)
+  rows = helpers.read_metrics(tmp_path)
+  capsys.readouterr()
+  state = train.train_and_evaluate(config, tmp_path)
+  out = capsys.readouterr().out
+  assert int(state.step) == 5
+  assert "Nothing to do: this run already finished (step 5 of 5)" in out
+  assert "Compiled" not in out and helpers.read_metrics(tmp_path) == rows
+
+
+ERRORS = [
+    (("--config.batchsize=8",),
+     "error: --config.batchsize: the config has no field 'batchsize'; did you mean "
+     "--config.batch_size?"),
+    (("--config.total_steps=0",), "error: total_steps=0 must be a positive integer."),
+    (("--config.batch_size=-1",), "error: batch_size=-1 must be a positive integer."),
+    (("--config.pretrained=/nonexistent/model.npz",),
+     "error: pretrained='/nonexistent/model.npz': no such .npz file."),
+    (("--config.dataset=folder:/nonexistent/images",),
+     "error: Image folder '/nonexistent/images' has no train/ subfolder"),
+    (("--config.model.classifier=tokne",), "error: model.classifier='tokne' is not one of"),
+    (("--config.mesh.fsdp=3",), "error: Mesh"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", ERRORS)
+def test_mistakes_are_one_line_before_any_work_and_leave_nothing(tfds_dir, tmp_path, overrides,
+                                                                  message):
+  workdir = tmp_path / "new_run"
+  result = helpers.run_cli(workdir, f"--config.data_dir={tfds_dir}", *overrides)
+  assert result.returncode == 2
+  assert result.stderr.strip().startswith(message), result.stderr[-2000:]
+  assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout.strip()
+  assert not workdir.exists()
+
+
+def test_bad_config_file_and_unwritable_workdir(tmp_path):
+  missing = helpers.run_subprocess(["-m", "vit_jax.main", "--config=configs/nope.py",
+                                    f"--workdir={tmp_path}/a"])
+  assert missing.returncode == 2 and missing.stderr.strip() == (
+      "error: --config: cannot load the config file ([Errno 2] No such file or directory: "
+      "'configs/nope.py')")
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  result = helpers.run_cli(blocker / "run")
+  assert result.returncode == 2
+  assert result.stderr.strip() == f"error: --workdir={blocker}/run: {blocker} is not a directory."
+
+
+def test_finetuning_says_what_it_changed(tfds_dir, tmp_path, capsys):
+  train.train_and_evaluate(tiny(tfds_dir, total_steps=3), tmp_path / "source")
+  capsys.readouterr()
+  config = tiny(tfds_dir, total_steps=3, pretrained=str(tmp_path / "source"),
+                pp_eval="to_rgb|resize(16)|value_range(-1, 1)",
+                pp_train="to_rgb|resize(16)|value_range(-1, 1)")
+  train.train_and_evaluate(config, tmp_path / "tuned")
+  line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("Fine-tuning")][0]
+  assert "replaced the head (32, 10) by a fresh (32, 10)" in line
+  assert "resized the position embeddings from 4 to 4x4 patches" in line
+
+
+def test_quickstart_console_is_short_and_exits_promptly(quickstart_run):
+  _, result = quickstart_run
+  lines = result.stdout.strip().splitlines() + result.stderr.strip().splitlines()
+  assert len(lines) <= 40, "\n".join(lines)
+  assert lines[0].startswith("ViT-digits, 136,650 parameters | sklearn_digits train: 1,438")
+  assert lines[-1].startswith("Done: 250 steps in ")
+  assert result.exit_pause < 3.0
