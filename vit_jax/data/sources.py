@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import logging
 import os
 import threading
@@ -80,8 +81,10 @@ class TfdsSource(Source):
       # Offline datasets "download" from package data: prepare on first use.
       with _file_lock(os.path.join(data_dir, f".{self.name}.lock")):
         if not self.builder.is_prepared():  # another process may have prepared it.
+          print(f"Preparing the offline dataset {self.name} in {data_dir} (once).", flush=True)
           tfds.disable_progress_bar()
-          self.builder.download_and_prepare()
+          with contextlib.redirect_stdout(io.StringIO()):  # TFDS's own banner lines.
+            self.builder.download_and_prepare()
       # Re-read: if another process prepared it meanwhile, our builder's info is stale.
       self.builder = tfds.builder(self.name, data_dir=data_dir)
     self.label_key = label_key
