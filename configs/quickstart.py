@@ -7,7 +7,7 @@ No download, no accelerator. This is the README's first command:
 Runtime: about 1 minute on a 2-core CPU (compilation included).
 Expected: >= 95% test accuracy on the 359 held-out digits. Measured 2026-11-23 on the
 2-core CI-class CPU: 97.2% test accuracy (5- and 10-shot linear probes 97.8%), 57 s wall
-for the whole command, 18 console lines, exit 1.1 s after the last one (train step
+for the whole command, 18 console lines (train step
 compiled in 2.5 s, ~19 steps/s).
 """
 from vit_jax import config as config_lib
