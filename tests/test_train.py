@@ -90,8 +90,8 @@ def test_gradient_accumulation_matches_the_full_batch():
 
   def run(accum_steps):
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                             opt_state=tx.init(params),
-                             rng=jax.random.key_data(jax.random.key(0)))
+                       opt_state=tx.init(params),
+                       rng=jax.random.key_data(jax.random.key(0)))
     step = jax.jit(steps.make_train_step(model, tx, schedule, loss="softmax",
                                          label_smoothing=0.0, accum_steps=accum_steps))
     return step(step(state, batch)[0], batch)
@@ -311,7 +311,7 @@ def test_train_step_with_mixup_is_deterministic_and_trains():
   step = jax.jit(steps.make_train_step(model, tx, schedule, loss="softmax",
                                        label_smoothing=0.0, accum_steps=1, mixup_alpha=0.5))
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(0)))
+                     opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(0)))
   (a, metrics_a), (b, metrics_b) = step(state, batch), step(state, batch)
   plain = jax.jit(steps.make_train_step(model, tx, schedule, loss="softmax",
                                         label_smoothing=0.0, accum_steps=1))(state, batch)[1]

@@ -14,6 +14,7 @@ from the newest intact one.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import shutil
@@ -163,7 +164,7 @@ def _reads_back(directory: str, step: int) -> bool:
   try:
     restore_params_as_numpy(directory, step, whole_state=True)
     with open(os.path.join(directory, str(step), DATA, "metadata")) as f:
-      f.read()
+      json.load(f)
     return True
   except Exception:  # pylint: disable=broad-except
     return False
@@ -184,12 +185,17 @@ def latest_complete_step(path: str) -> tuple[str, int]:
   return directory, max(steps)
 
 
+def _state_item(path: str, step: Optional[int]) -> tuple[str, int, str]:
+  """(state item directory, step, checkpoints directory); `step` None is the newest."""
+  directory, latest = latest_complete_step(path)
+  step = latest if step is None else step
+  return os.path.join(directory, str(step), STATE), step, directory
+
+
 def restore_params(path: str, abstract_params: Any, step: Optional[int] = None) -> tuple[Any, int]:
   """Only the params of a run, laid out as `abstract_params` (ShapeDtypeStructs with
   shardings: any mesh, FSDP included) - the optimizer state is never read."""
-  directory, latest = latest_complete_step(path)
-  step = latest if step is None else step
-  item = os.path.join(directory, str(step), STATE)
+  item, step, _ = _state_item(path, step)
   target = {"params": abstract_params}
   restored = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
@@ -201,9 +207,7 @@ def restore_params_as_numpy(path: str, step: Optional[int] = None, *,
                             whole_state: bool = False) -> tuple[dict, int]:
   """The params of another run (workdir or checkpoints dir) as host numpy arrays, for
   fine-tuning or inference; no mesh or model needed. (`whole_state`: the whole state.)"""
-  directory, latest = latest_complete_step(path)
-  step = latest if step is None else step
-  item = os.path.join(directory, str(step), STATE)
+  item, step, directory = _state_item(path, step)
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(item).item_metadata.tree
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)

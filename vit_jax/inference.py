@@ -67,8 +67,7 @@ def load(checkpoint: str, *, model_name: Optional[str] = None,
 
 
 def _model_from_npz(model_name: str, params: dict):
-  num_classes = params["head"]["kernel"].shape[-1] if "head" in params else None
-  return create_model(model_name, num_classes=num_classes,
+  return create_model(model_name, num_classes=npz_format.head_classes(params),
                       **npz_format.model_overrides(params))
 
 

@@ -218,6 +218,11 @@ def adapt_for_finetuning(restored: Params, init: Params, *,
   return unflatten(result)
 
 
+def head_classes(params: Params) -> int | None:
+  """The classes of a checkpoint's head (None: a headless, feature-only checkpoint)."""
+  return params["head"]["kernel"].shape[-1] if "head" in params else None
+
+
 def model_overrides(params: Params) -> dict[str, Any]:
   """What a checkpoint's parameter shapes say about the model: the classifier ([class]
   token or average pooling) and the pre-logits width."""

@@ -3,6 +3,7 @@ and the initialiser. `vit_jax.build` puts it together with the model and optimiz
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import flax
@@ -31,6 +32,10 @@ class StateSpec:
   @property
   def param_shardings(self) -> Any:
     return self.shardings.params
+
+  @property
+  def num_params(self) -> int:
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(self.abstract.params))
 
 
 def make_state_spec(model: nn.Module, tx: optax.GradientTransformation, mesh,

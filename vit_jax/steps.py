@@ -2,7 +2,7 @@
 non-finite guard), eval step and representation extraction."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax

@@ -7,7 +7,6 @@ multi-host pod.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -83,6 +82,7 @@ def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dic
   """(checkpointer, state): the newest intact checkpoint if there is one; else fresh, or
   fine-tuned from `pretrained`. Nothing is written before this has succeeded."""
   directory = os.path.join(workdir, "checkpoints")
+  checkpointer = None  # created only once nothing can fail: it makes the directory.
   if os.path.isdir(directory):
     checkpointer = checkpoints.TrainCheckpointer(directory, keep=config.keep_checkpoints)
     restored = checkpointer.restore_newest_intact(built.state.abstract)
@@ -101,7 +101,8 @@ def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dic
                             built.state.param_shardings)
     opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
     state = state.replace(params=params, opt_state=opt_state)
-  return checkpoints.TrainCheckpointer(directory, keep=config.keep_checkpoints), state
+  return checkpointer or checkpoints.TrainCheckpointer(directory,
+                                                      keep=config.keep_checkpoints), state
 
 
 def _write_run_files(config, built: build_lib.Built, workdir: str) -> None:
@@ -117,7 +118,7 @@ def _write_run_files(config, built: build_lib.Built, workdir: str) -> None:
 
 
 def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str:
-  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(built.state.abstract.params))
+  num_params = built.state.num_params
   examples = source.shard_size(config.train_split, shard_index=0, num_shards=1,
                                drop_remainder=False)
   mesh = ", ".join(f"{axis} {size}" for axis, size in built.mesh.shape.items())
@@ -213,8 +214,7 @@ class _Loop:
     scalars, images = {}, {}
     for scheduled in self.evaluators:
       if scheduled.due(step, final=final):
-        more_scalars, more_images = evaluators_lib.split_results(
-            scheduled.name, scheduled.evaluator.run(params))
+        more_scalars, more_images = scheduled.run(params)
         scalars.update(more_scalars)
         images.update(more_images)
     if scalars:

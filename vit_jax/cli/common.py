@@ -21,7 +21,8 @@ def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> 
     out-of-memory must stay visible).
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+
   def guarded(argv):
     verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 0
     if not verbose:

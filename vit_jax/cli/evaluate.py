@@ -39,8 +39,8 @@ def evaluate(config, checkpoint: str, *, names=(), step=None) -> tuple[int, dict
   if checkpoint.endswith(".npz"):
     params = npz_format.load_npz(checkpoint)
     config = npz_format.config_for(params, config)
-    num_classes = params["head"]["kernel"].shape[-1] if "head" in params else None
-    built = build_lib.build(config, mesh, num_classes=num_classes, image_shape=image_shape)
+    built = build_lib.build(config, mesh, num_classes=npz_format.head_classes(params),
+                            image_shape=image_shape)
     params = jax.device_put(params, built.state.param_shardings)
     step = 0
   else:
@@ -50,7 +50,7 @@ def evaluate(config, checkpoint: str, *, names=(), step=None) -> tuple[int, dict
   context = evaluators.EvalContext(config, built)
   results = {}
   for scheduled in evaluators.build_evaluators(config.evals, context, only=tuple(names)):
-    scalars, _ = evaluators.split_results(scheduled.name, scheduled.evaluator.run(params))
+    scalars, _ = scheduled.run(params)
     results.update(scalars)
   return step, results
 

@@ -55,7 +55,7 @@ def plan(config, *, resolution: int, num_classes: int) -> dict:
   result = {
       "model": config.model_name, "mesh": dict(mesh.shape), "batch": config.batch_size,
       "resolution": resolution,
-      "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params)),
+      "num_params": built.state.num_params,
       "num_param_arrays": len(jax.tree.leaves(abstract.params)),
       "params_bytes": per_device(abstract.params),
       "optimizer_bytes": per_device(abstract.opt_state),

@@ -55,6 +55,10 @@ class Scheduled:
   every: int             # N > 0: every N steps and at the end; 0: at the end; -1: never.
   evaluator: Any
 
+  def run(self, params) -> tuple[dict, dict]:
+    """({name_key: float}, {name_key: image array}) of the evaluator on `params`."""
+    return split_results(self.name, self.evaluator.run(params))
+
   def due(self, step: int, *, final: bool) -> bool:
     if self.every < 0:
       return False
