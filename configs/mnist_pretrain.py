@@ -24,7 +24,6 @@ def get_config(arg=None):
   c.lr, c.weight_decay, c.label_smoothing = 0.003, 0.1, 0.1
   c.batch_size = 256
   c.eval_batch_size = 1000
-  c.shuffle_buffer = 10_000
   c.warmup_steps = 100
   c.total_steps = 1500
   c.log_every = 100

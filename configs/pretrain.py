@@ -32,7 +32,6 @@ def get_config(arg=None):
   c.end_lr = 1e-5
   c.model.dtype = "bfloat16"
   c.optimizer_dtype = "bfloat16"
-  c.shuffle_buffer = 250_000
   c.checkpoint_every = 2000
   c.evals.test.every = 5000
   c.log_every = 100

@@ -22,7 +22,6 @@ def get_config(arg=None):
   c.pp_train = "to_rgb|inception_crop(8, area_min=70)|value_range(-1, 1)"
   c.batch_size = 128
   c.eval_batch_size = 400
-  c.shuffle_buffer = 2000
   c.optimizer = "adam"
   c.lr = 0.003
   c.weight_decay = 0.1             # decoupled, scaled by lr (AdamW).

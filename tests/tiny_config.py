@@ -13,7 +13,6 @@ def get_config(arg=None):
   c.weight_decay = 0.1
   c.batch_size = 32
   c.eval_batch_size = 400
-  c.shuffle_buffer = 500
   c.warmup_steps = 2
   c.total_steps = 12
   c.log_every = 1

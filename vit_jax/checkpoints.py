@@ -1,8 +1,9 @@
 """Training-state checkpoints (orbax): asynchronous, atomic, resumable, reshardable.
 
 A checkpoint at step s holds the TrainState after s updates (params, optimizer state,
-step, RNG) and a JSON record of what the input stream needs to resume at step s (seed,
-global batch size, data shards). Orbax writes into `<step>.orbax-checkpoint-tmp` and
+step, RNG), a JSON record of the input settings (seed, global batch size, data shards)
+and, per process, the input stream's position after step s (Grain's orbax handler), so a
+resume reads no data it does not use. Orbax writes into `<step>.orbax-checkpoint-tmp` and
 renames when complete, so a process killed mid-save leaves the previous checkpoints
 intact and restore ignores the partial one.
 
@@ -21,13 +22,16 @@ import shutil
 import time
 from typing import Any, Optional
 
+import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vit_jax.data.pipeline import InputState
+
 from vit_jax.errors import UserError
 
-STATE, DATA = "state", "data"
+STATE, DATA, INPUT = "state", "data", "input"
 DAMAGED_SUFFIX = ".damaged"
 
 
@@ -54,17 +58,19 @@ class TrainCheckpointer:
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> bool:
+  def save(self, step: int, state: Any, data_state: dict,
+           input_state: Optional[InputState] = None, *, force: bool = False) -> bool:
     """Starts an asynchronous save; raises CheckpointSaveError if this or the previous
     background save failed."""
     self.check()
     if step in self.manager.all_steps():
       return False
     self._pending_step = step
+    items = {STATE: ocp.args.StandardSave(state), DATA: ocp.args.JsonSave(data_state)}
+    if input_state is not None:
+      items[INPUT] = grain.checkpoint.CheckpointSave(input_state)
     try:
-      saved = self.manager.save(
-          step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
-                                           DATA: ocp.args.JsonSave(data_state)}), force=force)
+      saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
     except Exception as e:  # pylint: disable=broad-except  (OSError, tensorstore errors)
       self._stop(step, e)
     self.check()
@@ -147,6 +153,19 @@ class TrainCheckpointer:
         step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state),
                                          DATA: ocp.args.JsonRestore()}))
     return restored[STATE], restored[DATA]
+
+  def restore_input(self, step: int) -> Optional[dict]:
+    """This process's input stream state saved at `step`; None when the checkpoint has
+    none for it (an older version, or another number of processes)."""
+    if not os.path.isdir(os.path.join(self.directory, str(step), INPUT)):
+      return None
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          **{INPUT: grain.checkpoint.CheckpointRestore(InputState())}))
+    except (ValueError, OSError) as e:
+      logging.info("No input state for this process at step %d: %s", step, e)
+      return None
+    return restored[INPUT].state
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -68,7 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.pp_modules = ()                # your own modules registering pp ops, e.g. ('my_ops',).
   c.batch_size = 512               # global training batch.
   c.eval_batch_size = 512          # global eval batch (the split is padded, never dropped).
-  c.shuffle_buffer = 50_000
+  c.input_workers = -1             # input worker processes (-1: none for in-memory data,
+                                   # else one per spare host core); the batches do not
+                                   # depend on it.
   c.data_shards = 0                # data shards (0: one per process). Fix it to make the
                                    # batches independent of the number of processes.
 

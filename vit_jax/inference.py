@@ -8,7 +8,6 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
 from vit_jax.errors import UserError
 from vit_jax import npz_format
@@ -88,8 +87,7 @@ def preprocess_files(paths: Sequence[str], pp: str) -> tuple[np.ndarray, list[st
     except UnreadableImageError as e:
       errors[path] = str(e)
       continue
-    example = pp_fn({"image": tf.constant(image), "label": tf.constant(0),
-                     "seed": tf.zeros([2], tf.int64)})
-    images.append(example["image"].numpy())
+    example = pp_fn({"image": image, "label": 0, "seed": (0, 0)})
+    images.append(np.asarray(example["image"]))
     ok.append(path)
   return (np.stack(images) if images else np.zeros((0,))), ok, errors

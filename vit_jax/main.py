@@ -4,4 +4,4 @@ from vit_jax.cli import common
 from vit_jax.cli.train import main
 
 if __name__ == "__main__":
-  common.run(main, uses_tensorflow=True)
+  common.run(main)

@@ -1,6 +1,10 @@
-"""What the user sees: TensorBoard (clu), `metrics.jsonl`, and concise progress lines."""
+"""What the user sees: TensorBoard, `metrics.jsonl`, and concise progress lines.
+
+TensorBoard event files are written with the tensorboard package's own writer and protos,
+so training needs no TensorFlow."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -8,8 +12,6 @@ from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
-from clu import metric_writers
-from clu.metric_writers import interface
 
 
 def _plain(value: Any) -> Any:
@@ -17,67 +19,139 @@ def _plain(value: Any) -> Any:
   return value.item() if value.ndim == 0 else value.tolist()
 
 
-class JsonlWriter(interface.MetricWriter):
+class JsonlWriter:
   """Appends one JSON object per write to `<workdir>/metrics.jsonl`: {"step": s, ...}.
   Append-only, flushed every write: a crash never loses or corrupts earlier lines."""
 
   def __init__(self, path: str):
     self._file = open(path, "a", encoding="utf-8")
 
-  def _write(self, step: int, values: Mapping[str, Any]) -> None:
-    self._file.write(json.dumps({"step": int(step), **{k: _plain(v) for k, v in values.items()}})
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    self._file.write(json.dumps({"step": int(step), **{k: _plain(v) for k, v in scalars.items()}})
                      + "\n")
     self._file.flush()
 
-  def write_scalars(self, step, scalars):
-    self._write(step, scalars)
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    del step, images  # images go to TensorBoard only.
 
-  def write_texts(self, step, texts):
-    self._write(step, texts)
-
-  def write_hparams(self, hparams):
-    self._write(0, {"hparams": {k: str(v) for k, v in hparams.items()}})
-
-  # Images, videos, audio and histograms go to TensorBoard only.
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def flush(self):
+  def flush(self) -> None:
     self._file.flush()
 
-  def close(self):
+  def close(self) -> None:
     self._file.close()
 
 
-def create_writer(workdir: str, *, start_step: int) -> metric_writers.MetricWriter:
+class TensorBoardWriter:
+  """Scalars and images as TensorBoard events: one event file per (re)start, written with
+  tensorboard's own record format and protos (its EventFileWriter would import TensorFlow
+  when it is installed).
+
+  Every file opens with a SessionLog START at `start_step + 1`, TensorFlow's own restart
+  marker: TensorBoard drops what earlier attempts wrote at later steps, so a resumed run
+  shows each step once. TensorBoard takes the first START it sees as the initial one, so
+  a workdir whose files have none (written by older versions, named '*.v2') gets two."""
+
+  def __init__(self, logdir: str, *, start_step: int = 0):
+    import socket  # pylint: disable=g-import-not-at-top
+    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    from tensorboard.summary.writer import record_writer  # pylint: disable=g-import-not-at-top
+    names = [n for n in os.listdir(logdir) if n.startswith("events.out.tfevents")]
+    has_start = any(not n.endswith(".v2") for n in names)
+    path = os.path.join(logdir, f"events.out.tfevents.{int(time.time()):010d}."
+                                f"{socket.gethostname()}.{os.getpid()}.{time.time_ns()}")
+    self._file = open(path, "wb")
+    self._records = record_writer.RecordWriter(self._file)
+    self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+    for _ in range(2 if names and not has_start else 1):
+      self._write(event_pb2.Event(wall_time=time.time(), step=start_step + 1,
+                                  session_log=event_pb2.SessionLog(
+                                      status=event_pb2.SessionLog.START)))
+    self.flush()
+
+  def _write(self, event) -> None:
+    self._records.write(event.SerializeToString())
+
+  def _add(self, step: int, values: list) -> None:
+    from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
+    self._write(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                summary=summary_pb2.Summary(value=values)))
+    self.flush()
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+    self._add(step, [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
+                     for k, v in scalars.items()])
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    """{tag: (H, W, C) or (N, H, W, C) image(s), uint8 or float in [0, 1]} as PNGs."""
+    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+    values = []
+    for tag, batch in images.items():
+      batch = np.asarray(batch)
+      batch = batch[None] if batch.ndim == 3 else batch
+      for i, image in enumerate(batch):
+        values.append(summary_pb2.Summary.Value(
+            tag=tag if len(batch) == 1 else f"{tag}/{i}", image=_png_summary(image)))
+    self._add(step, values)
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+def _png_summary(image: np.ndarray):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+  if image.dtype != np.uint8:
+    image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+  image = image[..., 0] if image.shape[-1] == 1 else image
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="PNG")
+  return summary_pb2.Summary.Image(height=image.shape[0], width=image.shape[1],
+                                   colorspace=1 if image.ndim == 2 else image.shape[-1],
+                                   encoded_image_string=buffer.getvalue())
+
+
+class MultiWriter:
+  """Writes to every writer (none on processes other than 0)."""
+
+  def __init__(self, writers: list):
+    self.writers = writers
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    for writer in self.writers:
+      writer.write_scalars(step, scalars)
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    for writer in self.writers:
+      writer.write_images(step, images)
+
+  def flush(self) -> None:
+    for writer in self.writers:
+      writer.flush()
+
+  def close(self) -> None:
+    for writer in self.writers:
+      writer.close()
+
+
+def create_writer(workdir: str, *, start_step: int) -> MultiWriter:
   """TensorBoard + metrics.jsonl on process 0; nothing elsewhere. Training (re)starts at
   `start_step`: what an earlier attempt wrote past it is superseded, so every step is
   recorded once (see `forget_after`)."""
   if jax.process_index() != 0:
-    return metric_writers.MultiWriter([])
+    return MultiWriter([])
   os.makedirs(workdir, exist_ok=True)
   forget_after(workdir, start_step)
-  return metric_writers.MultiWriter([
-      metric_writers.SummaryWriter(workdir),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
+  return MultiWriter([TensorBoardWriter(workdir, start_step=start_step),
+                      JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
 
 
 def forget_after(workdir: str, step: int) -> None:
-  """Drops metrics.jsonl rows past `step` (atomically rewritten) and tells TensorBoard to
-  discard its events past `step`: a SessionLog START at step + 1, TensorFlow's own
-  restart marker."""
+  """Drops metrics.jsonl rows past `step` (atomically rewritten); the TensorBoard writer
+  marks its own restart (see TensorBoardWriter)."""
   path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -87,24 +161,6 @@ def forget_after(workdir: str, step: int) -> None:
       with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.writelines(kept)
       os.replace(path + ".tmp", path)
-  _mark_session_start(workdir, step + 1)
-
-
-def _mark_session_start(workdir: str, step: int) -> None:
-  """A SessionLog START at `step`: TensorBoard drops earlier events at steps >= `step`.
-  It takes the first START it sees as the initial one, so a workdir without one (a run
-  from an older version) gets two. The marker file's name sorts before the summary file
-  that follows it (the same timestamp and counter, without '.v2')."""
-  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  from tensorboard.summary.writer import event_file_writer  # pylint: disable=g-import-not-at-top
-  names = [n for n in os.listdir(workdir) if n.startswith("events.out.tfevents")]
-  has_start = any(not n.endswith(".v2") for n in names)
-  writer = event_file_writer.EventFileWriter(workdir)
-  for _ in range(1 if has_start or not names else 2):
-    writer.add_event(event_pb2.Event(wall_time=time.time(), step=step,
-                                     session_log=event_pb2.SessionLog(
-                                         status=event_pb2.SessionLog.START)))
-  writer.close()
 
 
 def _row_step(line: str) -> Optional[int]:

@@ -16,8 +16,9 @@ def check_config(config) -> None:
     value = config[field]
     if not isinstance(value, int) or value <= 0:
       raise UserError(f"{field}={value!r} must be a positive integer.")
-  if config.shuffle_buffer < 1:
-    raise UserError(f"shuffle_buffer={config.shuffle_buffer} must be at least 1.")
+  if config.input_workers < -1:
+    raise UserError(f"input_workers={config.input_workers} must be -1 (automatic), 0 (no "
+                    f"worker processes) or a number of processes.")
   optim.make_optimizer(config)  # schedule, optimizer and dtype settings.
   if config.pretrained:
     finetune.check_exists(config.pretrained)

@@ -12,6 +12,7 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 from clu import parameter_overview
 
 from vit_jax import build as build_lib
@@ -35,10 +36,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   source = sources.from_config(config)
   built = build_lib.build(config, mesh, num_classes=source.num_classes,
                           image_shape=pipeline.image_shape(source, split=config.test_split,
-                                                           pp=config.pp_eval))
+                                                           pp=config.pp_eval,
+                                                           pp_modules=config.pp_modules))
 
   data_state = _data_state(config, shards)
-  checkpointer, state = _initial_state(config, built, workdir, data_state)
+  checkpointer, state, input_state = _initial_state(config, built, workdir, data_state)
   _write_run_files(config, built, workdir)
   metrics.log_line(_header(config, built, source, shards, workdir))
   if jax.process_count() > 1:
@@ -52,22 +54,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                      f"a new --workdir.")
     return state
 
-  train_data = pipeline.train_dataset(
+  train_step = _compile_train_step(built, pipeline.example_spec(
+      source, split=config.train_split, pp=config.pp_train,
+      pp_modules=config.pp_modules)["label"])
+  train_data = pipeline.TrainStream(
       source, split=config.train_split, global_batch_size=config.batch_size,
-      pp=config.pp_train, seed=config.seed, start_step=start_step,
-      shuffle_buffer=config.shuffle_buffer, shards=shards,
-      num_batches=config.total_steps - start_step)
-  train_step = _compile_train_step(built, train_data.element_spec["label"])
+      pp=config.pp_train, seed=config.seed, start_step=start_step, shards=shards,
+      num_batches=config.total_steps - start_step,
+      positions=input_state and input_state.get("positions"),
+      workers=pipeline.num_workers(config.input_workers, source),
+      pp_modules=config.pp_modules)
   evaluators = evaluators_lib.build_evaluators(
       config.evals, evaluators_lib.EvalContext(config, built))
 
   loop = _Loop(config, built, train_step, evaluators, checkpointer,
-               metrics.create_writer(workdir, start_step=start_step), data_state)
-  batches = device_feed.prefetch_to_mesh(train_data.as_numpy_iterator(), mesh)
+               metrics.create_writer(workdir, start_step=start_step), data_state, train_data)
+  batches = device_feed.prefetch_to_mesh(train_data, mesh)
   try:
     return loop.run(state, batches)
   finally:
-    batches.close()  # ends the input pipeline now, not at garbage collection.
+    batches.close()
+    train_data.close()  # ends the input workers now, not at garbage collection.
     loop.close()
 
 
@@ -79,8 +86,9 @@ def _data_state(config, shards: pipeline.DataShards) -> dict:
 
 
 def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dict):
-  """(checkpointer, state): the newest intact checkpoint if there is one; else fresh, or
-  fine-tuned from `pretrained`. Nothing is written before this has succeeded."""
+  """(checkpointer, state, input stream state or None): the newest intact checkpoint if
+  there is one; else fresh, or fine-tuned from `pretrained`. Nothing is written before
+  this has succeeded."""
   directory = os.path.join(workdir, "checkpoints")
   checkpointer = None  # created only once nothing can fail: it makes the directory.
   if os.path.isdir(directory):
@@ -93,7 +101,7 @@ def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dic
                          f"({saved_data_state} -> {data_state}): the data stream will not "
                          f"continue exactly.")
       metrics.log_line(f"Resumed from step {step} in {directory}")
-      return checkpointer, state
+      return checkpointer, state, checkpointer.restore_input(step)
   state = built.init_state(jax.random.key(config.seed))
   if config.pretrained:
     grid = built.model.patch_grid(*built.image_shape[:2])
@@ -101,8 +109,8 @@ def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dic
                             built.state.param_shardings)
     opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
     state = state.replace(params=params, opt_state=opt_state)
-  return checkpointer or checkpoints.TrainCheckpointer(directory,
-                                                      keep=config.keep_checkpoints), state
+  return checkpointer or checkpoints.TrainCheckpointer(
+      directory, keep=config.keep_checkpoints), state, None
 
 
 def _write_run_files(config, built: build_lib.Built, workdir: str) -> None:
@@ -119,8 +127,7 @@ def _write_run_files(config, built: build_lib.Built, workdir: str) -> None:
 
 def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str:
   num_params = built.state.num_params
-  examples = source.shard_size(config.train_split, shard_index=0, num_shards=1,
-                               drop_remainder=False)
+  examples = source.split_size(config.train_split)
   mesh = ", ".join(f"{axis} {size}" for axis, size in built.mesh.shape.items())
   processes = (f"{jax.process_count()} processes ({shards.num_shards} data shards), "
                if jax.process_count() > 1 else "")
@@ -132,9 +139,11 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
 
 
 def _compile_train_step(built: build_lib.Built, label_spec):
+  """`label_spec`: (shape, dtype) of one example's label."""
   start = time.perf_counter()
-  compiled = built.compile_train_step(label_shape=tuple(label_spec.shape[1:]),
-                                      integer_labels=label_spec.dtype.is_integer)
+  shape, dtype = label_spec
+  compiled = built.compile_train_step(label_shape=tuple(shape),
+                                      integer_labels=np.issubdtype(dtype, np.integer))
   metrics.log_line(f"Compiled the train step in {time.perf_counter() - start:.1f}s")
   return compiled
 
@@ -156,13 +165,13 @@ class _Loop:
   """The training loop's parts: each step, its log line, evaluations and checkpoints."""
 
   def __init__(self, config, built, train_step, evaluators, checkpointer, writer,
-               data_state: dict):
+               data_state: dict, train_data: pipeline.TrainStream):
     self.config, self.built, self.train_step = config, built, train_step
     self.evaluators, self.checkpointer, self.writer = evaluators, checkpointer, writer
-    self.data_state = data_state
+    self.data_state, self.train_data = data_state, train_data
     self.preemption = preemption.PreemptionWatcher()
     self.history: list[tuple[int, dict]] = []
-    self.skipped_images = len(sources.SKIPPED_IMAGES)
+    self.skipped_images = len(pipeline.SKIPPED_IMAGES)
     self.last_eval: dict[str, float] = {}
 
   def run(self, state, batches) -> TrainState:
@@ -180,7 +189,8 @@ class _Loop:
       if step % c.log_every == 0 or should_save or preempted or step == first:
         self.log(step, progress)
       if should_save or preempted:
-        self.checkpointer.save(step, state, self.data_state, force=preempted)
+        self.checkpointer.save(step, state, self.data_state, self.train_data.state(step),
+                               force=preempted)
         metrics.log_line(f"Saving checkpoint at step {step}")
       if preempted:
         self.checkpointer.wait()
@@ -202,7 +212,7 @@ class _Loop:
     step_history.check_finite(history, skip_nonfinite=skip)
     scalars = {**step_history.mean_metrics(history, skip_nonfinite=skip),
                **progress.measure(step)}
-    skipped = len(sources.SKIPPED_IMAGES) - self.skipped_images
+    skipped = len(pipeline.SKIPPED_IMAGES) - self.skipped_images
     self.skipped_images += skipped
     if skipped:
       scalars["skipped_images"] = float(skipped)  # since the last log line.
@@ -228,4 +238,4 @@ class _Loop:
   def close(self) -> None:
     self.preemption.close()
     self.checkpointer.close()
-    self.writer.flush()
+    self.writer.close()

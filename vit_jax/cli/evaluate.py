@@ -35,7 +35,8 @@ def evaluate(config, checkpoint: str, *, names=(), step=None) -> tuple[int, dict
   preprocess.import_modules(config.pp_modules)
   mesh = sharding_lib.make_mesh(dict(config.mesh))
   source = sources.from_config(config)
-  image_shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval)
+  image_shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval,
+                                     pp_modules=config.pp_modules)
   if checkpoint.endswith(".npz"):
     params = npz_format.load_npz(checkpoint)
     config = npz_format.config_for(params, config)
@@ -72,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main, uses_tensorflow=True)
+  common.run(main)

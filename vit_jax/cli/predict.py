@@ -52,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main, uses_tensorflow=True)
+  common.run(main)

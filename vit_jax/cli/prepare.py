@@ -1,5 +1,6 @@
-"""Downloads and prepares a TFDS dataset once (needs network; imagenet2012 needs the
-manual download in <data_dir>/downloads/manual).
+"""Downloads and prepares a TFDS dataset once, as ArrayRecord (needs network and
+TensorFlow: `pip install 'vit_jax[tfds]'`; imagenet2012 needs the manual download in
+<data_dir>/downloads/manual). Training then reads it without TensorFlow.
 
     python -m vit_jax.cli.prepare --dataset=cifar10 [--data_dir=~/tensorflow_datasets]
 """
@@ -23,8 +24,10 @@ def main(argv):
   name = canonical_name(FLAGS.dataset)
   data_dir = os.path.expanduser(FLAGS.data_dir or os.environ.get(
       "TFDS_DATA_DIR", "~/tensorflow_datasets"))
+  from vit_jax.data import builders  # pylint: disable=g-import-not-at-top,unused-import  (offline builders)
   builder = tfds.builder(name, data_dir=data_dir)
-  builder.download_and_prepare()
+  # ArrayRecord: random access, which the input pipeline (Grain) reads without TensorFlow.
+  builder.download_and_prepare(file_format="array_record")
   print(f"Prepared {name} in {data_dir}: {dict(builder.info.splits)}")
 
 

@@ -42,9 +42,10 @@ def main(argv):
 def _test_images(config, count: int):
   from vit_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
   data = pipeline.eval_dataset(sources.from_config(config), split=config.test_split,
-                               global_batch_size=count, pp=config.pp_eval)
+                               global_batch_size=count, pp=config.pp_eval,
+                               pp_modules=config.pp_modules)
   return next(iter(data))["image"]
 
 
 if __name__ == "__main__":
-  common.run(main, uses_tensorflow=True)
+  common.run(main)

@@ -8,6 +8,10 @@ from PIL import Image
 class UnreadableImageError(ValueError):
   """The file is not an image we can decode; the message names the file."""
 
+  def __init__(self, message: str, path: str = ""):
+    super().__init__(message)
+    self.path = path
+
 
 def load_image(path: str) -> np.ndarray:
   """Returns an (H, W, 3) uint8 array; raises UnreadableImageError naming the file."""
@@ -16,7 +20,7 @@ def load_image(path: str) -> np.ndarray:
       image.load()
       return to_rgb_uint8(image)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise UnreadableImageError(f"unreadable image {path}: {e}") from None
+    raise UnreadableImageError(f"unreadable image {path}: {e}", path) from None
 
 
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:

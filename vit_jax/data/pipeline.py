@@ -1,15 +1,17 @@
-"""Train and eval streams: sharded by process, deterministic, resumable, exactly evaluated.
+"""Train and eval streams on Grain: sharded by process, deterministic, resumable in O(1),
+exactly evaluated, with no TensorFlow.
 
 Batch sizes are GLOBAL (summed over all processes and devices), as in the configs.
 
 Training stream. A split is cut into `num_shards` data shards (default: one per process);
 each process reads only its own shards. A shard's stream is an endless sequence of
-epochs, each a seeded shuffle of the shard, and every example gets its own augmentation
-seed from (run seed, shard, position). The global batch at step k is the concatenation
-of every shard's k-th batch, so:
-  - the same seed gives the same batches;
-  - restarting at step k (`start_step=k`) skips whole epochs for free and at most one
-    epoch of undecoded records, then yields exactly what an uninterrupted run would;
+epochs, each a fresh global shuffle of the shard (Grain's index shuffle), and the example
+at stream position p is augmented with its own seed (run seed, shard, p). Records are
+decoded and preprocessed in Grain's worker processes (or threads); skipping unreadable
+images and batching happen after the workers, in order, so:
+  - the same seed gives the same batches, whatever the number of workers;
+  - the stream's state is one position per shard (`TrainStream.state`, saved with each
+    checkpoint by Grain's orbax handler): resuming reads nothing it does not use;
   - with `num_shards` fixed, the batches do not depend on the number of processes.
 
 Eval stream. Each process reads its part of the split, padded with masked examples to a
@@ -17,31 +19,23 @@ common number of whole batches, so every example counts exactly once.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
+import logging
 import math
-from typing import Iterator, Optional
+import os
+from typing import Any, Iterator, Optional, Sequence
 
-import jax
-import tensorflow as tf
+import grain
+import numpy as np
 
 from vit_jax.errors import UserError
 from vit_jax.data import preprocess
-from vit_jax.data.sources import Source
+from vit_jax.data.images import UnreadableImageError
+from vit_jax.data.sources import Source, shard_range
 
-try:  # tf.data runs on the host; TF must never claim an accelerator.
-  tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):
-  pass
-
-AUTOTUNE = tf.data.AUTOTUNE
-
-
-def _options() -> tf.data.Options:
-  options = tf.data.Options()
-  options.deterministic = True
-  options.threading.private_threadpool_size = 0
-  options.experimental_optimization.map_parallelization = True
-  return options
+SKIPPED_IMAGES: list[str] = []  # every skip of an unreadable file so far, in this process.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +48,10 @@ class DataShards:
   @classmethod
   def create(cls, num_shards: int = 0, process_index: Optional[int] = None,
              process_count: Optional[int] = None) -> "DataShards":
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
+    if process_index is None or process_count is None:
+      import jax  # pylint: disable=g-import-not-at-top  (input workers never need it)
+      process_index = jax.process_index() if process_index is None else process_index
+      process_count = jax.process_count() if process_count is None else process_count
     num_shards = num_shards or process_count
     if num_shards % process_count:
       raise UserError(f"data_shards={num_shards} must be a multiple of the "
@@ -77,101 +73,248 @@ def check_batch_size(global_batch_size: int, *, num_devices: int, num_shards: in
           f"use a multiple of {count}.")
 
 
-def _shard_train_stream(source: Source, split: str, shard: int, num_shards: int, *,
-                        pp_fn, seed: int, start_position: int, shuffle_buffer: int,
-                        batch_size: int) -> tf.data.Dataset:
-  size = source.shard_size(split, shard_index=shard, num_shards=num_shards,
-                           drop_remainder=True)
-  if size == 0:
-    raise UserError(f"Split {split!r} of {source.name} has no examples for data shard "
-                     f"{shard} of {num_shards}.")
-  records = source.read(split, shard_index=shard, num_shards=num_shards, drop_remainder=True)
-  shard_seed = tf.constant([seed, shard], tf.int64)
-
-  def epoch(index):
-    shuffle_seed = tf.random.experimental.stateless_fold_in(shard_seed, index)[0]
-    shuffled = records.shuffle(min(shuffle_buffer, size), seed=shuffle_seed,
-                               reshuffle_each_iteration=False)
-    return shuffled.enumerate().map(lambda i, example: {
-        **example,
-        "seed": tf.random.experimental.stateless_fold_in(shard_seed, index * size + i)})
-
-  start_epoch, offset = divmod(start_position, size)
-  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).skip(offset)
-  ds = ds.map(source.decode, AUTOTUNE).filter(source.filter)
-  ds = ds.map(lambda ex: _select(pp_fn(ex)), AUTOTUNE)
-  return ds.batch(batch_size, drop_remainder=True)
+def num_workers(setting: int, source: Source) -> int:
+  """Input worker processes: `setting` if >= 0; automatic (-1): none for in-memory data,
+  else one per spare host core (up to 16)."""
+  if setting >= 0:
+    return setting
+  return 0 if source.in_memory else max(1, min((os.cpu_count() or 2) - 1, 16))
 
 
-def _select(example: dict) -> dict:
-  label = example["label"]
-  if label.dtype.is_integer:
-    label = tf.cast(label, tf.int32)  # JAX runs without 64-bit types by default.
-  return {"image": example["image"], "label": label}
+# --- One example ------------------------------------------------------------------------
+class _Example:
+  """Record at stream position p -> {'image', 'label'} preprocessed, or {'skipped': path,
+  'reason'} for an unreadable file. Runs in the input workers."""
+
+  def __init__(self, source: Source, pp: str, pp_modules: Sequence[str], seed: int,
+               shard: int):
+    self.source, self.pp, self.pp_modules = source, pp, tuple(pp_modules)
+    self.seed, self.shard = seed, shard
+    self._pp_fn = None
+
+  def __getstate__(self):  # the parsed ops are rebuilt in each worker.
+    return {**self.__dict__, "_pp_fn": None}
+
+  def __call__(self, position: int, record: Any) -> dict:
+    if self._pp_fn is None:
+      preprocess.import_modules(self.pp_modules)
+      self._pp_fn = preprocess.parse(self.pp)
+    try:
+      example = self.source.decode(record)
+    except UnreadableImageError as e:
+      return {"skipped": e.path, "reason": str(e)}
+    seed = np.array([self.seed, self.shard, position], np.int64)
+    example = self._pp_fn({**example, "seed": seed})
+    label = np.asarray(example["label"])
+    if np.issubdtype(label.dtype, np.integer):
+      label = label.astype(np.int32)  # JAX runs without 64-bit types by default.
+    return {"image": np.asarray(example["image"]), "label": label}
 
 
-def train_dataset(source: Source, *, split: str, global_batch_size: int, pp: str, seed: int,
-                  start_step: int = 0, shuffle_buffer: int = 50_000,
-                  shards: Optional[DataShards] = None,
-                  num_batches: Optional[int] = None) -> tf.data.Dataset:
-  """This process's part of each global training batch, from step `start_step` on;
-  `num_batches` of them (a finite stream ends cleanly, with no work in flight)."""
-  shards = shards or DataShards.create()
-  if global_batch_size % shards.num_shards:
-    raise UserError(f"Global batch size {global_batch_size} is not divisible by the "
-                     f"{shards.num_shards} data shards.")
-  shard_batch = global_batch_size // shards.num_shards
-  pp_fn = preprocess.parse(pp)
-  streams = [
-      _shard_train_stream(source, split, shard, shards.num_shards, pp_fn=pp_fn, seed=seed,
-                          start_position=start_step * shard_batch,
-                          shuffle_buffer=shuffle_buffer, batch_size=shard_batch)
-      for shard in shards.local_shards]
-  ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
-      lambda *batches: tf.nest.map_structure(lambda *x: tf.concat(x, 0), *batches))
-  if num_batches is not None:
-    ds = ds.take(num_batches)
-  return ds.prefetch(AUTOTUNE).with_options(_options())
+def _readable(elements: Iterator[dict], on_read=None) -> Iterator[dict]:
+  """Drops unreadable records: one warning per file; every skip counted in
+  SKIPPED_IMAGES. `on_read()` is called for each record consumed, kept or not."""
+  for element in elements:
+    if on_read is not None:
+      on_read()
+    if "skipped" in element:
+      if element["skipped"] not in SKIPPED_IMAGES:
+        logging.warning("Skipping %s (training goes on without it).", element["reason"])
+      SKIPPED_IMAGES.append(element["skipped"])
+      continue
+    yield element
 
 
-@dataclasses.dataclass
+def _stack(elements: list[dict], pp: str) -> dict:
+  shapes = {e["image"].shape for e in elements}
+  if len(shapes) > 1:
+    raise UserError(f"Preprocessing {pp!r} gives images of different shapes "
+                    f"{sorted(shapes)}; it must produce a fixed size (add resize(...)).")
+  return {key: np.stack([e[key] for e in elements]) for key in elements[0]}
+
+
+def _ensure_absl_flags_parsed() -> None:
+  """Grain's worker processes read absl flags; a library user may not have parsed any."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def _iterate(dataset: grain.MapDataset, *, workers: int, threads: int = 4,
+             buffer: int = 256) -> grain.DatasetIterator:
+  """Elements in order: read by `threads` threads, or mapped in `workers` processes."""
+  threads = max(1, min(threads, os.cpu_count() or 1))
+  iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                                      prefetch_buffer_size=buffer))
+  if workers > 0:
+    _ensure_absl_flags_parsed()
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  return iter(iter_ds)
+
+
+def example_spec(source: Source, *, split: str, pp: str,
+                 pp_modules: Sequence[str] = ()) -> dict[str, tuple[tuple, np.dtype]]:
+  """{'image': (shape, dtype), 'label': (shape, dtype)} that `pp` makes of `split`'s first
+  readable example."""
+  records = source.records(split)
+  example = _Example(source, pp, pp_modules, seed=0, shard=0)
+  for position in range(min(len(records), 32)):
+    element = example(position, records[position])
+    if "skipped" not in element:
+      return {k: (tuple(v.shape), v.dtype) for k, v in element.items()}
+  raise UserError(f"Split {split!r} of {source.name} has no readable example among its "
+                  f"first {min(len(records), 32)}.")
+
+
+def image_shape(source: Source, *, split: str, pp: str,
+                pp_modules: Sequence[str] = ()) -> tuple[int, ...]:
+  """The (height, width, channels) that `pp` makes of `split`'s images."""
+  return example_spec(source, split=split, pp=pp, pp_modules=pp_modules)["image"][0]
+
+
+# --- Training ---------------------------------------------------------------------------
+class InputState:
+  """The training stream's position at one step, as Grain's orbax CheckpointHandler
+  saves and restores it (one JSON file per process)."""
+
+  def __init__(self, state: Optional[dict] = None):
+    self.state = state
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.state).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.state = json.loads(state)
+
+  def start_prefetch(self) -> None:
+    pass
+
+
+class TrainStream:
+  """This process's part of each global training batch, from step `start_step` on, as
+  numpy dicts {'image', 'label'}; `num_batches` of them (None: endless).
+
+  `positions` ({shard: records consumed}, from `state(step)` of an earlier run) resumes
+  exactly; without it the stream starts at `start_step` batches per shard (exact unless
+  the earlier run skipped unreadable images)."""
+
+  def __init__(self, source: Source, *, split: str, global_batch_size: int, pp: str,
+               seed: int, start_step: int = 0, shards: Optional[DataShards] = None,
+               num_batches: Optional[int] = None, positions: Optional[dict] = None,
+               workers: int = 0, pp_modules: Sequence[str] = ()):
+    shards = shards or DataShards.create()
+    if global_batch_size % shards.num_shards:
+      raise UserError(f"Global batch size {global_batch_size} is not divisible by the "
+                       f"{shards.num_shards} data shards.")
+    self.shard_batch = global_batch_size // shards.num_shards
+    self.pp, self.step, self.end = pp, start_step, (
+        None if num_batches is None else start_step + num_batches)
+    positions = {int(k): v for k, v in (positions or {}).items()}
+    records = source.records(split)
+    self.positions, self._iterators = {}, {}
+    per_shard_workers = math.ceil(workers / len(shards.local_shards)) if workers else 0
+    for shard in shards.local_shards:
+      window = shard_range(len(records), shard, shards.num_shards, drop_remainder=True)
+      if not window:
+        raise UserError(f"Split {split!r} of {source.name} has no examples for data shard "
+                        f"{shard} of {shards.num_shards}.")
+      self.positions[shard] = positions.get(shard, start_step * self.shard_batch)
+      shuffle_seed = int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
+      dataset = (grain.MapDataset.source(records).slice(slice(window.start, window.stop))
+                 .shuffle(seed=shuffle_seed).repeat()
+                 .map_with_index(_Example(source, pp, pp_modules, seed, shard))
+                 .slice(slice(self.positions[shard], None)))
+      if source.in_memory:  # nothing to skip: whole batches are made in the workers.
+        dataset = dataset.batch(self.shard_batch)
+      self._iterators[shard] = _iterate(dataset, workers=per_shard_workers)
+    self._batches = {shard: self._shard_batches(shard, source.in_memory)
+                     for shard in self._iterators}
+    self._states = collections.OrderedDict()
+
+  def _shard_batches(self, shard: int, batched: bool) -> Iterator[dict]:
+    """The shard's batches, counting the records consumed (skipped ones included)."""
+    iterator = self._iterators[shard]
+    if batched:
+      for batch in iterator:
+        self.positions[shard] += self.shard_batch
+        yield batch
+      return
+    readable = _readable(iterator, on_read=lambda: self.positions.__setitem__(
+        shard, self.positions[shard] + 1))
+    while True:
+      yield _stack([next(readable) for _ in range(self.shard_batch)], self.pp)
+
+  def __iter__(self) -> "TrainStream":
+    return self
+
+  def __next__(self) -> dict:
+    if self.end is not None and self.step >= self.end:
+      raise StopIteration
+    parts = [next(batches) for batches in self._batches.values()]
+    self.step += 1
+    self._states[self.step] = dict(self.positions)
+    while len(self._states) > 64:  # the trainer saves within a few steps of reading.
+      self._states.popitem(last=False)
+    if len(parts) == 1:
+      return parts[0]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+  def state(self, step: int) -> InputState:
+    """The position after the batch of `step` (one of the last 64 read)."""
+    return InputState({"step": step, "positions": {str(k): v
+                                                   for k, v in self._states[step].items()}})
+
+  def close(self) -> None:
+    for iterator in self._iterators.values():
+      close = getattr(iterator, "close", None)
+      if close is not None:
+        close()
+
+
+# --- Evaluation -------------------------------------------------------------------------
 class EvalData:
-  """A padded eval split: iterate `dataset` for `num_batches` local batches with 'mask'."""
-  dataset: tf.data.Dataset
-  num_batches: int
+  """A padded eval split: `num_batches` local batches with 'mask' (0 on padding)."""
+
+  def __init__(self, source: Source, records: grain.MapDataset, *, local_batch: int,
+               num_batches: int, pp: str, padding: dict, pp_modules: Sequence[str] = ()):
+    self.source, self.records, self.pp, self.pp_modules = source, records, pp, pp_modules
+    self.local_batch, self.num_batches, self.padding = local_batch, num_batches, padding
 
   def __iter__(self) -> Iterator[dict]:
-    return iter(self.dataset.as_numpy_iterator())
+    dataset = self.records.map_with_index(
+        _Example(self.source, self.pp, self.pp_modules, seed=0, shard=0))
+    elements = _readable(_iterate(dataset, workers=0))
+    for _ in range(self.num_batches):
+      batch = [dict(e, mask=np.float32(1)) for e in _take(elements, self.local_batch)]
+      batch += [self.padding] * (self.local_batch - len(batch))
+      yield _stack(batch, self.pp)
+
+
+def _take(iterator: Iterator, count: int) -> list:
+  out = []
+  for element in iterator:
+    out.append(element)
+    if len(out) == count:
+      break
+  return out
 
 
 def eval_dataset(source: Source, *, split: str, global_batch_size: int, pp: str,
-                 shards: Optional[DataShards] = None) -> EvalData:
+                 shards: Optional[DataShards] = None,
+                 pp_modules: Sequence[str] = ()) -> EvalData:
   shards = shards or DataShards.create()
   count, index = shards.process_count, shards.process_index
   if global_batch_size % count:
     raise UserError(f"Eval batch size {global_batch_size} is not divisible by the {count} "
                      f"processes.")
   local_batch = global_batch_size // count
-  sizes = [source.shard_size(split, shard_index=i, num_shards=count, drop_remainder=False)
-           for i in range(count)]
-  num_batches = max(1, math.ceil(max(sizes) / local_batch))
-  pp_fn = preprocess.parse(pp)
-  ds = source.read(split, shard_index=index, num_shards=count, drop_remainder=False)
-  ds = ds.map(source.decode, AUTOTUNE).filter(source.filter)
-  ds = ds.map(lambda ex: {**_select(pp_fn({**ex, "seed": tf.zeros([2], tf.int64)})),
-                          "mask": tf.constant(1.0)}, AUTOTUNE)
-  spec = ds.element_spec
-  if not spec["image"].shape.is_fully_defined():
-    raise UserError(f"Eval preprocessing {pp!r} gives images of shape {spec['image'].shape}; "
-                     f"it must produce a fixed size (add resize(...)).")
-  padding = tf.data.Dataset.from_tensors(
-      tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)).repeat()
-  ds = ds.concatenate(padding).take(num_batches * local_batch).batch(local_batch)
-  return EvalData(ds.prefetch(AUTOTUNE).with_options(_options()), num_batches)
-
-
-def image_shape(source: Source, *, split: str, pp: str) -> tuple[int, ...]:
-  """The (height, width, channels) that `pp` makes of `split`'s images (fixed, checked)."""
-  data = eval_dataset(source, split=split, global_batch_size=1, pp=pp,
-                      shards=DataShards(num_shards=1, process_index=0, process_count=1))
-  return tuple(data.dataset.element_spec["image"].shape[1:])
+  records = source.records(split)
+  windows = [shard_range(len(records), i, count, drop_remainder=False) for i in range(count)]
+  num_batches = max(1, math.ceil(max(len(w) for w in windows) / local_batch))
+  window = windows[index]
+  local = grain.MapDataset.source(records).slice(slice(window.start, window.stop))
+  spec = example_spec(source, split=split, pp=pp, pp_modules=pp_modules)
+  padding = {**{k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()},
+             "mask": np.float32(0)}
+  return EvalData(source, local, local_batch=local_batch, num_batches=num_batches, pp=pp,
+                  padding=padding, pp_modules=pp_modules)

@@ -2,6 +2,7 @@
 
     "to_rgb|inception_crop(224)|flip_lr|value_range(-1, 1)"
 
+Ops are plain numpy/PIL on one example (no TensorFlow): they run in the input workers.
 An op works on one field of the example dict ({'image': uint8 (H, W, C), 'label', 'seed'}):
 every op takes `key=` (the field it reads; 'image' unless the op says otherwise) and
 `outkey=` (where the result goes; the same field by default), e.g.
@@ -11,21 +12,23 @@ every op takes `key=` (the field it reads; 'image' unless the op says otherwise)
 
     @preprocess.register("invert")
     def invert():
-      return lambda image, seed: 255 - image
+      return lambda image, rng: 255 - image
 
 and the config names the module (`config.pp_modules = ('my_ops',)`) and the op
-(`config.pp_train = '...|invert|...'`). Random ops are stateless: they draw from the
-example's own `seed` (derived from the run seed and the example's position in the stream)
-folded with the op's name, so a resumed run augments every example exactly as an
-uninterrupted run would.
+(`config.pp_train = '...|invert|...'`). Random ops draw from `rng`, a numpy Generator
+seeded by the example's own `seed` (run seed, data shard, position in the stream) and the
+op's name, so a resumed run augments every example exactly as an uninterrupted run would,
+whatever the number of input workers.
 """
 from __future__ import annotations
 
 import ast
+import math
 import zlib
 from typing import Callable, Iterable, Optional
 
-import tensorflow as tf
+import numpy as np
+from PIL import Image
 
 from vit_jax.errors import UserError
 from vit_jax.plugins import import_plugin
@@ -35,10 +38,10 @@ _REGISTRY: dict[str, Callable[..., Op]] = {}
 
 
 def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = None):
-  """Registers `factory(*args, **kwargs) -> fn(value, seed) -> value` as op `name`,
+  """Registers `factory(*args, **kwargs) -> fn(value, rng) -> value` as op `name`,
   reading field `key` by default. With key=None the op receives and returns the whole
-  example dict. The op's seed is the example's folded with `salt` (default: a hash of the
-  name), so that different random ops draw independently."""
+  example dict. The op's generator is seeded by the example's seed and `salt` (default: a
+  hash of the name), so that different random ops draw independently."""
   salt = zlib.crc32(name.encode()) & 0x7FFFFFFF if salt is None else salt
 
   def wrap(factory):
@@ -46,18 +49,31 @@ def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = N
       fn = factory(*args, **kwargs)
 
       def op(example: dict) -> dict:
-        seed = tf.random.experimental.stateless_fold_in(example["seed"], salt)
+        rng = _LazyGenerator(example["seed"], salt)
         if key is None:
-          return fn(example, seed)
+          return fn(example, rng)
         if key not in example:
           raise UserError(f"Preprocessing op {name!r} reads field {key!r}, which the "
                           f"example does not have (fields: {sorted(example)}).")
-        return {**example, outkey or key: fn(example[key], seed)}
+        return {**example, outkey or key: fn(example[key], rng)}
       return op
 
     _REGISTRY[name] = make_op
     return factory
   return wrap
+
+
+class _LazyGenerator:
+  """A numpy Generator seeded by (example seed, salt), made on first use: deterministic
+  ops never pay for seeding one."""
+
+  def __init__(self, seed, salt: int):
+    self._entropy, self._generator = [*(int(s) for s in seed), salt], None
+
+  def __getattr__(self, name):
+    if self._generator is None:
+      self._generator = np.random.default_rng(self._entropy)
+    return getattr(self._generator, name)
 
 
 def import_modules(modules: Iterable[str]) -> None:
@@ -70,86 +86,114 @@ def _size2(size) -> tuple[int, int]:
   return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _to_uint8(image: tf.Tensor) -> tf.Tensor:
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+def resize_image(image: np.ndarray, size) -> np.ndarray:
+  """Bilinear resize to `size` (int or (height, width)), antialiased when shrinking
+  (PIL's filter widens with the scale). uint8 in, uint8 out; other dtypes come out as
+  float32."""
+  height, width = _size2(size)
+  if image.shape[:2] == (height, width):
+    return image
+  if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
+    mode_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    out = np.asarray(mode_image.resize((width, height), Image.BILINEAR))
+    return out.reshape(height, width, image.shape[-1])
+  channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32),
+                                         mode="F").resize((width, height), Image.BILINEAR))
+              for c in range(image.shape[-1])]
+  return np.stack(channels, -1)
 
 
-# Salts 1-3: those of earlier versions, so a run resumed across versions augments alike.
+def sample_crop_window(height: int, width: int, rng: np.random.Generator, *,
+                       area_range=(0.05, 1.0), aspect_range=(3 / 4, 4 / 3),
+                       attempts: int = 10) -> tuple[int, int, int, int]:
+  """(top, left, crop height, crop width) covering a uniform fraction of the area in
+  `area_range` with a uniform aspect ratio in `aspect_range` (GoogLeNet's crop, as
+  TensorFlow's sample_distorted_bounding_box draws it); the whole image when no draw fits."""
+  for _ in range(attempts):
+    area = rng.uniform(*area_range) * height * width
+    aspect = rng.uniform(*aspect_range)
+    crop_h = int(round(math.sqrt(area / aspect)))
+    crop_w = int(round(math.sqrt(area * aspect)))
+    if 0 < crop_h <= height and 0 < crop_w <= width:
+      top = int(rng.integers(0, height - crop_h + 1))
+      left = int(rng.integers(0, width - crop_w + 1))
+      return top, left, crop_h, crop_w
+  return 0, 0, height, width
+
+
+# Salts 1-3: stable across versions, so a resumed run augments alike.
 @register("inception_crop", salt=1)
 def inception_crop(size, area_min: float = 5, area_max: float = 100):
   """Random crop of 5-100% of the area, aspect 3/4-4/3, resized to `size` (GoogLeNet)."""
-  def crop(image, seed):
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed,
-        area_range=(area_min / 100, area_max / 100), min_object_covered=0,
-        use_image_if_no_bounding_boxes=True)
-    patch = tf.slice(image, begin, crop_size)
-    return _to_uint8(tf.image.resize(patch, _size2(size), method="bilinear", antialias=True))
+  def crop(image, rng):
+    top, left, h, w = sample_crop_window(*image.shape[:2], rng,
+                                         area_range=(area_min / 100, area_max / 100))
+    return resize_image(image[top:top + h, left:left + w], size)
   return crop
 
 
 @register("resize")
 def resize(size):
   """Bilinear (antialiased) resize to `size` (int or (height, width)), uint8 out."""
-  def op(image, seed):
-    del seed
-    return _to_uint8(tf.image.resize(image, _size2(size), method="bilinear", antialias=True))
-  return op
+  return lambda image, rng: resize_image(image, size)
 
 
 @register("random_crop", salt=2)
 def random_crop(size):
-  def op(image, seed):
+  def op(image, rng):
     height, width = _size2(size)
-    return tf.image.stateless_random_crop(image, [height, width, tf.shape(image)[-1]], seed=seed)
+    if height > image.shape[0] or width > image.shape[1]:
+      raise UserError(f"random_crop({size}) of a {image.shape[0]}x{image.shape[1]} image: "
+                      f"resize first (e.g. 'resize({max(height, width)})|random_crop(...)').")
+    top = int(rng.integers(0, image.shape[0] - height + 1))
+    left = int(rng.integers(0, image.shape[1] - width + 1))
+    return image[top:top + height, left:left + width]
   return op
 
 
 @register("central_crop")
 def central_crop(size):
   """The centre `size` crop: 'resize(256)|central_crop(224)' is the ImageNet evaluation."""
-  def op(image, seed):
-    del seed
+  def op(image, rng):
     height, width = _size2(size)
-    top = (tf.shape(image)[0] - height) // 2
-    left = (tf.shape(image)[1] - width) // 2
+    top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
     return image[top:top + height, left:left + width]
   return op
 
 
 @register("flip_lr", salt=3)
 def flip_lr():
-  return tf.image.stateless_random_flip_left_right
+  return lambda image, rng: image[:, ::-1] if rng.integers(2) else image
 
 
 @register("to_rgb")
 def to_rgb():
   """Grayscale (1 channel) -> 3 identical channels; RGB(A) -> its first 3 channels."""
-  def op(image, seed):
-    del seed
-    image = tf.cond(tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, 3]),
-                    lambda: image[..., :3])
-    image.set_shape([None, None, 3])
-    return image
-  return op
+  return lambda image, rng: np.repeat(image, 3, -1) if image.shape[-1] == 1 else image[..., :3]
 
 
 @register("value_range")
 def value_range(low: float = -1, high: float = 1):
   """uint8 [0, 255] -> float32 [low, high]; the paper's inputs are in [-1, 1]."""
-  def op(image, seed):
-    del seed
-    return tf.cast(image, tf.float32) / 255.0 * (high - low) + low
-  return op
+  scale = np.float32((high - low) / 255.0)
+  return lambda image, rng: image.astype(np.float32) * scale + np.float32(low)
+
+
+@register("normalize")
+def normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+  """uint8 -> float32 (image / 255 - mean) / std, per channel: timm's and DINOv2's inputs
+  (the defaults are ImageNet's statistics)."""
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  return lambda image, rng: (image.astype(np.float32) / 255.0 - mean) / std
 
 
 @register("multi_hot", key="label")
 def multi_hot(num_classes: int):
   """A list of labels (multi-label pre-training) -> a {0, 1} vector."""
-  def op(labels, seed):
-    del seed
-    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
-    return tf.reduce_max(tf.one_hot(labels, num_classes, dtype=tf.float32), axis=0)
+  def op(labels, rng):
+    out = np.zeros(num_classes, np.float32)
+    out[np.asarray(labels, np.int64).reshape(-1)] = 1.0
+    return out
   return op
 
 

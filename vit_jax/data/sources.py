@@ -1,162 +1,199 @@
-"""Where examples come from: a TFDS dataset (including the offline ones) or an image folder.
+"""Where examples come from: random-access sources, read without TensorFlow.
 
-A source reads one *shard* of a split in a fixed order and decodes images to uint8 HxWxC;
-shuffling, augmentation and batching happen in `vit_jax.data.pipeline`.
+A source gives, per split, a random-access sequence of *records* (`records(split)`; cheap
+to index, e.g. an ArrayRecord file, an array or a list of paths) and decodes one record
+to {'image': uint8 (H, W, C), 'label'} (`decode`, run in the input workers). Shuffling,
+augmentation and batching happen in `vit_jax.data.pipeline`.
+
+Built in: the offline datasets (numpy arrays shipped in Python packages), TFDS datasets
+prepared as ArrayRecord (`tfds.data_source`), and image folders. Your own data in a few
+lines: `ArraySource(name, {"train": (images, labels), "test": ...})`, or subclass
+`Source` with `records` and `decode`.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import io
-import logging
 import os
-import threading
-from typing import Optional
+import re
+from typing import Any, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from vit_jax.errors import UserError
-from vit_jax.data import builders
-from vit_jax.data.presets import DATASET_ALIASES, DATASET_PRESETS, canonical_name
+from vit_jax.data import offline
 from vit_jax.data.images import UnreadableImageError, load_image
+from vit_jax.data.presets import DATASET_ALIASES, DATASET_PRESETS, canonical_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 class Source:
-  """Interface: a split's shard as a deterministic tf.data.Dataset of decoded examples."""
+  """Interface: per split, random-access records and how to decode one."""
   name: str
   num_classes: int
-  label_names: Optional[list[str]]
+  label_names: Optional[list[str]] = None
+  in_memory = False  # decoding is trivial: no worker processes needed.
 
-  def shard_size(self, split: str, *, shard_index: int, num_shards: int,
-                 drop_remainder: bool) -> int:
+  def records(self, split: str) -> Sequence[Any]:
     raise NotImplementedError
 
-  def read(self, split: str, *, shard_index: int, num_shards: int,
-           drop_remainder: bool) -> tf.data.Dataset:
-    """Yields {'image': encoded or raw, 'label'} in a fixed order (undecoded)."""
+  def decode(self, record: Any) -> dict:
+    """A record -> {'image': uint8 (H, W, C), 'label'}; raises UnreadableImageError (naming
+    the file) for a record to skip."""
     raise NotImplementedError
 
-  def decode(self, example: dict) -> dict:
-    """Encoded example -> the same example with 'image' as uint8 (H, W, C)."""
-    raise NotImplementedError
-
-  def filter(self, example: dict) -> tf.Tensor:
-    """False for examples to skip (unreadable files)."""
-    del example
-    return tf.constant(True)
+  def split_size(self, split: str) -> int:
+    return len(self.records(split))
 
 
-# --- TFDS -------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _file_lock(path: str):
-  """Serialises dataset preparation between processes sharing a disk."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as handle:
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(handle, fcntl.LOCK_UN)
+def shard_range(size: int, shard_index: int, num_shards: int, *,
+                drop_remainder: bool) -> range:
+  """Contiguous shard `shard_index` of `num_shards` of `size` records (as
+  tfds.even_splits cuts them: sizes differ by at most one, or are equal when
+  `drop_remainder`)."""
+  if drop_remainder:
+    per_shard = size // num_shards
+    return range(shard_index * per_shard, (shard_index + 1) * per_shard)
+  return range(size * shard_index // num_shards, size * (shard_index + 1) // num_shards)
+
+
+_SPLIT_SLICE = re.compile(r"^(\w+)\[(-?\d*)(%?):(-?\d*)(%?)\]$")
+
+
+def slice_split(split: str, size_of) -> tuple[str, slice]:
+  """'train[:98%]' -> ('train', slice(0, 98% of its size)); 'test' -> ('test', all).
+  `size_of(name)` gives a base split's size (TFDS's slicing syntax, for any source)."""
+  match = _SPLIT_SLICE.match(split.replace(" ", ""))
+  if not match:
+    return split, slice(None)
+  name, start, start_pct, stop, stop_pct = match.groups()
+  size = size_of(name)
+
+  def bound(text, percent):
+    if not text:
+      return None
+    value = int(text)
+    return int(round(size * value / 100)) if percent else value
+  return name, slice(bound(start, start_pct), bound(stop, stop_pct))
+
+
+class _Slice(Sequence):
+  """A lazy view of `base[start:stop]` (no copy of an array or a file index)."""
+
+  def __init__(self, base: Sequence, window: slice):
+    self.base, self.range = base, range(len(base))[window]
+
+  def __len__(self):
+    return len(self.range)
+
+  def __getitem__(self, index):
+    return self.base[self.range[index]]
+
+
+# --- Arrays (the offline datasets, or your own) ------------------------------------------
+class ArraySource(Source):
+  """In-memory images: {split: (uint8 images (N, H, W, C), labels (N,))}."""
+  in_memory = True
+
+  def __init__(self, name: str, splits: dict[str, tuple[np.ndarray, np.ndarray]], *,
+               num_classes: Optional[int] = None, label_names: Optional[list[str]] = None):
+    self.name, self.splits = name, splits
+    self.num_classes = num_classes or int(max(labels.max() for _, labels in splits.values())) + 1
+    self.label_names = label_names or [str(i) for i in range(self.num_classes)]
+
+  def records(self, split):
+    name, window = slice_split(split, lambda base: len(self._base(base)[1]))
+    images, labels = self._base(name)
+    return _Slice(_Pairs(images, labels), window)
+
+  def _base(self, name):
+    if name not in self.splits:
+      raise UserError(f"Dataset {self.name!r} has no split {name!r}; it has "
+                      f"{sorted(self.splits)}.")
+    return self.splits[name]
+
+  def decode(self, record):
+    return record
+
+
+class _Pairs(Sequence):
+  def __init__(self, images, labels):
+    self.images, self.labels = images, labels
+
+  def __len__(self):
+    return len(self.labels)
+
+  def __getitem__(self, index):
+    return {"image": self.images[index], "label": self.labels[index]}
+
+
+# --- TFDS (ArrayRecord) -----------------------------------------------------------------
+def default_data_dir(data_dir: Optional[str] = None) -> str:
+  return os.path.expanduser(data_dir or os.environ.get(
+      "TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets")))
 
 
 class TfdsSource(Source):
+  """A TFDS dataset prepared as ArrayRecord (`python -m vit_jax.cli.prepare`), read with
+  `tfds.data_source`: random access, decoded in numpy, no TensorFlow."""
+
   def __init__(self, name: str, *, data_dir: Optional[str] = None, label_key: str = "label"):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     self.name = canonical_name(name)
-    data_dir = os.path.expanduser(data_dir or os.environ.get(
-        "TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets")))
+    self.data_dir = default_data_dir(data_dir)
     try:
-      self.builder = tfds.builder(self.name, data_dir=data_dir)
+      self.builder = tfds.builder(self.name, data_dir=self.data_dir)
     except tfds.core.registered.DatasetNotFoundError:
       known = sorted(set(DATASET_PRESETS) | set(DATASET_ALIASES))
       raise UserError(
           f"Unknown dataset {name!r}: not a TFDS dataset name. Presets: {', '.join(known)}; "
           f"any name from `tfds.list_builders()` works, or dataset='folder:/path/to/dir' "
           f"for your own images.") from None
-    self.data_dir = data_dir
-    if self.name in builders.OFFLINE_DATASETS and not self.builder.is_prepared():
-      # Offline datasets "download" from package data: prepare on first use.
-      with _file_lock(os.path.join(data_dir, f".{self.name}.lock")):
-        if not self.builder.is_prepared():  # another process may have prepared it.
-          print(f"Preparing the offline dataset {self.name} in {data_dir} (once).", flush=True)
-          tfds.disable_progress_bar()
-          with contextlib.redirect_stdout(io.StringIO()):  # TFDS's own banner lines.
-            self.builder.download_and_prepare()
-      # Re-read: if another process prepared it meanwhile, our builder's info is stale.
-      self.builder = tfds.builder(self.name, data_dir=data_dir)
     self.label_key = label_key
     label_feature = self.builder.info.features[label_key]
     if isinstance(label_feature, tfds.features.Sequence):
       label_feature = label_feature.feature  # multi-label datasets (ImageNet-21k style).
     self.num_classes = label_feature.num_classes
     self.label_names = list(label_feature.names)
-    self._image_feature = self.builder.info.features["image"]
+    self._records: dict[str, Sequence] = {}
 
-  def _as_dataset(self, split, shard_index, num_shards, drop_remainder):
-    sub = tfds.even_splits(split, n=num_shards, drop_remainder=drop_remainder)[shard_index]
-    try:
-      return self.builder.as_dataset(
-          split=sub, shuffle_files=False,
-          # Read only image (left encoded) and label: skips e.g. pets' segmentation masks.
-          decoders=tfds.decode.PartialDecoding(
-              {"image": True, self.label_key: True},
-              decoders={"image": tfds.decode.SkipDecoding()}),
-          read_config=tfds.ReadConfig(interleave_cycle_length=1, add_tfds_id=False))
-    except AssertionError:
-      if self.builder.is_prepared():
-        raise
+  def _prepare_command(self) -> str:
+    return (f"python -m vit_jax.cli.prepare --dataset={self.name} "
+            f"--data_dir={self.data_dir}")
+
+  def records(self, split):
+    if split in self._records:
+      return self._records[split]
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    if not self.builder.is_prepared():
       # Preparing from here would retry the network for minutes when there is none;
       # downloading is a separate, explicit step.
-      raise UserError(
-          f"Dataset {self.name!r} is not prepared in {self.data_dir}. Prepare it once (needs "
-          f"network; imagenet2012 needs its manual download): python -m vit_jax.cli.prepare "
-          f"--dataset={self.name} --data_dir={self.data_dir}") from None
+      raise UserError(f"Dataset {self.name!r} is not prepared in {self.data_dir}. Prepare "
+                      f"it once (needs network and TensorFlow; imagenet2012 needs its manual "
+                      f"download): {self._prepare_command()}")
+    file_format = str(self.builder.info.file_format or "")
+    if "array_record" not in file_format:
+      raise UserError(f"Dataset {self.name!r} in {self.data_dir} is prepared as "
+                      f"{file_format or 'tfrecord'}, which has no random access; prepare it "
+                      f"again as ArrayRecord: {self._prepare_command()}")
+    other_features = {k: tfds.decode.SkipDecoding() for k in self.builder.info.features
+                      if k not in ("image", self.label_key)}
+    try:
+      self._records[split] = tfds.data_source(
+          self.name, split=split, data_dir=self.data_dir, download=False,
+          decoders=other_features or None)
     except (KeyError, ValueError) as e:
       raise UserError(f"Dataset {self.name!r} has no split {split!r} ({e}); it has "
-                       f"{list(self.builder.info.splits)}.") from None
+                      f"{list(self.builder.info.splits)}.") from None
+    return self._records[split]
 
-  def shard_size(self, split, *, shard_index, num_shards, drop_remainder):
-    ds = self._as_dataset(split, shard_index, num_shards, drop_remainder)
-    size = int(ds.cardinality())
-    if size < 0:  # unknown cardinality: count the records (no decoding).
-      size = int(ds.reduce(0, lambda count, _: count + 1))
-    return size
-
-  def read(self, split, *, shard_index, num_shards, drop_remainder):
-    ds = self._as_dataset(split, shard_index, num_shards, drop_remainder)
-    return ds.map(lambda ex: {"image": ex["image"], "label": ex[self.label_key]})
-
-  def decode(self, example):
-    return {**example, "image": self._image_feature.decode_example(example["image"])}
+  def decode(self, record):
+    return {"image": record["image"], "label": record[self.label_key]}
 
 
 # --- Image folders ----------------------------------------------------------------------
-_skipped_lock = threading.Lock()
-SKIPPED_IMAGES: list[str] = []  # every skip of an unreadable file so far, in this process.
-
-
-def _load_or_skip(path: bytes):
-  path = path.decode()
-  try:
-    return load_image(path), True
-  except UnreadableImageError as e:
-    with _skipped_lock:
-      first_time = path not in SKIPPED_IMAGES
-      SKIPPED_IMAGES.append(path)
-    if first_time:  # one warning per file; the trainer counts the repeats per log line.
-      logging.warning("Skipping %s (unreadable; training goes on without it).", e)
-    return np.zeros((1, 1, 3), np.uint8), False
-
-
 class ImageFolderSource(Source):
-  """`DIR/{train,test}/<class_name>/*.{jpg,jpeg,png}`; classes sorted by name.
-
-  Unreadable images do not stop a run: each is skipped with a warning naming the file
-  (and counted in `SKIPPED_IMAGES`).
-  """
+  """`DIR/{train,test}/<class_name>/*.{jpg,jpeg,png}`; classes sorted by name. Unreadable
+  images do not stop a run: the pipeline skips each with a warning naming the file."""
 
   def __init__(self, directory: str):
     self.directory = os.path.expanduser(directory)
@@ -171,58 +208,46 @@ class ImageFolderSource(Source):
       raise UserError(f"{train_dir} has no class subfolders; put each class's images in "
                        f"{train_dir}/<class_name>/.")
     self.num_classes = len(self.label_names)
-    self._files: dict[str, tuple[list[str], list[int]]] = {}
+    self._files: dict[str, list[tuple[str, int]]] = {}
 
-  def _list(self, split: str):
+  def _list(self, split: str) -> list[tuple[str, int]]:
     if split in self._files:
       return self._files[split]
     split_dir = os.path.join(self.directory, split)
     if not os.path.isdir(split_dir):
       raise UserError(f"Image folder {self.directory!r} has no {split}/ subfolder.")
-    paths, labels = [], []
+    files = []
     for label, name in enumerate(self.label_names):
       class_dir = os.path.join(split_dir, name)
-      files = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(IMAGE_EXTENSIONS)) \
+      names = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(IMAGE_EXTENSIONS)) \
           if os.path.isdir(class_dir) else []
-      if not files and split == "train":
+      if not names and split == "train":
         raise UserError(f"Class folder {class_dir} is empty: add .jpg/.jpeg/.png images or "
                          f"remove the folder.")
-      paths += [os.path.join(class_dir, f) for f in files]
-      labels += [label] * len(files)
+      files += [(os.path.join(class_dir, f), label) for f in names]
     unknown = sorted(set(os.listdir(split_dir)) - set(self.label_names))
     if unknown:
       raise UserError(f"{split_dir} has class folders {unknown} that train/ does not have.")
-    self._files[split] = (paths, labels)
-    return paths, labels
+    self._files[split] = files
+    return files
 
-  def _shard(self, split, shard_index, num_shards, drop_remainder):
-    paths, labels = self._list(split)
-    count = len(paths) - len(paths) % num_shards if drop_remainder else len(paths)
-    return paths[shard_index:count:num_shards], labels[shard_index:count:num_shards]
+  def records(self, split):
+    name, window = slice_split(split, lambda base: len(self._list(base)))
+    return self._list(name)[window]
 
-  def shard_size(self, split, *, shard_index, num_shards, drop_remainder):
-    return len(self._shard(split, shard_index, num_shards, drop_remainder)[0])
-
-  def read(self, split, *, shard_index, num_shards, drop_remainder):
-    paths, labels = self._shard(split, shard_index, num_shards, drop_remainder)
-    return tf.data.Dataset.from_tensor_slices(
-        {"image": tf.constant(paths, tf.string), "label": tf.constant(labels, tf.int64)})
-
-  def decode(self, example):
-    image, ok = tf.numpy_function(_load_or_skip, [example["image"]], [tf.uint8, tf.bool],
-                                  stateful=False)
-    image.set_shape([None, None, 3])
-    return {**example, "image": image, "_ok": ok}
-
-  def filter(self, example):
-    return example["_ok"]
+  def decode(self, record):
+    path, label = record
+    return {"image": load_image(path), "label": np.int64(label)}
 
 
 def get_source(name: str, *, data_dir: Optional[str] = None,
                label_key: str = "label") -> Source:
-  """'cifar10', 'digits', any TFDS name, or 'folder:/path/to/dir'."""
+  """'digits', 'pureml_mnist', 'cifar10' or any TFDS name, or 'folder:/path/to/dir'."""
   if name.startswith("folder:"):
     return ImageFolderSource(name.removeprefix("folder:"))
+  canonical = canonical_name(name)
+  if canonical in offline.LOADERS:
+    return ArraySource(canonical, offline.LOADERS[canonical]())
   return TfdsSource(name, data_dir=data_dir, label_key=label_key)
 
 
@@ -230,3 +255,7 @@ def from_config(config, dataset: Optional[str] = None) -> Source:
   """The source a training config names (or `dataset` with the config's data dir)."""
   return get_source(dataset or config.dataset, data_dir=config.get("data_dir"),
                     label_key=config.get("label_key", "label") if not dataset else "label")
+
+
+__all__ = ["Source", "ArraySource", "TfdsSource", "ImageFolderSource", "UnreadableImageError",
+           "get_source", "from_config", "shard_range", "slice_split"]

@@ -46,7 +46,8 @@ class EvalContext:
     from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     return pipeline.eval_dataset(self.source(dataset), split=split or self.config.test_split,
                                  pp=pp or self.config.pp_eval,
-                                 global_batch_size=batch_size or self.config.eval_batch_size)
+                                 global_batch_size=batch_size or self.config.eval_batch_size,
+                                 pp_modules=self.config.pp_modules)
 
 
 @dataclasses.dataclass
