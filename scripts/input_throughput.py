@@ -1,17 +1,20 @@
-"""Measures the host's images/s for decode + inception crop + flip at 224 px.
+"""Measures the host's training input rate: decode + inception crop + flip at 224 px.
 
-    python scripts/input_throughput.py [--backend=tf|pil] [--images=256] [--seconds=20]
+    python scripts/input_throughput.py [--backend=grain|tf] [--prepared] [--workers=N]
 
-JPEGs of ImageNet's typical size (500x375) go through the training preprocessing:
-  --backend=tf   tf.data, decoded exactly as TfdsSource decodes them, then the pp ops;
-  --backend=pil  no TensorFlow: PIL in one worker process per core (JPEG draft mode
-                 decodes at the smallest scale that still covers the crop).
+JPEGs of ImageNet's typical size (500x375), written as an image folder, go through:
+  --backend=grain  the trainer's pipeline (vit_jax.data.pipeline.TrainStream: Grain,
+                   decoding in worker processes, JPEG DCT scaling), no TensorFlow;
+  --prepared       ... over the same folder pre-resized once to a 256 px shorter side
+                   (`python -m vit_jax.cli.prepare --folder=SRC --out=DST`);
+  --backend=tf     the tf.data pipeline it replaced (tf.io.decode_jpeg, TensorFlow's
+                   sample_distorted_bounding_box, antialiased resize), for comparison.
 Prints images/s in total and per host core, and the cores needed for the GPU goals.
 """
 import argparse
 import io
-import multiprocessing
 import os
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -22,6 +25,7 @@ from PIL import Image  # noqa: E402
 # Train-step rates a host must feed (images/s): the H100 goals of BENCHMARKS.md.
 NEEDED = {"ViT-B/16 on H100 (goal 4,700 img/s)": 4700,
           "ViT-S/16 on H100 (goal 10,000 img/s)": 10000}
+PP = "inception_crop({res})|flip_lr|value_range(-1, 1)"
 
 
 def synthetic_jpegs(count: int, seed: int = 0) -> list[bytes]:
@@ -38,77 +42,82 @@ def synthetic_jpegs(count: int, seed: int = 0) -> list[bytes]:
   return images
 
 
-def pil_inception_crop(jpeg: bytes, size: int, rng: np.random.Generator) -> np.ndarray:
-  """Random-area (5%-100%), aspect 3/4-4/3 crop resized to size x size, random flip."""
-  image = Image.open(io.BytesIO(jpeg))
-  width, height = image.size
-  for _ in range(10):
-    area = width * height * rng.uniform(0.05, 1.0)
-    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-    w, h = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
-    if 0 < w <= width and 0 < h <= height:
-      break
-  else:
-    w, h = min(width, height), min(width, height)
-  left, top = rng.integers(0, width - w + 1), rng.integers(0, height - h + 1)
-  scale = max(1, min(w, h) // size)  # JPEG draft: decode at 1/2, 1/4, 1/8 when enough.
-  image.draft("RGB", (width // scale, height // scale))
-  factor = image.size[0] / width
-  box = tuple(int(v * factor) for v in (left, top, left + w, top + h))
-  crop = image.convert("RGB").resize((size, size), Image.BILINEAR, box=box)
-  array = np.asarray(crop, np.float32) / 127.5 - 1.0
-  return array[:, ::-1] if rng.random() < 0.5 else array
+def write_folder(jpegs: list[bytes], root: str) -> str:
+  for i, jpeg in enumerate(jpegs):
+    folder = os.path.join(root, "train", f"class_{i % 4}")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{i:05d}.jpg"), "wb") as f:
+      f.write(jpeg)
+  return root
 
 
-def _pil_worker(args):
-  jpegs, size, seconds, seed = args
-  rng = np.random.default_rng(seed)
+def _timed(batches, seconds: float, warmup: int = 2) -> float:
+  for _ in range(warmup):  # worker start-up, thread pools.
+    next(batches)
   count, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds:
-    pil_inception_crop(jpegs[count % len(jpegs)], size, rng)
-    count += 1
+    count += next(batches)["image"].shape[0]
   return count / (time.perf_counter() - start)
 
 
-def pil_rate(jpegs, args) -> float:
-  cores = os.cpu_count()
-  with multiprocessing.Pool(cores) as pool:
-    return sum(pool.map(_pil_worker, [(jpegs, args.resolution, args.seconds, i)
-                                      for i in range(cores)]))
+def grain_rate(folder: str, args) -> float:
+  from vit_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  stream = pipeline.TrainStream(
+      sources.get_source(f"folder:{folder}"), split="train", global_batch_size=args.batch,
+      pp=PP.format(res=args.resolution), seed=0, shards=pipeline.DataShards(1, 0, 1),
+      workers=args.workers)
+  try:
+    return _timed(stream, args.seconds)
+  finally:
+    stream.close()
 
 
-def tf_rate(jpegs, args) -> float:
+def tf_rate(jpegs: list[bytes], args) -> float:
+  """The replaced tf.data path, op for op."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
-  feature = tfds.features.Image(encoding_format="jpeg")
-  pp = preprocess.parse(f"inception_crop({args.resolution})|flip_lr|value_range(-1, 1)")
+  size = (args.resolution, args.resolution)
+
+  def example(i, jpeg):
+    image = tf.io.decode_jpeg(jpeg, channels=3)
+    seed = tf.stack([tf.constant(0, tf.int64), i])
+    begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed, area_range=(0.05, 1.0),
+        min_object_covered=0, use_image_if_no_bounding_boxes=True)
+    image = tf.image.resize(tf.slice(image, begin, crop), size, antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    image = tf.image.stateless_random_flip_left_right(image, seed)
+    return {"image": tf.cast(image, tf.float32) / 127.5 - 1}
+
   ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate()
-  ds = ds.map(lambda i, jpeg: pp({"image": feature.decode_example(jpeg),
-                                  "seed": tf.stack([tf.constant(0, tf.int64), i])}),
-              tf.data.AUTOTUNE)
-  ds = ds.batch(args.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  it = iter(ds)
-  for _ in range(3):  # warm-up: thread pools, autotuning.
-    next(it)
-  count, start = 0, time.perf_counter()
-  while time.perf_counter() - start < args.seconds:
-    count += next(it)["image"].shape[0]
-  return count / (time.perf_counter() - start)
+  ds = ds.map(example, tf.data.AUTOTUNE).batch(args.batch, drop_remainder=True)
+  return _timed(iter(ds.prefetch(tf.data.AUTOTUNE)), args.seconds)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--backend", default="tf", choices=["tf", "pil"])
+  parser.add_argument("--backend", default="grain", choices=["grain", "tf"])
+  parser.add_argument("--prepared", action="store_true")
+  parser.add_argument("--workers", type=int, default=os.cpu_count())
   parser.add_argument("--images", type=int, default=256)
   parser.add_argument("--seconds", type=float, default=20)
   parser.add_argument("--resolution", type=int, default=224)
   parser.add_argument("--batch", type=int, default=128)
   args = parser.parse_args()
   jpegs = synthetic_jpegs(args.images)
-  rate = (pil_rate if args.backend == "pil" else tf_rate)(jpegs, args)
+  with tempfile.TemporaryDirectory() as root:
+    if args.backend == "tf":
+      rate, path = tf_rate(jpegs, args), "tf.data"
+    else:
+      folder = write_folder(jpegs, os.path.join(root, "jpeg"))
+      path = f"grain, {args.workers} worker processes"
+      if args.prepared:
+        from vit_jax.data import prepare_folder  # pylint: disable=g-import-not-at-top
+        folder = prepare_folder.resize_folder(folder, os.path.join(root, "prepared"),
+                                              shorter_side=256)
+        path += ", pre-resized to 256"
+      rate = grain_rate(folder, args)
   cores = os.cpu_count()
-  print(f"\n| measure ({args.backend}) | value |\n|---|---|")
+  print(f"\n| measure ({path}) | value |\n|---|---|")
   print(f"| host cores | {cores} |")
   print(f"| images/s (decode + inception_crop({args.resolution}) + flip) | {rate:,.0f} |")
   print(f"| images/s per core | {rate / cores:,.0f} |")

@@ -1,48 +1,73 @@
-"""Input pipeline: offline sources, TFDS (mocked), folders, determinism, resume, padded
+"""Input pipeline (Grain, no TensorFlow): offline sources, TFDS ArrayRecord (prepared
+offline and mocked), folders, determinism, O(1) exact resume across worker counts, padded
 eval, sharding over 8 devices, and bad input."""
+import shutil
+import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
+from tests import helpers
 from vit_jax.errors import UserError
 from vit_jax import sharding as sharding_lib
 from vit_jax.data import device_feed, pipeline, sources
 
 PP_TRAIN = "to_rgb|inception_crop(8)|flip_lr|value_range(-1, 1)"
 PP_EVAL = "to_rgb|resize(8)|value_range(-1, 1)"
+ONE = pipeline.DataShards(1, 0, 1)
 
 
-def take(ds, n):
-  it = ds.as_numpy_iterator()
-  return [next(it) for _ in range(n)]
+def take(stream, n):
+  return [next(stream) for _ in range(n)]
+
+
+def stream(source, **kw):
+  kw = {"split": "train", "global_batch_size": 64, "pp": PP_TRAIN, "seed": 3, "shards": ONE,
+        **kw}
+  return pipeline.TrainStream(source, **kw)
+
+
+def assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
 
 
 @pytest.fixture(scope="module")
-def digits(tfds_dir):
-  return sources.get_source("digits", data_dir=tfds_dir)
+def digits():
+  return sources.get_source("digits")
+
+
+@pytest.fixture
+def folder_with_a_broken_image(digits_folder, tmp_path):
+  folder = tmp_path / "data"
+  shutil.copytree(digits_folder, folder)
+  bad = folder / "train" / "digit_3" / "0003_broken.png"
+  bad.write_bytes(b"\x89PNG\r\n\x1a\n definitely not a png")
+  return folder, bad
 
 
 def test_digits_source_is_the_real_dataset(digits):
   assert digits.num_classes == 10
-  sizes = [digits.shard_size(s, shard_index=0, num_shards=1, drop_remainder=False)
-           for s in ("train", "test")]
+  sizes = [digits.split_size(s) for s in ("train", "test")]
   assert sizes == [1438, 359] and sum(sizes) == 1797
-  batch = take(pipeline.train_dataset(digits, split="train", global_batch_size=32, pp=PP_TRAIN,
-                                      seed=0), 1)[0]
+  batch = take(stream(digits, global_batch_size=32), 1)[0]
   assert batch["image"].shape == (32, 8, 8, 3) and batch["image"].dtype == np.float32
+  assert batch["label"].dtype == np.int32
   assert -1 <= batch["image"].min() < batch["image"].max() <= 1
   assert set(batch["label"]) <= set(range(10)) and len(set(batch["label"])) > 3
+  assert digits.split_size("train[:10%]") == 144 and digits.split_size("train[-10:]") == 10
 
 
-def test_mnist_source(tfds_dir):
-  mnist = sources.get_source("pureml_mnist", data_dir=tfds_dir)
-  assert mnist.shard_size("train", shard_index=0, num_shards=1, drop_remainder=True) == 60000
-  assert mnist.shard_size("test", shard_index=0, num_shards=1, drop_remainder=False) == 10000
+def test_mnist_source():
+  mnist = sources.get_source("pureml_mnist")
+  assert mnist.split_size("train") == 60000 and mnist.split_size("test") == 10000
   data = pipeline.eval_dataset(mnist, split="test", global_batch_size=500,
-                               pp="to_rgb|value_range(-1, 1)")
+                               pp="to_rgb|value_range(-1, 1)", shards=ONE)
   first = next(iter(data))
   assert first["image"].shape == (500, 28, 28, 3)
   # Real digits: the mean image is bright in the middle, dark at the border.
@@ -51,48 +76,63 @@ def test_mnist_source(tfds_dir):
 
 
 def test_same_seed_same_batches_and_exact_resume(digits):
-  kw = dict(split="train", global_batch_size=64, pp=PP_TRAIN, shuffle_buffer=500)
-  run = take(pipeline.train_dataset(digits, seed=3, **kw), 50)  # > 2 epochs of 1,438.
-  again = take(pipeline.train_dataset(digits, seed=3, **kw), 50)
-  other = take(pipeline.train_dataset(digits, seed=4, **kw), 1)
-  for a, b in zip(run, again):
-    np.testing.assert_array_equal(a["image"], b["image"])
-  assert not np.array_equal(run[0]["label"], other[0]["label"])
+  run_stream = stream(digits)
+  run = take(run_stream, 50)  # > 2 epochs of 1,438.
+  assert_batches_equal(take(stream(digits), 50), run)
+  assert not np.array_equal(take(stream(digits, seed=4), 1)[0]["label"], run[0]["label"])
   for k in (1, 22, 23, 45):  # mid-epoch and across epoch boundaries.
-    resumed = take(pipeline.train_dataset(digits, seed=3, start_step=k, **kw), 5)
-    for a, b in zip(run[k:k + 5], resumed):
-      np.testing.assert_array_equal(a["image"], b["image"])
-      np.testing.assert_array_equal(a["label"], b["label"])
+    assert_batches_equal(take(stream(digits, start_step=k), 5), run[k:k + 5])
+    positions = run_stream.state(k).state["positions"]
+    assert positions == {"0": k * 64}
+    assert_batches_equal(take(stream(digits, start_step=k, positions=positions), 5),
+                         run[k:k + 5])
 
 
 def test_each_epoch_sees_every_example_once(digits):
-  """With drop_remainder sharding and a full shuffle buffer an epoch is a permutation."""
+  """With drop_remainder sharding an epoch is a permutation of the split."""
   size = 1438
-  ds = pipeline.train_dataset(digits, split="train", global_batch_size=size // 2, seed=0,
-                              pp="to_rgb|value_range(-1, 1)", shuffle_buffer=size)
-  first, second = take(ds, 2)
+  first, second = take(stream(digits, global_batch_size=size // 2, pp="to_rgb"), 2)
   epoch = np.concatenate([first["image"], second["image"]]).reshape(size, -1)
-  test_ds = pipeline.eval_dataset(digits, split="train", global_batch_size=size,
-                                  pp="to_rgb|value_range(-1, 1)")
-  ordered = next(iter(test_ds))["image"].reshape(size, -1)
-  assert sorted(map(bytes, epoch.astype(np.float16))) == \
-      sorted(map(bytes, ordered.astype(np.float16)))
+  ordered = next(iter(pipeline.eval_dataset(digits, split="train", global_batch_size=size,
+                                            pp="to_rgb", shards=ONE)))["image"]
+  assert sorted(map(bytes, epoch)) == sorted(map(bytes, ordered.reshape(size, -1)))
+  third = take(stream(digits, global_batch_size=size // 2, pp="to_rgb"), 3)[2]
+  assert not np.array_equal(third["image"], first["image"])  # the next epoch reshuffles.
 
 
 def test_shards_make_batches_independent_of_process_count(digits):
   """Two processes each reading one of 2 shards == one process reading both."""
-  kw = dict(split="train", global_batch_size=16, pp=PP_TRAIN, seed=0)
-  whole = take(pipeline.train_dataset(
-      digits, shards=pipeline.DataShards.create(2, 0, 1), **kw), 3)
-  parts = [take(pipeline.train_dataset(
-      digits, shards=pipeline.DataShards.create(2, p, 2), **kw), 3) for p in range(2)]
+  kw = dict(global_batch_size=16, seed=0)
+  whole = take(stream(digits, shards=pipeline.DataShards.create(2, 0, 1), **kw), 3)
+  parts = [take(stream(digits, shards=pipeline.DataShards.create(2, p, 2), **kw), 3)
+           for p in range(2)]
   for step in range(3):
     joined = np.concatenate([parts[0][step]["image"], parts[1][step]["image"]])
     np.testing.assert_array_equal(whole[step]["image"], joined)
-  # And process 0 never reads process 1's examples in an epoch.
-  sizes = [digits.shard_size("train", shard_index=i, num_shards=2, drop_remainder=True)
-           for i in range(2)]
-  assert sizes == [719, 719]
+  assert [len(sources.shard_range(1438, i, 2, drop_remainder=True)) for i in range(2)] == \
+      [719, 719]
+
+
+def test_worker_processes_change_nothing_and_resume_is_exact_across_worker_counts(
+    folder_with_a_broken_image):
+  """Decoding in 2 worker processes gives the batches of decoding in-process, unreadable
+  image skipped alike; a resume from the saved position continues exactly, with another
+  worker count."""
+  folder, bad = folder_with_a_broken_image
+  source = sources.get_source(f"folder:{folder}")
+  kw = dict(global_batch_size=16, pp="random_crop(12)|flip_lr|value_range(-1, 1)")
+  in_process = stream(source, workers=0, **kw)
+  reference = take(in_process, 40)  # > 2 epochs of 240 files: the broken one is met.
+  in_process.close()
+  assert sum(1 for path in pipeline.SKIPPED_IMAGES if path == str(bad)) >= 2
+  with_workers = stream(source, workers=2, **kw)
+  assert_batches_equal(take(with_workers, 40), reference)
+  with_workers.close()
+  position = in_process.state(25).state["positions"]
+  assert position["0"] > 25 * 16  # the skipped file counts as read.
+  resumed = stream(source, workers=1, start_step=25, positions=position, **kw)
+  assert_batches_equal(take(resumed, 15), reference[25:])
+  resumed.close()
 
 
 @pytest.mark.parametrize("batch_size,process_count", [(64, 1), (100, 1), (48, 3), (7, 2)])
@@ -115,7 +155,7 @@ def test_padded_eval_counts_every_example_once(digits, batch_size, process_count
       total += batch["mask"].sum()
       labels_seen += list(batch["label"][batch["mask"] > 0])
   whole = next(iter(pipeline.eval_dataset(digits, split="test", global_batch_size=359,
-                                          pp=PP_EVAL)))
+                                          pp=PP_EVAL, shards=ONE)))
   assert total == 359 and sorted(labels_seen) == sorted(whole["label"])
   assert correct / total == pytest.approx((predict(whole["image"]) == whole["label"]).mean())
 
@@ -123,8 +163,7 @@ def test_padded_eval_counts_every_example_once(digits, batch_size, process_count
 def test_global_batch_sharded_over_8_devices(digits):
   assert jax.device_count() == 8
   mesh = sharding_lib.make_mesh({"data": -1})
-  ds = pipeline.train_dataset(digits, split="train", global_batch_size=32, pp=PP_TRAIN, seed=0)
-  batch = next(device_feed.prefetch_to_mesh(ds.as_numpy_iterator(), mesh))
+  batch = next(device_feed.prefetch_to_mesh(stream(digits, global_batch_size=32), mesh))
   assert batch["image"].shape == (32, 8, 8, 3)
   assert batch["image"].sharding.spec == sharding_lib.batch_sharding(mesh).spec
   shapes = {shard.data.shape for shard in batch["image"].addressable_shards}
@@ -133,17 +172,48 @@ def test_global_batch_sharded_over_8_devices(digits):
     pipeline.check_batch_size(12, num_devices=8, num_shards=1)
 
 
-@pytest.mark.parametrize("name,classes", [("cifar10", 10), ("oxford_iiit_pet", 37)])
-def test_tfds_datasets_through_mock_data(tmp_path, name, classes):
-  with tfds.testing.mock_data(num_examples=40, data_dir=str(tmp_path)):
-    source = sources.get_source(name, data_dir=str(tmp_path))
+def test_tfds_arrayrecord_prepared_offline_reads_without_tensorflow(digits, tmp_path):
+  """`vit_jax.cli.prepare` writes the digits as ArrayRecord (TensorFlow needed there);
+  a process where TensorFlow cannot be imported reads them back, equal to the arrays."""
+  prepare = subprocess.run([sys.executable, "-m", "vit_jax.cli.prepare",
+                            "--dataset=sklearn_digits", f"--data_dir={tmp_path}"],
+                           capture_output=True, text=True, timeout=600)
+  assert prepare.returncode == 0, prepare.stderr[-2000:]
+  script = f"""
+import sys
+import tests.no_tensorflow  # as if TensorFlow were not installed.
+import numpy as np
+from vit_jax.data import pipeline, sources
+source = sources.TfdsSource("sklearn_digits", data_dir={str(tmp_path)!r})
+batch = next(iter(pipeline.eval_dataset(source, split="test", global_batch_size=359, pp="",
+                                        shards=pipeline.DataShards(1, 0, 1))))
+np.save({str(tmp_path / "test.npy")!r}, batch["image"])
+np.save({str(tmp_path / "labels.npy")!r}, batch["label"])
+"""
+  read = subprocess.run([sys.executable, "-c", script + "assert 'tensorflow' not in sys.modules"],
+                        capture_output=True, text=True, timeout=300, cwd=helpers.REPO)
+  assert read.returncode == 0, read.stderr[-2000:]
+  images, labels = digits.splits["test"]
+
+  def examples(images, labels):  # TFDS stores examples in its own (hashed) order.
+    return sorted((image.tobytes(), int(label)) for image, label in zip(images, labels))
+  assert examples(np.load(tmp_path / "test.npy"), np.load(tmp_path / "labels.npy")) == \
+      examples(images, labels)
+
+
+@pytest.mark.parametrize("name,classes", [("cifar10", 10), ("oxford_flowers102", 102)])
+def test_tfds_datasets_through_mock_data(tmp_path, name, classes, monkeypatch):
+  import tensorflow_datasets as tfds
+  monkeypatch.setattr(sources.TfdsSource, "_check_prepared", lambda self: None)
+  with tfds.testing.mock_data(num_examples=40, data_dir=str(tmp_path),
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    source = sources.TfdsSource(name, data_dir=str(tmp_path))
     assert source.num_classes == classes
-    batch = take(pipeline.train_dataset(
-        source, split="train", global_batch_size=8, seed=0,
-        pp="inception_crop(32)|flip_lr|value_range(-1, 1)"), 1)[0]
+    batch = take(stream(source, global_batch_size=8, seed=0,
+                        pp="inception_crop(32)|flip_lr|value_range(-1, 1)"), 1)[0]
     assert batch["image"].shape == (8, 32, 32, 3)
     data = pipeline.eval_dataset(source, split="test", global_batch_size=16,
-                                 pp="resize(32)|value_range(-1, 1)")
+                                 pp="resize(32)|value_range(-1, 1)", shards=ONE)
     masks = np.concatenate([b["mask"] for b in data])
     assert masks.sum() == 40 and len(masks) == 48
 
@@ -151,29 +221,38 @@ def test_tfds_datasets_through_mock_data(tmp_path, name, classes):
 def test_image_folder_source(digits_folder):
   source = sources.get_source(f"folder:{digits_folder}")
   assert source.num_classes == 10 and source.label_names[0] == "digit_0"
-  batch = take(pipeline.train_dataset(source, split="train", global_batch_size=16, seed=0,
-                                      pp="random_crop(12)|flip_lr|value_range(-1, 1)"), 1)[0]
+  batch = take(stream(source, global_batch_size=16, seed=0,
+                      pp="random_crop(12)|flip_lr|value_range(-1, 1)"), 1)[0]
   assert batch["image"].shape == (16, 12, 12, 3)
   data = pipeline.eval_dataset(source, split="test", global_batch_size=32,
-                               pp="resize(16)|value_range(-1, 1)")
+                               pp="resize(16)|value_range(-1, 1)", shards=ONE)
   assert sum(b["mask"].sum() for b in data) == 60
 
 
-def test_corrupt_image_is_skipped_with_a_warning_naming_it(digits_folder, tmp_path, caplog):
-  import shutil
-  folder = tmp_path / "data"
-  shutil.copytree(digits_folder, folder)
-  bad = folder / "test" / "digit_3" / "broken.png"
-  bad.write_bytes(b"\x89PNG\r\n\x1a\n definitely not a png")
+def test_corrupt_image_is_skipped_with_one_warning_naming_it(folder_with_a_broken_image,
+                                                             caplog):
+  folder, bad = folder_with_a_broken_image
+  shutil.move(bad, folder / "test" / "digit_3" / bad.name)
+  bad = folder / "test" / "digit_3" / bad.name
   source = sources.get_source(f"folder:{folder}")
-  before = len(sources.SKIPPED_IMAGES)
+  before = len(pipeline.SKIPPED_IMAGES)
   with caplog.at_level("WARNING"):
-    data = pipeline.eval_dataset(source, split="test", global_batch_size=32,
-                                 pp="resize(16)|value_range(-1, 1)")
-    total = sum(b["mask"].sum() for b in data)
-  assert total == 60  # the 61 files minus the broken one, each counted once.
-  assert sources.SKIPPED_IMAGES[before:] == [str(bad)]
-  assert str(bad) in caplog.text
+    for _ in range(2):
+      data = pipeline.eval_dataset(source, split="test", global_batch_size=32,
+                                   pp="resize(16)|value_range(-1, 1)", shards=ONE)
+      assert sum(b["mask"].sum() for b in data) == 60  # 61 files minus the broken one.
+  assert pipeline.SKIPPED_IMAGES[before:] == [str(bad)] * 2
+  assert caplog.text.count(str(bad)) == 1  # warned once, counted twice.
+
+
+def test_variable_sized_images_without_resize_are_one_clear_error(tmp_path):
+  from PIL import Image
+  for i, size in enumerate((8, 12)):
+    (tmp_path / "train" / "a").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size)).save(tmp_path / "train" / "a" / f"{i}.png")
+  source = sources.get_source(f"folder:{tmp_path}")
+  with pytest.raises(UserError, match=r"different shapes.*add resize"):
+    list(pipeline.eval_dataset(source, split="train", global_batch_size=2, pp="", shards=ONE))
 
 
 def test_folder_errors(tmp_path):
@@ -182,7 +261,7 @@ def test_folder_errors(tmp_path):
   (tmp_path / "train" / "cat").mkdir(parents=True)
   source = sources.get_source(f"folder:{tmp_path}")
   with pytest.raises(ValueError, match=r"Class folder .*train/cat is empty"):
-    source.shard_size("train", shard_index=0, num_shards=1, drop_remainder=True)
+    source.split_size("train")
 
 
 def test_unknown_dataset_name(tfds_dir):
@@ -190,10 +269,22 @@ def test_unknown_dataset_name(tfds_dir):
     sources.get_source("cifar11", data_dir=tfds_dir)
 
 
+def test_tfrecord_dataset_asks_to_be_prepared_as_arrayrecord(tmp_path):
+  subprocess.run([sys.executable, "-c", f"""
+import tensorflow_datasets as tfds
+from vit_jax.data import builders
+tfds.builder("sklearn_digits", data_dir={str(tmp_path)!r}).download_and_prepare()
+"""], check=True, capture_output=True, cwd=helpers.REPO, timeout=300)
+  source = sources.TfdsSource("sklearn_digits", data_dir=str(tmp_path))
+  with pytest.raises(UserError, match=r"prepared as tfrecord.*prepare it again as ArrayRecord: "
+                                      r"python -m vit_jax.cli.prepare --dataset=sklearn_digits"):
+    source.records("train")
+
+
 def test_unprepared_dataset_fails_fast_with_the_command(tmp_path):
   start = time.time()
   source = sources.get_source("cifar100", data_dir=str(tmp_path))
   with pytest.raises(UserError,
                      match=r"not prepared.*python -m vit_jax.cli.prepare --dataset=cifar100"):
-    pipeline.train_dataset(source, split="train", global_batch_size=8, pp=PP_TRAIN, seed=0)
+    stream(source, global_batch_size=8, seed=0)
   assert time.time() - start < 10

@@ -23,7 +23,6 @@ PLUGINS = '''
 """A user's own module: one pp op and one evaluator, registered by name."""
 import jax
 import numpy as np
-import tensorflow as tf
 
 from vit_jax.data import preprocess
 
@@ -32,10 +31,10 @@ TRACED = []
 
 @preprocess.register("darken")
 def darken(factor):
-  def op(image, seed):
-    del seed
+  def op(image, rng):
+    del rng
     TRACED.append(factor)
-    return tf.cast(tf.cast(image, tf.float32) * factor, tf.uint8)
+    return (image.astype(np.float32) * factor).astype(np.uint8)
   return op
 
 

@@ -1,8 +1,7 @@
-"""Every built-in pp op against plain numpy or PIL, the key/outkey convention, seeds, and
-errors that name the bad op."""
+"""Every built-in pp op against plain numpy, PIL or the TensorFlow op it replaces, the
+key/outkey convention, seeds, and errors that name the bad op."""
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from vit_jax.data import preprocess
@@ -13,9 +12,8 @@ IMAGE = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)
 
 
 def apply(pipeline, image=IMAGE, seed=(1, 2), **fields):
-  example = {"image": tf.constant(image), "label": tf.constant(3),
-             "seed": tf.constant(seed, tf.int64), **fields}
-  return {k: v.numpy() for k, v in preprocess.parse(pipeline)(example).items()}
+  example = {"image": image, "label": np.int64(3), "seed": seed, **fields}
+  return {k: np.asarray(v) for k, v in preprocess.parse(pipeline)(example).items()}
 
 
 def test_value_range_is_the_affine_map():
@@ -41,6 +39,25 @@ def test_resize_matches_pil_on_upsampling_within_one_level():
   reference = np.asarray(Image.fromarray(IMAGE).resize((20, 24), Image.BILINEAR), np.int32)
   assert out.shape == (24, 20, 3) and out.dtype == np.uint8
   assert np.abs(out.astype(np.int32) - reference).max() <= 1
+
+
+def test_resize_matches_tensorflows_antialiased_resize_within_one_level():
+  """The op the tf.data pipeline used: tf.image.resize(bilinear, antialias=True)."""
+  tf = pytest.importorskip("tensorflow")
+  big = RNG.integers(0, 256, (57, 43, 3), dtype=np.uint8)
+  for size in ((16, 16), (24, 20), (80, 64)):  # shrinking (antialiased) and enlarging.
+    ours = apply(f"resize({size})", big)["image"].astype(np.int32)
+    theirs = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
+        big, size, method="bilinear", antialias=True)), 0, 255), tf.uint8).numpy()
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() <= 1, size
+
+
+def test_normalize_is_per_channel_mean_std():
+  out = apply("normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.5))")["image"]
+  expected = (IMAGE / 255.0 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.25, 0.5])
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  assert out.dtype == np.float32
 
 
 def test_flip_lr_is_flip_or_identity_and_follows_the_seed():
@@ -70,8 +87,20 @@ def test_inception_crop_size_range_and_determinism():
   np.testing.assert_array_equal(whole, apply("resize(16)", big)["image"])
 
 
+def test_inception_crop_windows_follow_the_area_and_aspect_ranges():
+  rng = np.random.default_rng(0)
+  windows = [preprocess.sample_crop_window(200, 300, rng, area_range=(0.3, 0.6))
+             for _ in range(2000)]
+  fractions = np.array([h * w / (200 * 300) for _, _, h, w in windows])
+  aspects = np.array([w / h for _, _, h, w in windows])
+  assert 0.29 < fractions.min() and fractions.max() < 0.61
+  assert abs(fractions.mean() - 0.45) < 0.01  # uniform in the area range.
+  assert 0.74 < aspects.min() and aspects.max() < 1.34
+  assert all(0 <= t and t + h <= 200 and 0 <= l and l + w <= 300 for t, l, h, w in windows)
+
+
 def test_multi_hot_reads_the_label_field():
-  out = apply("multi_hot(5)", label=tf.constant([0, 3, 3]))
+  out = apply("multi_hot(5)", label=np.array([0, 3, 3]))
   np.testing.assert_array_equal(out["label"], [1, 0, 0, 1, 0])
   np.testing.assert_array_equal(out["image"], IMAGE)
 

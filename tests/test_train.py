@@ -3,6 +3,7 @@ and SIGTERM, NaN guard, resharding restore, fine-tuning from .npz, the quickstar
 import os
 import signal
 import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -281,11 +282,33 @@ def test_quickstart_cli_end_to_end_shortened(quickstart_run):
   assert "img/s" in result.stdout and "ETA" in result.stdout and "MFU n/a" in result.stdout
   events = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")]
   assert events
-  import tensorflow as tf
-  tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(workdir / events[0]))
-          for value in event.summary.value}
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  board = plugin_event_accumulator.EventAccumulator(str(workdir))
+  board.Reload()
+  tags = set(board.Tags()["tensors"])
   assert {"train_loss", "test_accuracy", "fewshot_5shot_accuracy",
           "figures_attention_rollout_0", "figures_position_embedding_similarity"} <= tags
+
+
+def test_training_needs_no_tensorflow(tmp_path):
+  """A run (train, evaluate, few-shot, checkpoint, TensorBoard) in a process where
+  TensorFlow cannot be imported, as on a machine without it."""
+  script = f"""
+import sys
+import tests.no_tensorflow
+from tests import tiny_config
+from vit_jax import train
+config = tiny_config.get_config()
+config.total_steps = 4
+train.train_and_evaluate(config, {str(tmp_path)!r})
+assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+print("trained without TensorFlow")
+"""
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=helpers.REPO, env=helpers.cli_env(1), timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "trained without TensorFlow" in result.stdout
+  assert [m["step"] for m in helpers.read_metrics(tmp_path) if "test_accuracy" in m] == [4]
 
 
 def test_mixup_blends_neighbours_with_one_lambda():

@@ -1,6 +1,7 @@
 """Multi-process start-up (`jax.distributed`): one program for one host and for a pod."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -51,13 +52,46 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
                   process_id=process_id)
   watchdog.start()
   try:
-    jax.distributed.initialize(**kwargs)
+    with _peer_failure_as_one_line():
+      jax.distributed.initialize(**kwargs)
   except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError, gRPC errors)
     raise UserError(f"{message.removeprefix('error: ')} ({str(e).splitlines()[0]})") from None
   finally:
     watchdog.cancel()
 
 
-def _exit_with(message: str) -> None:
+@contextlib.contextmanager
+def _peer_failure_as_one_line():
+  """A peer that dies mid-run is reported by the coordination service to every other
+  process, whose runtime client then aborts the process from C++ (SIGABRT, a thread dump).
+  The client takes a callback for that moment; JAX does not expose it, so it is passed here
+  while `jax.distributed.initialize` creates the client (left as it is if the private
+  hook is not there)."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  lib = getattr(jax_distributed, "_jax", None)
+  create = getattr(lib, "get_distributed_runtime_client", None)
+  if create is None:
+    yield
+    return
+
+  def create_with_callback(*args, **kwargs):
+    kwargs.setdefault("missed_heartbeat_callback", _on_peer_failure)
+    return create(*args, **kwargs)
+  lib.get_distributed_runtime_client = create_with_callback
+  try:
+    yield
+  finally:
+    lib.get_distributed_runtime_client = create
+
+
+def _on_peer_failure(status=None, *unused) -> None:
+  detail = str(status).strip().splitlines()[0][:200] if status is not None else ""
+  _exit_with(f"error: process {jax.process_index()} lost contact with the other processes "
+             f"(a peer died or hung{': ' + detail if detail else ''}); it stops too. "
+             f"Completed checkpoints are intact: restart every process with the same command "
+             f"to resume.", code=1)
+
+
+def _exit_with(message: str, code: int = 2) -> None:
   print(message, file=sys.stderr, flush=True)
-  os._exit(2)  # pylint: disable=protected-access
+  os._exit(code)  # pylint: disable=protected-access

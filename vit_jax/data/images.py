@@ -1,6 +1,8 @@
 """Reading image files of any mode (RGB, grayscale, RGBA, palette, 16-bit) as uint8 RGB."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image
 
@@ -15,12 +17,18 @@ class UnreadableImageError(ValueError):
 
 def load_image(path: str) -> np.ndarray:
   """Returns an (H, W, 3) uint8 array; raises UnreadableImageError naming the file."""
+  return _decode(path, path, keep_gray=False)
+
+
+def _decode(file, name: str, *, keep_gray: bool) -> np.ndarray:
   try:
-    with Image.open(path) as image:
+    with Image.open(file) as image:
       image.load()
+      if keep_gray and image.mode == "L":
+        return np.asarray(image, np.uint8)[..., None]
       return to_rgb_uint8(image)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise UnreadableImageError(f"unreadable image {path}: {e}", path) from None
+    raise UnreadableImageError(f"unreadable image {name}: {e}", name) from None
 
 
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:
@@ -36,3 +44,70 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     image = Image.alpha_composite(background, rgba)
   return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+class EncodedImage:
+  """An image still encoded (a file's or a record's bytes): decoding waits for the first
+  pp op, so that a crop or resize decodes JPEGs at the smallest scale that still covers
+  its output (libjpeg's DCT scaling, 1/2 to 1/8) instead of at full size."""
+
+  def __init__(self, data: bytes, name: str, *, keep_gray: bool = False):
+    self.data, self.name, self.keep_gray = data, name, keep_gray
+    self._size = None
+
+  @classmethod
+  def from_file(cls, path: str) -> "EncodedImage":
+    try:
+      with open(path, "rb") as f:
+        return cls(f.read(), path)
+    except OSError as e:
+      raise UnreadableImageError(f"unreadable image {path}: {e}", path) from None
+
+  def _open(self) -> Image.Image:
+    try:
+      return Image.open(io.BytesIO(self.data))
+    except (OSError, ValueError, SyntaxError) as e:
+      raise UnreadableImageError(f"unreadable image {self.name}: {e}", self.name) from None
+
+  @property
+  def hw(self) -> tuple[int, int]:
+    """(height, width), from the header alone."""
+    if self._size is None:
+      width, height = self._open().size
+      self._size = (height, width)
+    return self._size
+
+  def decode(self) -> np.ndarray:
+    return _decode(io.BytesIO(self.data), self.name, keep_gray=self.keep_gray)
+
+  def __array__(self, dtype=None, copy=None):  # an image no op decoded: np.asarray decodes.
+    del copy
+    return np.asarray(self.decode(), dtype)
+
+  def decode_region(self, window: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """The (top, left, height, width) window, resized bilinearly to (height, width)
+    `size`, decoding no more pixels than that needs. Same as decoding, cropping and
+    resizing, up to the DCT scaling's rounding (a few levels)."""
+    top, left, height, width = window
+    try:
+      image = self._open()
+      if image.mode not in ("RGB", "L"):  # palette, alpha, 16-bit: the general path.
+        return _resize_array(self.decode()[top:top + height, left:left + width], size)
+      full_width = image.size[0]
+      scale = max(1, min(height // size[0], width // size[1]))
+      if scale > 1:
+        image.draft(image.mode, (image.size[0] // scale, image.size[1] // scale))
+      factor = image.size[0] / full_width
+      box = (left * factor, top * factor, (left + width) * factor, (top + height) * factor)
+      out = image.resize((size[1], size[0]), Image.BILINEAR, box=box)
+      array = np.asarray(out, np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+      raise UnreadableImageError(f"unreadable image {self.name}: {e}", self.name) from None
+    if array.ndim == 2:
+      array = array[..., None] if self.keep_gray else np.repeat(array[..., None], 3, -1)
+    return array
+
+
+def _resize_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  from vit_jax.data.preprocess import resize_image  # pylint: disable=g-import-not-at-top
+  return resize_image(image, size)

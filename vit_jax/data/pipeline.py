@@ -99,16 +99,16 @@ class _Example:
     if self._pp_fn is None:
       preprocess.import_modules(self.pp_modules)
       self._pp_fn = preprocess.parse(self.pp)
-    try:
-      example = self.source.decode(record)
+    seed = np.array([self.seed, self.shard, position], np.int64)
+    try:  # decoding happens in the source or in the first image op.
+      example = self._pp_fn({**self.source.decode(record), "seed": seed})
+      image = np.asarray(example["image"])
     except UnreadableImageError as e:
       return {"skipped": e.path, "reason": str(e)}
-    seed = np.array([self.seed, self.shard, position], np.int64)
-    example = self._pp_fn({**example, "seed": seed})
     label = np.asarray(example["label"])
     if np.issubdtype(label.dtype, np.integer):
       label = label.astype(np.int32)  # JAX runs without 64-bit types by default.
-    return {"image": np.asarray(example["image"]), "label": label}
+    return {"image": image, "label": label}
 
 
 def _readable(elements: Iterator[dict], on_read=None) -> Iterator[dict]:

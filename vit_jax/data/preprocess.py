@@ -31,17 +31,21 @@ import numpy as np
 from PIL import Image
 
 from vit_jax.errors import UserError
+from vit_jax.data.images import EncodedImage
 from vit_jax.plugins import import_plugin
 
 Op = Callable[[dict], dict]
 _REGISTRY: dict[str, Callable[..., Op]] = {}
 
 
-def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = None):
+def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = None,
+             encoded: bool = False):
   """Registers `factory(*args, **kwargs) -> fn(value, rng) -> value` as op `name`,
   reading field `key` by default. With key=None the op receives and returns the whole
   example dict. The op's generator is seeded by the example's seed and `salt` (default: a
-  hash of the name), so that different random ops draw independently."""
+  hash of the name), so that different random ops draw independently. An image that is
+  still encoded (`images.EncodedImage`) is decoded before the op, unless the op says it
+  takes encoded images (`encoded=True`)."""
   salt = zlib.crc32(name.encode()) & 0x7FFFFFFF if salt is None else salt
 
   def wrap(factory):
@@ -55,7 +59,10 @@ def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = N
         if key not in example:
           raise UserError(f"Preprocessing op {name!r} reads field {key!r}, which the "
                           f"example does not have (fields: {sorted(example)}).")
-        return {**example, outkey or key: fn(example[key], rng)}
+        value = example[key]
+        if isinstance(value, EncodedImage) and not encoded:
+          value = value.decode()
+        return {**example, outkey or key: fn(value, rng)}
       return op
 
     _REGISTRY[name] = make_op
@@ -122,20 +129,26 @@ def sample_crop_window(height: int, width: int, rng: np.random.Generator, *,
 
 
 # Salts 1-3: stable across versions, so a resumed run augments alike.
-@register("inception_crop", salt=1)
+@register("inception_crop", salt=1, encoded=True)
 def inception_crop(size, area_min: float = 5, area_max: float = 100):
   """Random crop of 5-100% of the area, aspect 3/4-4/3, resized to `size` (GoogLeNet)."""
   def crop(image, rng):
-    top, left, h, w = sample_crop_window(*image.shape[:2], rng,
-                                         area_range=(area_min / 100, area_max / 100))
+    hw = image.hw if isinstance(image, EncodedImage) else image.shape[:2]
+    top, left, h, w = sample_crop_window(*hw, rng, area_range=(area_min / 100, area_max / 100))
+    if isinstance(image, EncodedImage):
+      return image.decode_region((top, left, h, w), _size2(size))
     return resize_image(image[top:top + h, left:left + w], size)
   return crop
 
 
-@register("resize")
+@register("resize", encoded=True)
 def resize(size):
   """Bilinear (antialiased) resize to `size` (int or (height, width)), uint8 out."""
-  return lambda image, rng: resize_image(image, size)
+  def op(image, rng):
+    if isinstance(image, EncodedImage):
+      return image.decode_region((0, 0, *image.hw), _size2(size))
+    return resize_image(image, size)
+  return op
 
 
 @register("random_crop", salt=2)

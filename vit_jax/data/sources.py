@@ -20,7 +20,7 @@ import numpy as np
 
 from vit_jax.errors import UserError
 from vit_jax.data import offline
-from vit_jax.data.images import UnreadableImageError, load_image
+from vit_jax.data.images import EncodedImage, UnreadableImageError
 from vit_jax.data.presets import DATASET_ALIASES, DATASET_PRESETS, canonical_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -164,30 +164,39 @@ class TfdsSource(Source):
     if split in self._records:
       return self._records[split]
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    self._check_prepared()
+    # Images stay encoded here and are decoded in `decode` (in the input workers, with
+    # unreadable ones skipped); features other than image and label are never decoded.
+    undecoded = {k: tfds.decode.SkipDecoding() for k in self.builder.info.features
+                 if k != self.label_key}
+    try:
+      self._records[split] = tfds.data_source(
+          self.name, split=split, data_dir=self.data_dir, download=False, decoders=undecoded)
+    except (KeyError, ValueError) as e:
+      raise UserError(f"Dataset {self.name!r} has no split {split!r} ({e}); it has "
+                      f"{list(self.builder.info.splits)}.") from None
+    return self._records[split]
+
+  def _check_prepared(self) -> None:
+    """Prepared, as ArrayRecord (random access), or one line with the command that does it."""
     if not self.builder.is_prepared():
       # Preparing from here would retry the network for minutes when there is none;
       # downloading is a separate, explicit step.
       raise UserError(f"Dataset {self.name!r} is not prepared in {self.data_dir}. Prepare "
                       f"it once (needs network and TensorFlow; imagenet2012 needs its manual "
                       f"download): {self._prepare_command()}")
-    file_format = str(self.builder.info.file_format or "")
-    if "array_record" not in file_format:
+    file_format = self.builder.info.file_format
+    file_format = str(getattr(file_format, "value", file_format) or "tfrecord")
+    if file_format != "array_record":
       raise UserError(f"Dataset {self.name!r} in {self.data_dir} is prepared as "
-                      f"{file_format or 'tfrecord'}, which has no random access; prepare it "
-                      f"again as ArrayRecord: {self._prepare_command()}")
-    other_features = {k: tfds.decode.SkipDecoding() for k in self.builder.info.features
-                      if k not in ("image", self.label_key)}
-    try:
-      self._records[split] = tfds.data_source(
-          self.name, split=split, data_dir=self.data_dir, download=False,
-          decoders=other_features or None)
-    except (KeyError, ValueError) as e:
-      raise UserError(f"Dataset {self.name!r} has no split {split!r} ({e}); it has "
-                      f"{list(self.builder.info.splits)}.") from None
-    return self._records[split]
+                      f"{file_format}, which has no random access; prepare it again as "
+                      f"ArrayRecord: {self._prepare_command()}")
 
   def decode(self, record):
-    return {"image": record["image"], "label": record[self.label_key]}
+    image = record["image"]
+    if isinstance(image, bytes):  # decoded by the first pp op (see EncodedImage).
+      image = EncodedImage(image, f"a record of {self.name}", keep_gray=True)
+    return {"image": image, "label": record[self.label_key]}
 
 
 # --- Image folders ----------------------------------------------------------------------
@@ -237,7 +246,7 @@ class ImageFolderSource(Source):
 
   def decode(self, record):
     path, label = record
-    return {"image": load_image(path), "label": np.int64(label)}
+    return {"image": EncodedImage.from_file(path), "label": np.int64(label)}
 
 
 def get_source(name: str, *, data_dir: Optional[str] = None,

@@ -1,0 +1,50 @@
+"""Pre-resizing an image folder once, so that training decodes fewer pixels per image.
+
+ImageNet-sized JPEGs (~500x375) cost most of the host's input time in decoding; stored at a
+256 px shorter side (the paper's crops are at most 224 px), each decodes ~2-3x faster and
+the host feeds a GPU with fewer cores (measured in BENCHMARKS.md). The folder layout is
+kept: DIR/{train,test}/<class>/*.jpg.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+from PIL import Image
+
+from vit_jax.data.images import UnreadableImageError, load_image
+from vit_jax.data.sources import IMAGE_EXTENSIONS
+
+
+def _resize_one(job: tuple[str, str, int, int]) -> str:
+  source, target, shorter_side, quality = job
+  try:
+    image = Image.fromarray(load_image(source))
+  except UnreadableImageError as e:
+    return str(e)  # left out of the copy; the training run would skip it anyway.
+  scale = shorter_side / min(image.size)
+  if scale < 1:
+    image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)),
+                         Image.BILINEAR, reducing_gap=None)
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  image.save(target, format="JPEG", quality=quality)
+  return ""
+
+
+def resize_folder(source: str, target: str, *, shorter_side: int = 256, quality: int = 95,
+                  processes: int = 0) -> str:
+  """Writes every image of `source` to `target` (same layout, .jpg) with its shorter side
+  at most `shorter_side`; returns `target`. Unreadable files are reported and left out."""
+  jobs = []
+  for directory, _, files in sorted(os.walk(source)):
+    for name in sorted(files):
+      if name.lower().endswith(IMAGE_EXTENSIONS):
+        relative = os.path.relpath(os.path.join(directory, name), source)
+        jobs.append((os.path.join(source, relative),
+                     os.path.join(target, os.path.splitext(relative)[0] + ".jpg"),
+                     shorter_side, quality))
+  with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
+    for error in pool.imap_unordered(_resize_one, jobs, chunksize=16):
+      if error:
+        print(f"warning: skipped {error}", flush=True)
+  return target
