@@ -1,10 +1,11 @@
 """Multi-process start-up (`jax.distributed`): one program for one host and for a pod."""
 from __future__ import annotations
 
-import contextlib
+import atexit
 import os
 import sys
 import threading
+import time
 from typing import Optional
 
 import jax
@@ -46,50 +47,74 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
   watchdog = threading.Timer(initialization_timeout, _exit_with, args=(message,))
   watchdog.daemon = True
   kwargs = dict(initialization_timeout=initialization_timeout + 10,
-                heartbeat_timeout_seconds=heartbeat_timeout)
+                heartbeat_timeout_seconds=3 * heartbeat_timeout + 10)  # _PeerWatch is first.
   if explicit:
     kwargs.update(coordinator_address=coordinator_address, num_processes=num_processes,
                   process_id=process_id)
   watchdog.start()
   try:
-    with _peer_failure_as_one_line():
-      jax.distributed.initialize(**kwargs)
+    jax.distributed.initialize(**kwargs)
   except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError, gRPC errors)
     raise UserError(f"{message.removeprefix('error: ')} ({str(e).splitlines()[0]})") from None
   finally:
     watchdog.cancel()
+  if jax.process_count() > 1:
+    watch = _PeerWatch(heartbeat_timeout)
+    watch.start()
+    atexit.register(watch.finish)  # runs before JAX's own shutdown (registered earlier).
 
 
-@contextlib.contextmanager
-def _peer_failure_as_one_line():
-  """A peer that dies mid-run is reported by the coordination service to every other
-  process, whose runtime client then aborts the process from C++ (SIGABRT, a thread dump).
-  The client takes a callback for that moment; JAX does not expose it, so it is passed here
-  while `jax.distributed.initialize` creates the client (left as it is if the private
-  hook is not there)."""
-  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
-  lib = getattr(jax_distributed, "_jax", None)
-  create = getattr(lib, "get_distributed_runtime_client", None)
-  if create is None:
-    yield
-    return
+class _PeerWatch(threading.Thread):
+  """A peer that dies mid-run is found by the coordination service's heartbeat, which then
+  aborts every other process from C++ (SIGABRT, a thread dump, no word on what to do).
+  This watch finds it first: each process stamps a counter in the service's key-value
+  store every second and reads the others'; a peer whose stamp has not moved for
+  `timeout` seconds is gone, and this process says so in one line and exits 1. JAX's own
+  heartbeat deadline is set well beyond it. A process that ends normally stamps 'done'."""
 
-  def create_with_callback(*args, **kwargs):
-    kwargs.setdefault("missed_heartbeat_callback", _on_peer_failure)
-    return create(*args, **kwargs)
-  lib.get_distributed_runtime_client = create_with_callback
-  try:
-    yield
-  finally:
-    lib.get_distributed_runtime_client = create
+  def __init__(self, timeout: int):
+    super().__init__(daemon=True, name="vit_jax-peer-watch")
+    from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+    self.client = jax_distributed.global_state.client
+    self.timeout, self.index = timeout, jax.process_index()
+    self.peers = [p for p in range(jax.process_count()) if p != self.index]
 
+  def _stamp(self, value: str) -> None:
+    self.client.key_value_set(f"vit_jax/alive/{self.index}", value, allow_overwrite=True)
 
-def _on_peer_failure(status=None, *unused) -> None:
-  detail = str(status).strip().splitlines()[0][:200] if status is not None else ""
-  _exit_with(f"error: process {jax.process_index()} lost contact with the other processes "
-             f"(a peer died or hung{': ' + detail if detail else ''}); it stops too. "
-             f"Completed checkpoints are intact: restart every process with the same command "
-             f"to resume.", code=1)
+  def _read(self, peer: int):
+    try:
+      return self.client.key_value_try_get(f"vit_jax/alive/{peer}")
+    except Exception:  # pylint: disable=broad-except  (not stamped yet, or the service gone)
+      return None
+
+  def run(self) -> None:
+    seen = {peer: (None, time.monotonic()) for peer in self.peers}
+    beat = 0
+    while True:
+      beat += 1
+      try:
+        self._stamp(str(beat))
+      except Exception:  # pylint: disable=broad-except  (the coordinator itself is gone)
+        pass
+      now = time.monotonic()
+      for peer in self.peers:
+        value = self._read(peer)
+        if value == "done":
+          continue
+        if value != seen[peer][0]:
+          seen[peer] = (value, now)
+        elif now - seen[peer][1] > self.timeout:
+          _exit_with(f"error: process {peer} stopped responding for {self.timeout}s (it died "
+                     f"or hangs); process {self.index} stops too. Completed checkpoints are "
+                     f"intact: restart every process with the same command to resume.", code=1)
+      time.sleep(1)
+
+  def finish(self) -> None:
+    try:
+      self._stamp("done")
+    except Exception:  # pylint: disable=broad-except
+      pass
 
 
 def _exit_with(message: str, code: int = 2) -> None:
