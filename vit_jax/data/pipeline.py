@@ -111,6 +111,39 @@ class _Example:
     return {"image": image, "label": label}
 
 
+_CHUNK = 16  # consecutive stream positions per worker transfer (files, records).
+
+
+class _Chunk:
+  """Consecutive examples as one transfer: the readable ones stacked (when their shapes
+  agree), the unreadable ones kept as their skip notes, in order."""
+
+  @staticmethod
+  def pack(elements: Sequence[dict]) -> dict:
+    kept = [e for e in elements if "skipped" not in e]
+    order = np.array(["skipped" not in e for e in elements])
+    notes = [e for e in elements if "skipped" in e]
+    shapes = {(e["image"].shape, e["label"].shape) for e in kept}
+    if len(shapes) == 1:
+      return {"kept": {k: np.stack([e[k] for e in kept]) for k in kept[0]},
+              "order": order, "notes": notes}
+    return {"rows": list(elements)}  # variable shapes: the batcher reports them.
+
+  @staticmethod
+  def unpack(chunk: dict) -> Iterator[dict]:
+    if "rows" in chunk:
+      yield from chunk["rows"]
+      return
+    kept, notes = chunk["kept"], iter(chunk["notes"])
+    index = 0
+    for readable in chunk["order"]:
+      if readable:
+        yield {k: v[index] for k, v in kept.items()}
+        index += 1
+      else:
+        yield next(notes)
+
+
 def _readable(elements: Iterator[dict], on_read=None) -> Iterator[dict]:
   """Drops unreadable records: one warning per file; every skip counted in
   SKIPPED_IMAGES. `on_read()` is called for each record consumed, kept or not."""
@@ -224,8 +257,11 @@ class TrainStream:
                  .shuffle(seed=shuffle_seed).repeat()
                  .map_with_index(_Example(source, pp, pp_modules, seed, shard))
                  .slice(slice(self.positions[shard], None)))
-      if source.in_memory:  # nothing to skip: whole batches are made in the workers.
-        dataset = dataset.batch(self.shard_batch)
+      # Workers hand over whole batches (in-memory data: nothing to skip) or chunks of
+      # consecutive positions (skipping happens after them, in order): one transfer per
+      # batch or chunk, not per image, and nothing that depends on the worker count.
+      dataset = dataset.batch(self.shard_batch if source.in_memory else _CHUNK,
+                              batch_fn=None if source.in_memory else _Chunk.pack)
       self._iterators[shard] = _iterate(dataset, workers=per_shard_workers)
     self._batches = {shard: self._shard_batches(shard, source.in_memory)
                      for shard in self._iterators}
@@ -239,7 +275,8 @@ class TrainStream:
         self.positions[shard] += self.shard_batch
         yield batch
       return
-    readable = _readable(iterator, on_read=lambda: self.positions.__setitem__(
+    rows = (row for chunk in iterator for row in _Chunk.unpack(chunk))
+    readable = _readable(rows, on_read=lambda: self.positions.__setitem__(
         shard, self.positions[shard] + 1))
     while True:
       yield _stack([next(readable) for _ in range(self.shard_batch)], self.pp)
