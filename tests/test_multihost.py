@@ -1,5 +1,6 @@
 """Multi-host on one machine: 2 processes x 4 CPU devices (jax.distributed over loopback)
 against 1 process x 8 devices, and failing fast when a peer is missing or dies."""
+import contextlib
 import os
 import signal
 import socket
@@ -33,6 +34,27 @@ def start_process(workdir, index, port, log_dir, *overrides, num_processes=2,
 def read(path) -> str:
   with open(path) as f:
     return f.read()
+
+
+@contextlib.contextmanager
+def two_processes(workdir, log_dir, *overrides, **kwargs):
+  """Both processes of a run on a fresh port; killed (if still running) and logs closed
+  at the end."""
+  port = free_port()
+  procs = [start_process(workdir, i, port, log_dir, *overrides, **kwargs) for i in range(2)]
+  try:
+    yield [p for p, _ in procs]
+  finally:
+    for p, log in procs:
+      p.kill()
+      log.close()
+
+
+def wait_for_step(procs, log_dir, step: int, limit: float = 240) -> None:
+  deadline = time.time() + limit
+  while f"step {step}/" not in read(log_dir / "process_0.log"):
+    assert time.time() < deadline and procs[0].poll() is None, "training never started"
+    time.sleep(0.5)
 
 
 def test_two_processes_equal_one_process_with_eight_devices(tfds_dir, tmp_path):
@@ -92,23 +114,13 @@ def test_hung_peer_stops_the_others_with_one_line_in_bounded_time(tfds_dir, tmp_
   JAX's heartbeat notice soon) is found by the peer watch."""
   overrides = (f"--config.data_dir={tfds_dir}", "--config.data_shards=2",
                "--config.total_steps=100000", "--config.checkpoint_every=100000")
-  port = free_port()
-  procs = [start_process(tmp_path / "run", i, port, tmp_path, *overrides,
-                         timeouts=("--initialization_timeout=60", "--heartbeat_timeout=5"))
-           for i in range(2)]
-  try:
-    deadline = time.time() + 240
-    while "step 3/" not in read(tmp_path / "process_0.log"):
-      assert time.time() < deadline and procs[0][0].poll() is None, "training never started"
-      time.sleep(0.5)
-    procs[1][0].send_signal(signal.SIGSTOP)
-    killed_at = time.time()
-    code = procs[0][0].wait(timeout=120)
-    waited = time.time() - killed_at
-  finally:
-    for p, log in procs:
-      p.kill()
-      log.close()
+  with two_processes(tmp_path / "run", tmp_path, *overrides,
+                     timeouts=("--initialization_timeout=60", "--heartbeat_timeout=5")) as procs:
+    wait_for_step(procs, tmp_path, 3)
+    procs[1].send_signal(signal.SIGSTOP)
+    stopped_at = time.time()
+    code = procs[0].wait(timeout=120)
+    waited = time.time() - stopped_at
   output = read(tmp_path / "process_0.log")
   assert code == 1, output[-3000:]
   assert waited < 60, waited  # --heartbeat_timeout=5; measured ~6 s.
@@ -122,34 +134,19 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step_then_resumes(tfd
   exit 0; the same command resumes from it."""
   overrides = (f"--config.data_dir={tfds_dir}", "--config.data_shards=2",
                "--config.checkpoint_every=100000", "--config.schedule=constant")
-  port = free_port()
-  procs = [start_process(tmp_path / "run", i, port, tmp_path, *overrides,
-                         "--config.total_steps=100000") for i in range(2)]
-  try:
-    deadline = time.time() + 240
-    while "step 3/" not in read(tmp_path / "process_0.log"):
-      assert time.time() < deadline and procs[0][0].poll() is None, "training never started"
-      time.sleep(0.5)
-    procs[1][0].send_signal(signal.SIGTERM)
-    codes = [p.wait(timeout=120) for p, _ in procs]
-  finally:
-    for p, log in procs:
-      p.kill()
-      log.close()
+  with two_processes(tmp_path / "run", tmp_path, *overrides,
+                     "--config.total_steps=100000") as procs:
+    wait_for_step(procs, tmp_path, 3)
+    procs[1].send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=120) for p in procs]
   output = read(tmp_path / "process_0.log")
   assert codes == [0, 0], output[-3000:]
   stopped = int(output.split("Preempted (SIGTERM): stopped at step ")[1].split()[0])
   saved = sorted(int(n) for n in os.listdir(tmp_path / "run" / "checkpoints") if n.isdigit())
   assert saved == [stopped]
-  port = free_port()
-  procs = [start_process(tmp_path / "run", i, port, tmp_path, *overrides,
-                         f"--config.total_steps={stopped + 2}") for i in range(2)]
-  try:
-    codes = [p.wait(timeout=300) for p, _ in procs]
-  finally:
-    for p, log in procs:
-      p.kill()
-      log.close()
+  with two_processes(tmp_path / "run", tmp_path, *overrides,
+                     f"--config.total_steps={stopped + 2}") as procs:
+    codes = [p.wait(timeout=300) for p in procs]
   output = read(tmp_path / "process_0.log")
   assert codes == [0, 0], output[-3000:]
   assert f"Resumed from step {stopped}" in output and "Done: 2 steps" in output
