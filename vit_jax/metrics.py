@@ -7,11 +7,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import time
 from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
+from PIL import Image
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer import record_writer
 
 
 def _plain(value: Any) -> Any:
@@ -52,9 +56,6 @@ class TensorBoardWriter:
   a workdir whose files have none (written by older versions, named '*.v2') gets two."""
 
   def __init__(self, logdir: str, *, start_step: int = 0):
-    import socket  # pylint: disable=g-import-not-at-top
-    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
-    from tensorboard.summary.writer import record_writer  # pylint: disable=g-import-not-at-top
     names = [n for n in os.listdir(logdir) if n.startswith("events.out.tfevents")]
     has_start = any(not n.endswith(".v2") for n in names)
     path = os.path.join(logdir, f"events.out.tfevents.{int(time.time()):010d}."
@@ -72,19 +73,16 @@ class TensorBoardWriter:
     self._records.write(event.SerializeToString())
 
   def _add(self, step: int, values: list) -> None:
-    from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
     self._write(event_pb2.Event(wall_time=time.time(), step=int(step),
                                 summary=summary_pb2.Summary(value=values)))
     self.flush()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
     self._add(step, [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
                      for k, v in scalars.items()])
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """{tag: (H, W, C) or (N, H, W, C) image(s), uint8 or float in [0, 1]} as PNGs."""
-    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
     values = []
     for tag, batch in images.items():
       batch = np.asarray(batch)
@@ -102,8 +100,6 @@ class TensorBoardWriter:
 
 
 def _png_summary(image: np.ndarray):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
   if image.dtype != np.uint8:
     image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
   image = image[..., 0] if image.shape[-1] == 1 else image

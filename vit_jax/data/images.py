@@ -14,6 +14,10 @@ class UnreadableImageError(ValueError):
     super().__init__(message)
     self.path = path
 
+  @classmethod
+  def of(cls, name: str, error: BaseException) -> "UnreadableImageError":
+    return cls(f"unreadable image {name}: {error}", name)
+
 
 def load_image(path: str) -> np.ndarray:
   """Returns an (H, W, 3) uint8 array; raises UnreadableImageError naming the file."""
@@ -28,7 +32,7 @@ def _decode(file, name: str, *, keep_gray: bool) -> np.ndarray:
         return np.asarray(image, np.uint8)[..., None]
       return to_rgb_uint8(image)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise UnreadableImageError(f"unreadable image {name}: {e}", name) from None
+    raise UnreadableImageError.of(name, e) from None
 
 
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:
@@ -61,13 +65,13 @@ class EncodedImage:
       with open(path, "rb") as f:
         return cls(f.read(), path)
     except OSError as e:
-      raise UnreadableImageError(f"unreadable image {path}: {e}", path) from None
+      raise UnreadableImageError.of(path, e) from None
 
   def _open(self) -> Image.Image:
     try:
       return Image.open(io.BytesIO(self.data))
     except (OSError, ValueError, SyntaxError) as e:
-      raise UnreadableImageError(f"unreadable image {self.name}: {e}", self.name) from None
+      raise UnreadableImageError.of(self.name, e) from None
 
   @property
   def hw(self) -> tuple[int, int]:
@@ -92,7 +96,7 @@ class EncodedImage:
     try:
       image = self._open()
       if image.mode not in ("RGB", "L"):  # palette, alpha, 16-bit: the general path.
-        return _resize_array(self.decode()[top:top + height, left:left + width], size)
+        return resize_image(self.decode()[top:top + height, left:left + width], size)
       full_width = image.size[0]
       scale = max(1, min(height // size[0], width // size[1]))
       if scale > 1:
@@ -102,12 +106,43 @@ class EncodedImage:
       out = image.resize((size[1], size[0]), Image.BILINEAR, box=box)
       array = np.asarray(out, np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-      raise UnreadableImageError(f"unreadable image {self.name}: {e}", self.name) from None
+      raise UnreadableImageError.of(self.name, e) from None
     if array.ndim == 2:
       array = array[..., None] if self.keep_gray else np.repeat(array[..., None], 3, -1)
     return array
 
 
-def _resize_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  from vit_jax.data.preprocess import resize_image  # pylint: disable=g-import-not-at-top
-  return resize_image(image, size)
+def size2(size) -> tuple[int, int]:
+  """An int (square) or (height, width) -> (height, width)."""
+  return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def resize_image(image: np.ndarray, size) -> np.ndarray:
+  """Bilinear resize to `size` (int or (height, width)), antialiased when shrinking
+  (PIL's filter widens with the scale). uint8 in, uint8 out; other dtypes come out as
+  float32."""
+  height, width = size2(size)
+  if image.shape[:2] == (height, width):
+    return image
+  if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
+    mode_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    out = np.asarray(mode_image.resize((width, height), Image.BILINEAR))
+    return out.reshape(height, width, image.shape[-1])
+  channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32),
+                                         mode="F").resize((width, height), Image.BILINEAR))
+              for c in range(image.shape[-1])]
+  return np.stack(channels, -1)
+
+
+def image_hw(image) -> tuple[int, int]:
+  """(height, width) of an array or of a still-encoded image (from its header)."""
+  return image.hw if isinstance(image, EncodedImage) else image.shape[:2]
+
+
+def crop_and_resize(image, window: tuple[int, int, int, int], size) -> np.ndarray:
+  """The (top, left, height, width) window of an array or an encoded image, resized to
+  `size`; an encoded image decodes only what that needs (`EncodedImage.decode_region`)."""
+  if isinstance(image, EncodedImage):
+    return image.decode_region(window, size2(size))
+  top, left, height, width = window
+  return resize_image(image[top:top + height, left:left + width], size)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -322,18 +323,10 @@ class EvalData:
         _Example(self.source, self.pp, self.pp_modules, seed=0, shard=0))
     elements = _readable(_iterate(dataset, workers=0))
     for _ in range(self.num_batches):
-      batch = [dict(e, mask=np.float32(1)) for e in _take(elements, self.local_batch)]
+      batch = [dict(e, mask=np.float32(1))
+               for e in itertools.islice(elements, self.local_batch)]
       batch += [self.padding] * (self.local_batch - len(batch))
       yield _stack(batch, self.pp)
-
-
-def _take(iterator: Iterator, count: int) -> list:
-  out = []
-  for element in iterator:
-    out.append(element)
-    if len(out) == count:
-      break
-  return out
 
 
 def eval_dataset(source: Source, *, split: str, global_batch_size: int, pp: str,

@@ -28,10 +28,9 @@ import zlib
 from typing import Callable, Iterable, Optional
 
 import numpy as np
-from PIL import Image
 
 from vit_jax.errors import UserError
-from vit_jax.data.images import EncodedImage
+from vit_jax.data.images import EncodedImage, crop_and_resize, image_hw, size2
 from vit_jax.plugins import import_plugin
 
 Op = Callable[[dict], dict]
@@ -89,27 +88,6 @@ def import_modules(modules: Iterable[str]) -> None:
     import_plugin(module, package=None, what="pp_modules entry")
 
 
-def _size2(size) -> tuple[int, int]:
-  return (size, size) if isinstance(size, int) else tuple(size)
-
-
-def resize_image(image: np.ndarray, size) -> np.ndarray:
-  """Bilinear resize to `size` (int or (height, width)), antialiased when shrinking
-  (PIL's filter widens with the scale). uint8 in, uint8 out; other dtypes come out as
-  float32."""
-  height, width = _size2(size)
-  if image.shape[:2] == (height, width):
-    return image
-  if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
-    mode_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    out = np.asarray(mode_image.resize((width, height), Image.BILINEAR))
-    return out.reshape(height, width, image.shape[-1])
-  channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32),
-                                         mode="F").resize((width, height), Image.BILINEAR))
-              for c in range(image.shape[-1])]
-  return np.stack(channels, -1)
-
-
 def sample_crop_window(height: int, width: int, rng: np.random.Generator, *,
                        area_range=(0.05, 1.0), aspect_range=(3 / 4, 4 / 3),
                        attempts: int = 10) -> tuple[int, int, int, int]:
@@ -133,28 +111,22 @@ def sample_crop_window(height: int, width: int, rng: np.random.Generator, *,
 def inception_crop(size, area_min: float = 5, area_max: float = 100):
   """Random crop of 5-100% of the area, aspect 3/4-4/3, resized to `size` (GoogLeNet)."""
   def crop(image, rng):
-    hw = image.hw if isinstance(image, EncodedImage) else image.shape[:2]
-    top, left, h, w = sample_crop_window(*hw, rng, area_range=(area_min / 100, area_max / 100))
-    if isinstance(image, EncodedImage):
-      return image.decode_region((top, left, h, w), _size2(size))
-    return resize_image(image[top:top + h, left:left + w], size)
+    window = sample_crop_window(*image_hw(image), rng,
+                                area_range=(area_min / 100, area_max / 100))
+    return crop_and_resize(image, window, size)
   return crop
 
 
 @register("resize", encoded=True)
 def resize(size):
   """Bilinear (antialiased) resize to `size` (int or (height, width)), uint8 out."""
-  def op(image, rng):
-    if isinstance(image, EncodedImage):
-      return image.decode_region((0, 0, *image.hw), _size2(size))
-    return resize_image(image, size)
-  return op
+  return lambda image, rng: crop_and_resize(image, (0, 0, *image_hw(image)), size)
 
 
 @register("random_crop", salt=2)
 def random_crop(size):
   def op(image, rng):
-    height, width = _size2(size)
+    height, width = size2(size)
     if height > image.shape[0] or width > image.shape[1]:
       raise UserError(f"random_crop({size}) of a {image.shape[0]}x{image.shape[1]} image: "
                       f"resize first (e.g. 'resize({max(height, width)})|random_crop(...)').")
@@ -168,7 +140,7 @@ def random_crop(size):
 def central_crop(size):
   """The centre `size` crop: 'resize(256)|central_crop(224)' is the ImageNet evaluation."""
   def op(image, rng):
-    height, width = _size2(size)
+    height, width = size2(size)
     top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
     return image[top:top + height, left:left + width]
   return op
