@@ -7,7 +7,7 @@ No download, no accelerator. This is the README's first command:
 Runtime: about 1 minute on a 2-core CPU (compilation included).
 Expected: >= 95% test accuracy on the 359 held-out digits. Measured 2026-11-23 on the
 2-core CI-class CPU with the Grain input pipeline: 95.3% test accuracy (10-shot linear
-probe 96.4%), 53 s wall for the whole command, 18 console lines (train step compiled in
+probe 96.4%), 53-57 s wall for the whole command (two runs), 18 console lines (train step compiled in
 2.7 s, ~18 steps/s); --config.seed=1 and 2: 97.5% and 97.2%.
 """
 from vit_jax import config as config_lib
