@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.errors import UserError
+from vit_jax.models import posemb as posemb_lib
 from vit_jax.models import resnet
 
 Dtype = Any
@@ -35,12 +36,26 @@ REMAT_POLICIES: dict[str, Optional[Callable]] = {
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
-CLASSIFIERS = ("token", "gap")
+# token: the [class] token; gap: the mean of the patch tokens; map: multi-head attention
+# pooling (big_vision's MAP head, SigLIP).
+CLASSIFIERS = ("token", "gap", "map")
+POSEMB_KINDS = ("learned", "sincos2d", "none")
+# gelu_tanh: the tanh approximation, as the published ViT checkpoints were trained (and
+# big_vision, SigLIP); gelu: exact erf GELU (timm, DINOv2, DeiT); swiglu: SiLU-gated
+# (DINOv2-g), Dense_0 packing [value, gate] halves.
+MLP_ACTIVATIONS = ("gelu_tanh", "gelu", "swiglu")
+
+
+def layer_norm(name: str, epsilon: float, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype,
+                      scale_init=partitioned(nn.initializers.ones, ("embed",)),
+                      bias_init=partitioned(nn.initializers.zeros, ("embed",)), name=name)
 
 
 class MlpBlock(nn.Module):
   mlp_dim: int
   dropout_rate: float = 0.0
+  activation: str = "gelu_tanh"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -48,9 +63,15 @@ class MlpBlock(nn.Module):
   def __call__(self, x, *, deterministic: bool):
     hidden = x.shape[-1]
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
-    x = dense(self.mlp_dim, kernel_init=partitioned(_kernel_init, ("embed", "mlp")),
+    gated = self.activation == "swiglu"
+    x = dense(self.mlp_dim * (2 if gated else 1),
+              kernel_init=partitioned(_kernel_init, ("embed", "mlp")),
               bias_init=partitioned(_bias_init, ("mlp",)), name="Dense_0")(x)
-    x = nn.gelu(x, approximate=True)  # tanh approximation, as the checkpoints were trained.
+    if gated:
+      value, gate = jnp.split(x, 2, axis=-1)
+      x = nn.silu(value) * gate
+    else:
+      x = nn.gelu(x, approximate=self.activation == "gelu_tanh")
     x = constrain(x, ("act_batch", "act_length", "act_mlp"))
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     x = dense(hidden, kernel_init=partitioned(_kernel_init, ("mlp", "embed")),
@@ -117,20 +138,29 @@ class MultiHeadDotProductAttention(nn.Module):
   num_heads: int
   dropout_rate: float = 0.0
   implementation: str = "einsum"
+  qk_norm: bool = False          # LayerNorm over each head's queries and keys.
+  layernorm_epsilon: float = 1e-6
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, deterministic: bool):
+  def __call__(self, x, *, deterministic: bool, inputs_kv=None):
+    """Self-attention over x, or x's queries over `inputs_kv` (attention pooling)."""
     hidden = x.shape[-1]
     head_dim = hidden // self.num_heads
     projection = functools.partial(
         HeadsProjection, "...d,dhk->...hk", (hidden, self.num_heads, head_dim),
         ("embed", "heads", "kv"), dtype=self.dtype, param_dtype=self.param_dtype)
     heads_axes = ("act_batch", "act_length", "act_heads", "act_kv")
+    inputs_kv = x if inputs_kv is None else inputs_kv
     query = constrain(projection(name="query")(x), heads_axes)
-    key = constrain(projection(name="key")(x), heads_axes)
-    value = constrain(projection(name="value")(x), heads_axes)
+    key = constrain(projection(name="key")(inputs_kv), heads_axes)
+    value = constrain(projection(name="value")(inputs_kv), heads_axes)
+    if self.qk_norm:
+      head_norm = functools.partial(nn.LayerNorm, epsilon=self.layernorm_epsilon,
+                                    dtype=self.dtype, param_dtype=self.param_dtype)
+      query = head_norm(name="query_norm")(query)
+      key = head_norm(name="key_norm")(key)
 
     if self.implementation == "einsum":
       query = query / jnp.sqrt(head_dim).astype(self.dtype)
@@ -153,69 +183,134 @@ class MultiHeadDotProductAttention(nn.Module):
                            param_dtype=self.param_dtype, name="out")(out)
 
 
+class LayerScale(nn.Module):
+  """Per-channel learned scale of a residual branch (CaiT, DeiT III, DINOv2)."""
+  init_value: float
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", partitioned(nn.initializers.constant(self.init_value),
+                                            ("embed",)), (x.shape[-1],), self.param_dtype)
+    return x * scale.astype(x.dtype)
+
+
 class Encoder1DBlock(nn.Module):
-  """Pre-LayerNorm block: x + MSA(LN(x)), then x + MLP(LN(x))."""
+  """Pre-LayerNorm block: x + MSA(LN(x)), then x + MLP(LN(x)) (each branch scaled by a
+  LayerScale when `layerscale_init` is set)."""
   mlp_dim: int
   num_heads: int
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   attention_implementation: str = "einsum"
+  layerscale_init: Optional[float] = None
+  qk_norm: bool = False
+  mlp_activation: str = "gelu_tanh"
+  layernorm_epsilon: float = 1e-6
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   return_carry: bool = False   # (x, None), the form nn.scan needs.
 
+  def _residual(self, x, y, name: str):
+    if self.layerscale_init is not None:
+      y = LayerScale(self.layerscale_init, param_dtype=self.param_dtype, name=name)(y)
+    return constrain(x + y, ("act_batch", "act_length", "act_embed"))
+
   @nn.compact
   def __call__(self, x, deterministic: bool):
-    norm = functools.partial(nn.LayerNorm, dtype=self.dtype, param_dtype=self.param_dtype,
-                             scale_init=partitioned(nn.initializers.ones, ("embed",)),
-                             bias_init=partitioned(nn.initializers.zeros, ("embed",)))
-    y = norm(name="LayerNorm_0")(x)
+    norm = functools.partial(layer_norm, epsilon=self.layernorm_epsilon, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    y = norm("LayerNorm_0")(x)
     y = MultiHeadDotProductAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        implementation=self.attention_implementation, dtype=self.dtype,
+        implementation=self.attention_implementation, qk_norm=self.qk_norm,
+        layernorm_epsilon=self.layernorm_epsilon, dtype=self.dtype,
         param_dtype=self.param_dtype, name="MultiHeadDotProductAttention_1")(
             y, deterministic=deterministic)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    x = constrain(x + y, ("act_batch", "act_length", "act_embed"))
-    y = norm(name="LayerNorm_2")(x)
-    y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate, dtype=self.dtype,
-                 param_dtype=self.param_dtype, name="MlpBlock_3")(y, deterministic=deterministic)
-    x = constrain(x + y, ("act_batch", "act_length", "act_embed"))
+    x = self._residual(x, y, "LayerScale_attention")
+    y = norm("LayerNorm_2")(x)
+    y = MlpBlock(mlp_dim=self.mlp_dim, activation=self.mlp_activation, dtype=self.dtype,
+                 param_dtype=self.param_dtype, dropout_rate=self.dropout_rate,
+                 name="MlpBlock_3")(y, deterministic=deterministic)  # dropout inside.
+    x = self._residual(x, y, "LayerScale_mlp")
     return (x, None) if self.return_carry else x
 
 
 class AddPositionEmbs(nn.Module):
-  """Learned 1-D position embeddings, one per token (class token included)."""
+  """Learned position embeddings: `num_prefix` for leading tokens, then a patch grid
+  (`grid`, or the input's), resampled to the input's grid when they differ."""
+  num_prefix: int = 0
+  grid: Optional[tuple[int, int]] = None
+  resample: str = "bilinear"
+  antialias: bool = False
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, input_grid: tuple[int, int]):
+    grid = tuple(self.grid or input_grid)
     pos_embedding = self.param(
         "pos_embedding",
         partitioned(nn.initializers.normal(stddev=0.02), (None, "length", "embed")),
-        (1, x.shape[1], x.shape[2]), self.param_dtype)
+        (1, self.num_prefix + grid[0] * grid[1], x.shape[2]), self.param_dtype)
+    prefix, patches = pos_embedding[:, :self.num_prefix], pos_embedding[:, self.num_prefix:]
+    patches = posemb_lib.resample_grid(patches.reshape(1, *grid, -1), input_grid,
+                                       method=self.resample, antialias=self.antialias, xp=jnp)
+    pos_embedding = jnp.concatenate([prefix, patches.reshape(1, -1, x.shape[2])], axis=1)
     return x + pos_embedding.astype(x.dtype)
 
 
 # The hyper-parameters of one Encoder1DBlock, handed down by name from the model.
 BLOCK_FIELDS = ("mlp_dim", "num_heads", "dropout_rate", "attention_dropout_rate",
-                "attention_implementation", "dtype", "param_dtype")
+                "attention_implementation", "layerscale_init", "qk_norm", "mlp_activation",
+                "layernorm_epsilon", "dtype", "param_dtype")
 
 
 class Encoder(nn.Module):
+  """Position embeddings, then the blocks, then the final LayerNorm.
+
+  Tokens come in as `prefix` ([class], distillation; covered by the position embeddings
+  when `posemb_prefix`), `registers` (never position-embedded) and the patch grid; they
+  leave in that order.
+  """
   num_layers: int
   block: dict                     # Encoder1DBlock keyword arguments (BLOCK_FIELDS).
+  posemb: str = "learned"
+  posemb_prefix: bool = True
+  posemb_grid: Optional[tuple[int, int]] = None
+  posemb_resample: str = "bilinear"
+  posemb_antialias: bool = False
+  final_norm: bool = True
   dropout_rate: float = 0.0
   remat_policy: str = "none"
   scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
+  def _embed_positions(self, prefix, patches):
+    batch, grid_h, grid_w, channels = patches.shape
+    patches = jnp.reshape(patches, (batch, grid_h * grid_w, channels))
+    if self.posemb == "sincos2d":
+      table = posemb_lib.sincos_2d(grid_h, grid_w, channels)
+      return prefix, patches + jnp.asarray(table, patches.dtype)[None]
+    if self.posemb == "none":
+      return prefix, patches
+    covered = self.posemb_prefix and prefix.shape[1] > 0
+    add = AddPositionEmbs(num_prefix=prefix.shape[1] if covered else 0,
+                          grid=self.posemb_grid, resample=self.posemb_resample,
+                          antialias=self.posemb_antialias, param_dtype=self.param_dtype,
+                          name="posembed_input")
+    if not covered:
+      return prefix, add(patches, (grid_h, grid_w))
+    x = add(jnp.concatenate([prefix, patches], axis=1), (grid_h, grid_w))
+    return x[:, :prefix.shape[1]], x[:, prefix.shape[1]:]
+
   @nn.compact
-  def __call__(self, x, *, train: bool):
-    x = AddPositionEmbs(param_dtype=self.param_dtype, name="posembed_input")(x)
+  def __call__(self, prefix, registers, patches, *, train: bool):
+    prefix, patches = self._embed_positions(prefix, patches)
+    x = jnp.concatenate([prefix, registers, patches], axis=1)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-    x = x.astype(self.dtype)
+    x = constrain(x.astype(self.dtype), ("act_batch", "act_length", "act_embed"))
     block = Encoder1DBlock
     if self.remat_policy != "none":
       # Recompute activations in the backward pass: memory for compute, per block.
@@ -234,18 +329,45 @@ class Encoder(nn.Module):
     else:
       for i in range(self.num_layers):
         x = block(**self.block, name=f"encoderblock_{i}")(x, not train)
-    return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
-                        scale_init=partitioned(nn.initializers.ones, ("embed",)),
-                        bias_init=partitioned(nn.initializers.zeros, ("embed",)),
-                        name="encoder_norm")(x)
+    if not self.final_norm:
+      return x
+    return layer_norm("encoder_norm", self.block["layernorm_epsilon"], self.dtype,
+                      self.param_dtype)(x)
+
+
+class MAPHead(nn.Module):
+  """Multi-head attention pooling (big_vision; SigLIP): a learned probe attends over all
+  tokens, then a residual MLP."""
+  num_heads: int
+  mlp_dim: int
+  mlp_activation: str = "gelu_tanh"
+  layernorm_epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    probe = self.param("probe", partitioned(nn.initializers.xavier_uniform(),
+                                            (None, None, "embed")),
+                       (1, 1, x.shape[-1]), self.param_dtype)
+    probe = jnp.tile(probe.astype(x.dtype), (x.shape[0], 1, 1))
+    x = MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
+                                     param_dtype=self.param_dtype,
+                                     name="MultiHeadDotProductAttention_0")(
+                                         probe, inputs_kv=x, deterministic=True)
+    y = layer_norm("LayerNorm_0", self.layernorm_epsilon, self.dtype, self.param_dtype)(x)
+    x = x + MlpBlock(self.mlp_dim, activation=self.mlp_activation, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="MlpBlock_0")(y, deterministic=True)
+    return x[:, 0]
 
 
 class VisionTransformer(nn.Module):
   """ViT: patches -> [class] token + position embeddings -> encoder -> head.
 
   Attributes mirror the paper's hyper-parameters; see `vit_jax.models.presets` for the
-  named variants. `head_kernel_init` defaults to zeros (the fine-tuning recipe);
-  `head_bias_init` = -10 is the sigmoid pre-training recipe.
+  named variants (ViT, DeiT III, DINOv2, SigLIP, ...). Every option defaults to the
+  2020 ViT and its parameter tree. `head_kernel_init` defaults to zeros (the fine-tuning
+  recipe); `head_bias_init` = -10 is the sigmoid pre-training recipe.
   """
   num_classes: Optional[int]
   patch_size: int
@@ -253,7 +375,20 @@ class VisionTransformer(nn.Module):
   num_layers: int
   num_heads: int
   mlp_dim: int
-  classifier: str = "token"
+  classifier: str = "token"       # pooling: 'token' | 'gap' | 'map'.
+  class_token: Optional[bool] = None  # None: only for classifier='token'.
+  distillation_token: bool = False    # DeiT: a 2nd token with its own head, averaged.
+  num_registers: int = 0          # register tokens (Darcet et al. 2024), never pooled.
+  posemb: str = "learned"         # 'learned' | 'sincos2d' | 'none'.
+  posemb_prefix: bool = True      # learned embeddings cover the class/distillation tokens.
+  posemb_grid: Optional[Sequence[int]] = None  # learned grid; None: the input's at init.
+  posemb_resample: str = "bilinear"   # to other grids at run time: 'bilinear' | 'bicubic'.
+  posemb_antialias: bool = False      # ... with antialiasing (timm, big_vision).
+  layerscale_init: Optional[float] = None  # LayerScale on both residual branches.
+  qk_norm: bool = False
+  mlp_activation: str = "gelu_tanh"   # 'gelu_tanh' | 'gelu' | 'swiglu'.
+  layernorm_epsilon: float = 1e-6
+  fc_norm: bool = False           # LayerNorm after pooling instead of before (timm).
   representation_size: Optional[int] = None
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -276,25 +411,59 @@ class VisionTransformer(nn.Module):
     """The (rows, columns) token grid for images of this size."""
     return height // self.pixels_per_patch(), width // self.pixels_per_patch()
 
+  @property
+  def has_class_token(self) -> bool:
+    return self.classifier == "token" if self.class_token is None else self.class_token
+
+  @property
+  def num_prefix_tokens(self) -> int:
+    """Tokens before the patches: [class], distillation, registers."""
+    return int(self.has_class_token) + int(self.distillation_token) + self.num_registers
+
+  def _check_divisible(self, images, height: int, width: int) -> None:
+    if not (height % self.patch_size or width % self.patch_size):
+      return
+    if self.resnet_layers is not None:
+      raise UserError(
+          f"Image size {images.shape[1]}x{images.shape[2]} gives a {height}x{width} "
+          f"feature map after the ResNet stem that patch_size={self.patch_size} does not "
+          f"divide; use a resolution that is a multiple of {16 * self.patch_size}.")
+    raise UserError(
+        f"Image size {images.shape[1]}x{images.shape[2]} is not divisible by "
+        f"patch_size={self.patch_size}; use a resolution that is a multiple of "
+        f"{self.patch_size}.")
+
+  def _token(self, name: str, count: int, batch: int, dtype):
+    token = self.param(name, partitioned(nn.initializers.zeros, (None, None, "embed")),
+                       (1, count, self.hidden_size), self.param_dtype)
+    return jnp.tile(token.astype(dtype), (batch, 1, 1))
+
+  def _dense(self, features: int, name: str, kernel_init, bias_init, axis: str):
+    return nn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype,
+                    kernel_init=partitioned(kernel_init, (None, axis)),
+                    bias_init=partitioned(bias_init, (axis,)), name=name)
+
+  def _pool(self, x):
+    """Encoder output -> (pooled features, distillation-token features or None)."""
+    if self.classifier == "token":
+      return x[:, 0], (x[:, 1] if self.distillation_token else None)
+    if self.classifier == "gap":
+      return jnp.mean(x[:, self.num_prefix_tokens:], axis=1), None
+    return MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                   mlp_activation=self.mlp_activation,
+                   layernorm_epsilon=self.layernorm_epsilon, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="MAPHead_0")(x), None
+
   @nn.compact
   def __call__(self, images, *, train: bool = False, return_representation: bool = False):
-    """images: (batch, height, width, channels) in [-1, 1]. Returns float32 logits."""
+    """images: (batch, height, width, channels), preprocessed as the model was trained
+    ([-1, 1] for the published ViTs). Returns float32 logits."""
     x = images.astype(self.dtype)
     if self.resnet_layers is not None:
       x = resnet.resnet_stem(x, num_layers=self.resnet_layers,
                              width_factor=self.resnet_width_factor, dtype=self.dtype,
                              param_dtype=self.param_dtype)
-    height, width = x.shape[1:3]
-    if height % self.patch_size or width % self.patch_size:
-      if self.resnet_layers is not None:
-        raise UserError(
-            f"Image size {images.shape[1]}x{images.shape[2]} gives a {height}x{width} "
-            f"feature map after the ResNet stem that patch_size={self.patch_size} does not "
-            f"divide; use a resolution that is a multiple of {16 * self.patch_size}.")
-      raise UserError(
-          f"Image size {images.shape[1]}x{images.shape[2]} is not divisible by "
-          f"patch_size={self.patch_size}; use a resolution that is a multiple of "
-          f"{self.patch_size}.")
+    self._check_divisible(images, *x.shape[1:3])
     x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
                 strides=(self.patch_size, self.patch_size), padding="VALID",
                 dtype=self.dtype, param_dtype=self.param_dtype,
@@ -302,40 +471,47 @@ class VisionTransformer(nn.Module):
                                         (None, None, None, "embed")),
                 bias_init=partitioned(nn.initializers.zeros, ("embed",)),
                 name="embedding")(x)
-    batch, grid_h, grid_w, channels = x.shape
-    x = jnp.reshape(x, (batch, grid_h * grid_w, channels))
-    if self.classifier == "token":
-      cls = self.param("cls", partitioned(nn.initializers.zeros, (None, None, "embed")),
-                       (1, 1, channels), self.param_dtype)
-      x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (batch, 1, 1)), x], axis=1)
-    x = constrain(x, ("act_batch", "act_length", "act_embed"))
+    batch = x.shape[0]
+    prefix = [self._token("cls", 1, batch, x.dtype)] if self.has_class_token else []
+    if self.distillation_token:
+      prefix.append(self._token("dist", 1, batch, x.dtype))
+    prefix = jnp.concatenate(prefix, axis=1) if prefix else x[:, :0, 0]
+    registers = (self._token("registers", self.num_registers, batch, x.dtype)
+                 if self.num_registers else x[:, :0, 0])
     x = Encoder(num_layers=self.num_layers,
                 block={field: getattr(self, field) for field in BLOCK_FIELDS},
+                posemb=self.posemb, posemb_prefix=self.posemb_prefix,
+                posemb_grid=tuple(self.posemb_grid) if self.posemb_grid else None,
+                posemb_resample=self.posemb_resample,
+                posemb_antialias=self.posemb_antialias, final_norm=not self.fc_norm,
                 dropout_rate=self.dropout_rate, remat_policy=self.remat_policy,
                 scan_layers=self.scan_layers, dtype=self.dtype, param_dtype=self.param_dtype,
-                name="Transformer")(x, train=train)
-    x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
+                name="Transformer")(prefix, registers, x, train=train)
+    x, x_dist = self._pool(x)
+    if self.fc_norm:
+      x = layer_norm("fc_norm", self.layernorm_epsilon, self.dtype, self.param_dtype)(x)
     if self.representation_size is not None:
-      x = nn.Dense(self.representation_size, dtype=self.dtype, param_dtype=self.param_dtype,
-                   kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", None)),
-                   bias_init=partitioned(nn.initializers.zeros, (None,)),
-                   name="pre_logits")(x)
-      x = jnp.tanh(x)
+      x = jnp.tanh(self._dense(self.representation_size, "pre_logits",
+                               nn.initializers.lecun_normal(), nn.initializers.zeros,
+                               None)(x))
     if return_representation or not self.num_classes:
-      return x.astype(jnp.float32)
+      features = x if x_dist is None else (x + x_dist) / 2
+      return features.astype(jnp.float32)
     head_kernel_init = (nn.initializers.normal(self.head_kernel_init_std)
                         if self.head_kernel_init_std else nn.initializers.zeros)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                      kernel_init=partitioned(head_kernel_init, (None, "classes")),
-                      bias_init=partitioned(nn.initializers.constant(self.head_bias_init),
-                                            ("classes",)),
-                      name="head")(x)
+    head = functools.partial(self._dense, self.num_classes, kernel_init=head_kernel_init,
+                             bias_init=nn.initializers.constant(self.head_bias_init),
+                             axis="classes")
+    logits = head("head")(x)
+    if x_dist is not None:  # DeiT's inference rule: the mean of both heads.
+      logits = (logits + head("head_dist")(x_dist)) / 2
     return logits.astype(jnp.float32)
 
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _CHOICES = {"classifier": CLASSIFIERS, "attention_implementation": ATTENTION_IMPLEMENTATIONS,
-            "remat_policy": tuple(REMAT_POLICIES)}
+            "remat_policy": tuple(REMAT_POLICIES), "posemb": POSEMB_KINDS,
+            "posemb_resample": posemb_lib.RESAMPLE_METHODS, "mlp_activation": MLP_ACTIVATIONS}
 
 
 def as_dtype(value, field: str):
@@ -370,6 +546,12 @@ def create(*, num_classes: Optional[int], **hparams) -> VisionTransformer:
   for field, valid in _CHOICES.items():
     if field in hparams and hparams[field] not in valid:
       raise UserError(f"model.{field}={hparams[field]!r} is not one of {list(valid)}.")
-  if hparams.get("resnet_layers") is not None:
-    hparams["resnet_layers"] = tuple(hparams["resnet_layers"])
+  for field in ("resnet_layers", "posemb_grid"):
+    if hparams.get(field) is not None:
+      hparams[field] = tuple(hparams[field])
+  if hparams.get("posemb") == "sincos2d" and hparams["hidden_size"] % 4:
+    raise UserError(f"posemb='sincos2d' needs hidden_size divisible by 4, not "
+                    f"{hparams['hidden_size']}.")
+  if hparams.get("distillation_token") and hparams.get("classifier", "token") != "token":
+    raise UserError("distillation_token=True pools tokens: it needs classifier='token'.")
   return VisionTransformer(num_classes=num_classes, **hparams)

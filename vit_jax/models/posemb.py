@@ -1,0 +1,104 @@
+"""Position embeddings: the fixed 2-D sin-cos table and resampling a learned grid.
+
+Resampling is a pair of (out, in) matrices applied to the grid's rows and columns,
+built in numpy from the sizes alone (static under jit) and matching
+`torch.nn.functional.interpolate(align_corners=False)` exactly, with and without
+`antialias`: timm resamples with bicubic + antialias, Hugging Face with plain bicubic,
+big_vision (jax.image.resize) with bilinear + antialias. A checkpoint records which.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+RESAMPLE_METHODS = ("bilinear", "bicubic")
+
+
+def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
+  """(height * width, dim) fixed embeddings of big_vision / MoCo v3: sin and cos of the
+  column, then of the row, at dim // 4 geometric frequencies each."""
+  if dim % 4:
+    raise ValueError(f"sincos2d position embeddings need a width divisible by 4, not {dim}.")
+  rows, cols = np.mgrid[:height, :width]
+  omega = np.arange(dim // 4) / max(dim // 4 - 1, 1)
+  omega = 1.0 / temperature**omega
+  y = np.einsum("m,d->md", rows.reshape(-1), omega)
+  x = np.einsum("m,d->md", cols.reshape(-1), omega)
+  return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
+
+
+def _cubic(x: np.ndarray, a: float) -> np.ndarray:
+  """Keys' cubic convolution kernel."""
+  x = np.abs(x)
+  return np.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                  np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+
+
+def _triangle(x: np.ndarray) -> np.ndarray:
+  return np.maximum(1.0 - np.abs(x), 0.0)
+
+
+def _interpolating(size_in: int, size_out: int, method: str) -> np.ndarray:
+  """torch's upsample_{bilinear,bicubic}2d, align_corners=False: source coordinate
+  (i + 0.5) * scale - 0.5, taps clamped to the edge."""
+  scale = size_in / size_out
+  matrix = np.zeros((size_out, size_in))
+  for i in range(size_out):
+    src = (i + 0.5) * scale - 0.5
+    if method == "bilinear":
+      src = max(src, 0.0)
+      lo = int(math.floor(src))
+      frac = src - lo
+      for tap, weight in ((lo, 1 - frac), (lo + 1, frac)):
+        matrix[i, min(tap, size_in - 1)] += weight
+    else:
+      lo = int(math.floor(src))
+      frac = src - lo
+      for offset in (-1, 0, 1, 2):
+        weight = _cubic(np.asarray(frac - offset), a=-0.75)
+        matrix[i, min(max(lo + offset, 0), size_in - 1)] += weight
+  return matrix
+
+
+def _antialiased(size_in: int, size_out: int, method: str) -> np.ndarray:
+  """torch's antialiased resampling (Pillow's): the kernel is stretched by the
+  downscaling factor and renormalised over the taps inside the image."""
+  scale = size_in / size_out
+  kernel = _triangle if method == "bilinear" else (lambda x: _cubic(x, a=-0.5))
+  radius = (1.0 if method == "bilinear" else 2.0) * max(scale, 1.0)
+  stretch = 1.0 / max(scale, 1.0)
+  matrix = np.zeros((size_out, size_in))
+  for i in range(size_out):
+    center = scale * (i + 0.5)
+    lo = max(int(center - radius + 0.5), 0)
+    hi = min(int(center + radius + 0.5), size_in)
+    taps = np.arange(lo, hi)
+    weights = kernel((taps - center + 0.5) * stretch)
+    matrix[i, lo:hi] = weights / weights.sum()
+  return matrix
+
+
+def resample_matrix(size_in: int, size_out: int, method: str = "bilinear",
+                    antialias: bool = False) -> np.ndarray:
+  """(size_out, size_in) weights resampling one axis as torch.nn.functional.interpolate."""
+  if method not in RESAMPLE_METHODS:
+    raise ValueError(f"Unknown resampling method {method!r}; use one of {RESAMPLE_METHODS}.")
+  if size_in == size_out:
+    return np.eye(size_in)
+  if antialias:
+    return _antialiased(size_in, size_out, method)
+  return _interpolating(size_in, size_out, method)
+
+
+def resample_grid(grid, target: tuple[int, int], *, method: str = "bilinear",
+                  antialias: bool = False, xp=np):
+  """(..., h, w, dim) -> (..., target_h, target_w, dim), in float32 whatever `grid` is
+  (resampling in half precision visibly shifts the embeddings)."""
+  h, w = grid.shape[-3:-1]
+  if (h, w) == tuple(target):
+    return grid
+  rows = resample_matrix(h, target[0], method, antialias).astype(np.float32)
+  cols = resample_matrix(w, target[1], method, antialias).astype(np.float32)
+  out = xp.einsum("ai,bj,...ijd->...abd", rows, cols, grid.astype(xp.float32))
+  return out.astype(grid.dtype)
