@@ -42,12 +42,33 @@ def base_config() -> ml_collections.ConfigDict:
   # Model.
   c.model_name = "ViT-B_16"        # a preset from vit_jax/models/presets.py ('b16' works too),
                                    # or a family module ('vit', 'mypackage.my_family').
-  c.model = ml_collections.ConfigDict({  # overrides of the preset's hyper-parameters.
+  # Every hyper-parameter of the model, overridable on the command line. Unset (None):
+  # the preset's value; vit_jax/models/vit.py (and mixer.py) say what each one does.
+  c.model = ml_collections.ConfigDict({
+      # Shape.
+      "patch_size": placeholder(int),
+      "hidden_size": placeholder(int),
+      "num_layers": placeholder(int),
+      "num_heads": placeholder(int),
+      "mlp_dim": placeholder(int),
+      "tokens_mlp_dim": placeholder(int),     # MLP-Mixer only.
+      "channels_mlp_dim": placeholder(int),   # MLP-Mixer only.
+      # Tokens, pooling and position embeddings.
+      "classifier": placeholder(str),         # 'token' | 'gap' | 'map' (attention pooling).
+      "class_token": placeholder(bool),       # a [class] token with 'gap'/'map' pooling.
+      "num_registers": placeholder(int),      # register tokens (DINOv2-reg).
+      "representation_size": placeholder(int),  # pre_logits width (pre-training on 21k/JFT).
+      "fc_norm": placeholder(bool),           # LayerNorm after pooling (timm), not before.
+      "posemb": placeholder(str),             # 'learned' | 'sincos2d' | 'none'.
+      "posemb_resample": placeholder(str),    # to other grids: 'bilinear' | 'bicubic'.
+      # Blocks.
+      "layerscale_init": placeholder(float),  # LayerScale (DeiT III 1e-6, DINOv2 1e-5).
+      "qk_norm": placeholder(bool),
+      "mlp_activation": placeholder(str),     # 'gelu_tanh' | 'gelu' | 'swiglu'.
+      # Training-time settings.
       "dtype": "float32",             # compute dtype ('bfloat16' on accelerators).
       "dropout_rate": 0.0,
       "attention_dropout_rate": 0.0,
-      "classifier": "token",          # 'token' ([class] token) or 'gap' (average pooling).
-      "representation_size": placeholder(int),  # pre_logits width (pre-training on 21k/JFT), or None.
       "head_bias_init": 0.0,          # -10 for sigmoid pre-training.
       "head_kernel_init_std": 0.0,    # 0: zero head (fine-tuning recipe).
       "attention_implementation": "einsum",  # 'einsum' | 'xla' | 'cudnn' (flash, GPU).

@@ -85,14 +85,18 @@ def embedding_filters_figure(components: np.ndarray, variance: np.ndarray):
 def make_figures(model, params, images: np.ndarray, *, num_components: int = 28) -> dict:
   """All figures for `images` ((B, H, W, 3) in the model's [-1, 1] input range)."""
   grid = model.patch_grid(images.shape[1], images.shape[2])
-  prefix = 1 if model.classifier == "token" else 0
+  prefix = model.num_prefix_tokens
   attentions = analysis.attention_maps(model, params, images)
   maps = analysis.rollout_map(analysis.attention_rollout(attentions), grid, prefix)
   figures = {f"attention_rollout_{i}": rollout_figure((images[i] + 1) / 2, maps[i])
              for i in range(len(images))}
-  posemb = np.asarray(params["Transformer"]["posembed_input"]["pos_embedding"])
-  figures["position_embedding_similarity"] = posemb_similarity_figure(
-      analysis.posemb_similarity(posemb, num_prefix_tokens=prefix), grid)
+  if "posembed_input" in params["Transformer"]:  # learned (not fixed or absent) embeddings.
+    posemb = np.asarray(params["Transformer"]["posembed_input"]["pos_embedding"])
+    posemb_grid = tuple(model.posemb_grid or grid)
+    figures["position_embedding_similarity"] = posemb_similarity_figure(
+        analysis.posemb_similarity(
+            posemb, num_prefix_tokens=posemb.shape[1] - posemb_grid[0] * posemb_grid[1]),
+        posemb_grid)
   patch = model.patch_size
   distances = np.stack([analysis.mean_attention_distance(a, grid=grid, patch_size=patch,
                                                          num_prefix_tokens=prefix)

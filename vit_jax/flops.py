@@ -33,15 +33,16 @@ def peak_flops(device: Optional[jax.Device] = None) -> Optional[float]:
 
 
 def vit_forward_flops(model, image_size: tuple[int, int]) -> float:
-  """Analytical forward FLOPs per image of a plain (non-hybrid) ViT."""
+  """Analytical forward FLOPs per image of a plain (non-hybrid) ViT (the MAP head's
+  single query is left out: under 1% of any preset)."""
   if getattr(model, "resnet_layers", "other family") is not None:
     raise ValueError("The analytical count covers plain ViTs; use xla_flops for others.")
   p, d, mlp = model.patch_size, model.hidden_size, model.mlp_dim
   patches = (image_size[0] // p) * (image_size[1] // p)
-  tokens = patches + (1 if model.classifier == "token" else 0)
+  tokens = patches + model.num_prefix_tokens
   embed = 2 * patches * (p * p * 3) * d
   attention = 2 * tokens * d * 3 * d + 2 * 2 * tokens * tokens * d + 2 * tokens * d * d
-  mlp_flops = 2 * 2 * tokens * d * mlp
+  mlp_flops = 2 * (3 if model.mlp_activation == "swiglu" else 2) * tokens * d * mlp
   head_in = model.representation_size or d
   head = 2 * d * model.representation_size if model.representation_size else 0
   head += 2 * head_in * (model.num_classes or 0)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from vit_jax.errors import UserError
 from vit_jax.plugins import import_plugin
+from vit_jax.models import presets as presets_lib
 from vit_jax.models.presets import MODEL_PRESETS, resolve_model_name
 
-__all__ = ["create_model", "family_module", "MODEL_PRESETS", "resolve_model_name"]
+__all__ = ["create_model", "family_module", "MODEL_PRESETS", "resolve_model_name",
+           "count_parameters", "native_resolution"]
 
 
 def family_module(family: str):
@@ -33,4 +35,25 @@ def create_model(name: str, *, num_classes: int | None, **overrides):
   except UserError:
     hparams = {"family": name}  # a family module, its hyper-parameters all overrides.
   family = hparams.pop("family")
+  # None: the preset's value (config files list every field, most left unset).
+  overrides = {k: v for k, v in overrides.items() if v is not None}
   return family_module(family).create(num_classes=num_classes, **{**hparams, **overrides})
+
+
+def native_resolution(name: str) -> int:
+  """The input size a preset was published at: its learned position-embedding grid's, or
+  224."""
+  hparams = MODEL_PRESETS[resolve_model_name(name)]
+  grid = hparams.get("posemb_grid")
+  return grid[0] * hparams["patch_size"] if grid else 224
+
+
+def count_parameters(name: str, *, num_classes: int | None = 1000, **overrides) -> int:
+  """Parameters of a model, counted from shapes alone (nothing is allocated)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  model = create_model(name, num_classes=num_classes, **overrides)
+  size = native_resolution(name) if name in MODEL_PRESETS or name in presets_lib.SHORT_NAMES else 224
+  images = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)["params"]
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
