@@ -30,11 +30,11 @@ _NEW_TO_OLD_BLOCK_NAMES = {
 POS_EMBEDDING_KEY = "Transformer/posembed_input/pos_embedding"
 
 
-def _uses_new_block_names(flat: Mapping[str, Any]) -> bool:
+def uses_new_block_names(flat: Mapping[str, Any]) -> bool:
   return any("/MlpBlock_0/" in key for key in flat)
 
 
-def _to_old_block_names(flat: dict[str, Any]) -> dict[str, Any]:
+def to_old_block_names(flat: dict[str, Any]) -> dict[str, Any]:
   renamed = {}
   for key, value in flat.items():
     parts = key.split("/")
@@ -81,12 +81,43 @@ def scan_params(params: Params) -> dict[str, Any]:
   return {**params, "Transformer": encoder}
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, Any]:
-  """Loads a published (or `save_npz`-written) checkpoint as a nested params dict.
+# Keys under this prefix describe the model (architecture, preprocessing) as plain
+# arrays: no pickled objects, so every reader loads the file with allow_pickle=False.
+META_PREFIX = "vit_jax_meta/"
 
-  Accepts both the older block naming (LayerNorm_0, MultiHeadDotProductAttention_1,
-  LayerNorm_2, MlpBlock_3) and the current Flax naming (..._0, ..._1); returns the older.
-  """
+
+def _meta_array(value) -> np.ndarray:
+  if isinstance(value, str):
+    return np.array(value)  # a '<U' string array, not an object array.
+  return np.asarray(value)
+
+
+def _meta_value(array: np.ndarray):
+  if array.dtype.kind == "U":
+    return str(array)
+  if array.ndim == 0:
+    return array.item()
+  return tuple(array.tolist())
+
+
+def encode_meta(meta: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
+  """{'arch': {...}, 'preprocessing': {...}} -> flat plain arrays (None values left out)."""
+  return {f"{META_PREFIX}{section}/{key}": _meta_array(value)
+          for section, values in meta.items() for key, value in values.items()
+          if value is not None}
+
+
+def decode_meta(flat: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+  meta: dict[str, dict[str, Any]] = {}
+  for key, value in flat.items():
+    if key.startswith(META_PREFIX):
+      section, name = key[len(META_PREFIX):].split("/", 1)
+      meta.setdefault(section, {})[name] = _meta_value(np.asarray(value))
+  return meta
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Every array of an .npz, flat, or one clear error."""
   path = os.fspath(path)
   if not os.path.exists(path):
     raise UserError(f"Checkpoint file {path!r} does not exist.")
@@ -97,9 +128,26 @@ def load_npz(path: str | os.PathLike) -> dict[str, Any]:
     raise UserError(f"{path!r} is not a readable .npz checkpoint: {e}") from None
   if not flat:
     raise UserError(f"Checkpoint {path!r} holds no arrays.")
-  if _uses_new_block_names(flat):
-    flat = _to_old_block_names(flat)
-  return unflatten(flat)
+  return flat
+
+
+def load_npz_with_meta(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dict]]:
+  """(params, meta) of an .npz; meta is empty for files without a description."""
+  flat = read_npz(path)
+  meta = decode_meta(flat)
+  flat = {k: v for k, v in flat.items() if not k.startswith(META_PREFIX)}
+  if uses_new_block_names(flat):
+    flat = to_old_block_names(flat)
+  return unflatten(flat), meta
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, Any]:
+  """Loads a published (or `save_npz`-written) checkpoint as a nested params dict.
+
+  Accepts both the older block naming (LayerNorm_0, MultiHeadDotProductAttention_1,
+  LayerNorm_2, MlpBlock_3) and the current Flax naming (..._0, ..._1); returns the older.
+  """
+  return load_npz_with_meta(path)[0]
 
 
 def _to_host(x) -> np.ndarray:
@@ -108,13 +156,16 @@ def _to_host(x) -> np.ndarray:
   return x.astype(np.float32) if x.dtype.kind == "V" or x.dtype.name == "bfloat16" else x
 
 
-def save_npz(params: Params, path: str | os.PathLike) -> None:
+def save_npz(params: Params, path: str | os.PathLike,
+             meta: Mapping[str, Mapping[str, Any]] | None = None) -> None:
   """Writes params in the published layout (older naming), readable by the official code
-  and by timm. Written to a temporary file first so an interrupted save never leaves a
-  truncated checkpoint behind."""
+  and by timm, with `meta` (architecture, preprocessing) as plain arrays when given.
+  Written to a temporary file first so an interrupted save never leaves a truncated
+  checkpoint behind."""
   flat = {key: _to_host(value) for key, value in flatten(unscan_params(params)).items()}
-  if _uses_new_block_names(flat):
-    flat = _to_old_block_names(flat)
+  if uses_new_block_names(flat):
+    flat = to_old_block_names(flat)
+  flat.update(encode_meta(meta or {}))
   if jax.process_index() != 0:
     return
   path = os.fspath(path)
@@ -216,6 +267,17 @@ def adapt_for_finetuning(restored: Params, init: Params, *,
   if notes is not None:
     notes.extend(sorted(changes))
   return unflatten(result)
+
+
+def posemb_grid(params: Params, num_prefix_tokens: int | None = None) -> tuple[int, int] | None:
+  """The square grid of a checkpoint's learned position embeddings (None: it has none).
+  `num_prefix_tokens` defaults to the published layout's: 1 with a [class] token."""
+  posemb = params.get("Transformer", {}).get("posembed_input", {}).get("pos_embedding")
+  if posemb is None:
+    return None
+  if num_prefix_tokens is None:
+    num_prefix_tokens = 1 if "cls" in params else 0
+  return _square_grid(posemb.shape[1] - num_prefix_tokens, "The checkpoint's position embedding")
 
 
 def head_classes(params: Params) -> int | None:

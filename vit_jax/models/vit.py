@@ -42,7 +42,7 @@ CLASSIFIERS = ("token", "gap", "map")
 POSEMB_KINDS = ("learned", "sincos2d", "none")
 # gelu_tanh: the tanh approximation, as the published ViT checkpoints were trained (and
 # big_vision, SigLIP); gelu: exact erf GELU (timm, DINOv2, DeiT); swiglu: SiLU-gated
-# (DINOv2-g), Dense_0 packing [value, gate] halves.
+# (DINOv2-g): Dense_0 packs the [gate, value] halves, silu(gate) * value.
 MLP_ACTIVATIONS = ("gelu_tanh", "gelu", "swiglu")
 
 
@@ -68,8 +68,8 @@ class MlpBlock(nn.Module):
               kernel_init=partitioned(_kernel_init, ("embed", "mlp")),
               bias_init=partitioned(_bias_init, ("mlp",)), name="Dense_0")(x)
     if gated:
-      value, gate = jnp.split(x, 2, axis=-1)
-      x = nn.silu(value) * gate
+      gate, value = jnp.split(x, 2, axis=-1)
+      x = nn.silu(gate) * value
     else:
       x = nn.gelu(x, approximate=self.activation == "gelu_tanh")
     x = constrain(x, ("act_batch", "act_length", "act_mlp"))

@@ -1,0 +1,284 @@
+"""Checkpoint conversion against the reference implementations: timm and transformers
+models built offline with random weights, converted, and compared on real images."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import vit_jax
+from vit_jax import convert, npz_format
+from vit_jax.convert import timm_format
+from vit_jax.models import create_model
+from tests.torch_refs import import_references
+
+torch, timm, transformers = import_references()
+TOLERANCE = 1e-4
+
+
+def photos(size: int, count: int = 2) -> np.ndarray:
+  """Real photographs (shipped with scikit-learn), resized and normalised: NHWC float32."""
+  from sklearn.datasets import load_sample_images
+  from PIL import Image
+  images = [np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+            for img in load_sample_images().images]
+  batch = np.stack([images[i % len(images)] for i in range(count)]).astype(np.float32)
+  return (batch / 255.0 - 0.45) / 0.25
+
+
+def randomise(module, seed: int = 0):
+  """Random weights everywhere (zero-initialised tokens and heads would hide layout bugs)."""
+  generator = torch.Generator().manual_seed(seed)
+  for name, tensor in module.state_dict().items():
+    if tensor.is_floating_point():
+      noise = torch.randn(tensor.shape, generator=generator)
+      is_scale = tensor.ndim == 1 and ("norm" in name or "layer_scale" in name or
+                                       name.endswith((".gamma", "lambda1"))) and name.endswith(
+                                           ("weight", "gamma", "lambda1"))
+      tensor.copy_(1 + 0.1 * noise if is_scale else 0.05 * noise)
+  module.eval()
+  return module
+
+
+def nchw(images: np.ndarray):
+  return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+def state_of(module) -> dict:
+  return {k: v.numpy() for k, v in module.state_dict().items()}
+
+
+def ours(checkpoint: convert.Checkpoint, images, **kwargs):
+  model = create_model(checkpoint.arch["family"], num_classes=checkpoint.num_classes,
+                       **{k: v for k, v in checkpoint.arch.items() if k != "family"})
+  return np.asarray(model.apply({"params": checkpoint.params}, images, **kwargs))
+
+
+def assert_close(a, b):
+  assert a.shape == b.shape, (a.shape, b.shape)
+  diff = np.abs(a - b).max()
+  assert diff <= TOLERANCE, f"max |diff| {diff:.2e}"
+
+
+def save_timm(model, path):
+  from safetensors.torch import save_file
+  save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+
+
+# name, create_model overrides, input size.
+TIMM_MODELS = [
+    ("vit_small_patch16_224.augreg_in21k", dict(depth=2), 64),
+    ("deit3_small_patch16_224", dict(depth=2), 64),
+    ("vit_small_patch14_dinov2", dict(depth=2, num_classes=10), 56),
+    ("vit_small_patch14_reg4_dinov2", dict(depth=2, num_classes=10), 56),
+    ("vit_giant_patch14_dinov2", dict(depth=1, embed_dim=192, num_heads=3, num_classes=0), 28),
+    ("deit_small_distilled_patch16_224", dict(depth=2), 64),
+    ("vit_base_patch16_siglip_224", dict(depth=2, num_classes=7), 64),
+]
+
+
+@pytest.mark.parametrize("name,overrides,size", TIMM_MODELS, ids=[m[0] for m in TIMM_MODELS])
+def test_timm_logits(tmp_path, name, overrides, size):
+  reference = randomise(timm.create_model(name, pretrained=False, img_size=size, **overrides))
+  path = str(tmp_path / "model.safetensors")
+  save_timm(reference, path)
+  checkpoint = convert.read(path, timm_model=name)
+  images = photos(size)
+  theirs = reference(nchw(images)).numpy()
+  assert_close(ours(checkpoint, images), theirs)
+  # Round trip: our params -> timm layout -> ours, bit for bit.
+  back = timm_format.from_params(checkpoint.arch, npz_format.flatten(checkpoint.params))
+  original = state_of(reference)
+  assert sorted(back) == sorted(original)
+  for key, value in back.items():
+    np.testing.assert_array_equal(value, original[key], err_msg=key)
+
+
+def test_timm_resamples_position_embeddings_as_timm(tmp_path):
+  """A 4x4-grid DINOv2-style model fed 6x6 and 3x3 grids: timm's dynamic_img_size path
+  (bicubic, antialiased) and ours agree."""
+  reference = randomise(timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False,
+                                          img_size=56, depth=2, dynamic_img_size=True))
+  path = str(tmp_path / "model.safetensors")
+  save_timm(reference, path)
+  checkpoint = convert.read(path, timm_model="vit_small_patch14_reg4_dinov2")
+  for size in (84, 42):
+    images = photos(size)
+    assert_close(ours(checkpoint, images), reference(nchw(images)).numpy())
+
+
+def test_timm_qk_norm_gap_fc_norm(tmp_path):
+  from timm.models.vision_transformer import VisionTransformer
+  reference = randomise(VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=2,
+                                          num_heads=4, qk_norm=True, global_pool="avg",
+                                          fc_norm=True, num_classes=5, init_values=0.1))
+  path = str(tmp_path / "model.safetensors")
+  save_timm(reference, path)
+  checkpoint = convert.read(path, num_heads=4)
+  assert checkpoint.arch["classifier"] == "gap" and checkpoint.arch["fc_norm"]
+  images = photos(32)
+  assert_close(ours(checkpoint, images), reference(nchw(images)).numpy())
+
+
+def _hf_models():
+  t = transformers
+  small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+  return [
+      ("vit", lambda: t.ViTForImageClassification(t.ViTConfig(image_size=32, patch_size=8,
+                                                               num_labels=6, **small)), 32),
+      ("vit_pooler", lambda: t.ViTModel(t.ViTConfig(image_size=32, patch_size=8, **small)), 32),
+      ("deit", lambda: t.DeiTForImageClassificationWithTeacher(
+          t.DeiTConfig(image_size=32, patch_size=8, num_labels=6, **small)), 32),
+      ("dinov2", lambda: t.Dinov2Model(t.Dinov2Config(
+          image_size=42, patch_size=14, hidden_size=64, num_hidden_layers=2,
+          num_attention_heads=4, layerscale_value=0.5)), 42),
+      ("dinov2_swiglu", lambda: t.Dinov2Model(t.Dinov2Config(
+          image_size=42, patch_size=14, hidden_size=64, num_hidden_layers=2,
+          num_attention_heads=4, use_swiglu_ffn=True)), 42),
+      ("dinov2_registers", lambda: t.Dinov2WithRegistersModel(t.Dinov2WithRegistersConfig(
+          image_size=42, patch_size=14, hidden_size=64, num_hidden_layers=2,
+          num_attention_heads=4, num_register_tokens=4)), 42),
+      ("siglip", lambda: t.SiglipVisionModel(t.SiglipVisionConfig(
+          image_size=32, patch_size=8, **small)), 32),
+  ]
+
+
+def hf_output(model, images):
+  out = model(pixel_values=nchw(images))
+  if hasattr(out, "logits"):
+    return out.logits.numpy()
+  return out.pooler_output.numpy()
+
+
+def save_hf(model, directory):
+  model.save_pretrained(directory)
+  return directory
+
+
+@pytest.mark.parametrize("name", [m[0] for m in _hf_models()])
+def test_hf_outputs_and_round_trip(tmp_path, name):
+  build, size = {n: (b, s) for n, b, s in _hf_models()}[name]
+  reference = randomise(build())
+  directory = save_hf(reference, str(tmp_path / "hf"))
+  checkpoint = convert.read(directory)
+  images = photos(size)
+  theirs = hf_output(reference, images)
+  has_logits = hasattr(reference(pixel_values=nchw(images)), "logits")
+  assert_close(ours(checkpoint, images, return_representation=not has_logits), theirs)
+  # Round trip through our HF export: the same tensors, and transformers loads it.
+  exported = str(tmp_path / "exported")
+  convert.write_hf(checkpoint, exported)
+  reloaded = convert.read(exported)
+  for key, value in npz_format.flatten(checkpoint.params).items():
+    np.testing.assert_array_equal(npz_format.flatten(reloaded.params)[key], value, err_msg=key)
+  loaded = type(reference).from_pretrained(exported).eval()
+  assert_close(hf_output(loaded, images), theirs)
+
+
+def test_hf_dinov2_resamples_position_embeddings_as_transformers(tmp_path):
+  t = transformers
+  reference = randomise(t.Dinov2Model(t.Dinov2Config(
+      image_size=56, patch_size=14, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)))
+  checkpoint = convert.read(save_hf(reference, str(tmp_path / "hf")))
+  for size in (84, 42):  # up and down from the 4x4 grid.
+    images = photos(size)
+    assert_close(ours(checkpoint, images, return_representation=True), hf_output(reference, images))
+
+
+def test_export_to_timm_loads_in_timm(tmp_path):
+  """A vit_jax DINOv2-style model -> timm .safetensors -> timm's own model: same logits."""
+  model = create_model("DINOv2-S_14-reg4", num_classes=3, num_layers=2, posemb_grid=(4, 4))
+  images = photos(56)
+  flat = npz_format.flatten(model.init(jax.random.key(0), images)["params"])
+  rng = np.random.default_rng(0)
+  params = npz_format.unflatten({k: np.asarray(v) + 0.05 * rng.standard_normal(v.shape).astype(
+      np.float32) for k, v in flat.items()})
+  arch = dict(family="vit", **{k: getattr(model, k) for k in (
+      "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "mlp_activation",
+      "layerscale_init", "num_registers", "posemb_grid", "posemb_resample")})
+  arch["posemb_grid"] = (4, 4)
+  checkpoint = convert.Checkpoint(arch, params, {"resolution": 56}, "test")
+  kwargs = convert.write_timm(checkpoint, str(tmp_path / "m.safetensors"))
+  from timm.models.vision_transformer import VisionTransformer
+  from safetensors.torch import load_file
+  net = VisionTransformer(**kwargs)
+  net.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
+  net.eval()
+  assert_close(net(nchw(images)).numpy(), ours(checkpoint, images))
+
+
+def test_mixer_matches_timm(tmp_path):
+  """Our MLP-Mixer in the published layout against timm's Mixer: parameter count and
+  logits (timm's layout mapped by hand here, independently of vit_jax.convert)."""
+  from timm.models.mlp_mixer import MlpMixer
+  reference = randomise(MlpMixer(num_classes=5, img_size=64, patch_size=16, num_blocks=2,
+                                 embed_dim=512, mlp_ratio=(0.5, 4.0),
+                                 act_layer=lambda: torch.nn.GELU(approximate="tanh")))
+  model = create_model("Mixer-S_16", num_classes=5, num_layers=2)
+  s = state_of(reference)
+  lin = lambda k: {"kernel": s[k + ".weight"].T, "bias": s[k + ".bias"]}  # noqa: E731
+  ln = lambda k: {"scale": s[k + ".weight"], "bias": s[k + ".bias"]}  # noqa: E731
+  params = {"stem": {"kernel": s["stem.proj.weight"].transpose(2, 3, 1, 0),
+                     "bias": s["stem.proj.bias"]},
+            "pre_head_layer_norm": ln("norm"), "head": lin("head")}
+  for i in range(2):
+    b = f"blocks.{i}"
+    params[f"MixerBlock_{i}"] = {
+        "LayerNorm_0": ln(f"{b}.norm1"), "LayerNorm_1": ln(f"{b}.norm2"),
+        "token_mixing": {"Dense_0": lin(f"{b}.mlp_tokens.fc1"), "Dense_1": lin(f"{b}.mlp_tokens.fc2")},
+        "channel_mixing": {"Dense_0": lin(f"{b}.mlp_channels.fc1"),
+                           "Dense_1": lin(f"{b}.mlp_channels.fc2")}}
+  images = photos(64)
+  assert_close(np.asarray(model.apply({"params": params}, images)),
+               reference(nchw(images)).numpy())
+  full = timm.create_model("mixer_b16_224", pretrained=False)
+  assert vit_jax.models.count_parameters("Mixer-B_16") == sum(p.numel() for p in full.parameters())
+
+
+def test_converted_npz_records_everything(tmp_path):
+  """timm file -> convert CLI -> .npz with plain arrays -> load_pretrained and
+  preprocessing_of with no other argument."""
+  name = "vit_small_patch14_reg4_dinov2"
+  reference = randomise(timm.create_model(name, pretrained=False, img_size=56, depth=2,
+                                          num_classes=4))
+  src = str(tmp_path / "model.safetensors")
+  save_timm(reference, src)
+  out = str(tmp_path / "dinov2.npz")
+  result = subprocess.run([sys.executable, "-m", "vit_jax.convert", src, out,
+                           f"--timm_model={name}"], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  assert "DINOv2" in result.stdout or "vit" in result.stdout
+  with np.load(out, allow_pickle=False) as data:  # no object arrays anywhere.
+    assert all(data[k].dtype != object for k in data.files)
+  model, params = vit_jax.load_pretrained(out)
+  preprocessing = vit_jax.preprocessing_of(out)
+  assert preprocessing.resolution == 56
+  np.testing.assert_allclose(preprocessing.mean, (0.485, 0.456, 0.406))
+  raw = (np.random.default_rng(0).uniform(0, 255, (2, 56, 56, 3))).astype(np.uint8)
+  images = preprocessing(raw)
+  expected = (raw / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(images, expected, atol=1e-5)
+  features = np.asarray(model.apply({"params": params}, images, train=False,
+                                    return_representation=True))
+  theirs = reference.forward_head(reference.forward_features(nchw(images.astype(np.float32))),
+                                  pre_logits=True).numpy()
+  assert_close(features, theirs)
+
+
+def test_unknown_tensors_are_an_error_not_a_partial_load(tmp_path):
+  reference = randomise(timm.create_model("vit_small_patch16_224", pretrained=False, depth=1,
+                                          img_size=32))
+  state = state_of(reference)
+  state["blocks.0.mystery.weight"] = np.zeros(3, np.float32)
+  from safetensors.numpy import save_file
+  path = str(tmp_path / "odd.safetensors")
+  save_file(state, path)
+  result = subprocess.run([sys.executable, "-m", "vit_jax.convert", path,
+                           str(tmp_path / "out.npz")], capture_output=True, text=True)
+  assert result.returncode == 2
+  assert result.stderr.strip().count("\n") == 0, result.stderr
+  assert "blocks.0.mystery.weight" in result.stderr
+  assert not os.path.exists(tmp_path / "out.npz")

@@ -1,0 +1,66 @@
+"""big_vision ViT checkpoints (`.npz`; SigLIP image towers under `img/`).
+
+big_vision's ViT is this package's ViT with the current Flax block names (LayerNorm_0/1,
+MultiHeadDotProductAttention_0, MlpBlock_0), the position embedding at the root and
+over the patches only, optionally scanned layers, and tanh GELU. Position embeddings are
+resampled the way big_vision does (jax.image.resize bilinear, antialiased).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from vit_jax import npz_format
+from vit_jax.errors import UserError
+
+_TOWER_PREFIXES = ("params/", "img/")
+
+
+def _strip(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  for prefix in _TOWER_PREFIXES:
+    if any(k.startswith(prefix) for k in flat):
+      flat = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+  return flat
+
+
+def is_big_vision(flat: dict[str, np.ndarray]) -> bool:
+  flat = _strip(flat)
+  return "pos_embedding" in flat or any("/MlpBlock_0/" in k and "encoderblock" in k
+                                        for k in flat)
+
+
+def to_params(flat: dict[str, np.ndarray], *,
+              num_heads: Optional[int] = None) -> tuple[dict, dict, dict]:
+  """(arch, nested params in our layout, preprocessing)."""
+  flat = _strip(flat)
+  posemb = flat.pop("pos_embedding", None)
+  params = npz_format.unscan_params(npz_format.unflatten(flat))
+  flat = npz_format.flatten(params)
+  flat = npz_format.to_old_block_names(flat)
+  if posemb is not None:
+    flat["Transformer/posembed_input/pos_embedding"] = posemb
+  params = npz_format.unflatten(flat)
+  if "embedding" not in params or "Transformer" not in params:
+    raise UserError("Not a big_vision ViT checkpoint (no embedding / Transformer).")
+  block = params["Transformer"]["encoderblock_0"]
+  query = block["MultiHeadDotProductAttention_1"]["query"]["kernel"]
+  kernel = params["embedding"]["kernel"]
+  arch: dict[str, Any] = dict(
+      family="vit", patch_size=kernel.shape[0], hidden_size=kernel.shape[-1],
+      num_layers=sum(k.startswith("encoderblock_") for k in params["Transformer"]),
+      num_heads=num_heads or query.shape[1],
+      mlp_dim=block["MlpBlock_3"]["Dense_0"]["kernel"].shape[-1],
+      class_token="cls" in params, posemb_prefix=False, posemb_resample="bilinear",
+      posemb_antialias=True)
+  arch["classifier"] = "map" if "MAPHead_0" in params else ("token" if "cls" in params else "gap")
+  if "pre_logits" in params:
+    arch["representation_size"] = params["pre_logits"]["kernel"].shape[-1]
+  grid = npz_format.posemb_grid(params, num_prefix_tokens=0)
+  if grid:
+    arch["posemb_grid"] = grid
+  else:
+    arch["posemb"] = "sincos2d"  # big_vision's fixed alternative leaves no parameter.
+  resolution = (grid[0] if grid else 14) * arch["patch_size"]
+  return arch, params, {"resolution": resolution, "mean": (0.5, 0.5, 0.5),
+                        "std": (0.5, 0.5, 0.5), "resize": "bilinear"}

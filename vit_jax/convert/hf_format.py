@@ -1,0 +1,276 @@
+"""Hugging Face `transformers` vision models: ViT, DeiT, DINOv2 (with registers) and the
+SigLIP vision tower, as a model directory (config.json + model.safetensors or
+pytorch_model.bin, optionally preprocessor_config.json).
+
+The architecture and preprocessing come from the JSON files; transformers itself is not
+needed.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from vit_jax.convert import layouts
+from vit_jax.convert.layouts import Rule, dense, heads, norm
+from vit_jax.convert.timm_format import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
+from vit_jax.errors import UserError
+
+MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers", "siglip_vision_model")
+# Activation names in HF configs -> ours.
+_ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
+                "gelu_fast": "gelu_tanh"}
+_DEFAULT_NORMALISATION = {"vit": (INCEPTION_MEAN, INCEPTION_STD),
+                          "siglip_vision_model": (INCEPTION_MEAN, INCEPTION_STD),
+                          "deit": (IMAGENET_MEAN, IMAGENET_STD),
+                          "dinov2": (IMAGENET_MEAN, IMAGENET_STD),
+                          "dinov2_with_registers": (IMAGENET_MEAN, IMAGENET_STD)}
+_PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
+
+
+def vision_config(config: dict) -> dict:
+  """The vision part of a config.json (a full SigLIP model nests it)."""
+  if config.get("model_type") == "siglip":
+    return {**config["vision_config"], "model_type": "siglip_vision_model"}
+  if config.get("model_type") not in MODEL_TYPES:
+    raise UserError(f"Hugging Face model_type {config.get('model_type')!r} is not supported; "
+                    f"supported: {', '.join(MODEL_TYPES)}, siglip.")
+  return config
+
+
+def arch_of(config: dict) -> dict[str, Any]:
+  kind = config["model_type"]
+  width, grid = config["hidden_size"], config["image_size"] // config["patch_size"]
+  act = config.get("hidden_act", "gelu")
+  if act not in _ACTIVATIONS:
+    raise UserError(f"hidden_act={act!r} is not supported; supported: {sorted(_ACTIVATIONS)}.")
+  mlp_dim = config.get("intermediate_size") or int(width * config.get("mlp_ratio", 4))
+  arch = dict(family="vit", patch_size=config["patch_size"], hidden_size=width,
+              num_layers=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
+              mlp_dim=mlp_dim, mlp_activation=_ACTIVATIONS[act],
+              layernorm_epsilon=config.get("layer_norm_eps", 1e-12), posemb_grid=(grid, grid),
+              posemb_resample="bicubic", posemb_antialias=False)
+  if kind == "siglip_vision_model":
+    arch.update(classifier="map" if config.get("vision_use_head", True) else "gap",
+                class_token=False, posemb_prefix=False)
+  else:
+    arch.update(classifier="token", class_token=True, posemb_prefix=True)
+  if kind == "deit":
+    arch["distillation_token"] = True
+  if kind.startswith("dinov2"):
+    arch["layerscale_init"] = config.get("layerscale_value", 1.0)
+    if config.get("use_swiglu_ffn"):
+      hidden = int(width * config.get("mlp_ratio", 4))
+      arch.update(mlp_activation="swiglu", mlp_dim=_swiglu_width(hidden))
+    arch["num_registers"] = config.get("num_register_tokens", 0)
+  return arch
+
+
+def preprocessing(config: dict, processor: Optional[dict]) -> dict:
+  mean, std = _DEFAULT_NORMALISATION[config["model_type"]]
+  resolution, resize = config["image_size"], "bilinear"
+  if processor:
+    mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
+    crop = processor.get("crop_size") if processor.get("do_center_crop") else None
+    size = crop or processor.get("size") or {}
+    resolution = size.get("height", size.get("shortest_edge", resolution))
+    resize = _PIL_RESAMPLE.get(processor.get("resample"), "bilinear")
+  return {"resolution": int(resolution), "mean": tuple(mean), "std": tuple(std),
+          "resize": resize}
+
+
+def _prefix(kind: str, state: dict) -> str:
+  candidates = {"vit": ("vit.", ""), "deit": ("deit.", ""), "dinov2": ("dinov2.", ""),
+                "dinov2_with_registers": ("dinov2_with_registers.", ""),
+                "siglip_vision_model": ("vision_model.", "")}[kind]
+  for prefix in candidates:
+    if any(key.startswith(prefix + "encoder.") for key in state):
+      return prefix
+  raise UserError(f"No {kind} encoder weights found (expected keys like "
+                  f"'{candidates[0]}encoder.layer.0...').")
+
+
+def _block(arch: dict, kind: str, p: str) -> list[tuple[str, str, str]]:
+  ours = "Transformer/encoderblock_{i}"
+  attention = f"{ours}/MultiHeadDotProductAttention_1"
+  mlp = f"{ours}/MlpBlock_3"
+  if kind == "siglip_vision_model":
+    theirs = p + "encoder.layers.{i}"
+    return [*norm(f"{ours}/LayerNorm_0", f"{theirs}.layer_norm1"),
+            *heads(f"{attention}/query", f"{theirs}.self_attn.q_proj"),
+            *heads(f"{attention}/key", f"{theirs}.self_attn.k_proj"),
+            *heads(f"{attention}/value", f"{theirs}.self_attn.v_proj"),
+            *heads(f"{attention}/out", f"{theirs}.self_attn.out_proj", out=True),
+            *norm(f"{ours}/LayerNorm_2", f"{theirs}.layer_norm2"),
+            *dense(f"{mlp}/Dense_0", f"{theirs}.mlp.fc1"),
+            *dense(f"{mlp}/Dense_1", f"{theirs}.mlp.fc2")]
+  theirs = p + "encoder.layer.{i}"
+  rules = [*heads(f"{attention}/query", f"{theirs}.attention.attention.query"),
+           *heads(f"{attention}/key", f"{theirs}.attention.attention.key"),
+           *heads(f"{attention}/value", f"{theirs}.attention.attention.value"),
+           *heads(f"{attention}/out", f"{theirs}.attention.output.dense", out=True)]
+  if kind.startswith("dinov2"):
+    swiglu = arch["mlp_activation"] == "swiglu"
+    fc1, fc2 = ("weights_in", "weights_out") if swiglu else ("fc1", "fc2")
+    return rules + [*norm(f"{ours}/LayerNorm_0", f"{theirs}.norm1"),
+                    *norm(f"{ours}/LayerNorm_2", f"{theirs}.norm2"),
+                    *dense(f"{mlp}/Dense_0", f"{theirs}.mlp.{fc1}"),
+                    *dense(f"{mlp}/Dense_1", f"{theirs}.mlp.{fc2}"),
+                    (f"{ours}/LayerScale_attention/scale", f"{theirs}.layer_scale1.lambda1", "same"),
+                    (f"{ours}/LayerScale_mlp/scale", f"{theirs}.layer_scale2.lambda1", "same")]
+  return rules + [*norm(f"{ours}/LayerNorm_0", f"{theirs}.layernorm_before"),
+                  *norm(f"{ours}/LayerNorm_2", f"{theirs}.layernorm_after"),
+                  *dense(f"{mlp}/Dense_0", f"{theirs}.intermediate.dense"),
+                  *dense(f"{mlp}/Dense_1", f"{theirs}.output.dense")]
+
+
+def _top(arch: dict, kind: str, p: str, heads_present: tuple[str, ...]) -> list[tuple]:
+  emb = p + "embeddings."
+  if kind == "siglip_vision_model":
+    top = [("embedding/kernel", emb + "patch_embedding.weight", "conv"),
+           ("embedding/bias", emb + "patch_embedding.bias", "same"),
+           ("Transformer/posembed_input/pos_embedding", emb + "position_embedding.weight", "table"),
+           *norm("Transformer/encoder_norm", p + "post_layernorm")]
+    if arch["classifier"] == "map":
+      attention = "MAPHead_0/MultiHeadDotProductAttention_0"
+      top += [("MAPHead_0/probe", p + "head.probe", "same"),
+              *heads(f"{attention}/query", p + "head.attention.q"),
+              *heads(f"{attention}/key", p + "head.attention.k"),
+              *heads(f"{attention}/value", p + "head.attention.v"),
+              *heads(f"{attention}/out", p + "head.attention.out_proj", out=True),
+              *norm("MAPHead_0/LayerNorm_0", p + "head.layernorm"),
+              *dense("MAPHead_0/MlpBlock_0/Dense_0", p + "head.mlp.fc1"),
+              *dense("MAPHead_0/MlpBlock_0/Dense_1", p + "head.mlp.fc2")]
+    return top
+  top = [("embedding/kernel", emb + "patch_embeddings.projection.weight", "conv"),
+         ("embedding/bias", emb + "patch_embeddings.projection.bias", "same"),
+         ("cls", emb + "cls_token", "same"),
+         ("Transformer/posembed_input/pos_embedding", emb + "position_embeddings", "same"),
+         *norm("Transformer/encoder_norm", p + "layernorm")]
+  if arch.get("distillation_token"):
+    top.append(("dist", emb + "distillation_token", "same"))
+  if arch.get("num_registers"):
+    top.append(("registers", emb + "register_tokens", "same"))
+  if arch.get("representation_size"):
+    top += dense("pre_logits", p + "pooler.dense")
+  names = {"head": ("classifier", "cls_classifier"), "head_dist": ("distillation_classifier",)}
+  for ours, candidates in names.items():
+    for theirs in candidates:
+      if theirs in heads_present:
+        top += dense(ours, theirs)
+  return top
+
+
+def rules(arch: dict, kind: str, prefix: str, heads_present: tuple[str, ...] = ()):
+  all_rules = [Rule(*r) for r in _top(arch, kind, prefix, heads_present)]
+  all_rules += layouts.block_rules(arch["num_layers"], _block(arch, kind, prefix))
+  fused = [layouts.Fused(f"{prefix}head.attention.in_proj_{p}",
+                         tuple(f"{prefix}head.attention.{n}.{p}" for n in "qkv"))
+           for p in ("weight", "bias")]
+  return all_rules, fused
+
+
+def _ignored(kind: str, prefix: str):
+  def ignore(key: str) -> bool:
+    return (key.endswith("mask_token") or key.startswith(("text_model.", "logit_"))
+            or key.endswith("position_ids"))
+  return ignore
+
+
+def to_params(config: dict, state: dict[str, np.ndarray],
+              processor: Optional[dict] = None) -> tuple[dict, dict, dict, list[str]]:
+  """(arch, flat params, preprocessing, notes) of a transformers checkpoint."""
+  config = vision_config(config)
+  kind = config["model_type"]
+  arch = arch_of(config)
+  prefix = _prefix(kind, state)
+  notes = []
+  if kind == "deit" and "classifier.weight" in state:
+    raise UserError("DeiTForImageClassification's head reads the [class] token alone; "
+                    "vit_jax's distilled DeiT averages both heads as DeiT does. Convert a "
+                    "DeiTForImageClassificationWithTeacher or a DeiTModel.")
+  if kind.startswith("dinov2") and "classifier.weight" in state:
+    state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    notes.append("dropped Dinov2ForImageClassification's head (it reads [class] and the "
+                 "mean patch token); the backbone is kept")
+  if prefix + "pooler.dense.weight" in state:
+    arch["representation_size"] = state[prefix + "pooler.dense.weight"].shape[0]
+  present = tuple(k.removesuffix(".weight") for k in state if k.endswith("classifier.weight"))
+  rule_list, fused = rules(arch, kind, prefix, present)
+  flat = layouts.import_state(state, rule_list, heads=arch["num_heads"], fused=fused,
+                              ignore=_ignored(kind, prefix), source=f"{kind} checkpoint")
+  return arch, flat, preprocessing(config, processor), notes
+
+
+def export_kind(arch: dict) -> str:
+  """The transformers model that represents our arch exactly."""
+  cls = layouts.has_class_token(arch)
+  token = arch.get("classifier", "token") == "token" and cls
+  if arch.get("classifier") == "map" and not cls and not arch.get("posemb_prefix", True):
+    return "siglip_vision_model"
+  if token and arch.get("posemb_prefix", True) and arch.get("posemb", "learned") == "learned":
+    if arch.get("distillation_token"):
+      return "deit"
+    if arch.get("layerscale_init") is not None:
+      return "dinov2_with_registers" if arch.get("num_registers") else "dinov2"
+    if not arch.get("num_registers") and not arch.get("qk_norm") and arch.get("mlp_activation") != "swiglu":
+      return "vit"
+  raise UserError("No transformers model has this architecture (e.g. registers without "
+                  "LayerScale, sincos2d embeddings, qk-norm); export to timm or .npz instead.")
+
+
+def _swiglu_width(hidden_features: int) -> int:
+  """transformers' Dinov2SwiGLUFFN: 2/3 of the MLP width, rounded up to a multiple of 8."""
+  return (int(hidden_features * 2 / 3) + 7) // 8 * 8
+
+
+def _dinov2_mlp_ratio(arch: dict) -> int:
+  """Dinov2Config holds an integer mlp_ratio, from which it derives the MLP width."""
+  width = arch["hidden_size"]
+  for ratio in range(1, 17):
+    features = width * ratio
+    if (_swiglu_width(features) if arch.get("mlp_activation") == "swiglu" else features) == arch["mlp_dim"]:
+      return ratio
+  raise UserError(f"mlp_dim={arch['mlp_dim']} is no integer mlp_ratio of width {width}: "
+                  f"transformers' Dinov2Config cannot express it; export to timm instead.")
+
+
+def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tuple[dict, dict, dict]:
+  """(config.json, state dict, preprocessor_config.json) of our params."""
+  kind = export_kind(arch)
+  grid = arch.get("posemb_grid") or (14, 14)
+  act = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "swiglu": "gelu"}
+  config = {"model_type": kind, "hidden_size": arch["hidden_size"],
+            "num_hidden_layers": arch["num_layers"],
+            "num_attention_heads": arch["num_heads"], "intermediate_size": arch["mlp_dim"],
+            "hidden_act": act[arch.get("mlp_activation", "gelu_tanh")],
+            "layer_norm_eps": arch.get("layernorm_epsilon", 1e-6),
+            "image_size": grid[0] * arch["patch_size"], "patch_size": arch["patch_size"],
+            "num_channels": 3, "qkv_bias": True}
+  has_head = "head/kernel" in flat
+  if kind.startswith("dinov2"):
+    config.update(layerscale_value=arch["layerscale_init"],
+                  mlp_ratio=_dinov2_mlp_ratio(arch),
+                  use_swiglu_ffn=arch.get("mlp_activation") == "swiglu",
+                  num_register_tokens=arch.get("num_registers", 0))
+    has_head = False
+  prefix = {"siglip_vision_model": "vision_model.", "vit": "vit." if has_head else "",
+            "deit": "deit." if has_head else ""}.get(kind, "")
+  architecture = {"vit": "ViTForImageClassification" if has_head else "ViTModel",
+                  "deit": "DeiTForImageClassificationWithTeacher" if has_head else "DeiTModel",
+                  "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
+                  "siglip_vision_model": "SiglipVisionModel"}[kind]
+  config["architectures"] = [architecture]
+  if has_head:
+    config["num_labels"] = flat["head/kernel"].shape[-1]
+  flat = {k: v for k, v in flat.items() if has_head or not k.startswith("head")}
+  present = (("cls_classifier", "distillation_classifier") if kind == "deit" else
+             ("classifier",)) if has_head else ()
+  rule_list, fused = rules(arch, kind, prefix, present)
+  state = layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
+  processor = {"image_mean": list(preprocess["mean"]), "image_std": list(preprocess["std"]),
+               "size": {"height": preprocess["resolution"], "width": preprocess["resolution"]},
+               "do_resize": True, "do_normalize": True, "do_rescale": True,
+               "rescale_factor": 1 / 255,
+               "resample": {v: k for k, v in _PIL_RESAMPLE.items()}[preprocess.get("resize", "bilinear")]}
+  return config, state, processor

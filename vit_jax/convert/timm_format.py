@@ -1,0 +1,217 @@
+"""timm's VisionTransformer (and VisionTransformerDistilled) state dicts.
+
+The architecture is read off the tensors (width, depth, patch, tokens, LayerScale,
+qk-norm, SwiGLU, MAP pooling, fc_norm). What tensors cannot tell (attention heads, the
+activation, the preprocessing) comes from the timm model name: the `--timm_model` flag,
+or the `architecture` in a `config.json` beside the file, as the Hub ships it. timm
+itself is not needed.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+import numpy as np
+
+from vit_jax.convert import layouts
+from vit_jax.convert.layouts import Rule, dense, heads, norm
+from vit_jax.errors import UserError
+
+# Attention heads by width, for the ViT sizes timm ships (head_dim 64 except H, g, So400m).
+HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1408: 16,
+                  1536: 24, 1664: 16}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+# timm model-name fragments whose pretrained config uses ImageNet mean/std (the default
+# for vit_* is the inception [-1, 1] range).
+_IMAGENET_NORMALISED = ("dinov2", "deit", "beit", "eva", "dino", "mae")
+
+
+def _count(state, pattern: str) -> int:
+  return len({m.group(1) for k in state if (m := re.match(pattern, k))})
+
+
+def infer_arch(state: dict[str, np.ndarray], name: Optional[str] = None,
+               num_heads: Optional[int] = None) -> dict[str, Any]:
+  """Our ViT hyper-parameters from a timm state dict (and the model name, if known)."""
+  if "patch_embed.proj.weight" not in state:
+    raise UserError("Not a timm VisionTransformer state dict (no patch_embed.proj.weight).")
+  width, _, patch, _ = state["patch_embed.proj.weight"].shape
+  layers = _count(state, r"blocks\.(\d+)\.")
+  fc1 = state["blocks.0.mlp.fc1.weight" if "blocks.0.mlp.fc1.weight" in state
+              else "blocks.0.mlp.fc1_g.weight"].shape[0]
+  fc2_in = state["blocks.0.mlp.fc2.weight"].shape[1]
+  swiglu = "blocks.0.mlp.fc1_g.weight" in state or fc1 == 2 * fc2_in
+  name = name or ""
+  arch = dict(family="vit", patch_size=patch, hidden_size=width, num_layers=layers,
+              num_heads=num_heads or HEADS_BY_WIDTH.get(width), mlp_dim=fc2_in,
+              mlp_activation="swiglu" if swiglu else "gelu",  # timm's ports: exact GELU.
+              layernorm_epsilon=1e-6, posemb_resample="bicubic", posemb_antialias=True)
+  if arch["num_heads"] is None:
+    raise UserError(f"Cannot tell the attention heads of a width-{width} timm model; pass "
+                    f"--num_heads.")
+  has_cls = "cls_token" in state
+  arch["class_token"] = has_cls
+  arch["distillation_token"] = "dist_token" in state
+  arch["num_registers"] = state["reg_token"].shape[1] if "reg_token" in state else 0
+  arch["layerscale_init"] = 1e-5 if "blocks.0.ls1.gamma" in state else None
+  arch["qk_norm"] = "blocks.0.attn.q_norm.weight" in state
+  arch["fc_norm"] = "fc_norm.weight" in state
+  if "attn_pool.latent" in state:
+    arch["classifier"] = "map"
+  elif arch["fc_norm"] or not has_cls or "gap" in name or "avg" in name:
+    arch["classifier"] = "gap"
+  else:
+    arch["classifier"] = "token"
+  if "pos_embed" in state:
+    positions = state["pos_embed"].shape[1]
+    prefix = int(has_cls) + int(arch["distillation_token"])
+    side = int(round(np.sqrt(positions)))
+    arch["posemb_prefix"] = side * side != positions
+    grid = positions - (prefix if arch["posemb_prefix"] else 0)
+    side = int(round(np.sqrt(grid)))
+    if side * side != grid:
+      raise UserError(f"pos_embed has {positions} positions: not a square grid plus "
+                      f"{prefix} prefix token(s).")
+    arch["posemb_grid"] = (side, side)
+  else:
+    arch["posemb"] = "none"
+  return arch
+
+
+def preprocessing(arch: dict, name: Optional[str] = None) -> dict:
+  imagenet = any(part in (name or "") for part in _IMAGENET_NORMALISED)
+  grid = arch.get("posemb_grid") or (14, 14)
+  return {"resolution": grid[0] * arch["patch_size"],
+          "mean": IMAGENET_MEAN if imagenet else INCEPTION_MEAN,
+          "std": IMAGENET_STD if imagenet else INCEPTION_STD,
+          "resize": "bicubic"}
+
+
+def _block(arch: dict) -> list[tuple[str, str, str]]:
+  ours, theirs = "Transformer/encoderblock_{i}", "blocks.{i}"
+  attention = f"{ours}/MultiHeadDotProductAttention_1"
+  rules = [*norm(f"{ours}/LayerNorm_0", f"{theirs}.norm1"),
+           *heads(f"{attention}/query", f"{theirs}.attn.q"),
+           *heads(f"{attention}/key", f"{theirs}.attn.k"),
+           *heads(f"{attention}/value", f"{theirs}.attn.v"),
+           *heads(f"{attention}/out", f"{theirs}.attn.proj", out=True),
+           *norm(f"{ours}/LayerNorm_2", f"{theirs}.norm2"),
+           *dense(f"{ours}/MlpBlock_3/Dense_0", f"{theirs}.mlp.fc1"),
+           *dense(f"{ours}/MlpBlock_3/Dense_1", f"{theirs}.mlp.fc2")]
+  if arch.get("qk_norm"):
+    rules += [*norm(f"{attention}/query_norm", f"{theirs}.attn.q_norm"),
+              *norm(f"{attention}/key_norm", f"{theirs}.attn.k_norm")]
+  if arch.get("layerscale_init") is not None:
+    rules += [(f"{ours}/LayerScale_attention/scale", f"{theirs}.ls1.gamma", "same"),
+              (f"{ours}/LayerScale_mlp/scale", f"{theirs}.ls2.gamma", "same")]
+  return rules
+
+
+def rules(arch: dict, *, head: bool, head_dist: bool = False) -> tuple[list[Rule], list[layouts.Fused]]:
+  top = [("embedding/kernel", "patch_embed.proj.weight", "conv"),
+         ("embedding/bias", "patch_embed.proj.bias", "same")]
+  if layouts.has_class_token(arch):
+    top.append(("cls", "cls_token", "same"))
+  if arch.get("distillation_token"):
+    top.append(("dist", "dist_token", "same"))
+  if arch.get("num_registers"):
+    top.append(("registers", "reg_token", "same"))
+  if arch.get("posemb", "learned") == "learned":
+    top.append(("Transformer/posembed_input/pos_embedding", "pos_embed", "same"))
+  top += norm("fc_norm" if arch.get("fc_norm") else "Transformer/encoder_norm",
+              "fc_norm" if arch.get("fc_norm") else "norm")
+  if arch.get("classifier") == "map":
+    attention = "MAPHead_0/MultiHeadDotProductAttention_0"
+    top += [("MAPHead_0/probe", "attn_pool.latent", "same"),
+            *heads(f"{attention}/query", "attn_pool.q"),
+            *heads(f"{attention}/key", "attn_pool.k"),
+            *heads(f"{attention}/value", "attn_pool.v"),
+            *heads(f"{attention}/out", "attn_pool.proj", out=True),
+            *norm("MAPHead_0/LayerNorm_0", "attn_pool.norm"),
+            *dense("MAPHead_0/MlpBlock_0/Dense_0", "attn_pool.mlp.fc1"),
+            *dense("MAPHead_0/MlpBlock_0/Dense_1", "attn_pool.mlp.fc2")]
+  if head:
+    top += dense("head", "head")
+  if head_dist:
+    top += dense("head_dist", "head_dist")
+  all_rules = [Rule(*r) for r in top] + layouts.block_rules(arch["num_layers"], _block(arch))
+  fused = [layouts.Fused(f"blocks.{i}.attn.qkv.{p}", tuple(f"blocks.{i}.attn.{n}.{p}"
+                                                           for n in "qkv"))
+           for i in range(arch["num_layers"]) for p in ("weight", "bias")]
+  fused += [layouts.Fused(f"attn_pool.kv.{p}", (f"attn_pool.k.{p}", f"attn_pool.v.{p}"))
+            for p in ("weight", "bias")]
+  return all_rules, fused
+
+
+def _unpack_swiglu(state: dict) -> dict:
+  """timm's unpacked SwiGLU (fc1_g gates, fc1_x values) -> the packed [gate, value] fc1."""
+  state = dict(state)
+  for key in [k for k in state if k.endswith(".mlp.fc1_g.weight") or k.endswith(".mlp.fc1_g.bias")]:
+    other = key.replace("fc1_g", "fc1_x")
+    state[key.replace("fc1_g", "fc1")] = np.concatenate([state.pop(key), state.pop(other)])
+  return state
+
+
+def _head_size(state: dict, key: str) -> bool:
+  return key in state and state[key].size > 0
+
+
+def to_params(state: dict[str, np.ndarray], *, name: Optional[str] = None,
+              num_heads: Optional[int] = None) -> tuple[dict, dict, dict]:
+  """(arch, flat params, preprocessing) of a timm ViT state dict."""
+  state = _unpack_swiglu(state)
+  arch = infer_arch(state, name, num_heads)
+  rule_list, fused = rules(arch, head=_head_size(state, "head.weight"),
+                           head_dist=_head_size(state, "head_dist.weight"))
+  flat = layouts.import_state(state, rule_list, heads=arch["num_heads"], fused=fused,
+                              source="timm state dict")
+  return arch, flat, preprocessing(arch, name)
+
+
+def timm_compatible(arch: dict, flat: dict[str, np.ndarray]) -> tuple[dict, dict]:
+  """timm's position embeddings cover all prefix tokens (registers too) or none: a model
+  whose embeddings cover the [class] token but not the registers (DINOv2-reg as
+  published) gets the [class] embedding folded into the token itself, which computes
+  exactly the same function."""
+  key = "Transformer/posembed_input/pos_embedding"
+  if not (arch.get("num_registers") and arch.get("posemb_prefix", True) and key in flat):
+    return arch, flat
+  flat = dict(flat)
+  tokens = [name for name in ("cls", "dist") if name in flat]
+  for i, name in enumerate(tokens):
+    flat[name] = flat[name] + flat[key][:, i:i + 1]
+  flat[key] = flat[key][:, len(tokens):]
+  return {**arch, "posemb_prefix": False}, flat
+
+
+def from_params(arch: dict, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """A timm state dict (for timm.create_model(..., pretrained_cfg_overlay=dict(file=...)))
+  of our params."""
+  if arch.get("posemb") == "sincos2d" or arch.get("representation_size"):
+    raise UserError("timm's VisionTransformer has no sincos2d position embeddings or "
+                    "pre-logits layer; export this model to .npz instead.")
+  rule_list, fused = rules(arch, head="head/kernel" in flat, head_dist="head_dist/kernel" in flat)
+  return layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
+
+
+def timm_kwargs(arch: dict, num_classes: int) -> dict[str, Any]:
+  """`timm.models.vision_transformer.VisionTransformer(**kwargs)` for our arch."""
+  grid = arch.get("posemb_grid") or (14, 14)
+  kwargs = dict(img_size=grid[0] * arch["patch_size"], patch_size=arch["patch_size"],
+                embed_dim=arch["hidden_size"], depth=arch["num_layers"],
+                num_heads=arch["num_heads"], mlp_ratio=arch["mlp_dim"] / arch["hidden_size"],
+                num_classes=num_classes, class_token=layouts.has_class_token(arch),
+                reg_tokens=arch.get("num_registers", 0),
+                no_embed_class=not arch.get("posemb_prefix", True),
+                init_values=arch.get("layerscale_init"), qk_norm=arch.get("qk_norm", False),
+                fc_norm=arch.get("fc_norm", False),
+                global_pool={"token": "token", "gap": "avg", "map": "map"}[
+                    arch.get("classifier", "token")],
+                pos_embed="learn" if arch.get("posemb", "learned") == "learned" else "none",
+                dynamic_img_size=True)
+  if arch.get("mlp_activation") == "swiglu":  # caller adds mlp_layer=SwiGLUPacked.
+    kwargs.update(mlp_ratio=2 * kwargs["mlp_ratio"], act_layer="silu")
+  else:
+    kwargs["act_layer"] = {"gelu_tanh": "gelu_tanh"}.get(arch.get("mlp_activation"), "gelu")
+  return kwargs
