@@ -282,3 +282,37 @@ def test_unknown_tensors_are_an_error_not_a_partial_load(tmp_path):
   assert result.stderr.strip().count("\n") == 0, result.stderr
   assert "blocks.0.mystery.weight" in result.stderr
   assert not os.path.exists(tmp_path / "out.npz")
+
+
+def test_finetune_from_hugging_face_directory_needs_no_model_flags(tfds_dir, tmp_path, capsys):
+  """A transformers DINOv2-with-registers directory as `pretrained` of the tiny digits
+  config: the architecture and ImageNet normalisation come from the checkpoint, the
+  registers, LayerScales and the 4x4 position-embedding grid are kept (resampled
+  bicubically to the 2x2 input grid at run time, as DINOv2 does), and a fresh 10-class
+  head is added. lr = 0: the trained params are the checkpoint's exactly."""
+  from vit_jax import train
+  from tests.test_train import tiny
+  t = transformers
+  reference = randomise(t.Dinov2WithRegistersModel(t.Dinov2WithRegistersConfig(
+      image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2,
+      num_attention_heads=2, num_register_tokens=4)))
+  directory = save_hf(reference, str(tmp_path / "hf"))
+  config = tiny(tfds_dir, pretrained=directory, lr=0.0, total_steps=3, optimizer="sgd",
+                weight_decay=0.0)
+  state = train.train_and_evaluate(config, tmp_path / "run")
+  log = capsys.readouterr().out
+  assert "architecture and input normalisation (normalize(" in log, log
+  assert "4x4 position embeddings are resampled to the 2x2 input grid at run time (bicubic)" in log
+  params = jax.device_get(state.params)
+  s = state_of(reference)
+  np.testing.assert_array_equal(params["registers"], s["embeddings.register_tokens"])
+  np.testing.assert_array_equal(
+      params["Transformer"]["encoderblock_1"]["LayerScale_mlp"]["scale"],
+      s["encoder.layer.1.layer_scale2.lambda1"])
+  np.testing.assert_array_equal(params["head"]["kernel"], np.zeros((32, 10)))
+  np.testing.assert_array_equal(params["Transformer"]["posembed_input"]["pos_embedding"],
+                                s["embeddings.position_embeddings"])
+  with open(tmp_path / "run" / "config.json") as f:
+    stored = json.load(f)
+  assert stored["model"]["num_registers"] == 4 and stored["model"]["posemb_grid"] == [4, 4]
+  assert "normalize(" in stored["pp_eval"]

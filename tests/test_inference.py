@@ -141,5 +141,9 @@ def test_npz_checkpoint_for_inference(quickstart_run, tmp_path, image_files):
   np.testing.assert_allclose(
       from_npz.model.apply({"params": from_npz.params}, images),
       loaded.model.apply({"params": loaded.params}, images), rtol=1e-6)
-  with pytest.raises(ValueError, match="needs --model"):
-    inference.load(str(tmp_path / "model.npz"))
+  # No model name: the architecture is read off the shapes (heads from the query kernel).
+  inferred = inference.load(str(tmp_path / "model.npz"))
+  assert inferred.model.num_heads == loaded.model.num_heads
+  np.testing.assert_array_equal(
+      inferred.model.apply({"params": inferred.params}, images),
+      from_npz.model.apply({"params": from_npz.params}, images))

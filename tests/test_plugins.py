@@ -209,7 +209,7 @@ def test_cli_user_error_is_one_line_exit_2_and_bugs_keep_their_traceback(tfds_di
                         "--config.model.classifier=tokne")
   assert bad.returncode == 2 and "Traceback" not in bad.stderr
   assert bad.stderr.strip().splitlines()[-1] == (
-      "error: model.classifier='tokne' is not one of ['token', 'gap'].")
+      "error: model.classifier='tokne' is not one of ['token', 'gap', 'map'].")
   (tmp_path / "crashing_eval.py").write_text(
       "class Evaluator:\n  def __init__(self, context, **settings):\n"
       "    raise RuntimeError('a bug in an evaluator')\n")

@@ -244,7 +244,7 @@ def test_finetune_errors_are_one_clear_line(tfds_dir, tmp_path):
   result = helpers.run_cli(tmp_path, f"--config.data_dir={tfds_dir}",
                            f"--config.pretrained={tmp_path}/missing.npz")
   assert result.returncode == 2
-  assert "missing.npz': no such .npz file" in result.stderr and "Traceback" not in result.stderr
+  assert "missing.npz': no such file or directory" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_optimizer_state_dtype_and_weight_decay_mask():

@@ -123,7 +123,7 @@ ERRORS = [
     (("--config.total_steps=0",), "error: total_steps=0 must be a positive integer."),
     (("--config.batch_size=-1",), "error: batch_size=-1 must be a positive integer."),
     (("--config.pretrained=/nonexistent/model.npz",),
-     "error: pretrained='/nonexistent/model.npz': no such .npz file."),
+     "error: pretrained='/nonexistent/model.npz': no such file or directory."),
     (("--config.dataset=folder:/nonexistent/images",),
      "error: Image folder '/nonexistent/images' has no train/ subfolder"),
     (("--config.model.classifier=tokne",), "error: model.classifier='tokne' is not one of"),
@@ -164,7 +164,7 @@ def test_finetuning_says_what_it_changed(tfds_dir, tmp_path, capsys):
   train.train_and_evaluate(config, tmp_path / "tuned")
   line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("Fine-tuning")][0]
   assert "replaced the head (32, 10) by a fresh (32, 10)" in line
-  assert "resized the position embeddings from 4 to 4x4 patches" in line
+  assert "resampled the position embeddings from 4 to 4x4 patches (bilinear)" in line
 
 
 def test_quickstart_console_is_short_and_exits_promptly(quickstart_run):

@@ -61,10 +61,15 @@ def base_config() -> ml_collections.ConfigDict:
       "fc_norm": placeholder(bool),           # LayerNorm after pooling (timm), not before.
       "posemb": placeholder(str),             # 'learned' | 'sincos2d' | 'none'.
       "posemb_resample": placeholder(str),    # to other grids: 'bilinear' | 'bicubic'.
+      "posemb_antialias": placeholder(bool),  # ... antialiased (timm, big_vision).
+      "posemb_prefix": placeholder(bool),     # learned embeddings cover [class] too.
+      "posemb_grid": placeholder(tuple),      # learned grid, resampled to the input's.
+      "distillation_token": placeholder(bool),  # DeiT's second token and head.
       # Blocks.
       "layerscale_init": placeholder(float),  # LayerScale (DeiT III 1e-6, DINOv2 1e-5).
       "qk_norm": placeholder(bool),
       "mlp_activation": placeholder(str),     # 'gelu_tanh' | 'gelu' | 'swiglu'.
+      "layernorm_epsilon": placeholder(float),
       # Training-time settings.
       "dtype": "float32",             # compute dtype ('bfloat16' on accelerators).
       "dropout_rate": 0.0,
@@ -75,7 +80,11 @@ def base_config() -> ml_collections.ConfigDict:
       "remat_policy": "none",         # 'none' | 'full' | 'dots' | 'dots_no_batch'.
       "scan_layers": False,           # one scanned block: faster compiles for deep models.
   })
-  c.pretrained = placeholder(str)       # .npz file or another run's workdir to fine-tune from.
+  # Checkpoint to fine-tune from: a run's workdir, a published .npz (the model is then
+  # model_name's), or one that describes itself (a `python -m vit_jax.convert` .npz, a
+  # Hugging Face directory, a timm .safetensors, a big_vision .npz), whose architecture
+  # and input normalisation then replace the config's.
+  c.pretrained = placeholder(str)
   c.reset_head = True              # fine-tuning: always start from a fresh zero head.
 
   # Data. Batch sizes are GLOBAL: summed over all processes and devices.

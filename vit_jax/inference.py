@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any, Optional, Sequence
 
 import ml_collections
 import numpy as np
 
-from vit_jax.errors import UserError
-from vit_jax import npz_format
-from vit_jax import checkpoints
+from vit_jax import checkpoints, convert, npz_format, pretrained
 from vit_jax import config as config_lib
 from vit_jax.data import preprocess, sources
 from vit_jax.data.images import UnreadableImageError, load_image
@@ -39,35 +36,24 @@ def read_labels_file(path: str) -> list[str]:
 
 def load(checkpoint: str, *, model_name: Optional[str] = None,
          labels_file: Optional[str] = None) -> LoadedModel:
-  """`checkpoint`: a workdir (model, labels and preprocessing from its config.json) or an
-  `.npz` (then `model_name` is required; classes, resolution and head type are read off
-  the parameter shapes)."""
+  """`checkpoint`: a run's workdir (model, labels and preprocessing from its config.json),
+  or any checkpoint `vit_jax.convert.read` takes (.npz, Hugging Face directory, timm
+  file), whose architecture and preprocessing come from the file itself (`model_name`
+  is needed only for the published R50 hybrids)."""
   checkpoint = os.path.expanduser(checkpoint)
-  if checkpoint.endswith(".npz"):
-    if not model_name:
-      raise UserError("An .npz checkpoint needs --model (e.g. ViT-B_16).")
-    params = npz_format.load_npz(checkpoint)
-    model = _model_from_npz(model_name, params)
-    grid = math.isqrt(params["Transformer"]["posembed_input"]["pos_embedding"].shape[1]
-                      - (1 if "cls" in params else 0))
-    size = grid * model.pixels_per_patch()
-    loaded = LoadedModel(model, params, f"to_rgb|resize({size})|value_range(-1, 1)", None)
-  elif os.path.isdir(checkpoint):
+  if os.path.isdir(checkpoint) and not convert.is_hf_directory(checkpoint):
     config = config_lib.from_run(checkpoint)
     params, _ = checkpoints.restore_params_as_numpy(checkpoint)
     model = create_model(model_name or config.model_name,
-                         num_classes=params["head"]["kernel"].shape[-1], **config.model)
+                         num_classes=npz_format.head_classes(params), **config.model)
     loaded = LoadedModel(model, params, config.pp_eval, _dataset_labels(config), config)
   else:
-    raise UserError(f"Checkpoint {checkpoint!r} is neither a workdir nor an .npz file.")
+    read = convert.read(checkpoint, model_name=model_name)
+    loaded = LoadedModel(pretrained.model_for(read), read.params,
+                         pretrained.preprocessing_for(read).pp, None)
   if labels_file:
     loaded.label_names = read_labels_file(labels_file)
   return loaded
-
-
-def _model_from_npz(model_name: str, params: dict):
-  return create_model(model_name, num_classes=npz_format.head_classes(params),
-                      **npz_format.model_overrides(params))
 
 
 def _dataset_labels(config) -> Optional[list[str]]:

@@ -15,6 +15,7 @@ import numpy as np
 from flax import traverse_util
 
 from vit_jax.errors import UserError
+from vit_jax.models import posemb as posemb_lib
 from vit_jax.sharding import to_host
 
 Params = Mapping[str, Any]
@@ -175,19 +176,6 @@ def save_npz(params: Params, path: str | os.PathLike,
 
 
 # --- Fine-tuning surgery ----------------------------------------------------------------
-def _linear_resize_matrix(size_in: int, size_out: int) -> np.ndarray:
-  """(size_out, size_in) bilinear weights with half-pixel centres (as jax.image.resize
-  and tf.image.resize without antialiasing)."""
-  matrix = np.zeros((size_out, size_in), np.float64)
-  for i in range(size_out):
-    src = np.clip((i + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
-    lo = int(np.floor(src))
-    hi = min(lo + 1, size_in - 1)
-    matrix[i, lo] += 1 - (src - lo)
-    matrix[i, hi] += src - lo
-  return matrix
-
-
 def _square_grid(num_patches: int, what: str) -> tuple[int, int]:
   side = math.isqrt(num_patches)
   if side * side != num_patches:
@@ -197,10 +185,10 @@ def _square_grid(num_patches: int, what: str) -> tuple[int, int]:
 
 
 def resize_posemb(posemb: np.ndarray, *, target_grid: tuple[int, int],
-                  source_grid: tuple[int, int] | None = None,
-                  num_prefix_tokens: int = 1) -> np.ndarray:
-  """Resizes (1, prefix + gh*gw, D) position embeddings to a new patch grid by bilinear
-  interpolation of the grid; the class-token (prefix) embeddings are kept as they are."""
+                  source_grid: tuple[int, int] | None = None, num_prefix_tokens: int = 1,
+                  method: str = "bilinear", antialias: bool = False) -> np.ndarray:
+  """Resamples (1, prefix + gh*gw, D) position embeddings to a new patch grid (as
+  torch.nn.functional.interpolate would); the prefix-token embeddings are kept as they are."""
   posemb = np.asarray(posemb)
   prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
   if source_grid is None:
@@ -208,16 +196,17 @@ def resize_posemb(posemb: np.ndarray, *, target_grid: tuple[int, int],
   if source_grid[0] * source_grid[1] != grid.shape[0]:
     raise UserError(f"source_grid={source_grid} does not match {grid.shape[0]} positions.")
   grid = grid.reshape(*source_grid, -1).astype(np.float64)
-  rows = _linear_resize_matrix(source_grid[0], target_grid[0])
-  cols = _linear_resize_matrix(source_grid[1], target_grid[1])
-  resized = np.einsum("ai,bj,ijd->abd", rows, cols, grid).reshape(1, -1, grid.shape[-1])
+  resized = posemb_lib.resample_grid(grid, tuple(target_grid), method=method,
+                                     antialias=antialias).reshape(1, -1, grid.shape[-1])
   return np.concatenate([prefix, resized.astype(posemb.dtype)], axis=1)
 
 
 def adapt_for_finetuning(restored: Params, init: Params, *,
                          target_grid: tuple[int, int] | None = None,
                          reset_head: bool = False,
-                         notes: list[str] | None = None) -> dict[str, Any]:
+                         notes: list[str] | None = None,
+                         num_prefix_tokens: int | None = None,
+                         method: str = "bilinear", antialias: bool = False) -> dict[str, Any]:
   """Fits restored (pre-trained) params to a freshly initialised model's params.
 
   - position embeddings are resized to the new patch grid;
@@ -233,7 +222,7 @@ def adapt_for_finetuning(restored: Params, init: Params, *,
   restored_flat, init_flat = flatten(restored), flatten(init)
   result, problems, changes = {}, [], set()
   for key, init_value in init_flat.items():
-    is_head = key.startswith("head/")
+    is_head = key.startswith(("head/", "head_dist/"))
     if key not in restored_flat:
       if is_head:
         result[key] = init_value
@@ -247,11 +236,12 @@ def adapt_for_finetuning(restored: Params, init: Params, *,
       changes.add(f"replaced the head {tuple(restored_flat['head/kernel'].shape)} by a fresh "
                   f"{tuple(init_flat['head/kernel'].shape)}")
     elif key == POS_EMBEDDING_KEY and value.shape != tuple(init_value.shape):
-      prefix = 1 if "cls" in init_flat else 0
+      prefix = (1 if "cls" in init_flat else 0) if num_prefix_tokens is None else num_prefix_tokens
       grid = target_grid or _square_grid(init_value.shape[1] - prefix, "The model")
-      changes.add(f"resized the position embeddings from {value.shape[1] - prefix} to "
-                  f"{grid[0]}x{grid[1]} patches (bilinear)")
-      value = resize_posemb(value, target_grid=grid, num_prefix_tokens=prefix)
+      changes.add(f"resampled the position embeddings from {value.shape[1] - prefix} to "
+                  f"{grid[0]}x{grid[1]} patches ({method}{', antialiased' if antialias else ''})")
+      value = resize_posemb(value, target_grid=grid, num_prefix_tokens=prefix, method=method,
+                            antialias=antialias)
     if tuple(value.shape) != tuple(init_value.shape):
       problems.append(f"shape mismatch {key}: checkpoint {tuple(value.shape)} vs model "
                       f"{tuple(init_value.shape)}")
@@ -292,11 +282,3 @@ def model_overrides(params: Params) -> dict[str, Any]:
   if "pre_logits" in params:
     overrides["representation_size"] = params["pre_logits"]["kernel"].shape[-1]
   return overrides
-
-
-def config_for(params: Params, config):
-  """A copy of `config` whose model matches the checkpoint (see `model_overrides`)."""
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.model.update(model_overrides(params))
-  return config

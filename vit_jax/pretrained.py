@@ -30,13 +30,16 @@ class Preprocessing:
   resize: str = "bilinear"        # the source's resampling; `pp` and __call__ use bilinear.
 
   @property
+  def normalise_op(self) -> str:
+    """The pp op that maps uint8 pixels to the model's inputs."""
+    if tuple(self.mean) == (0.5, 0.5, 0.5) and tuple(self.std) == (0.5, 0.5, 0.5):
+      return "value_range(-1, 1)"
+    return f"normalize({tuple(self.mean)}, {tuple(self.std)})"
+
+  @property
   def pp(self) -> str:
     """The same as a vit_jax pp string (for configs and `vit_jax.cli.predict`)."""
-    if tuple(self.mean) == (0.5, 0.5, 0.5) and tuple(self.std) == (0.5, 0.5, 0.5):
-      normalise = "value_range(-1, 1)"
-    else:
-      normalise = f"normalize({tuple(self.mean)}, {tuple(self.std)})"
-    return f"to_rgb|resize({self.resolution})|{normalise}"
+    return f"to_rgb|resize({self.resolution})|{self.normalise_op}"
 
   def __call__(self, images) -> np.ndarray:
     """uint8 images, (H, W, 3) or (N, H, W, 3), any size -> float32 NHWC model inputs."""

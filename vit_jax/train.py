@@ -29,6 +29,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """Trains (or resumes) as configured; returns the final TrainState."""
   preflight.check_config(config)
   workdir = preflight.check_workdir(workdir)
+  config = finetune.adopt_pretrained(config)
   mesh = sharding_lib.make_mesh(dict(config.mesh))
   shards = pipeline.DataShards.create(config.data_shards)
   build_lib.check_batch_size(config, mesh, num_data_shards=shards.num_shards)
@@ -105,7 +106,7 @@ def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dic
   state = built.init_state(jax.random.key(config.seed))
   if config.pretrained:
     grid = built.model.patch_grid(*built.image_shape[:2])
-    params = finetune.place(finetune.load_pretrained(config, state.params, grid),
+    params = finetune.place(finetune.load_pretrained(config, built.model, state.params, grid),
                             built.state.param_shardings)
     opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
     state = state.replace(params=params, opt_state=opt_state)

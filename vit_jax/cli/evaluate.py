@@ -9,7 +9,9 @@ r"""Runs a saved run's evaluators (or any named in a config) on its newest check
 The parameters are restored straight onto the config's mesh with the training shardings
 (FSDP, tensor parallelism), so a model that needed them to train is evaluated with them.
 A workdir brings its own config (config.json); --config replaces it (configs/run.py:DIR
-is that run's config, to change on the command line). An .npz needs --config.
+is that run's config, to change on the command line). Any other checkpoint (.npz, Hugging
+Face directory, timm file) needs --config for the data; its architecture and input
+normalisation come from the checkpoint.
 """
 from absl import flags
 from ml_collections import config_flags
@@ -27,22 +29,24 @@ FLAGS = flags.FLAGS
 
 def evaluate(config, checkpoint: str, *, names=(), step=None) -> tuple[int, dict]:
   """(step, {name_metric: value}) of the chosen evaluators on the checkpoint."""
+  import os  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from vit_jax import build as build_lib, checkpoints, evaluators, npz_format  # pylint: disable=g-import-not-at-top
+  from vit_jax import build as build_lib, checkpoints, convert, evaluators, finetune  # pylint: disable=g-import-not-at-top
   from vit_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.data import pipeline, preprocess, sources  # pylint: disable=g-import-not-at-top
 
+  is_run = os.path.isdir(checkpoint) and not convert.is_hf_directory(checkpoint)
+  if not is_run:
+    read = convert.read(checkpoint, model_name=config.model_name)
+    config = finetune.adopt(config, read)
   preprocess.import_modules(config.pp_modules)
   mesh = sharding_lib.make_mesh(dict(config.mesh))
   source = sources.from_config(config)
   image_shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval,
                                      pp_modules=config.pp_modules)
-  if checkpoint.endswith(".npz"):
-    params = npz_format.load_npz(checkpoint)
-    config = npz_format.config_for(params, config)
-    built = build_lib.build(config, mesh, num_classes=npz_format.head_classes(params),
-                            image_shape=image_shape)
-    params = jax.device_put(params, built.state.param_shardings)
+  if not is_run:
+    built = build_lib.build(config, mesh, num_classes=read.num_classes, image_shape=image_shape)
+    params = jax.device_put(read.params, built.state.param_shardings)
     step = 0
   else:
     built = build_lib.build(config, mesh, num_classes=source.num_classes,
@@ -64,9 +68,9 @@ def main(argv):
   checkpoint = os.path.expanduser(FLAGS.checkpoint)
   config = FLAGS.config
   if config is None:
-    if checkpoint.endswith(".npz"):
-      raise UserError("An .npz checkpoint needs --config for the model, dataset and "
-                      "preprocessing, e.g. --config=configs/finetune.py:b16,cifar10.")
+    if not os.path.isdir(checkpoint) or os.path.exists(os.path.join(checkpoint, "model.safetensors")):
+      raise UserError("This checkpoint needs --config for the dataset and evaluators, e.g. "
+                      "--config=configs/finetune.py:b16,cifar10.")
     config = config_lib.from_run(checkpoint)
   step, results = evaluate(config, checkpoint, names=FLAGS.evals, step=FLAGS.step)
   print(metrics.eval_line(step, results), flush=True)

@@ -32,6 +32,9 @@ class Checkpoint:
   preprocessing: dict[str, Any]   # resolution, mean, std, resize.
   source: str                     # what it was read from, for the log.
   notes: list[str] = dataclasses.field(default_factory=list)
+  # The file states its architecture and preprocessing (converted .npz, timm, Hugging
+  # Face, big_vision), rather than them being taken from a model name or a run's config.
+  self_described: bool = True
 
   @property
   def meta(self) -> dict[str, dict[str, Any]]:
@@ -90,12 +93,21 @@ def _read_hf(directory: str) -> Checkpoint:
                     f"Hugging Face {config.get('model_type')} model {directory}", notes)
 
 
+def is_hf_directory(directory: str) -> bool:
+  config = _read_json(os.path.join(directory, "config.json")) or {}
+  return "model_type" in config or "vision_config" in config
+
+
 def _read_run(directory: str) -> Checkpoint:
+  """A run's workdir (or its checkpoint directory: then parameters only)."""
   from vit_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.models import MODEL_PRESETS, resolve_model_name  # pylint: disable=g-import-not-at-top
-  config = config_lib.from_run(directory)
   params, _ = checkpoints.restore_params_as_numpy(directory)
+  if not os.path.exists(os.path.join(directory, "config.json")):
+    return Checkpoint({}, npz_format.unscan_params(params), {}, f"checkpoints {directory}",
+                      self_described=False)
+  config = config_lib.from_run(directory)
   try:
     arch = dict(MODEL_PRESETS[resolve_model_name(config.model_name)])
   except UserError:
@@ -104,7 +116,7 @@ def _read_run(directory: str) -> Checkpoint:
                and k not in _TRAINING_ONLY})
   preprocessing = preprocessing_from_pp(config.pp_eval)
   return Checkpoint(arch, npz_format.unscan_params(params), preprocessing,
-                    f"run {directory}")
+                    f"run {directory}", self_described=False)
 
 
 # config.model fields that do not describe the architecture.
@@ -139,7 +151,8 @@ def _read_npz(path: str, model_name: Optional[str], num_heads: Optional[int]) ->
   grid = npz_format.posemb_grid(params)
   patch = arch["patch_size"] * (16 if arch.get("resnet_layers") else 1)
   resolution = grid[0] * patch if grid else 224
-  return Checkpoint(arch, params, {"resolution": resolution, **INCEPTION}, f"{path}")
+  return Checkpoint(arch, params, {"resolution": resolution, **INCEPTION}, f"{path}",
+                    self_described=False)
 
 
 def published_arch(params: dict, model_name: Optional[str] = None) -> dict[str, Any]:
@@ -178,10 +191,7 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
   """Any supported checkpoint -> Checkpoint (see the module docstring)."""
   path = os.path.expanduser(os.fspath(path))
   if os.path.isdir(path):
-    config = _read_json(os.path.join(path, "config.json")) or {}
-    if "model_type" in config or "vision_config" in config:
-      return _read_hf(path)
-    return _read_run(path)
+    return _read_hf(path) if is_hf_directory(path) else _read_run(path)
   if not os.path.exists(path):
     raise UserError(f"Checkpoint {path!r} does not exist.")
   if path.endswith(".npz"):

@@ -98,7 +98,9 @@ def resample_grid(grid, target: tuple[int, int], *, method: str = "bilinear",
   h, w = grid.shape[-3:-1]
   if (h, w) == tuple(target):
     return grid
-  rows = resample_matrix(h, target[0], method, antialias).astype(np.float32)
-  cols = resample_matrix(w, target[1], method, antialias).astype(np.float32)
-  out = xp.einsum("ai,bj,...ijd->...abd", rows, cols, grid.astype(xp.float32))
+  # float32 at least; float64 stays float64 (numpy callers resampling checkpoints).
+  dtype = np.promote_types(np.dtype(grid.dtype), np.float32) if xp is np else xp.float32
+  rows = resample_matrix(h, target[0], method, antialias).astype(dtype)
+  cols = resample_matrix(w, target[1], method, antialias).astype(dtype)
+  out = xp.einsum("ai,bj,...ijd->...abd", rows, cols, grid.astype(dtype))
   return out.astype(grid.dtype)
