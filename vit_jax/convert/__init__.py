@@ -161,6 +161,7 @@ def published_arch(params: dict, model_name: Optional[str] = None) -> dict[str, 
   from vit_jax.models import MODEL_PRESETS, resolve_model_name  # pylint: disable=g-import-not-at-top
   if model_name:
     arch = dict(MODEL_PRESETS[resolve_model_name(model_name)])
+    _check_matches(model_name, arch, params)
     if arch["family"] == "vit":
       arch.update(npz_format.model_overrides(params))
     return arch
@@ -184,6 +185,18 @@ def published_arch(params: dict, model_name: Optional[str] = None) -> dict[str, 
               num_layers=sum(k.startswith("encoderblock_") for k in encoder),
               num_heads=query.shape[1], mlp_dim=block["MlpBlock_3"]["Dense_0"]["kernel"].shape[-1],
               **npz_format.model_overrides(params))
+
+
+def _check_matches(model_name: str, arch: dict, params: dict) -> None:
+  """A preset named for a file must have the file's patch size and width."""
+  kernel = (params.get("embedding") or params.get("stem") or {}).get("kernel")
+  if kernel is None or arch.get("resnet_layers"):
+    return
+  for field, value in (("patch_size", kernel.shape[0]), ("hidden_size", kernel.shape[-1])):
+    if arch[field] != value:
+      raise UserError(f"{model_name} has {field}={arch[field]} but the checkpoint's is "
+                      f"{value}; leave the model name out to read the architecture off the "
+                      f"file.")
 
 
 def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[str] = None,

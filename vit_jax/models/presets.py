@@ -45,6 +45,12 @@ MODEL_PRESETS["R50+ViT-B_16"] = dict(_vit("B", 1), resnet_layers=(3, 4, 9))
 # Tiny models for CPU runs (quickstart on 8x8 digits, tests).
 MODEL_PRESETS["ViT-digits"] = dict(family="vit", patch_size=2, hidden_size=64, num_layers=4,
                                    num_heads=4, mlp_dim=128)
+# ViT-digits' size as a DINOv2-style model (LayerScale, exact GELU, 4 registers, a 4x4
+# learned grid resampled bicubically): the offline checkpoint round trip's model.
+MODEL_PRESETS["DINOv2-digits"] = dict(family="vit", patch_size=4, hidden_size=64, num_layers=4,
+                                      num_heads=4, mlp_dim=128, mlp_activation="gelu",
+                                      layerscale_init=1e-5, num_registers=4,
+                                      posemb_grid=(4, 4), posemb_resample="bicubic")
 MODEL_PRESETS["ViT-test"] = dict(family="vit", patch_size=4, hidden_size=32, num_layers=2,
                                  num_heads=2, mlp_dim=64)
 
