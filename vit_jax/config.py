@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -96,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.pp_train = "to_rgb|inception_crop(224)|flip_lr|value_range(-1, 1)"  # preprocessing ops.
   c.pp_eval = "to_rgb|resize(224)|value_range(-1, 1)"
   c.pp_modules = ()                # your own modules registering pp ops, e.g. ('my_ops',).
+  # Train and eval image size: rescales every size in the pp strings (a resize(256)|
+  # central_crop(224) eval becomes resize(128)|central_crop(112) at 112); the model's
+  # patch grid follows. Unset: the sizes written in the pp strings.
+  c.resolution = placeholder(int)
   c.batch_size = 512               # global training batch.
   c.eval_batch_size = 512          # global eval batch (the split is padded, never dropped).
   c.input_workers = -1             # input worker processes (-1: none for in-memory data,
@@ -182,6 +187,34 @@ def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
   flip = "|flip_lr" if preset.flip else ""
   c.pp_train = f"to_rgb|inception_crop({res}){flip}|value_range(-1, 1)"
   c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"
+
+
+_SIZED_OP = re.compile(r"\b(inception_crop|resize|central_crop|random_crop)\(\s*(\d+)")
+
+
+def rescale_pp(pp: str, resolution: int) -> str:
+  """Every size in `pp` scaled so that its last one is `resolution`."""
+  sizes = [int(m.group(2)) for m in _SIZED_OP.finditer(pp)]
+  if not sizes:
+    return pp
+  scale = resolution / sizes[-1]
+  return _SIZED_OP.sub(lambda m: f"{m.group(1)}({max(1, round(int(m.group(2)) * scale))}", pp)
+
+
+def with_resolution(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with `resolution` applied to the train, eval and evaluator pp strings."""
+  if not config.get("resolution"):
+    return config
+  if config.resolution <= 0:
+    raise UserError(f"resolution={config.resolution} must be a positive number of pixels.")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.pp_train = rescale_pp(config.pp_train, config.resolution)
+    config.pp_eval = rescale_pp(config.pp_eval, config.resolution)
+    for evaluator in config.evals.values():
+      if evaluator.get("pp"):
+        evaluator.pp = rescale_pp(evaluator.pp, config.resolution)
+  return config.lock()
 
 
 def parse_args(arg: str | None, default: str) -> list[str]:

@@ -16,6 +16,7 @@ import numpy as np
 from clu import parameter_overview
 
 from vit_jax import build as build_lib
+from vit_jax import config as config_lib
 from vit_jax import checkpoints, finetune, flops, metrics, preemption, preflight, step_history
 from vit_jax import evaluators as evaluators_lib
 from vit_jax import sharding as sharding_lib
@@ -29,7 +30,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """Trains (or resumes) as configured; returns the final TrainState."""
   preflight.check_config(config)
   workdir = preflight.check_workdir(workdir)
-  config = finetune.adopt_pretrained(config)
+  config = finetune.adopt_pretrained(config_lib.with_resolution(config))
   mesh = sharding_lib.make_mesh(dict(config.mesh))
   shards = pipeline.DataShards.create(config.data_shards)
   build_lib.check_batch_size(config, mesh, num_data_shards=shards.num_shards)

@@ -35,6 +35,8 @@ def evaluate(config, checkpoint: str, *, names=(), step=None) -> tuple[int, dict
   from vit_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.data import pipeline, preprocess, sources  # pylint: disable=g-import-not-at-top
 
+  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.with_resolution(config)
   is_run = os.path.isdir(checkpoint) and not convert.is_hf_directory(checkpoint)
   if not is_run:
     read = convert.read(checkpoint, model_name=config.model_name)
