@@ -36,5 +36,7 @@ def get_config(arg=None):
   c.optimizer_dtype = "bfloat16"   # as the official code keeps momentum.
   c.model.dtype = "bfloat16"
   c.evals.test.every = 1000 if c.total_steps > 1000 else 100
+  if dataset == "imagenet2012":  # the paper's second ImageNet number, at the end.
+    c.evals.real = config_lib.real_eval(every=0)
   c.checkpoint_every = 1000 if c.total_steps > 1000 else 250
   return c.lock()

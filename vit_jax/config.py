@@ -165,6 +165,16 @@ def fewshot_eval(*, every: int = 0, shots=(1, 5, 10), dataset: str = "",
       "batch_size": 0})
 
 
+def real_eval(*, every: int = 0, dataset: str = "imagenet2012_real", split: str = "validation",
+              label_key: str = "real_label", num_classes: int = 1000,
+              pp: str = "") -> ml_collections.ConfigDict:
+  """ImageNet-ReaL top-1: correct when the prediction is any of the re-assessed labels
+  (prepare once: python -m vit_jax.cli.prepare --dataset=imagenet2012_real)."""
+  return ml_collections.ConfigDict({"type": "real", "every": every, "dataset": dataset,
+                                    "split": split, "label_key": label_key,
+                                    "num_classes": num_classes, "pp": pp, "batch_size": 0})
+
+
 def figures_eval(*, every: int = 0, num_images: int = 4) -> ml_collections.ConfigDict:
   """The paper's figures (attention rollout, position embeddings, attention distance,
   embedding filters) on test images, to TensorBoard."""

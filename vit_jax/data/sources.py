@@ -260,10 +260,13 @@ def get_source(name: str, *, data_dir: Optional[str] = None,
   return TfdsSource(name, data_dir=data_dir, label_key=label_key)
 
 
-def from_config(config, dataset: Optional[str] = None) -> Source:
-  """The source a training config names (or `dataset` with the config's data dir)."""
+def from_config(config, dataset: Optional[str] = None, label_key: Optional[str] = None) -> Source:
+  """The source a training config names (or `dataset` with the config's data dir), its
+  labels read from `label_key` (default: the config's for its own dataset, else 'label')."""
+  if label_key is None:
+    label_key = config.get("label_key", "label") if not dataset else "label"
   return get_source(dataset or config.dataset, data_dir=config.get("data_dir"),
-                    label_key=config.get("label_key", "label") if not dataset else "label")
+                    label_key=label_key)
 
 
 __all__ = ["Source", "ArraySource", "TfdsSource", "ImageFolderSource", "UnreadableImageError",

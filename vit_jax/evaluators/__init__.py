@@ -32,19 +32,21 @@ class EvalContext:
   def model(self):
     return self.built.model
 
-  def source(self, dataset: str = ""):
+  def source(self, dataset: str = "", label_key: str = ""):
     """'' is the run's own dataset (with its data_dir and label_key)."""
     from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
-    if dataset not in self._sources:
-      self._sources[dataset] = sources.from_config(self.config, dataset or None)
-    return self._sources[dataset]
+    if (dataset, label_key) not in self._sources:
+      self._sources[dataset, label_key] = sources.from_config(self.config, dataset or None,
+                                                              label_key or None)
+    return self._sources[dataset, label_key]
 
   def eval_data(self, *, dataset: str = "", split: str = "", pp: str = "",
-                batch_size: int = 0):
+                batch_size: int = 0, label_key: str = ""):
     """A padded, exactly-counted eval split; '' / 0 fall back to the run's test_split,
     pp_eval and eval_batch_size."""
     from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    return pipeline.eval_dataset(self.source(dataset), split=split or self.config.test_split,
+    return pipeline.eval_dataset(self.source(dataset, label_key),
+                                 split=split or self.config.test_split,
                                  pp=pp or self.config.pp_eval,
                                  global_batch_size=batch_size or self.config.eval_batch_size,
                                  pp_modules=self.config.pp_modules)
