@@ -7,7 +7,9 @@ r"""Offline pre-training example, step 1 of 2: pre-train a small ViT on full MNI
 
 MNIST 28x28 is resized to 16 px (4x4 grid of 4x4 patches); the fine-tuning step then uses
 the scikit-learn digits at 24 px (6x6 grid: position embeddings are resized) with a new head.
-Runtime and accuracy on a 2-core CPU: see configs/digits_finetune.py.
+Runtime and accuracy on a 2-core CPU: see configs/digits_finetune.py. The argument names
+the model (default ViT-digits with 4x4 patches; `:DINOv2-digits` for the checkpoint round
+trip through Hugging Face's format described there).
 """
 from vit_jax import config as config_lib
 
