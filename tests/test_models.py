@@ -280,3 +280,45 @@ def test_mixer_published_layout_and_npz_round_trip(tmp_path):
   checkpoint = convert.read(str(tmp_path / "mixer.npz"))  # architecture from the shapes.
   assert checkpoint.arch == dict(family="mixer", patch_size=32, hidden_size=512, num_layers=2,
                                  tokens_mlp_dim=256, channels_mlp_dim=2048)
+
+
+def test_stochastic_depth_drops_whole_branches_in_training_only():
+  model = create_model("ViT-test", num_classes=3, stochastic_depth_rate=0.5,
+                       head_kernel_init_std=0.1)
+  plain = create_model("ViT-test", num_classes=3, head_kernel_init_std=0.1)
+  x = jax.random.normal(jax.random.key(1), (16, 8, 8, 3))
+  params = model.init(jax.random.key(0), x)["params"]
+  np.testing.assert_array_equal(model.apply({"params": params}, x),
+                                plain.apply({"params": params}, x))  # eval: no effect.
+  a, b = (model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(s)})
+          for s in (1, 2))
+  assert not np.allclose(a, b)
+  # The first block's rate is 0 (linear from 0 to the rate at the last block): with a
+  # one-block model nothing is ever dropped.
+  one = create_model("ViT-test", num_classes=3, num_layers=1, stochastic_depth_rate=0.9,
+                     head_kernel_init_std=0.1)
+  p1 = one.init(jax.random.key(0), x)["params"]
+  np.testing.assert_array_equal(one.apply({"params": p1}, x, train=True,
+                                          rngs={"dropout": jax.random.key(3)}),
+                                one.apply({"params": p1}, x))
+  with pytest.raises(ValueError, match=r"stochastic_depth_rate=1.0 must be in \[0, 1\)"):
+    create_model("ViT-test", num_classes=3, stochastic_depth_rate=1.0)
+
+
+def test_cutmix_pastes_a_box_and_mixes_targets_by_its_area():
+  from vit_jax import steps
+  images = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
+  targets = jax.nn.one_hot(jnp.arange(4), 4)
+  for seed in range(5):
+    mixed, mixed_targets = steps.cutmix(jax.random.key(seed), images, targets, 1.0)
+    from_neighbour = np.all(np.asarray(mixed) == np.roll(np.asarray(images), 1, axis=0), axis=-1)
+    own = np.all(np.asarray(mixed) == np.asarray(images), axis=-1)
+    assert (from_neighbour | own).all()
+    pasted = from_neighbour[0].mean()
+    assert (from_neighbour == from_neighbour[0]).all()  # one box for the batch.
+    rows, cols = np.nonzero(from_neighbour[0])
+    if len(rows):  # a rectangle
+      assert len(rows) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+    np.testing.assert_allclose(np.asarray(mixed_targets),
+                               (1 - pasted) * targets + pasted * np.roll(targets, 1, axis=0),
+                               atol=1e-6)

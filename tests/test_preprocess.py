@@ -120,3 +120,52 @@ def test_bad_specs_name_the_op():
     preprocess.parse("resize(224")
   with pytest.raises(UserError, match="'resize\\(1, 2, 3\\)'"):
     preprocess.parse("resize(1, 2, 3)")
+
+
+def _photo(size=(48, 64)):
+  from PIL import Image
+  from sklearn.datasets import load_sample_images
+  return np.asarray(Image.fromarray(load_sample_images().images[1]).resize(size[::-1]))
+
+
+def test_randaugment_ops_against_numpy():
+  from vit_jax.data import randaugment as ra
+  image = _photo()
+  rng = np.random.default_rng(0)
+  np.testing.assert_array_equal(ra.OPS["invert"](image, 10, rng), 255 - image)
+  np.testing.assert_array_equal(ra.OPS["posterize"](image, 10, rng), image & 0xF0)
+  np.testing.assert_array_equal(ra.OPS["solarize"](image, 5, rng),
+                                np.where(image >= 128, 255 - image, image))
+  np.testing.assert_array_equal(ra.OPS["solarize_add"](image, 10, rng),
+                                np.where(image < 128, np.minimum(image.astype(int) + 110, 255),
+                                         image))
+  moved = ra.translate(image, 3, -5)
+  np.testing.assert_array_equal(moved[3:, :-5], image[:-3, 5:])
+  assert (moved[:3] == ra.GRAY).all() and (moved[:, -5:] == ra.GRAY).all()
+  # Brightness blends with black: round(x * factor), factor 1 +- 0.9 at magnitude 10.
+  bright = ra.OPS["brightness"](image, 10, np.random.default_rng(1)).astype(float)
+  factor = 1.9 if np.random.default_rng(1).integers(2) else 0.1
+  assert np.abs(bright - np.clip(image * factor, 0, 255)).max() <= 1
+  cut = ra.OPS["cutout"](image, 10, np.random.default_rng(2))
+  changed = np.argwhere((cut != image).any(-1))
+  side = np.ptp(changed, axis=0).max() + 1
+  assert 0 < side <= round(0.2 * min(image.shape[:2]))
+
+
+def test_randaugment_magnitude_zero_moves_nothing_and_op_is_seeded():
+  from vit_jax.data import randaugment as ra
+  image = _photo()
+  for name in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "posterize",
+               "solarize", "solarize_add", "color", "contrast", "brightness", "sharpness",
+               "cutout"):
+    np.testing.assert_array_equal(ra.OPS[name](image, 0, np.random.default_rng(0)), image,
+                                  err_msg=name)
+  op = preprocess.parse("randaug(2, 9)")
+  outputs = [op({"image": image, "label": 0, "seed": (seed, 0)})["image"] for seed in (0, 0, 1, 2)]
+  np.testing.assert_array_equal(outputs[0], outputs[1])
+  assert any(not np.array_equal(outputs[0], o) for o in outputs[2:])
+  assert all(o.shape == image.shape and o.dtype == np.uint8 for o in outputs)
+  gray = op({"image": image[..., :1], "label": 0, "seed": (3, 0)})["image"]
+  assert gray.shape == image[..., :1].shape
+  with pytest.raises(ValueError, match="unknown op"):
+    preprocess.parse("randaug(2, 9, exclude=('nope',))")

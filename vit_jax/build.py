@@ -52,7 +52,7 @@ class Built:
     step = steps.with_nonfinite_guard(
         steps.make_train_step(self.model, self.tx, self.schedule, loss=c.loss,
                               label_smoothing=c.label_smoothing, accum_steps=c.accum_steps,
-                              mixup_alpha=c.mixup_alpha),
+                              mixup_alpha=c.mixup_alpha, cutmix_alpha=c.cutmix_alpha),
         skip_nonfinite=c.skip_nonfinite_steps)
     batch = sharding_lib.batch_sharding(self.mesh)
     return jax.jit(sharding_lib.with_mesh_rules(step, self.mesh, self.rules),

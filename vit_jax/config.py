@@ -75,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
       "dtype": "float32",             # compute dtype ('bfloat16' on accelerators).
       "dropout_rate": 0.0,
       "attention_dropout_rate": 0.0,
+      "stochastic_depth_rate": 0.0,   # drop-path rate of the last block (DeiT: 0.1).
       "head_bias_init": 0.0,          # -10 for sigmoid pre-training.
       "head_kernel_init_std": 0.0,    # 0: zero head (fine-tuning recipe).
       "attention_implementation": "einsum",  # 'einsum' | 'xla' | 'cudnn' (flash, GPU).
@@ -126,6 +127,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss = "softmax"               # 'softmax' or 'sigmoid' (multi-label pre-training).
   c.label_smoothing = 0.0
   c.mixup_alpha = 0.0              # mixup strength (AugReg uses 0.2-0.8); 0: off.
+  c.cutmix_alpha = 0.0             # CutMix strength (DeiT: 1.0); with mixup, one per batch.
   c.seed = 0
   # A step with a non-finite loss, gradient norm or parameters is never checkpointed; by
   # default it stops the run. True: drop that update and go on (counted as skipped_steps).

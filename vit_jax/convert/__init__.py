@@ -120,7 +120,8 @@ def _read_run(directory: str) -> Checkpoint:
 
 
 # config.model fields that do not describe the architecture.
-_TRAINING_ONLY = ("dtype", "dropout_rate", "attention_dropout_rate", "head_bias_init",
+_TRAINING_ONLY = ("dtype", "dropout_rate", "attention_dropout_rate", "stochastic_depth_rate",
+                  "head_bias_init",
                   "head_kernel_init_std", "attention_implementation", "remat_policy",
                   "scan_layers")
 

@@ -215,3 +215,7 @@ def parse(pipeline: str) -> Op:
       example = op(example)
     return example
   return apply
+
+
+# RandAugment's op registers itself (it builds on `register` above).
+from vit_jax.data import randaugment  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position

@@ -106,7 +106,8 @@ class MlpMixer(nn.Module):
 
 
 # Options the trainer's config carries for every family; a Mixer has no use for them.
-_VIT_ONLY_DEFAULTS = ("dropout_rate", "attention_dropout_rate", "attention_implementation",
+_VIT_ONLY_DEFAULTS = ("dropout_rate", "attention_dropout_rate", "stochastic_depth_rate",
+                      "attention_implementation",
                       "remat_policy", "scan_layers", "representation_size", "classifier")
 
 

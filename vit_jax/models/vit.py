@@ -207,13 +207,19 @@ class Encoder1DBlock(nn.Module):
   qk_norm: bool = False
   mlp_activation: str = "gelu_tanh"
   layernorm_epsilon: float = 1e-6
+  stochastic_depth: float = 0.0  # probability of dropping each residual branch (training).
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   return_carry: bool = False   # (x, None), the form nn.scan needs.
 
-  def _residual(self, x, y, name: str):
+  def _residual(self, x, y, name: str, deterministic: bool):
     if self.layerscale_init is not None:
       y = LayerScale(self.layerscale_init, param_dtype=self.param_dtype, name=name)(y)
+    if self.stochastic_depth and not deterministic:
+      # Stochastic depth (Huang et al. 2016): per example, the whole branch or nothing.
+      keep = 1.0 - self.stochastic_depth
+      kept = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0], 1, 1))
+      y = jnp.where(kept, y / keep, jnp.zeros_like(y))
     return constrain(x + y, ("act_batch", "act_length", "act_embed"))
 
   @nn.compact
@@ -228,12 +234,12 @@ class Encoder1DBlock(nn.Module):
         param_dtype=self.param_dtype, name="MultiHeadDotProductAttention_1")(
             y, deterministic=deterministic)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    x = self._residual(x, y, "LayerScale_attention")
+    x = self._residual(x, y, "LayerScale_attention", deterministic)
     y = norm("LayerNorm_2")(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, activation=self.mlp_activation, dtype=self.dtype,
                  param_dtype=self.param_dtype, dropout_rate=self.dropout_rate,
                  name="MlpBlock_3")(y, deterministic=deterministic)  # dropout inside.
-    x = self._residual(x, y, "LayerScale_mlp")
+    x = self._residual(x, y, "LayerScale_mlp", deterministic)
     return (x, None) if self.return_carry else x
 
 
@@ -281,6 +287,7 @@ class Encoder(nn.Module):
   posemb_resample: str = "bilinear"
   posemb_antialias: bool = False
   final_norm: bool = True
+  stochastic_depth_rate: float = 0.0
   dropout_rate: float = 0.0
   remat_policy: str = "none"
   scan_layers: bool = False
@@ -325,10 +332,14 @@ class Encoder(nn.Module):
                         split_rngs={"params": True, "dropout": True},
                         in_axes=nn.broadcast, length=self.num_layers,
                         metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = scanned(**self.block, return_carry=True, name="encoderblock")(x, not train)
+      # One block for all layers: the mean of the per-layer rates below.
+      x, _ = scanned(**self.block, stochastic_depth=self.stochastic_depth_rate / 2,
+                     return_carry=True, name="encoderblock")(x, not train)
     else:
       for i in range(self.num_layers):
-        x = block(**self.block, name=f"encoderblock_{i}")(x, not train)
+        # DeiT's rule: the drop rate grows linearly with depth, 0 to stochastic_depth_rate.
+        rate = self.stochastic_depth_rate * i / max(self.num_layers - 1, 1)
+        x = block(**self.block, stochastic_depth=rate, name=f"encoderblock_{i}")(x, not train)
     if not self.final_norm:
       return x
     return layer_norm("encoder_norm", self.block["layernorm_epsilon"], self.dtype,
@@ -392,6 +403,7 @@ class VisionTransformer(nn.Module):
   representation_size: Optional[int] = None
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
+  stochastic_depth_rate: float = 0.0  # drop-path rate of the last block (linear from 0).
   resnet_layers: Optional[Sequence[int]] = None
   resnet_width_factor: float = 1.0
   head_kernel_init_std: float = 0.0
@@ -484,6 +496,7 @@ class VisionTransformer(nn.Module):
                 posemb_grid=tuple(self.posemb_grid) if self.posemb_grid else None,
                 posemb_resample=self.posemb_resample,
                 posemb_antialias=self.posemb_antialias, final_norm=not self.fc_norm,
+                stochastic_depth_rate=self.stochastic_depth_rate,
                 dropout_rate=self.dropout_rate, remat_policy=self.remat_policy,
                 scan_layers=self.scan_layers, dtype=self.dtype, param_dtype=self.param_dtype,
                 name="Transformer")(prefix, registers, x, train=train)
@@ -552,6 +565,9 @@ def create(*, num_classes: Optional[int], **hparams) -> VisionTransformer:
   if hparams.get("posemb") == "sincos2d" and hparams["hidden_size"] % 4:
     raise UserError(f"posemb='sincos2d' needs hidden_size divisible by 4, not "
                     f"{hparams['hidden_size']}.")
+  if not 0 <= hparams.get("stochastic_depth_rate", 0.0) < 1:
+    raise UserError(f"stochastic_depth_rate={hparams['stochastic_depth_rate']} must be in "
+                    f"[0, 1).")
   if hparams.get("distillation_token") and hparams.get("classifier", "token") != "token":
     raise UserError("distillation_token=True pools tokens: it needs classifier='token'.")
   return VisionTransformer(num_classes=num_classes, **hparams)
