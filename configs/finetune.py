@@ -8,12 +8,27 @@ Arguments: <model>,<dataset>, model as 'b16' / 'ViT-B_16', dataset one of cifar1
 cifar100, oxford_iiit_pet, oxford_flowers102, imagenet2012 (or any TFDS name / folder:DIR
 with generic settings). Prepare TFDS data first: python -m vit_jax.cli.prepare --dataset=...
 
+`folder:DIR` (DIR/{train,test}/<class>/*.jpg|png, any image size) takes its defaults from
+the data: the images' median shorter side (at most 224, a multiple of the patch) as the
+resolution, about 20 epochs, and below 20k images batch 64 in float32 (a laptop). On a
+laptop, e.g. the digits written as 8x8 PNGs, fine-tuned from the MNIST run of
+configs/mnist_pretrain.py (its architecture comes with it), upsampled to 16 px:
+
+    python -m vit_jax.main --config=configs/finetune.py:ViT-digits,folder:/tmp/digits_png \
+        --workdir=/tmp/digits_ft --config.pretrained=/tmp/vit_mnist --config.resolution=16
+
+Expected (measured 2026-11-23, 2-core CPU): 93.0% test accuracy in 32 s (400 steps);
+86.6% at the folder's own 8 px (28 s). The generic folder augmentation flips images
+left-right, which digits do not like; override --config.pp_train for such data.
+
 Expected (published, ViT-B/16 pre-trained on ImageNet-21k, official code; not re-measured
 here for lack of an accelerator): CIFAR-10 99.0% (10k steps; 98.6% after 500 steps),
 CIFAR-100 92.1%. Runtime: CIFAR-10 10k steps at 384 px is about 3.5 h on 8 TPU v3 cores
 (official repo); for an H100 see BENCHMARKS.md for images/s.
 """
 from vit_jax import config as config_lib
+from vit_jax.data.folder_stats import cpu_sized_resolution, folder_stats
+from vit_jax.models.presets import MODEL_PRESETS
 
 # dataset -> (total_steps, warmup_steps, lr): the paper's steps, best lr of its grid.
 RECIPES = {
@@ -23,6 +38,23 @@ RECIPES = {
     "oxford_flowers102": (500, 100, 0.003),
     "imagenet2012": (20_000, 500, 0.03),
 }
+
+
+def _fit_to_folder(c, directory: str, patch_size: int) -> None:
+  """Defaults from the folder itself: the images' own size (at most 224), about 20 epochs
+  in 200-10,000 steps, and for small sets (< 20k images, likely a laptop) batch 64 in
+  float32 (bfloat16 is emulated, slowly, on CPUs)."""
+  stats = folder_stats(directory)
+  if not stats.num_train:
+    return  # the trainer names what is missing.
+  resolution = cpu_sized_resolution(stats, patch_size)
+  config_lib.apply_dataset_preset(c, f"folder:{directory}", resolution=resolution)
+  if stats.num_train < 20_000:
+    c.batch_size, c.eval_batch_size = 64, 256
+    c.model.dtype, c.optimizer_dtype = "float32", "float32"
+  epochs = 20 * stats.num_train // c.batch_size
+  c.total_steps = min(max(round(epochs, -2), 200), 10_000)
+  c.warmup_steps = c.total_steps // 10
 
 
 def get_config(arg=None):
@@ -35,6 +67,8 @@ def get_config(arg=None):
   # norm 1), batch 512 and a fresh head.
   c.optimizer_dtype = "bfloat16"   # as the official code keeps momentum.
   c.model.dtype = "bfloat16"
+  if dataset.startswith("folder:"):
+    _fit_to_folder(c, dataset.removeprefix("folder:"), MODEL_PRESETS[model]["patch_size"])
   c.evals.test.every = 1000 if c.total_steps > 1000 else 100
   if dataset == "imagenet2012":  # the paper's second ImageNet number, at the end.
     c.evals.real = config_lib.real_eval(every=0)

@@ -18,6 +18,11 @@ CASES = [
     ("pretrain.py", "s16,imagenet2012"),
     ("pretrain.py", "l16,imagenet21k"),
     *[("pretrain_large.py", f"{m},imagenet21k") for m in ("h14", "g14", "G14")],
+    ("mnist_pretrain.py", "DINOv2-digits"),
+    ("digits_finetune.py", "DINOv2-digits"),
+    ("small_data.py", None),
+    ("small_data.py", "pureml_mnist"),
+    ("small_data.py", "cifar10"),
 ]
 
 
@@ -104,3 +109,19 @@ def test_resolution_and_patch_size_reach_the_model_and_the_pipeline(tfds_dir):
   assert params["Transformer"]["posembed_input"]["pos_embedding"] == (1, 1 + 2 * 2, 32)
   with pytest.raises(ValueError, match="resolution=-3 must be a positive"):
     config_lib.with_resolution(tiny(tfds_dir, resolution=-3))
+
+
+def test_finetune_and_small_data_fit_a_folder(digits_folder):
+  """folder:DIR defaults come from the images: the fixture's digits are 240 16x16 PNGs."""
+  from vit_jax.data.folder_stats import folder_stats
+  stats = folder_stats(digits_folder)
+  assert (stats.median_side, stats.num_classes, stats.num_train) == (16, 10, 240)
+  ft = load("finetune.py").get_config(f"ViT-digits,folder:{digits_folder}")
+  assert "inception_crop(16)" in ft.pp_train and "resize(16)" in ft.pp_eval
+  assert (ft.batch_size, ft.model.dtype) == (64, "float32")
+  assert (ft.total_steps, ft.warmup_steps) == (200, 20)  # 20 epochs is 75: at least 200.
+  big = load("finetune.py").get_config(f"b16,folder:{digits_folder}")
+  assert "inception_crop(32)" in big.pp_train  # at least 2 patches of 16 per side.
+  small = load("small_data.py").get_config(f"folder:{digits_folder}")
+  assert small.model.patch_size == 4 and "randaug(" in small.pp_train
+  assert "flip_lr" not in small.pp_train

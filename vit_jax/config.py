@@ -82,8 +82,8 @@ def base_config() -> ml_collections.ConfigDict:
       "remat_policy": "none",         # 'none' | 'full' | 'dots' | 'dots_no_batch'.
       "scan_layers": False,           # one scanned block: faster compiles for deep models.
   })
-  # Checkpoint to fine-tune from: a run's workdir, a published .npz (the model is then
-  # model_name's), or one that describes itself (a `python -m vit_jax.convert` .npz, a
+  # Checkpoint to fine-tune from: a published .npz (the model is then model_name's), or
+  # one that describes itself (a run's workdir, a `python -m vit_jax.convert` .npz, a
   # Hugging Face directory, a timm .safetensors, a big_vision .npz), whose architecture
   # and input normalisation then replace the config's.
   c.pretrained = placeholder(str)

@@ -1,9 +1,10 @@
 """Fine-tuning's start: another model's parameters, adapted and placed on the mesh.
 
 `config.pretrained` is anything `vit_jax.convert.read` takes. A checkpoint that describes
-itself (converted .npz, Hugging Face, timm, big_vision) also sets the architecture and
-the input normalisation (`adopt_pretrained`), so `--config.pretrained=dinov2.npz` needs
-no model flags; a published .npz or a run's workdir fits the config's model.
+itself (a run's workdir, converted .npz, Hugging Face, timm, big_vision) also sets the
+architecture and the input normalisation (`adopt_pretrained`), so
+`--config.pretrained=dinov2.npz` needs no model flags; a published .npz fits the config's
+model.
 """
 from __future__ import annotations
 

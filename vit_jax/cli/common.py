@@ -46,6 +46,10 @@ def _quiet_libraries() -> None:
     return record.levelno >= std_logging.ERROR or "vit_jax" in record.pathname
 
   logging.set_verbosity(logging.WARNING)
+  # Grain's input workers pass batches in shared memory; the few in flight when a run
+  # ends are unlinked by multiprocessing's resource tracker, which says so in a process of
+  # its own at exit. It takes its warning filters from the interpreter's -W options.
+  sys.warnoptions.append("ignore:resource_tracker:UserWarning")
   for handler in [logging.get_absl_handler(), *std_logging.getLogger().handlers]:
     handler.addFilter(own_or_error)
   warnings.filterwarnings("ignore", category=DeprecationWarning)

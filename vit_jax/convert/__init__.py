@@ -32,8 +32,8 @@ class Checkpoint:
   preprocessing: dict[str, Any]   # resolution, mean, std, resize.
   source: str                     # what it was read from, for the log.
   notes: list[str] = dataclasses.field(default_factory=list)
-  # The file states its architecture and preprocessing (converted .npz, timm, Hugging
-  # Face, big_vision), rather than them being taken from a model name or a run's config.
+  # The source states its architecture and preprocessing (converted .npz, timm, Hugging
+  # Face, big_vision, a run's config.json); a published .npz's are inferred or named.
   self_described: bool = True
 
   @property
@@ -115,8 +115,7 @@ def _read_run(directory: str) -> Checkpoint:
   arch.update({k: v for k, v in config.model.to_dict().items() if v is not None
                and k not in _TRAINING_ONLY})
   preprocessing = preprocessing_from_pp(config.pp_eval)
-  return Checkpoint(arch, npz_format.unscan_params(params), preprocessing,
-                    f"run {directory}", self_described=False)
+  return Checkpoint(arch, npz_format.unscan_params(params), preprocessing, f"run {directory}")
 
 
 # config.model fields that do not describe the architecture.

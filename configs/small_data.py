@@ -1,0 +1,58 @@
+r"""Small data from scratch, in the spirit of DeiT and the compact transformers: RandAugment,
+mixup / CutMix, label smoothing, stochastic depth, a patch size and width for small
+images, and a long schedule. ViTs lack a CNN's priors; this recipe is what makes them
+win anyway on a few thousand images.
+
+    python -m vit_jax.main --config=configs/small_data.py:digits --workdir=/tmp/small_digits
+    python -m vit_jax.main --config=configs/small_data.py:pureml_mnist --workdir=/tmp/small_mnist
+    python -m vit_jax.main --config=configs/small_data.py:folder:/data/my_images --workdir=...
+
+Argument: a dataset (offline `digits` / `pureml_mnist`, any TFDS name, or `folder:DIR`,
+whose image size sets the resolution). The model: 4x4 patches-grid ViT of width 96,
+depth 6 (8x8 grid above 32 px).
+
+Measured (2026-11-23, 2-core CPU; baselines on the same pixels from
+`python scripts/small_data_baselines.py`): see the table in BENCHMARKS.md ("Small data
+from scratch").
+"""
+from vit_jax import config as config_lib
+from vit_jax.data.folder_stats import folder_stats
+from vit_jax.data.presets import get_preset
+
+
+def _resolution(dataset: str) -> int:
+  if dataset.startswith("folder:"):
+    side = folder_stats(dataset.removeprefix("folder:")).median_side or 32
+    return min(side, 64)
+  preset = get_preset(dataset)
+  return min(preset.resolution, 64) if preset else 32
+
+
+def get_config(arg=None):
+  dataset = arg or "digits"
+  c = config_lib.base_config()
+  resolution = _resolution(dataset)
+  grid = 4 if resolution <= 32 else 8
+  patch = max(resolution // grid, 1)
+  resolution = patch * grid
+  config_lib.apply_dataset_preset(c, dataset, resolution=resolution)
+  preset = get_preset(dataset)
+  flip = "|flip_lr" if preset is not None and preset.flip else ""  # folders: unknown, off.
+  # Augmentation: RandAugment (inversion left out: it changes what a digit looks like),
+  # a light random-resized crop, then mixup or CutMix per batch (below).
+  c.pp_train = (f"to_rgb|randaug(2, 5, exclude=('invert',))|"
+                f"inception_crop({resolution}, area_min=60){flip}|value_range(-1, 1)")
+  c.pp_eval = f"to_rgb|resize({resolution})|value_range(-1, 1)"
+  c.model_name = "vit"
+  c.model.update(dict(patch_size=patch, hidden_size=96, num_layers=6, num_heads=4,
+                      mlp_dim=192, classifier="token", stochastic_depth_rate=0.1))
+  c.optimizer = "adam"
+  c.lr, c.weight_decay, c.label_smoothing = 0.001, 0.05, 0.1
+  c.mixup_alpha, c.cutmix_alpha = 0.2, 1.0
+  c.batch_size, c.eval_batch_size = 128, 500
+  c.total_steps, c.warmup_steps = 3000, 150
+  c.log_every = 250
+  c.evals.test.every = 1000
+  c.evals.fewshot = config_lib.fewshot_eval(shots=(10,))
+  c.checkpoint_every = 1000
+  return c.lock()

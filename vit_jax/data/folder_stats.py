@@ -1,0 +1,45 @@
+"""What an image folder holds, read cheaply (file names and image headers only), so that
+configs can pick CPU-sized defaults from the data. Imports neither JAX nor TensorFlow."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderStats:
+  num_train: int
+  num_classes: int
+  median_side: int        # median shorter side of a sample of training images, in pixels.
+
+
+def folder_stats(directory: str, *, sample: int = 200) -> FolderStats:
+  """Counts DIR/train/<class>/* and reads the sizes of up to `sample` of them. A folder
+  that is missing or empty gives zeros (the trainer then says what is wrong)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  train = os.path.join(os.path.expanduser(directory), "train")
+  if not os.path.isdir(train):
+    return FolderStats(0, 0, 0)
+  classes = sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
+  files = [os.path.join(train, c, f) for c in classes
+           for f in sorted(os.listdir(os.path.join(train, c)))
+           if f.lower().endswith(IMAGE_EXTENSIONS)]
+  step = max(len(files) // sample, 1)
+  sides = []
+  for path in files[::step][:sample]:
+    try:
+      with Image.open(path) as image:
+        sides.append(min(image.size))
+    except OSError:
+      continue  # unreadable: the trainer skips it with a warning.
+  return FolderStats(len(files), len(classes), int(statistics.median(sides)) if sides else 0)
+
+
+def cpu_sized_resolution(stats: FolderStats, patch_size: int, *, cap: int = 224) -> int:
+  """The images' own size (median shorter side), at most `cap`, rounded down to a
+  multiple of the patch size; at least 2 patches per side."""
+  side = min(stats.median_side or cap, cap)
+  return max(side // patch_size, 2) * patch_size
