@@ -147,3 +147,17 @@ def test_npz_checkpoint_for_inference(quickstart_run, tmp_path, image_files):
   np.testing.assert_array_equal(
       inferred.model.apply({"params": inferred.params}, images),
       from_npz.model.apply({"params": from_npz.params}, images))
+
+
+def test_load_pretrained_takes_a_run(quickstart_run, image_files):
+  """vit_jax.load_pretrained / preprocessing_of on a workdir: the run's own model, and
+  inputs prepared exactly as its eval pipeline prepares them."""
+  import vit_jax
+  workdir, _ = quickstart_run
+  model, params = vit_jax.load_pretrained(str(workdir))
+  preprocessing = vit_jax.preprocessing_of(str(workdir))
+  loaded = inference.load(str(workdir))
+  assert preprocessing.pp == loaded.pp
+  images, _, _ = inference.preprocess_files([image_files["gray.png"]], loaded.pp)
+  np.testing.assert_array_equal(model.apply({"params": params}, images),
+                                loaded.model.apply({"params": loaded.params}, images))

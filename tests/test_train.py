@@ -341,3 +341,18 @@ def test_train_step_with_mixup_is_deterministic_and_trains():
   assert float(metrics_a["train_loss"]) == float(metrics_b["train_loss"])
   assert np.isfinite(float(metrics_a["train_loss"]))
   assert float(metrics_a["train_loss"]) != float(plain["train_loss"])  # really mixed.
+
+
+def test_mlp_mixer_trains_with_the_same_config(tfds_dir, tmp_path):
+  """The second family through the same trainer, evaluators included (figures: the
+  patch-embedding filters, as a Mixer has no attention)."""
+  from vit_jax import config as config_lib
+  config = tiny(tfds_dir, model_name="Mixer-S_16", total_steps=6, checkpoint_every=6,
+                **{"model.patch_size": 4, "model.hidden_size": 32, "model.num_layers": 2,
+                   "model.tokens_mlp_dim": 16, "model.channels_mlp_dim": 64})
+  with config.unlocked():
+    config.evals.figures = config_lib.figures_eval()
+  state = train.train_and_evaluate(config, tmp_path)
+  assert int(state.step) == 6 and "MixerBlock_1" in jax.device_get(state.params)
+  rows = helpers.read_metrics(tmp_path)
+  assert any("test_accuracy" in row for row in rows)

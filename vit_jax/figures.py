@@ -83,7 +83,19 @@ def embedding_filters_figure(components: np.ndarray, variance: np.ndarray):
 
 
 def make_figures(model, params, images: np.ndarray, *, num_components: int = 28) -> dict:
-  """All figures for `images` ((B, H, W, 3) in the model's [-1, 1] input range)."""
+  """All figures for `images` ((B, H, W, 3) in the model's [-1, 1] input range); a model
+  without attention (MLP-Mixer) gets its patch-embedding filters only."""
+  figures = {}
+  kernel = np.asarray((params.get("embedding") or params["stem"])["kernel"])
+  if kernel.shape[2] == 3:  # RGB filters (the hybrid embeds ResNet features instead).
+    figures["embedding_filters"] = embedding_filters_figure(
+        *analysis.patch_embedding_pca(kernel, num_components))
+  if "Transformer" in params:
+    figures.update(_attention_figures(model, params, images))
+  return figures
+
+
+def _attention_figures(model, params, images: np.ndarray) -> dict:
   grid = model.patch_grid(images.shape[1], images.shape[2])
   prefix = model.num_prefix_tokens
   attentions = analysis.attention_maps(model, params, images)
@@ -102,10 +114,6 @@ def make_figures(model, params, images: np.ndarray, *, num_components: int = 28)
                                                          num_prefix_tokens=prefix)
                         for a in attentions])
   figures["mean_attention_distance"] = attention_distance_figure(distances, patch)
-  kernel = np.asarray(params["embedding"]["kernel"])
-  if kernel.shape[2] == 3:  # RGB filters (the hybrid embeds ResNet features instead).
-    figures["embedding_filters"] = embedding_filters_figure(
-        *analysis.patch_embedding_pca(kernel, num_components))
   return figures
 
 

@@ -8,6 +8,15 @@ from vit_jax import steps
 from vit_jax.data import device_feed
 
 
+def summed(step, params, data, mesh) -> dict:
+  """step(params, batch)'s outputs, summed over every batch of `data`, on the host."""
+  totals = None
+  for batch in device_feed.prefetch_to_mesh(data, mesh):
+    out = step(params, batch)
+    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+  return jax.device_get(totals)
+
+
 class Evaluator:
   """Settings: dataset ('' = the run's), split ('' = test_split), pp ('' = pp_eval),
   batch_size (0 = eval_batch_size). Results: loss, accuracy, examples."""
@@ -20,11 +29,7 @@ class Evaluator:
         steps.make_eval_step(context.model, loss=context.config.loss))
 
   def run(self, params) -> dict[str, float]:
-    totals = None
-    for batch in device_feed.prefetch_to_mesh(self.data, self.mesh):
-      out = self.eval_step(params, batch)
-      totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    totals = jax.device_get(totals)
+    totals = summed(self.eval_step, params, self.data, self.mesh)
     count = max(float(totals["count"]), 1.0)
     return {"loss": float(totals["loss_sum"]) / count,
             "accuracy": float(totals["correct_sum"]) / count,

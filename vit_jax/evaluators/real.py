@@ -7,10 +7,9 @@ classes; the settings below read it as such (any dataset with a multi-label feat
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from vit_jax.data import device_feed
+from vit_jax.evaluators.classification import summed
 
 
 def make_real_step(model):
@@ -40,11 +39,7 @@ class Evaluator:
     self.step = context.built.jit_on_params(make_real_step(context.model))
 
   def run(self, params) -> dict[str, float]:
-    totals = None
-    for batch in device_feed.prefetch_to_mesh(self.data, self.mesh):
-      out = self.step(params, batch)
-      totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    totals = jax.device_get(totals)
+    totals = summed(self.step, params, self.data, self.mesh)
     count = float(totals["count"])
     return {"accuracy": float(totals["correct_sum"]) / max(count, 1.0), "examples": count,
             "unlabelled": float(totals["unlabelled"])}

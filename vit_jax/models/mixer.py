@@ -7,14 +7,13 @@ every config, evaluator and tool that takes a model takes a Mixer.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from vit_jax.errors import UserError
-from vit_jax.models.vit import as_dtype
+from vit_jax.models.hparams import checked
 
 Dtype = Any
 partitioned = nn.with_logical_partitioning
@@ -112,21 +111,9 @@ _VIT_ONLY_DEFAULTS = ("dropout_rate", "attention_dropout_rate", "stochastic_dept
 
 
 def create(*, num_classes: Optional[int], **hparams) -> MlpMixer:
-  fields = {f.name for f in dataclasses.fields(MlpMixer)} - {"parent", "name", "num_classes"}
   for field in _VIT_ONLY_DEFAULTS:
     value = hparams.pop(field, None)
     if value not in (None, 0, 0.0, False, "none", "einsum", "token", "gap"):
       raise UserError(f"model.{field}={value!r} has no meaning for an MLP-Mixer.")
-  unknown = sorted(set(hparams) - fields)
-  if unknown:
-    raise UserError(f"Unknown MLP-Mixer hyper-parameter(s) {unknown}; valid: {sorted(fields)}.")
-  missing = sorted(f.name for f in dataclasses.fields(MlpMixer)
-                   if f.default is dataclasses.MISSING and f.name not in hparams
-                   and f.name not in ("num_classes", "parent", "name"))
-  if missing:
-    raise UserError(f"The 'mixer' family needs model.{', model.'.join(missing)} (or use a "
-                    f"preset such as 'Mixer-B_16').")
-  for field in ("dtype", "param_dtype"):
-    if field in hparams:
-      hparams[field] = as_dtype(hparams[field], field)
+  hparams = checked(MlpMixer, hparams, family="mixer", example="Mixer-B_16")
   return MlpMixer(num_classes=num_classes, **hparams)

@@ -7,7 +7,6 @@ carry logical axis names; `vit_jax.sharding` maps them to a device mesh by rule.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable, Optional, Sequence
 
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 
 from vit_jax.errors import UserError
 from vit_jax.models import posemb as posemb_lib
+from vit_jax.models.hparams import checked
 from vit_jax.models import resnet
 
 Dtype = Any
@@ -521,38 +521,15 @@ class VisionTransformer(nn.Module):
     return logits.astype(jnp.float32)
 
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _CHOICES = {"classifier": CLASSIFIERS, "attention_implementation": ATTENTION_IMPLEMENTATIONS,
             "remat_policy": tuple(REMAT_POLICIES), "posemb": POSEMB_KINDS,
             "posemb_resample": posemb_lib.RESAMPLE_METHODS, "mlp_activation": MLP_ACTIVATIONS}
 
 
-def as_dtype(value, field: str):
-  """'bfloat16' -> jnp.bfloat16 (config files hold strings)."""
-  if isinstance(value, str):
-    if value not in _DTYPES:
-      raise UserError(f"model.{field}={value!r} is not a dtype; use one of {list(_DTYPES)}.")
-    return _DTYPES[value]
-  return value
-
-
 def create(*, num_classes: Optional[int], **hparams) -> VisionTransformer:
   """The family's entry point (see `vit_jax.models.create_model`): checks every
   hyper-parameter by name before any JAX work."""
-  fields = {f.name for f in dataclasses.fields(VisionTransformer)} - {"parent", "name"}
-  unknown = sorted(set(hparams) - fields)
-  if unknown:
-    raise UserError(f"Unknown model hyper-parameter(s) {unknown}; valid: "
-                    f"{sorted(fields - {'num_classes'})}.")
-  missing = sorted(f.name for f in dataclasses.fields(VisionTransformer)
-                   if f.default is dataclasses.MISSING and f.name not in hparams
-                   and f.name not in ("num_classes", "parent", "name"))
-  if missing:
-    raise UserError(f"The 'vit' family needs model.{', model.'.join(missing)} (or use a "
-                    f"preset such as 'ViT-B_16').")
-  for field in ("dtype", "param_dtype"):
-    if field in hparams:
-      hparams[field] = as_dtype(hparams[field], field)
+  hparams = checked(VisionTransformer, hparams, family="vit", example="ViT-B_16")
   if hparams["hidden_size"] % hparams["num_heads"]:
     raise UserError(f"hidden_size={hparams['hidden_size']} is not divisible by "
                     f"num_heads={hparams['num_heads']}.")
