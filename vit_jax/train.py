@@ -18,6 +18,7 @@ from clu import parameter_overview
 from vit_jax import build as build_lib
 from vit_jax import config as config_lib
 from vit_jax import checkpoints, finetune, flops, metrics, preemption, preflight, step_history
+from vit_jax import workdir_lock
 from vit_jax import evaluators as evaluators_lib
 from vit_jax import sharding as sharding_lib
 from vit_jax.data import device_feed, pipeline, preprocess, sources
@@ -40,7 +41,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                           image_shape=pipeline.image_shape(source, split=config.test_split,
                                                            pp=config.pp_eval,
                                                            pp_modules=config.pp_modules))
+  with workdir_lock.held(workdir):
+    return _run(config, workdir, built, source, shards)
 
+
+def _run(config, workdir: str, built: build_lib.Built, source, shards) -> TrainState:
+  """Resume or start, then the loop: everything that writes in the workdir."""
+  mesh = built.mesh
   data_state = _data_state(config, shards)
   checkpointer, state, input_state = _initial_state(config, built, workdir, data_state)
   _write_run_files(config, built, workdir)

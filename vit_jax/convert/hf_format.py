@@ -75,8 +75,11 @@ def preprocessing(config: dict, processor: Optional[dict]) -> dict:
     size = crop or processor.get("size") or {}
     resolution = size.get("height", size.get("shortest_edge", resolution))
     resize = _PIL_RESAMPLE.get(processor.get("resample"), "bilinear")
-  return {"resolution": int(resolution), "mean": tuple(mean), "std": tuple(std),
-          "resize": resize}
+  # A size the patches do not divide (SigLIP So400m/14 at 384: 27 patches of 14 cover
+  # 378 px, the last 6 are cut by the convolution) becomes the size they cover.
+  patch = config["patch_size"]
+  return {"resolution": int(resolution) // patch * patch, "mean": tuple(mean),
+          "std": tuple(std), "resize": resize}
 
 
 def _prefix(kind: str, state: dict) -> str:
