@@ -144,8 +144,10 @@ class TrainCheckpointer:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f"set aside damaged checkpoint {step}")
     self.manager.reload()
+    then = ("resuming from the previous one" if self.manager.all_steps()
+            else "no earlier checkpoint: starting from step 0")
     print(f"warning: the checkpoint of step {step} is damaged ({_first_line(error)}); moved "
-          f"to {target}, resuming from the previous one.", flush=True)
+          f"to {target}, {then}.", flush=True)
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores onto the shardings of `abstract_state` (any mesh, any device count)."""
