@@ -18,7 +18,10 @@ def bench_timm(model, *, batch: int, resolution: int, dtype: str, steps: int,
   try:
     import timm  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  except (ImportError, RuntimeError) as e:
+    # Not installed, or installed but broken: PyPI's CUDA torchvision beside a CPU torch
+    # fails at import ('operator torchvision::nms does not exist'), and timm imports it.
+    print(f"timm column left out: {type(e).__name__}: {str(e).splitlines()[0]}", flush=True)
     return None
   cuda = torch.cuda.is_available()
   device = "cuda" if cuda else "cpu"
