@@ -204,12 +204,18 @@ def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
 _SIZED_OP = re.compile(r"\b(inception_crop|resize|central_crop|random_crop)\(\s*(\d+)")
 
 
+def pp_resolution(pp: str) -> int | None:
+  """The image size `pp` produces: its last crop or resize (None: it has none)."""
+  sizes = [int(m.group(2)) for m in _SIZED_OP.finditer(pp)]
+  return sizes[-1] if sizes else None
+
+
 def rescale_pp(pp: str, resolution: int) -> str:
   """Every size in `pp` scaled so that its last one is `resolution`."""
-  sizes = [int(m.group(2)) for m in _SIZED_OP.finditer(pp)]
-  if not sizes:
+  current = pp_resolution(pp)
+  if current is None:
     return pp
-  scale = resolution / sizes[-1]
+  scale = resolution / current
   return _SIZED_OP.sub(lambda m: f"{m.group(1)}({max(1, round(int(m.group(2)) * scale))}", pp)
 
 

@@ -134,7 +134,11 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def load_npz_with_meta(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dict]]:
   """(params, meta) of an .npz; meta is empty for files without a description."""
-  flat = read_npz(path)
+  return split_meta(read_npz(path))
+
+
+def split_meta(flat: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
+  """(params, meta) of an .npz's flat arrays (as `read_npz` gives them)."""
   meta = decode_meta(flat)
   flat = {k: v for k, v in flat.items() if not k.startswith(META_PREFIX)}
   if uses_new_block_names(flat):

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from vit_jax import npz_format
+from vit_jax.config import pp_resolution
 from vit_jax.convert import big_vision_format, hf_format, timm_format
 from vit_jax.errors import UserError
 
@@ -127,8 +128,7 @@ _TRAINING_ONLY = ("dtype", "dropout_rate", "attention_dropout_rate", "stochastic
 
 def preprocessing_from_pp(pp: str) -> dict[str, Any]:
   """Resolution and normalisation of an eval pp string ('...|resize(224)|value_range(-1, 1)')."""
-  match = re.search(r"(?:resize|central_crop)\((\d+)", pp)
-  resolution = int(match.group(1)) if match else 224
+  resolution = pp_resolution(pp) or 224
   normalize = re.search(r"normalize\(\(([^)]*)\),\s*\(([^)]*)\)\)", pp)
   if normalize:
     mean = tuple(float(v) for v in normalize.group(1).split(","))
@@ -138,15 +138,13 @@ def preprocessing_from_pp(pp: str) -> dict[str, Any]:
 
 
 def _read_npz(path: str, model_name: Optional[str], num_heads: Optional[int]) -> Checkpoint:
-  flat = npz_format.read_npz(path)
-  meta = npz_format.decode_meta(flat)
+  flat = npz_format.read_npz(path)  # read once: checkpoints can be gigabytes.
+  params, meta = npz_format.split_meta(flat)
   if meta.get("arch"):
-    params, _ = npz_format.load_npz_with_meta(path)
     return Checkpoint(meta["arch"], params, meta.get("preprocessing") or {}, f"{path}")
   if big_vision_format.is_big_vision(flat):
     arch, params, preprocessing = big_vision_format.to_params(flat, num_heads=num_heads)
     return Checkpoint(arch, params, preprocessing, f"big_vision checkpoint {path}")
-  params = npz_format.load_npz(path)
   arch = published_arch(params, model_name)
   grid = npz_format.posemb_grid(params)
   patch = arch["patch_size"] * (16 if arch.get("resnet_layers") else 1)

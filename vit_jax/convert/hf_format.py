@@ -173,11 +173,11 @@ def rules(arch: dict, kind: str, prefix: str, heads_present: tuple[str, ...] = (
   return all_rules, fused
 
 
-def _ignored(kind: str, prefix: str):
-  def ignore(key: str) -> bool:
-    return (key.endswith("mask_token") or key.startswith(("text_model.", "logit_"))
-            or key.endswith("position_ids"))
-  return ignore
+def _ignored(key: str) -> bool:
+  """Tensors that carry no weights of the image model (DINOv2's mask token for its
+  pre-training, a full SigLIP's text tower and logit scale, position-id buffers)."""
+  return (key.endswith(("mask_token", "position_ids"))
+          or key.startswith(("text_model.", "logit_")))
 
 
 def to_params(config: dict, state: dict[str, np.ndarray],
@@ -201,7 +201,7 @@ def to_params(config: dict, state: dict[str, np.ndarray],
   present = tuple(k.removesuffix(".weight") for k in state if k.endswith("classifier.weight"))
   rule_list, fused = rules(arch, kind, prefix, present)
   flat = layouts.import_state(state, rule_list, heads=arch["num_heads"], fused=fused,
-                              ignore=_ignored(kind, prefix), source=f"{kind} checkpoint")
+                              ignore=_ignored, source=f"{kind} checkpoint")
   return arch, flat, preprocessing(config, processor), notes
 
 
