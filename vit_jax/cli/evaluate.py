@@ -70,7 +70,8 @@ def main(argv):
   checkpoint = os.path.expanduser(FLAGS.checkpoint)
   config = FLAGS.config
   if config is None:
-    if not os.path.isdir(checkpoint) or os.path.exists(os.path.join(checkpoint, "model.safetensors")):
+    from vit_jax import convert  # pylint: disable=g-import-not-at-top
+    if not os.path.isdir(checkpoint) or convert.is_hf_directory(checkpoint):
       raise UserError("This checkpoint needs --config for the dataset and evaluators, e.g. "
                       "--config=configs/finetune.py:b16,cifar10.")
     config = config_lib.from_run(checkpoint)
