@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 from vit_jax import optim, steps
 from vit_jax import sharding as sharding_lib
 from vit_jax import state as state_lib
+from vit_jax.data import preprocess
 from vit_jax.errors import UserError
 from vit_jax.models import create_model
 
@@ -44,6 +45,18 @@ class Built:
   schedule: optax.Schedule
   image_shape: tuple[int, ...]
   state: state_lib.StateSpec
+  # pp_train's final value_range/normalize, run in the train step (None: all on the host).
+  input_affine: Any = None
+
+  @property
+  def host_pp_train(self) -> str:
+    """What the input workers run of pp_train (all of it, less `input_affine`)."""
+    return device_pp_split(self.config)[0]
+
+  def model_input(self, images):
+    """The train step's images (uint8 when `input_affine` is on the device) -> what the
+    model sees."""
+    return images if self.input_affine is None else self.input_affine(images)
 
   def jit_train_step(self) -> Callable:
     """(state, batch) -> (state, metrics): jit with explicit shardings, the state donated,
@@ -52,7 +65,8 @@ class Built:
     step = steps.with_nonfinite_guard(
         steps.make_train_step(self.model, self.tx, self.schedule, loss=c.loss,
                               label_smoothing=c.label_smoothing, accum_steps=c.accum_steps,
-                              mixup_alpha=c.mixup_alpha, cutmix_alpha=c.cutmix_alpha),
+                              mixup_alpha=c.mixup_alpha, cutmix_alpha=c.cutmix_alpha,
+                              input_transform=self.model_input),
         skip_nonfinite=c.skip_nonfinite_steps)
     batch = sharding_lib.batch_sharding(self.mesh)
     return jax.jit(sharding_lib.with_mesh_rules(step, self.mesh, self.rules),
@@ -61,12 +75,14 @@ class Built:
                    donate_argnums=(0,))
 
   def compile_train_step(self, *, label_shape: tuple[int, ...] = (),
-                         integer_labels: bool = True):
-    """The train step compiled ahead of time for the configured global batch."""
+                         integer_labels: bool = True, image_dtype=None):
+    """The train step compiled ahead of time for the configured global batch, for images
+    of `image_dtype` (default: uint8 with `input_affine`, else float32)."""
     return self.jit_train_step().lower(
         self.state.abstract, self.abstract_batch(self.config.batch_size,
                                                  label_shape=label_shape,
-                                                 integer_labels=integer_labels)).compile()
+                                                 integer_labels=integer_labels,
+                                                 image_dtype=image_dtype)).compile()
 
   def jit_on_params(self, fn: Callable) -> Callable:
     """fn(params, batch) jitted with the params as trained (sharded by rule), the batch
@@ -81,13 +97,24 @@ class Built:
     return jax.jit(self.state.init, out_shardings=self.state.shardings)(rng)
 
   def abstract_batch(self, batch_size: int, *, label_shape: tuple[int, ...] = (),
-                     integer_labels: bool = True) -> dict:
+                     integer_labels: bool = True, image_dtype=None) -> dict:
     sharding = sharding_lib.batch_sharding(self.mesh)
-    return {"image": jax.ShapeDtypeStruct((batch_size, *self.image_shape), jnp.float32,
+    if image_dtype is None:
+      image_dtype = jnp.float32 if self.input_affine is None else jnp.uint8
+    elif jnp.issubdtype(image_dtype, jnp.floating):
+      image_dtype = jnp.float32  # what a float host batch becomes on the device.
+    return {"image": jax.ShapeDtypeStruct((batch_size, *self.image_shape), image_dtype,
                                           sharding=sharding),
             "label": jax.ShapeDtypeStruct((batch_size, *label_shape),
                                           jnp.int32 if integer_labels else jnp.float32,
                                           sharding=sharding)}
+
+
+def device_pp_split(config) -> tuple[str, preprocess.Affine | None]:
+  """(host pp_train, affine run in the train step) as `config.normalize_on_device` says."""
+  if not config.get("normalize_on_device", False):
+    return config.pp_train, None
+  return preprocess.split_device_affine(config.pp_train)
 
 
 def build(config, mesh: Mesh, *, num_classes: int | None,
@@ -98,4 +125,5 @@ def build(config, mesh: Mesh, *, num_classes: int | None,
   tx, schedule = optim.make_optimizer(config)
   spec = state_lib.make_state_spec(model, tx, mesh, tuple(image_shape),
                                    jax.random.key(config.seed), rules)
-  return Built(config, mesh, rules, model, tx, schedule, tuple(image_shape), spec)
+  return Built(config, mesh, rules, model, tx, schedule, tuple(image_shape), spec,
+               input_affine=device_pp_split(config)[1])

@@ -107,6 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.input_workers = -1             # input worker processes (-1: none for in-memory data,
                                    # else one per spare host core); the batches do not
                                    # depend on it.
+  c.normalize_on_device = True     # pp_train's final value_range/normalize runs in the
+                                   # train step: uint8 crosses from the input workers to
+                                   # the accelerator (4x fewer bytes, no host float math).
   c.data_shards = 0                # data shards (0: one per process). Fix it to make the
                                    # batches independent of the number of processes.
 

@@ -91,9 +91,12 @@ def mix_batch(rng: jax.Array, images: jax.Array, targets: jax.Array, *, mixup_al
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, *, loss: str, label_smoothing: float,
                     accum_steps: int, mixup_alpha: float = 0.0,
-                    cutmix_alpha: float = 0.0) -> Callable:
+                    cutmix_alpha: float = 0.0,
+                    input_transform: Callable | None = None) -> Callable:
   """(state, batch) -> (state, metrics). With accum_steps > 1 the batch is split into
-  equal micro-batches whose gradients are averaged: the same update as the full batch."""
+  equal micro-batches whose gradients are averaged: the same update as the full batch.
+  `input_transform` maps the batch's images to the model's input first (e.g. uint8 ->
+  float32 [-1, 1] on the accelerator)."""
 
   def batch_loss(params, images, labels, rng):
     if mixup_alpha or cutmix_alpha:
@@ -108,6 +111,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     images, labels = batch["image"], batch["label"]
+    if input_transform is not None:
+      images = input_transform(images)
     if accum_steps == 1:
       loss_value, grads = grad_fn(state.params, images, labels, rng)
     else:

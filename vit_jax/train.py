@@ -64,11 +64,11 @@ def _run(config, workdir: str, built: build_lib.Built, source, shards) -> TrainS
     return state
 
   train_step = _compile_train_step(built, pipeline.example_spec(
-      source, split=config.train_split, pp=config.pp_train,
-      pp_modules=config.pp_modules)["label"])
+      source, split=config.train_split, pp=built.host_pp_train,
+      pp_modules=config.pp_modules))
   train_data = pipeline.TrainStream(
       source, split=config.train_split, global_batch_size=config.batch_size,
-      pp=config.pp_train, seed=config.seed, start_step=start_step, shards=shards,
+      pp=built.host_pp_train, seed=config.seed, start_step=start_step, shards=shards,
       num_batches=config.total_steps - start_step,
       positions=input_state and input_state.get("positions"),
       workers=pipeline.num_workers(config.input_workers, source),
@@ -147,12 +147,13 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
           f"tensorboard --logdir={workdir})")
 
 
-def _compile_train_step(built: build_lib.Built, label_spec):
-  """`label_spec`: (shape, dtype) of one example's label."""
+def _compile_train_step(built: build_lib.Built, example_spec: dict):
+  """`example_spec`: {'image', 'label'} -> (shape, dtype) of one example's fields."""
   start = time.perf_counter()
-  shape, dtype = label_spec
+  shape, dtype = example_spec["label"]
   compiled = built.compile_train_step(label_shape=tuple(shape),
-                                      integer_labels=np.issubdtype(dtype, np.integer))
+                                      integer_labels=np.issubdtype(dtype, np.integer),
+                                      image_dtype=example_spec["image"][1])
   metrics.log_line(f"Compiled the train step in {time.perf_counter() - start:.1f}s")
   return compiled
 

@@ -70,7 +70,8 @@ def build_ours(config, args, mesh):
   return built, compiled, time.perf_counter() - start
 
 
-def bench_ours(model, state, compiled, compile_seconds, batch, args) -> dict:
+def bench_ours(model, state, compiled, compile_seconds, batch, model_images, args) -> dict:
+  """The compiled train step on `batch`, and the forward pass on `model_images`."""
   holder = {"state": state}
 
   def run():
@@ -84,23 +85,29 @@ def bench_ours(model, state, compiled, compile_seconds, batch, args) -> dict:
     with open(os.path.join(args.profile, "train_step.hlo.txt"), "w") as f:
       f.write(compiled.as_text())  # names the fusions of the kernel table.
   forward = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(
-      holder["state"].params, batch["image"]).compile()
+      holder["state"].params, model_images).compile()
   result["infer_step_s"] = step_timing.time_steps(
-      lambda: forward(holder["state"].params, batch["image"]), steps=args.steps,
+      lambda: forward(holder["state"].params, model_images), steps=args.steps,
       warmup=args.warmup)
   result["xla_forward_flops"] = flops.xla_flops(forward)
   result["peak_memory_bytes"] = _peak_memory(jax.devices()[0])
   return result
 
 
-def bench_host_fed(compiled, state, mesh, args) -> dict:
+def synthetic_batch(built, args, rng: np.random.Generator) -> dict:
+  """A host batch as the trainer's input stream gives it: uint8 images when the train
+  step normalises them (`built.input_affine`), else float32 in [-1, 1]."""
+  shape = (args.batch, args.resolution, args.resolution, 3)
+  images = (rng.integers(0, 256, shape, dtype=np.uint8) if built.input_affine is not None
+            else rng.uniform(-1, 1, shape).astype(np.float32))
+  return {"image": images, "label": rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32)}
+
+
+def bench_host_fed(built, compiled, state, args) -> dict:
   """The trainer's loop: host numpy batches -> prefetch_to_mesh -> step; per-step metrics
   fetched every `log_every` steps. Measures transfers and loop overhead with the step."""
-  rng = np.random.default_rng(1)
-  host_batches = [{"image": rng.uniform(-1, 1, (args.batch, args.resolution, args.resolution,
-                                                 3)).astype(np.float32),
-                   "label": rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32)}
-                  for _ in range(4)]
+  rng, mesh = np.random.default_rng(1), built.mesh
+  host_batches = [synthetic_batch(built, args, rng) for _ in range(4)]
   total = args.warmup + args.steps
   feed = device_feed.prefetch_to_mesh(itertools.islice(itertools.cycle(host_batches), total),
                                       mesh)
@@ -193,10 +200,8 @@ def run_benchmark(config) -> dict:
   built, compiled, compile_seconds = build_ours(config, args, mesh)
   model = built.model
   rng = np.random.default_rng(0)
-  batch = device_feed.to_global_arrays(
-      {"image": rng.uniform(-1, 1, (args.batch, args.resolution, args.resolution, 3)
-                            ).astype(np.float32),
-       "label": rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32)}, mesh)
+  batch = device_feed.to_global_arrays(synthetic_batch(built, args, rng), mesh)
+  model_batch = {**batch, "image": built.model_input(batch["image"])}  # forward, minimal.
 
   forward_flops = flops.vit_forward_flops(model, (args.resolution, args.resolution))
   train_flops = 3 * forward_flops * args.batch
@@ -212,15 +217,15 @@ def run_benchmark(config) -> dict:
   init_state = lambda: built.init_state(jax.random.key(config.seed))  # noqa: E731
   state = init_state()
   initial_params = jax.tree.map(jnp.copy, state.params)  # the step donates its state.
-  ours = bench_ours(model, state, compiled, compile_seconds, batch, args)
+  ours = bench_ours(model, state, compiled, compile_seconds, batch, model_batch["image"], args)
   results["ours"] = ours
   results["xla_forward_gflops_per_image"] = (ours["xla_forward_flops"] or 0) / args.batch / 1e9
   rows = [("vit_jax", ours)]
   if FLAGS.host_input:
-    results["host_fed"] = bench_host_fed(compiled, init_state(), mesh, args)
+    results["host_fed"] = bench_host_fed(built, compiled, init_state(), args)
     rows.append(("vit_jax, host-fed loop", results["host_fed"]))
   if FLAGS.compare:
-    results["minimal_jax"] = bench_minimal(model, built.tx, initial_params, batch, args)
+    results["minimal_jax"] = bench_minimal(model, built.tx, initial_params, model_batch, args)
     rows.append(("minimal JAX", results["minimal_jax"]))
     results["overhead_ratio"] = (ours["train_step_s"]["median"]
                                  / results["minimal_jax"]["train_step_s"]["median"])

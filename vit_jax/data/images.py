@@ -58,6 +58,7 @@ class EncodedImage:
   def __init__(self, data: bytes, name: str, *, keep_gray: bool = False):
     self.data, self.name, self.keep_gray = data, name, keep_gray
     self._size = None
+    self._header = None  # the image opened for its size, reused by one decode_region.
 
   @classmethod
   def from_file(cls, path: str) -> "EncodedImage":
@@ -77,7 +78,8 @@ class EncodedImage:
   def hw(self) -> tuple[int, int]:
     """(height, width), from the header alone."""
     if self._size is None:
-      width, height = self._open().size
+      self._header = self._open()
+      width, height = self._header.size
       self._size = (height, width)
     return self._size
 
@@ -93,8 +95,9 @@ class EncodedImage:
     `size`, decoding no more pixels than that needs. Same as decoding, cropping and
     resizing, up to the DCT scaling's rounding (a few levels)."""
     top, left, height, width = window
+    image = self._header if self._header is not None else self._open()
+    self._header = None
     try:
-      image = self._open()
       if image.mode not in ("RGB", "L"):  # palette, alpha, 16-bit: the general path.
         return resize_image(self.decode()[top:top + height, left:left + width], size)
       full_width = image.size[0]

@@ -112,59 +112,103 @@ class _Example:
     return {"image": image, "label": label}
 
 
-_CHUNK = 16  # consecutive stream positions per worker transfer (files, records).
-
-
 class _Chunk:
-  """Consecutive examples as one transfer: the readable ones stacked (when their shapes
-  agree), the unreadable ones kept as their skip notes, in order."""
+  """Grain batch function (runs in the input workers): the examples of consecutive stream
+  positions as one transfer. The readable ones are stacked (straight into shared memory
+  when a worker hands them over, so nothing is copied again) or, if their shapes differ,
+  kept as rows; the unreadable ones stay as skip notes, in order."""
 
-  @staticmethod
-  def pack(elements: Sequence[dict]) -> dict:
+  def __init__(self, shared: bool):
+    self.shared = shared
+
+  def __call__(self, elements: Sequence[dict]) -> dict:
     kept = [e for e in elements if "skipped" not in e]
-    order = np.array(["skipped" not in e for e in elements])
-    notes = [e for e in elements if "skipped" in e]
-    shapes = {(e["image"].shape, e["label"].shape) for e in kept}
-    if len(shapes) == 1:
-      return {"kept": {k: np.stack([e[k] for e in kept]) for k in kept[0]},
-              "order": order, "notes": notes}
-    return {"rows": list(elements)}  # variable shapes: the batcher reports them.
+    chunk = {"order": np.array(["skipped" not in e for e in elements]),
+             "notes": [e for e in elements if "skipped" in e]}
+    kinds = {tuple((k, v.shape, v.dtype) for k, v in e.items()) for e in kept}
+    if len(kinds) > 1:  # variable shapes: the batcher reports them.
+      return {**chunk, "rows": kept}
+    return {**chunk, "kept": {k: self._stack([e[k] for e in kept]) for k in kept[0]}
+            if kept else {}}
 
-  @staticmethod
-  def unpack(chunk: dict) -> Iterator[dict]:
-    if "rows" in chunk:
-      yield from chunk["rows"]
-      return
-    kept, notes = chunk["kept"], iter(chunk["notes"])
-    index = 0
-    for readable in chunk["order"]:
-      if readable:
-        yield {k: v[index] for k, v in kept.items()}
-        index += 1
-      else:
-        yield next(notes)
+  def _stack(self, arrays: list[np.ndarray]) -> np.ndarray:
+    if not self.shared or arrays[0].dtype.hasobject:
+      return np.stack(arrays)
+    out = grain.multiprocessing.SharedMemoryArray((len(arrays), *arrays[0].shape),
+                                                  arrays[0].dtype)
+    return np.stack(arrays, out=out)
 
 
-def _readable(elements: Iterator[dict], on_read=None) -> Iterator[dict]:
-  """Drops unreadable records: one warning per file; every skip counted in
-  SKIPPED_IMAGES. `on_read()` is called for each record consumed, kept or not."""
+def _report_skip(element: dict) -> None:
+  """One warning per unreadable file; every skip counted in SKIPPED_IMAGES."""
+  if element["skipped"] not in SKIPPED_IMAGES:
+    logging.warning("Skipping %s (training goes on without it).", element["reason"])
+  SKIPPED_IMAGES.append(element["skipped"])
+
+
+def _readable(elements: Iterator[dict]) -> Iterator[dict]:
+  """Drops (and reports) unreadable records."""
   for element in elements:
-    if on_read is not None:
-      on_read()
     if "skipped" in element:
-      if element["skipped"] not in SKIPPED_IMAGES:
-        logging.warning("Skipping %s (training goes on without it).", element["reason"])
-      SKIPPED_IMAGES.append(element["skipped"])
+      _report_skip(element)
       continue
     yield element
+
+
+class _Batcher:
+  """Chunks of consecutive stream positions in, batches of `size` readable examples out,
+  each with the stream position just after its last example (what a resume starts
+  from). A chunk that is exactly one batch passes through without a copy."""
+
+  def __init__(self, size: int, pp: str, position: int):
+    self.size, self.pp, self.position = size, pp, position
+    self._parts: list[dict] = []
+    self._count = 0
+
+  def feed(self, chunk: dict) -> Iterator[tuple[dict, int]]:
+    for note in chunk["notes"]:
+      _report_skip(note)
+    readable_positions = self.position + np.flatnonzero(chunk["order"])
+    self.position += len(chunk["order"])
+    start = 0
+    while start < len(readable_positions):
+      stop = min(start + self.size - self._count, len(readable_positions))
+      self._parts.append(self._rows(chunk, start, stop))
+      self._count += stop - start
+      start = stop
+      if self._count == self.size:
+        batch = _concatenate(self._parts, self.pp)
+        self._parts, self._count = [], 0
+        yield batch, int(readable_positions[stop - 1]) + 1
+
+  def _rows(self, chunk: dict, start: int, stop: int) -> dict:
+    if "rows" in chunk:
+      return _stack(chunk["rows"][start:stop], self.pp)
+    kept = chunk["kept"]
+    if stop - start == len(next(iter(kept.values()))):
+      return kept
+    return {k: v[start:stop] for k, v in kept.items()}
+
+
+def _shapes_error(pp: str, shapes: set) -> UserError:
+  return UserError(f"Preprocessing {pp!r} gives images of different shapes "
+                   f"{sorted(shapes)}; it must produce a fixed size (add resize(...)).")
 
 
 def _stack(elements: list[dict], pp: str) -> dict:
   shapes = {e["image"].shape for e in elements}
   if len(shapes) > 1:
-    raise UserError(f"Preprocessing {pp!r} gives images of different shapes "
-                    f"{sorted(shapes)}; it must produce a fixed size (add resize(...)).")
+    raise _shapes_error(pp, shapes)
   return {key: np.stack([e[key] for e in elements]) for key in elements[0]}
+
+
+def _concatenate(parts: list[dict], pp: str) -> dict:
+  if len(parts) == 1:
+    return parts[0]
+  shapes = {p["image"].shape[1:] for p in parts}
+  if len(shapes) > 1:
+    raise _shapes_error(pp, shapes)
+  return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -175,11 +219,13 @@ def _ensure_absl_flags_parsed() -> None:
 
 
 def _iterate(dataset: grain.MapDataset, *, workers: int, threads: int = 4,
-             buffer: int = 256) -> grain.DatasetIterator:
-  """Elements in order: read by `threads` threads, or mapped in `workers` processes."""
+             buffer: Optional[int] = None) -> grain.DatasetIterator:
+  """Elements in order, made by `threads` threads (in each of `workers` processes, if
+  any), at most `buffer` (default 2 x threads) ahead of the reader: an element may be a
+  whole batch."""
   threads = max(1, min(threads, os.cpu_count() or 1))
-  iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                                      prefetch_buffer_size=buffer))
+  iter_ds = dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=threads, prefetch_buffer_size=buffer or 2 * threads))
   if workers > 0:
     _ensure_absl_flags_parsed()
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
@@ -258,29 +304,20 @@ class TrainStream:
                  .shuffle(seed=shuffle_seed).repeat()
                  .map_with_index(_Example(source, pp, pp_modules, seed, shard))
                  .slice(slice(self.positions[shard], None)))
-      # Workers hand over whole batches (in-memory data: nothing to skip) or chunks of
-      # consecutive positions (skipping happens after them, in order): one transfer per
-      # batch or chunk, not per image, and nothing that depends on the worker count.
-      dataset = dataset.batch(self.shard_batch if source.in_memory else _CHUNK,
-                              batch_fn=None if source.in_memory else _Chunk.pack)
-      self._iterators[shard] = _iterate(dataset, workers=per_shard_workers)
-    self._batches = {shard: self._shard_batches(shard, source.in_memory)
-                     for shard in self._iterators}
+      # One chunk per batch of stream positions: one transfer per batch, no copy after
+      # it, and nothing that depends on the worker count (skipping happens after).
+      dataset = dataset.batch(self.shard_batch, batch_fn=_Chunk(shared=per_shard_workers > 0))
+      self._iterators[shard] = _iterate(dataset, workers=per_shard_workers,
+                                        threads=2 if per_shard_workers else 4)
+    self._batches = {shard: self._shard_batches(shard) for shard in self._iterators}
     self._states = collections.OrderedDict()
 
-  def _shard_batches(self, shard: int, batched: bool) -> Iterator[dict]:
-    """The shard's batches, counting the records consumed (skipped ones included)."""
-    iterator = self._iterators[shard]
-    if batched:
-      for batch in iterator:
-        self.positions[shard] += self.shard_batch
+  def _shard_batches(self, shard: int) -> Iterator[dict]:
+    batcher = _Batcher(self.shard_batch, self.pp, self.positions[shard])
+    for chunk in self._iterators[shard]:
+      for batch, position in batcher.feed(chunk):
+        self.positions[shard] = position
         yield batch
-      return
-    rows = (row for chunk in iterator for row in _Chunk.unpack(chunk))
-    readable = _readable(rows, on_read=lambda: self.positions.__setitem__(
-        shard, self.positions[shard] + 1))
-    while True:
-      yield _stack([next(readable) for _ in range(self.shard_batch)], self.pp)
 
   def __iter__(self) -> "TrainStream":
     return self
@@ -321,7 +358,7 @@ class EvalData:
   def __iter__(self) -> Iterator[dict]:
     dataset = self.records.map_with_index(
         _Example(self.source, self.pp, self.pp_modules, seed=0, shard=0))
-    elements = _readable(_iterate(dataset, workers=0))
+    elements = _readable(_iterate(dataset, workers=0, buffer=256))
     for _ in range(self.num_batches):
       batch = [dict(e, mask=np.float32(1))
                for e in itertools.islice(elements, self.local_batch)]

@@ -23,9 +23,10 @@ whatever the number of input workers.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 import zlib
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -35,6 +36,8 @@ from vit_jax.plugins import import_plugin
 
 Op = Callable[[dict], dict]
 _REGISTRY: dict[str, Callable[..., Op]] = {}
+_FACTORIES: dict[str, Callable] = {}      # name -> the registered factory.
+_DEFAULT_KEYS: dict[str, Optional[str]] = {}  # name -> the field it reads by default.
 
 
 def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = None,
@@ -65,6 +68,7 @@ def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = N
       return op
 
     _REGISTRY[name] = make_op
+    _FACTORIES[name], _DEFAULT_KEYS[name] = factory, key
     return factory
   return wrap
 
@@ -157,19 +161,34 @@ def to_rgb():
   return lambda image, rng: np.repeat(image, 3, -1) if image.shape[-1] == 1 else image[..., :3]
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Affine:
+  """images -> float32 images * scale + offset (per channel): `value_range` and
+  `normalize`. The same map runs on numpy arrays (in the input workers) or jax arrays (in
+  the train step, see `split_device_affine`)."""
+  scale: np.ndarray
+  offset: np.ndarray
+
+  @classmethod
+  def of(cls, scale, offset) -> "Affine":
+    return cls(np.asarray(scale, np.float32), np.asarray(offset, np.float32))
+
+  def __call__(self, images, rng=None) -> Any:
+    return images.astype(np.float32) * self.scale + self.offset
+
+
 @register("value_range")
-def value_range(low: float = -1, high: float = 1):
+def value_range(low: float = -1, high: float = 1) -> Affine:
   """uint8 [0, 255] -> float32 [low, high]; the paper's inputs are in [-1, 1]."""
-  scale = np.float32((high - low) / 255.0)
-  return lambda image, rng: image.astype(np.float32) * scale + np.float32(low)
+  return Affine.of((high - low) / 255.0, low)
 
 
 @register("normalize")
-def normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+def normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> Affine:
   """uint8 -> float32 (image / 255 - mean) / std, per channel: timm's and DINOv2's inputs
   (the defaults are ImageNet's statistics)."""
-  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-  return lambda image, rng: (image.astype(np.float32) / 255.0 - mean) / std
+  mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+  return Affine.of(1.0 / (255.0 * std), -mean / std)
 
 
 @register("multi_hot", key="label")
@@ -196,10 +215,14 @@ def _parse(spec: str) -> tuple[str, tuple, dict]:
                   f"e.g. 'inception_crop(224)'.")
 
 
+def _specs(pipeline: str) -> list[str]:
+  return list(filter(None, (s.strip() for s in pipeline.split("|"))))
+
+
 def parse(pipeline: str) -> Op:
   """'op1(args)|op2|...' -> one function applying the ops in order."""
   ops = []
-  for spec in filter(None, (s.strip() for s in pipeline.split("|"))):
+  for spec in _specs(pipeline):
     name, args, kwargs = _parse(spec)
     if name not in _REGISTRY:
       raise UserError(f"Unknown preprocessing op {name!r} in {pipeline!r}; known ops: "
@@ -215,6 +238,29 @@ def parse(pipeline: str) -> Op:
       example = op(example)
     return example
   return apply
+
+
+def split_device_affine(pipeline: str) -> tuple[str, Optional[Affine]]:
+  """(host pp, affine): the image's last op, when it is `value_range` or `normalize`,
+  taken out of `pipeline` to run on the accelerator. The input workers then hand over
+  uint8 images: a quarter of the bytes to copy between processes and to the device, and
+  no float conversion on the host. Ops after it on other fields (e.g. multi_hot on the
+  label) stay; anything else leaves the pipeline whole (affine None)."""
+  specs = _specs(pipeline)
+  for index in reversed(range(len(specs))):
+    name, args, kwargs = _parse(specs[index])
+    reads = kwargs.get("key", _DEFAULT_KEYS.get(name, "image"))
+    writes = kwargs.get("outkey") or reads
+    if name in ("value_range", "normalize") and reads == writes == "image":
+      kwargs = {k: v for k, v in kwargs.items() if k not in ("key", "outkey")}
+      try:
+        affine = _FACTORIES[name](*args, **kwargs)
+      except TypeError as e:
+        raise UserError(f"Preprocessing op {specs[index]!r}: {e}.") from None
+      return "|".join(specs[:index] + specs[index + 1:]), affine
+    if reads is None or "image" in (reads, writes):
+      break
+  return pipeline, None
 
 
 # RandAugment's op registers itself (it builds on `register` above).
