@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import grain
 import jax
 import numpy as np
 import pytest
@@ -133,6 +134,36 @@ def test_worker_processes_change_nothing_and_resume_is_exact_across_worker_count
   resumed = stream(source, workers=1, start_step=25, positions=position, **kw)
   assert_batches_equal(take(resumed, 15), reference[25:])
   resumed.close()
+
+
+def test_batcher_joins_chunks_across_skips_and_reports_resume_positions():
+  """Batches are the next `size` readable examples in stream order whatever the chunk
+  boundaries; each comes with the position after its last example; a chunk that is
+  exactly one batch is handed on as it is (no copy)."""
+  start, size, count = 100, 4, 30
+  bad = {3, 4, 9, 17, 18, 19, 26}
+  elements = [{"skipped": f"f{p}", "reason": f"f{p} is broken"} if p - start in bad else
+              {"image": np.full((2, 2, 3), p, np.uint8), "label": np.int32(p)}
+              for p in range(start, start + count)]
+  pack = pipeline._Chunk(shared=False)
+  batcher = pipeline._Batcher(size, "pp", start)
+  got = [out for i in range(0, count, 5) for out in batcher.feed(pack(elements[i:i + 5]))]
+  readable = [start + i for i in range(count) if i not in bad]
+  assert [list(batch["label"]) for batch, _ in got] == [
+      readable[i:i + size] for i in range(0, len(readable) - size + 1, size)]
+  assert [position for _, position in got] == [
+      readable[i + size - 1] + 1 for i in range(0, len(readable) - size + 1, size)]
+  for batch, _ in got:
+    assert (batch["image"][:, 0, 0, 0] == batch["label"]).all()
+  whole = pack(elements[5:5 + size])  # all readable.
+  assert next(pipeline._Batcher(size, "pp", start).feed(whole))[0]["image"] is \
+      whole["kept"]["image"]
+
+
+def test_worker_batches_arrive_in_shared_memory_uncopied(digits_folder):
+  batch = next(stream(sources.get_source(f"folder:{digits_folder}"), workers=1,
+                      global_batch_size=8))
+  assert isinstance(batch["image"], grain.multiprocessing.SharedMemoryArray)
 
 
 @pytest.mark.parametrize("batch_size,process_count", [(64, 1), (100, 1), (48, 3), (7, 2)])

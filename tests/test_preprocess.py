@@ -169,3 +169,27 @@ def test_randaugment_magnitude_zero_moves_nothing_and_op_is_seeded():
   assert gray.shape == image[..., :1].shape
   with pytest.raises(ValueError, match="unknown op"):
     preprocess.parse("randaug(2, 9, exclude=('nope',))")
+
+
+@pytest.mark.parametrize("pipeline,host,affine_of", [
+    ("to_rgb|inception_crop(8)|flip_lr|value_range(-1, 1)", "to_rgb|inception_crop(8)|flip_lr",
+     "value_range(-1, 1)"),
+    ("resize(8)|normalize()|multi_hot(10)", "resize(8)|multi_hot(10)", "normalize()"),
+    ("value_range(0, 1, key='image')", "", "value_range(0, 1)"),
+    ("value_range(-1, 1)|flip_lr", None, None),                  # an image op after it.
+    ("value_range(-1, 1, outkey='small')", None, None),         # writes another field.
+    ("resize(8)", None, None),
+])
+def test_split_device_affine_takes_only_the_images_last_affine_op(pipeline, host, affine_of):
+  """The split-off map is the op itself: host part then affine == the whole pipeline."""
+  rest, affine = preprocess.split_device_affine(pipeline)
+  if affine_of is None:
+    assert (rest, affine) == (pipeline, None)
+    return
+  assert rest == host
+  image = apply(affine_of)["image"]
+  np.testing.assert_array_equal(np.asarray(affine(IMAGE)), image)  # numpy, as the op.
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  on_device = np.asarray(affine(jnp.asarray(IMAGE)))  # jax, as the train step runs it.
+  assert on_device.dtype == np.float32
+  np.testing.assert_allclose(on_device, image, rtol=1e-6, atol=1e-6)

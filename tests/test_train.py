@@ -356,3 +356,50 @@ def test_mlp_mixer_trains_with_the_same_config(tfds_dir, tmp_path):
   assert int(state.step) == 6 and "MixerBlock_1" in jax.device_get(state.params)
   rows = helpers.read_metrics(tmp_path)
   assert any("test_accuracy" in row for row in rows)
+
+
+def test_normalising_in_the_train_step_equals_normalising_on_the_host():
+  """uint8 images + the affine in the step (normalize_on_device) give the step of the
+  host-normalised float images, to float32 rounding."""
+  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  model = create_model("ViT-test", num_classes=10)
+  config = tiny_config.get_config()
+  tx, schedule = optim.make_optimizer(config)
+  params = random_params(model, 8)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+  labels = jnp.asarray(rng.integers(0, 10, 16), jnp.int32)
+  affine = preprocess.split_device_affine("flip_lr|normalize((0.5, 0.4, 0.3), (0.2, 0.3, 0.4))")[1]
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(0)))
+  make = lambda transform: jax.jit(steps.make_train_step(  # noqa: E731
+      model, tx, schedule, loss="softmax", label_smoothing=0.0, accum_steps=2,
+      input_transform=transform))
+  host = make(None)(state, {"image": jnp.asarray(affine(images)), "label": labels})
+  device = make(affine)(state, {"image": jnp.asarray(images), "label": labels})
+  np.testing.assert_allclose(device[1]["train_loss"], host[1]["train_loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(device[0].params), jax.tree.leaves(host[0].params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_trainer_streams_uint8_and_normalises_in_the_step(tfds_dir, tmp_path, monkeypatch):
+  """The trainer's input stream carries uint8 (the affine runs in the compiled step); the
+  loss curve is that of normalising on the host."""
+  from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  seen = []
+  real_next = pipeline.TrainStream.__next__
+
+  def spy(self):
+    batch = real_next(self)
+    seen.append(batch["image"].dtype)
+    return batch
+  monkeypatch.setattr(pipeline.TrainStream, "__next__", spy)
+  train.train_and_evaluate(tiny(tfds_dir, total_steps=4), tmp_path / "device")
+  assert set(seen) == {np.dtype(np.uint8)}
+  seen.clear()
+  train.train_and_evaluate(tiny(tfds_dir, total_steps=4, normalize_on_device=False),
+                           tmp_path / "host")
+  assert set(seen) == {np.dtype(np.float32)}
+  device, host = helpers.losses(tmp_path / "device"), helpers.losses(tmp_path / "host")
+  assert sorted(device) == sorted(host) == [1, 2, 3, 4]
+  np.testing.assert_allclose([device[k] for k in device], [host[k] for k in device], rtol=1e-5)
