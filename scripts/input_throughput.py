@@ -4,7 +4,10 @@
 
 JPEGs of ImageNet's typical size (500x375), written as an image folder, go through:
   --backend=grain  the trainer's pipeline (vit_jax.data.pipeline.TrainStream: Grain,
-                   decoding in worker processes, JPEG DCT scaling), no TensorFlow;
+                   decoding in worker processes, JPEG DCT scaling), no TensorFlow; uint8
+                   out, as the trainer runs value_range in its train step on the device
+                   (config.normalize_on_device);
+  --host_normalize ... with value_range in the workers instead (float32 out);
   --prepared       ... over the same folder pre-resized once to a 256 px shorter side
                    (`python -m vit_jax.cli.prepare --folder=SRC --out=DST`);
   --backend=tf     the tf.data pipeline it replaced (tf.io.decode_jpeg, TensorFlow's
@@ -61,11 +64,13 @@ def _timed(batches, seconds: float, warmup: int = 2) -> float:
 
 
 def grain_rate(folder: str, args) -> float:
-  from vit_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import pipeline, preprocess, sources  # pylint: disable=g-import-not-at-top
+  pp = PP.format(res=args.resolution)
+  if not args.host_normalize:  # as the trainer does (config.normalize_on_device).
+    pp = preprocess.split_device_affine(pp)[0]
   stream = pipeline.TrainStream(
       sources.get_source(f"folder:{folder}"), split="train", global_batch_size=args.batch,
-      pp=PP.format(res=args.resolution), seed=0, shards=pipeline.DataShards(1, 0, 1),
-      workers=args.workers)
+      pp=pp, seed=0, shards=pipeline.DataShards(1, 0, 1), workers=args.workers)
   try:
     return _timed(stream, args.seconds)
   finally:
@@ -97,6 +102,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--backend", default="grain", choices=["grain", "tf"])
   parser.add_argument("--prepared", action="store_true")
+  parser.add_argument("--host_normalize", action="store_true",
+                      help="value_range in the input workers (normalize_on_device=False)")
   parser.add_argument("--workers", type=int, default=os.cpu_count())
   parser.add_argument("--images", type=int, default=256)
   parser.add_argument("--seconds", type=float, default=20)
@@ -110,6 +117,7 @@ def main():
     else:
       folder = write_folder(jpegs, os.path.join(root, "jpeg"))
       path = f"grain, {args.workers} worker processes"
+      path += ", value_range on the host" if args.host_normalize else ", uint8 out"
       if args.prepared:
         from vit_jax.data import prepare_folder  # pylint: disable=g-import-not-at-top
         folder = prepare_folder.resize_folder(folder, os.path.join(root, "prepared"),

@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from tests import helpers
 from tests.test_train import tiny
@@ -126,6 +127,30 @@ def test_hung_peer_stops_the_others_with_one_line_in_bounded_time(tfds_dir, tmp_
   assert waited < 60, waited  # --heartbeat_timeout=5; measured ~6 s.
   assert "error: process 1 stopped responding for 5s" in output, output[-3000:]
   assert "Fatal Python error" not in output and "Thread 0x" not in output  # no abort dump.
+
+
+@pytest.mark.parametrize("killed", [1, 0])  # a worker; the coordinator itself.
+def test_killed_peer_stops_the_survivor_with_one_line_naming_it(tfds_dir, tmp_path, killed):
+  """kill -9 of one process. The survivor may notice through the collectives (gloo throws
+  in C++), through JAX's runtime client (the coordinator's service is gone: a fatal log
+  by default) or through the peer watch; each way it names the dead process in one line
+  and exits 1, within the heartbeat timeout."""
+  overrides = (f"--config.data_dir={tfds_dir}", "--config.data_shards=2",
+               "--config.total_steps=100000", "--config.checkpoint_every=100000")
+  with two_processes(tmp_path / "run", tmp_path, *overrides,
+                     timeouts=("--initialization_timeout=60", "--heartbeat_timeout=10")) as procs:
+    wait_for_step(procs, tmp_path, 3)
+    procs[killed].kill()
+    killed_at = time.time()
+    code = procs[1 - killed].wait(timeout=120)
+    waited = time.time() - killed_at
+  output = read(tmp_path / f"process_{1 - killed}.log")
+  assert code == 1, output[-3000:]
+  assert waited < 30, waited  # --heartbeat_timeout=10.
+  errors = [line for line in output.splitlines() if "error" in line.lower()]
+  assert len(errors) == 1 and errors[0].startswith(f"error: process {killed} "), errors
+  for noise in ("terminate called", "Fatal Python error", "Thread 0x", "Check failure"):
+    assert noise not in output, output[-3000:]
 
 
 def test_sigterm_to_one_process_stops_every_process_at_one_step_then_resumes(tfds_dir,

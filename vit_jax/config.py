@@ -105,7 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 512               # global training batch.
   c.eval_batch_size = 512          # global eval batch (the split is padded, never dropped).
   c.input_workers = -1             # input worker processes (-1: none for in-memory data,
-                                   # else one per spare host core); the batches do not
+                                   # else one per host core, up to 16); the batches do not
                                    # depend on it.
   c.normalize_on_device = True     # pp_train's final value_range/normalize runs in the
                                    # train step: uint8 crosses from the input workers to

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import os
 import sys
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 
@@ -53,15 +55,56 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
                   process_id=process_id)
   watchdog.start()
   try:
-    jax.distributed.initialize(**kwargs)
+    with _client_reports_failures_to(on_runtime_failure):
+      jax.distributed.initialize(**kwargs)
   except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError, gRPC errors)
     raise UserError(f"{message.removeprefix('error: ')} ({str(e).splitlines()[0]})") from None
   finally:
     watchdog.cancel()
   if jax.process_count() > 1:
-    watch = _PeerWatch(heartbeat_timeout)
-    watch.start()
-    atexit.register(watch.finish)  # runs before JAX's own shutdown (registered earlier).
+    _WATCH.append(_PeerWatch(heartbeat_timeout))
+    _WATCH[0].start()
+    atexit.register(_WATCH[0].finish)  # runs before JAX's own shutdown (registered earlier).
+    _on_cpp_terminate(on_runtime_failure)
+
+
+_WATCH: list["_PeerWatch"] = []  # this process's peer watch, once started.
+
+
+def on_runtime_failure(*unused_status) -> None:
+  """The job failed under this process (its runtime client saw the service report a
+  failure or go away, C++ is terminating, or a collective raised): if a peer died, says
+  which in one line and exits 1; else returns, and the failure is reported as it is."""
+  if _WATCH:
+    _WATCH[0].report_dead_peers()
+
+
+@contextlib.contextmanager
+def _client_reports_failures_to(callback: Callable):
+  """Has `jax.distributed.initialize` create its runtime client with `callback` as the
+  failure callback. JAX's default callback is a fatal log (a multi-line abort) the moment
+  the coordinator's process dies. Where this jaxlib cannot hand the status to Python, the
+  C++ cast error ends in `_on_cpp_terminate`'s handler, which reports the same way."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  runtime = jax_distributed._jax  # pylint: disable=protected-access
+
+  class WithCallback:
+    def __getattr__(self, name):
+      return getattr(runtime, name)
+
+    @staticmethod
+    def get_distributed_runtime_client(*args, **kwargs):
+      try:
+        return runtime.get_distributed_runtime_client(
+            *args, missed_heartbeat_callback=callback, **kwargs)
+      except TypeError:  # a jaxlib without the argument: its default stays.
+        return runtime.get_distributed_runtime_client(*args, **kwargs)
+
+  jax_distributed._jax = WithCallback()  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    jax_distributed._jax = runtime  # pylint: disable=protected-access
 
 
 class _PeerWatch(threading.Thread):
@@ -78,13 +121,15 @@ class _PeerWatch(threading.Thread):
     self.client = jax_distributed.global_state.client
     self.timeout, self.index = timeout, jax.process_index()
     self.peers = [p for p in range(jax.process_count()) if p != self.index]
+    self._reporting = threading.Lock()
 
   def _stamp(self, value: str) -> None:
-    self.client.key_value_set(f"vit_jax/alive/{self.index}", value, allow_overwrite=True)
+    _within(2, self.client.key_value_set, f"vit_jax/alive/{self.index}", value,
+            allow_overwrite=True)
 
   def _read(self, peer: int):
     try:
-      return self.client.key_value_try_get(f"vit_jax/alive/{peer}")
+      return _within(2, self.client.key_value_try_get, f"vit_jax/alive/{peer}")
     except Exception:  # pylint: disable=broad-except  (not stamped yet, or the service gone)
       return None
 
@@ -105,16 +150,92 @@ class _PeerWatch(threading.Thread):
         if value != seen[peer][0]:
           seen[peer] = (value, now)
         elif now - seen[peer][1] > self.timeout:
-          _exit_with(f"error: process {peer} stopped responding for {self.timeout}s (it died "
-                     f"or hangs); process {self.index} stops too. Completed checkpoints are "
-                     f"intact: restart every process with the same command to resume.", code=1)
+          self._stop(f"process {peer} stopped responding for {self.timeout}s (it died or "
+                     f"hangs)")
       time.sleep(1)
+
+  def _stop(self, what: str) -> None:
+    _exit_with(f"error: {what}; process {self.index} stops too. Completed checkpoints are "
+               f"intact: restart every process with the same command to resume.", code=1)
+
+  def silent_peers(self, wait: float) -> list[int]:
+    """The peers whose stamps do not move in `wait` seconds (they stamp every second);
+    [0] when the key-value store, which lives in process 0, is gone with it."""
+    def stamps():
+      return {peer: self.client.key_value_try_get(f"vit_jax/alive/{peer}")
+              for peer in self.peers}
+    try:
+      before = _within(3, stamps)
+      time.sleep(wait)
+      after = _within(3, stamps)
+    except Exception:  # pylint: disable=broad-except  (unreachable: its calls hang or fail)
+      return [0] if self.index != 0 else []
+    return [peer for peer in self.peers if after[peer] == before[peer] != "done"]
+
+  def report_dead_peers(self) -> None:
+    """If a peer's stamps stopped: names it in one line and exits 1 (never returns). One
+    caller at a time: the collective's error and the runtime's may arrive together."""
+    with self._reporting:
+      dead = self.silent_peers(wait=2.5)
+      if dead:
+        self._stop(f"process {', '.join(map(str, dead))} died (its connections closed)")
 
   def finish(self) -> None:
     try:
       self._stamp("done")
     except Exception:  # pylint: disable=broad-except
       pass
+
+
+def _within(seconds: float, fn: Callable, *args, **kwargs):
+  """fn(*args, **kwargs), or TimeoutError after `seconds`: a call to the coordination
+  service of a dead process 0 waits for it to come back, i.e. forever."""
+  result, error = [], []
+
+  def call():
+    try:
+      result.append(fn(*args, **kwargs))
+    except Exception as e:  # pylint: disable=broad-except
+      error.append(e)
+  thread = threading.Thread(target=call, daemon=True)
+  thread.start()
+  thread.join(seconds)
+  if error:
+    raise error[0]
+  if not result:
+    raise TimeoutError(f"no answer in {seconds}s")
+  return result[0]
+
+
+_TERMINATE_HANDLER = None  # the installed ctypes callback (must outlive the process).
+
+
+def _on_cpp_terminate(report: Callable[[], bool]) -> None:
+  """On CPU, collectives run over gloo, which throws from its own thread the moment a
+  peer's connection drops; C++ then terminates the process (an abort and a thread dump,
+  before any Python runs). This puts `report` in front of C++'s terminate handler (one
+  for the whole process, in libstdc++, which jaxlib uses): it names a dead peer in one
+  line and exits; if it finds none, the original handler runs as before."""
+  global _TERMINATE_HANDLER
+  try:
+    set_terminate = ctypes.CDLL("libstdc++.so.6")._ZSt13set_terminatePFvvE
+  except (OSError, AttributeError):  # another C++ runtime (macOS): keep its behaviour.
+    return
+  handler_type = ctypes.CFUNCTYPE(None)
+  set_terminate.restype, set_terminate.argtypes = ctypes.c_void_p, [handler_type]
+  previous = []
+
+  def on_terminate():
+    try:
+      report()
+    except BaseException:  # pylint: disable=broad-except  (fall through to C++'s report)
+      pass
+    if previous and previous[0]:
+      handler_type(previous[0])()
+    os.abort()
+
+  _TERMINATE_HANDLER = handler_type(on_terminate)
+  previous.append(set_terminate(_TERMINATE_HANDLER))
 
 
 def _exit_with(message: str, code: int = 2) -> None:

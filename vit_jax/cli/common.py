@@ -33,7 +33,18 @@ def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> 
       return main(argv)
     except UserError as e:
       _exit_with_error(e)
+    except Exception:  # pylint: disable=broad-except
+      _report_a_dead_peer()
+      raise
   app.run(guarded, flags_parser=_parse_flags)
+
+
+def _report_a_dead_peer() -> None:
+  """In a multi-process run a failed collective usually means a peer died: if one did,
+  one line naming it (and exit 1) replaces the traceback of the collective."""
+  distributed = sys.modules.get("vit_jax.distributed")  # imported only where it started.
+  if distributed is not None:
+    distributed.on_runtime_failure()
 
 
 def _quiet_libraries() -> None:
