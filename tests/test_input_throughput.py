@@ -58,7 +58,7 @@ def test_throughput_script_measures_the_trainers_pipeline(tmp_path):
   folder = input_throughput.write_folder(jpegs, str(tmp_path))
 
   class Args:
-    batch, resolution, seconds, workers = 4, 32, 0.5, 1
+    batch, resolution, seconds, workers, host_normalize = 4, 32, 0.5, 1, False
   assert input_throughput.grain_rate(folder, Args()) > 0
   source = sources.get_source(f"folder:{folder}")
   batch = next(pipeline.TrainStream(source, split="train", global_batch_size=4,
