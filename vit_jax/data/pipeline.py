@@ -308,7 +308,8 @@ class TrainStream:
                  .slice(slice(self.positions[shard], None)))
       # One chunk per batch of stream positions: one transfer per batch, no copy after
       # it, and nothing that depends on the worker count (skipping happens after).
-      dataset = dataset.batch(self.shard_batch, batch_fn=_Chunk(shared=per_shard_workers > 0))
+      dataset = dataset.batch(self.shard_batch,
+                              batch_fn=_Chunk(shared=per_shard_workers > 0))
       self._iterators[shard] = _iterate(dataset, workers=per_shard_workers,
                                         threads=2 if per_shard_workers else 4)
     self._batches = {shard: self._shard_batches(shard) for shard in self._iterators}
