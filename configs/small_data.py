@@ -11,8 +11,8 @@ Argument: a dataset (offline `digits` / `pureml_mnist`, any TFDS name, or `folde
 whose image size sets the resolution). The model: 4x4 patches-grid ViT of width 96,
 depth 6 (8x8 grid above 32 px).
 
-Measured 2026-11-23 on the 2-core CPU (test accuracy, wall time; baselines on the same
-pixels from `python scripts/small_data_baselines.py`, more in BENCHMARKS.md):
+Measured 2026-11-23 on the 2-core CPU, value_range on the host as before
+normalize_on_device (test accuracy, wall time; baselines on the same pixels from `python scripts/small_data_baselines.py`, more in BENCHMARKS.md):
 - digits (1,438 train images): 98.6% in 478 s; logistic regression 97.5%, small CNN 98.3%.
 - MNIST, 6,000 training images as a PNG folder: 95.7% in 476 s; logistic regression 89.7%,
   small CNN 97.4%.
