@@ -55,7 +55,7 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
                   process_id=process_id)
   watchdog.start()
   try:
-    with _client_reports_failures_to(on_runtime_failure):
+    with _client_reports_failures_to(_on_client_failure):
       jax.distributed.initialize(**kwargs)
   except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError, gRPC errors)
     raise UserError(f"{message.removeprefix('error: ')} ({str(e).splitlines()[0]})") from None
@@ -77,6 +77,16 @@ def on_runtime_failure(*unused_status) -> None:
   which in one line and exits 1; else returns, and the failure is reported as it is."""
   if _WATCH:
     _WATCH[0].report_dead_peers()
+
+
+def _on_client_failure(*status) -> None:
+  """The runtime client's failure callback (it replaces a fatal log): a dead peer is
+  named; any other failure is one line too. Either way the process ends, as before."""
+  on_runtime_failure()
+  _exit_with(f"error: the distributed runtime reported a failure "
+             f"({str(status[0]).splitlines()[0] if status else 'no detail'}); process "
+             f"{jax.process_index()} stops. Completed checkpoints are intact: restart every "
+             f"process with the same command to resume.", code=1)
 
 
 @contextlib.contextmanager
