@@ -319,3 +319,24 @@ def test_unprepared_dataset_fails_fast_with_the_command(tmp_path):
                      match=r"not prepared.*python -m vit_jax.cli.prepare --dataset=cifar100"):
     stream(source, global_batch_size=8, seed=0)
   assert time.time() - start < 10
+
+
+def test_small_shared_memory_is_a_warning_with_the_fix_before_any_batch(digits_folder,
+                                                                       monkeypatch, caplog):
+  """Shared memory too small for the workers' batches (a container's 64 MB /dev/shm at
+  ImageNet sizes): one warning naming the numbers and the fix, at start, instead of a
+  worker's SIGBUS mid-run."""
+  free = {"bytes": 8 * 2**20}
+  monkeypatch.setattr(pipeline.shutil, "disk_usage",
+                      lambda path: type("Usage", (), {"free": free["bytes"]}))
+  source = sources.get_source(f"folder:{digits_folder}")
+  # 2 workers x 6 batches x 64 images of 64x64x3 uint8 (+ labels): 9.4 MB > 8 MB free.
+  with caplog.at_level("WARNING"):
+    stream(source, workers=2, global_batch_size=64, pp="to_rgb|resize(64)").close()
+  warned = [r.getMessage() for r in caplog.records if "shared memory" in r.getMessage()]
+  assert len(warned) == 1 and "--shm-size=" in warned[0] and "input_workers" in warned[0]
+  caplog.clear()
+  free["bytes"] = 2**40
+  with caplog.at_level("WARNING"):
+    stream(source, workers=2, global_batch_size=64, pp="to_rgb|resize(64)").close()
+  assert not [r for r in caplog.records if "shared memory" in r.getMessage()]

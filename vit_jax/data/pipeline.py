@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from typing import Any, Iterator, Optional, Sequence
 
 import grain
@@ -255,6 +256,32 @@ def image_shape(source: Source, *, split: str, pp: str,
 
 
 # --- Training ---------------------------------------------------------------------------
+_SHARED_MEMORY = "/dev/shm"
+_BATCHES_IN_SHARED_MEMORY = 6  # per worker: 2 x 2 reader threads, its queue, the reader's.
+
+
+def _batch_bytes(source: Source, split: str, pp: str, pp_modules: Sequence[str],
+                 batch: int) -> int:
+  spec = example_spec(source, split=split, pp=pp, pp_modules=pp_modules)
+  return batch * sum(math.prod(shape) * np.dtype(dtype).itemsize
+                     for shape, dtype in spec.values())
+
+
+def _warn_if_shared_memory_is_short(workers: int, batch_bytes: int) -> None:
+  """Workers hand batches over in shared memory; where it is too small (a container's
+  64 MB /dev/shm) a worker dies of SIGBUS mid-run. Say so, with the fix, before."""
+  try:
+    free = shutil.disk_usage(_SHARED_MEMORY).free
+  except OSError:
+    return
+  needed = workers * _BATCHES_IN_SHARED_MEMORY * batch_bytes
+  if needed > free:
+    logging.warning(
+        "The %d input workers may hold up to %.2f GB of batches in shared memory, but %s "
+        "has %.2f GB free: a worker that runs out dies (SIGBUS). Give the container more "
+        "(docker run --shm-size=%dg) or lower --config.input_workers or the batch size.",
+        workers, needed / 1e9, _SHARED_MEMORY, free / 1e9, math.ceil(needed / 2**30) + 1)
+
 class InputState:
   """The training stream's position at one step, as Grain's orbax CheckpointHandler
   saves and restores it (one JSON file per process)."""
@@ -295,6 +322,10 @@ class TrainStream:
     records = source.records(split)
     self.positions, self._iterators = {}, {}
     per_shard_workers = math.ceil(workers / len(shards.local_shards)) if workers else 0
+    if per_shard_workers:
+      _warn_if_shared_memory_is_short(
+          per_shard_workers * len(shards.local_shards),
+          _batch_bytes(source, split, pp, pp_modules, self.shard_batch))
     for shard in shards.local_shards:
       window = shard_range(len(records), shard, shards.num_shards, drop_remainder=True)
       if not window:
