@@ -7,10 +7,10 @@ budget of the scikit-learn digits (20 labelled images per class) at another reso
     # From scratch on the same 200 labels, for comparison:
     python -m vit_jax.main --config=configs/digits_finetune.py --workdir=/tmp/vit_digits_scratch
 
-Measured 2026-11-23 on the 2-core CPU (Grain pipeline, value_range on the host as before
-normalize_on_device; wall times with a second job sharing the box): MNIST pre-training 98.5% MNIST test accuracy (297 s); fine-tuned on the
-200 labelled digits 94.4% digits test accuracy (359 images, 51 s), against 68.5% for the
-same model and recipe trained from scratch on the same labels (55 s).
+Measured 2026-11-23 on the 2-core CPU (Grain pipeline, idle box): MNIST pre-training 98.3%
+MNIST test accuracy (158 s); fine-tuned on the 200 labelled digits 94.2% digits test
+accuracy (359 images, 28 s), against 69.9% for the same model and recipe trained from
+scratch on the same labels (27 s).
 
 The same through a converted checkpoint, with a DINOv2-style model (`:DINOv2-digits`:
 LayerScale, exact GELU, 4 registers, a 4x4 learned grid resampled bicubically):
@@ -22,8 +22,9 @@ LayerScale, exact GELU, 4 registers, a 4x4 learned grid resampled bicubically):
         --config.pretrained=/tmp/dino.npz    # architecture and normalisation from the file
     python -m vit_jax.main --config=configs/digits_finetune.py:DINOv2-digits --workdir=/tmp/dino_scratch
 
-Measured 2026-11-23, same box: MNIST 97.9% (313 s); fine-tuned from the converted
-checkpoint 92.8% (42 s) against 55.2% from scratch (47 s), both 300 steps on 200 labels.
+Measured 2026-11-23, same box (value_range on the host, before normalize_on_device; a
+second job sharing the box): MNIST 97.9% (313 s); fine-tuned from the converted checkpoint
+92.8% (42 s) against 55.2% from scratch (47 s), both 300 steps on 200 labels.
 """
 from vit_jax import config as config_lib
 
