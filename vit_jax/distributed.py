@@ -118,9 +118,9 @@ def _client_reports_failures_to(callback: Callable):
 
 
 class _PeerWatch(threading.Thread):
-  """A peer that dies mid-run is found by the coordination service's heartbeat, which then
-  aborts every other process from C++ (SIGABRT, a thread dump, no word on what to do).
-  This watch finds it first: each process stamps a counter in the service's key-value
+  """A peer that hangs, or dies while the others wait in a collective, would be found only
+  by the coordination service's heartbeat, which ends every other process with a fatal
+  log (a thread dump, no word on what to do). This watch finds it first: each process stamps a counter in the service's key-value
   store every second and reads the others'; a peer whose stamp has not moved for
   `timeout` seconds is gone, and this process says so in one line and exits 1. JAX's own
   heartbeat deadline is set well beyond it. A process that ends normally stamps 'done'."""
