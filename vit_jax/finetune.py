@@ -21,11 +21,14 @@ from vit_jax.errors import UserError
 _READ: dict[str, convert.Checkpoint] = {}  # read once per process: adopt, then load.
 
 
+def _key(path: str) -> str:
+  return os.path.abspath(os.path.expanduser(path))
+
+
 def read_pretrained(path: str) -> convert.Checkpoint:
-  path = os.path.abspath(os.path.expanduser(path))
-  if path not in _READ:
-    _READ[path] = convert.read(path)
-  return _READ[path]
+  if _key(path) not in _READ:
+    _READ[_key(path)] = convert.read(_key(path))
+  return _READ[_key(path)]
 
 
 def _normalised(pp: str, op: str) -> str:
@@ -71,18 +74,18 @@ def load_pretrained(config, model, init_params: Any, grid: tuple[int, int]) -> A
   posemb_prefix = getattr(model, "posemb_prefix", True)
   prefix = (int(model.has_class_token) + int(model.distillation_token)
             if hasattr(model, "has_class_token") and posemb_prefix else 0)
+  fixed_grid = getattr(model, "posemb_grid", None)  # a learned grid resampled at run time.
   adapted = npz_format.adapt_for_finetuning(
-      checkpoint.params, init_params, target_grid=tuple(getattr(model, "posemb_grid", None) or grid),
+      checkpoint.params, init_params, target_grid=tuple(fixed_grid or grid),
       reset_head=config.reset_head, notes=notes, num_prefix_tokens=prefix,
       method=getattr(model, "posemb_resample", "bilinear"),
       antialias=getattr(model, "posemb_antialias", False))
-  fixed_grid = getattr(model, "posemb_grid", None)
   if fixed_grid and tuple(fixed_grid) != tuple(grid) and getattr(model, "posemb", "") == "learned":
     notes.append(f"its {fixed_grid[0]}x{fixed_grid[1]} position embeddings are resampled to "
                  f"the {grid[0]}x{grid[1]} input grid at run time ({model.posemb_resample}"
                  f"{', antialiased' if model.posemb_antialias else ''})")
   metrics.log_line(f"Fine-tuning from {checkpoint.source}" + "".join(f"; {n}" for n in notes))
-  _READ.pop(os.path.abspath(os.path.expanduser(config.pretrained)), None)  # free the host copy.
+  _READ.pop(_key(config.pretrained), None)  # free the host copy.
   return adapted
 
 
@@ -91,7 +94,7 @@ def check_exists(pretrained: str) -> None:
   path = os.path.expanduser(pretrained)
   if not os.path.exists(path):
     raise UserError(f"pretrained={pretrained!r}: no such file or directory.")
-  if os.path.isdir(path) and not convert.is_hf_directory(path):
+  if convert.is_run_directory(path):
     checkpoints.latest_complete_step(path)  # raises when it holds no checkpoint.
 
 

@@ -41,7 +41,7 @@ def load(checkpoint: str, *, model_name: Optional[str] = None,
   file), whose architecture and preprocessing come from the file itself (`model_name`
   is needed only for the published R50 hybrids)."""
   checkpoint = os.path.expanduser(checkpoint)
-  if os.path.isdir(checkpoint) and not convert.is_hf_directory(checkpoint):
+  if convert.is_run_directory(checkpoint):
     config = config_lib.from_run(checkpoint)
     params, _ = checkpoints.restore_params_as_numpy(checkpoint)
     model = create_model(model_name or config.model_name,

@@ -85,7 +85,6 @@ def run_point(config_arg: str, workdir: str, point: dict, passthrough: list[str]
 def summarise(workdir: str) -> dict[str, Any]:
   """Final and best accuracy of the `test` evaluator, the final few-shot accuracies and the
   median img/s, from a point's metrics.jsonl."""
-  rows = []
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   accuracies = [r["test_accuracy"] for r in rows if "test_accuracy" in r]

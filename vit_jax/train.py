@@ -63,16 +63,16 @@ def _run(config, workdir: str, built: build_lib.Built, source, shards) -> TrainS
                      f"a new --workdir.")
     return state
 
-  train_step = _compile_train_step(built, pipeline.example_spec(
-      source, split=config.train_split, pp=built.host_pp_train,
-      pp_modules=config.pp_modules))
+  spec = pipeline.example_spec(source, split=config.train_split, pp=built.host_pp_train,
+                               pp_modules=config.pp_modules)
+  train_step = _compile_train_step(built, spec)
   train_data = pipeline.TrainStream(
       source, split=config.train_split, global_batch_size=config.batch_size,
       pp=built.host_pp_train, seed=config.seed, start_step=start_step, shards=shards,
       num_batches=config.total_steps - start_step,
       positions=input_state and input_state.get("positions"),
       workers=pipeline.num_workers(config.input_workers, source),
-      pp_modules=config.pp_modules)
+      pp_modules=config.pp_modules, spec=spec)
   evaluators = evaluators_lib.build_evaluators(
       config.evals, evaluators_lib.EvalContext(config, built))
 

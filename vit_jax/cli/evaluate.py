@@ -29,15 +29,14 @@ FLAGS = flags.FLAGS
 
 def evaluate(config, checkpoint: str, *, names=(), step=None) -> tuple[int, dict]:
   """(step, {name_metric: value}) of the chosen evaluators on the checkpoint."""
-  import os  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from vit_jax import build as build_lib, checkpoints, convert, evaluators, finetune  # pylint: disable=g-import-not-at-top
   from vit_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.data import pipeline, preprocess, sources  # pylint: disable=g-import-not-at-top
-
   from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+
   config = config_lib.with_resolution(config)
-  is_run = os.path.isdir(checkpoint) and not convert.is_hf_directory(checkpoint)
+  is_run = convert.is_run_directory(checkpoint)
   if not is_run:
     read = convert.read(checkpoint, model_name=config.model_name)
     config = finetune.adopt(config, read)
@@ -71,7 +70,7 @@ def main(argv):
   config = FLAGS.config
   if config is None:
     from vit_jax import convert  # pylint: disable=g-import-not-at-top
-    if not os.path.isdir(checkpoint) or convert.is_hf_directory(checkpoint):
+    if not convert.is_run_directory(checkpoint):
       raise UserError("This checkpoint needs --config for the dataset and evaluators, e.g. "
                       "--config=configs/finetune.py:b16,cifar10.")
     config = config_lib.from_run(checkpoint)

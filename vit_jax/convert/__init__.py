@@ -99,6 +99,11 @@ def is_hf_directory(directory: str) -> bool:
   return "model_type" in config or "vision_config" in config
 
 
+def is_run_directory(path: str) -> bool:
+  """A run's workdir or checkpoint directory (a directory, not a Hugging Face one)."""
+  return os.path.isdir(path) and not is_hf_directory(path)
+
+
 def _read_run(directory: str) -> Checkpoint:
   """A run's workdir (or its checkpoint directory: then parameters only)."""
   from vit_jax import checkpoints  # pylint: disable=g-import-not-at-top
@@ -121,9 +126,8 @@ def _read_run(directory: str) -> Checkpoint:
 
 # config.model fields that do not describe the architecture.
 _TRAINING_ONLY = ("dtype", "dropout_rate", "attention_dropout_rate", "stochastic_depth_rate",
-                  "head_bias_init",
-                  "head_kernel_init_std", "attention_implementation", "remat_policy",
-                  "scan_layers")
+                  "head_bias_init", "head_kernel_init_std", "attention_implementation",
+                  "remat_policy", "scan_layers")
 
 
 def preprocessing_from_pp(pp: str) -> dict[str, Any]:

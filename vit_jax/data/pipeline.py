@@ -260,11 +260,8 @@ _SHARED_MEMORY = "/dev/shm"
 _BATCHES_IN_SHARED_MEMORY = 6  # per worker: 2 x 2 reader threads, its queue, the reader's.
 
 
-def _batch_bytes(source: Source, split: str, pp: str, pp_modules: Sequence[str],
-                 batch: int) -> int:
-  spec = example_spec(source, split=split, pp=pp, pp_modules=pp_modules)
-  return batch * sum(math.prod(shape) * np.dtype(dtype).itemsize
-                     for shape, dtype in spec.values())
+def _example_bytes(spec: dict[str, tuple[tuple, np.dtype]]) -> int:
+  return sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in spec.values())
 
 
 def _warn_if_shared_memory_is_short(workers: int, batch_bytes: int) -> None:
@@ -305,12 +302,14 @@ class TrainStream:
 
   `positions` ({shard: records consumed}, from `state(step)` of an earlier run) resumes
   exactly; without it the stream starts at `start_step` batches per shard (exact unless
-  the earlier run skipped unreadable images)."""
+  the earlier run skipped unreadable images). `spec`: `example_spec` of `pp`, if the
+  caller has it already."""
 
   def __init__(self, source: Source, *, split: str, global_batch_size: int, pp: str,
                seed: int, start_step: int = 0, shards: Optional[DataShards] = None,
                num_batches: Optional[int] = None, positions: Optional[dict] = None,
-               workers: int = 0, pp_modules: Sequence[str] = ()):
+               workers: int = 0, pp_modules: Sequence[str] = (),
+               spec: Optional[dict] = None):
     shards = shards or DataShards.create()
     if global_batch_size % shards.num_shards:
       raise UserError(f"Global batch size {global_batch_size} is not divisible by the "
@@ -323,9 +322,9 @@ class TrainStream:
     self.positions, self._iterators = {}, {}
     per_shard_workers = math.ceil(workers / len(shards.local_shards)) if workers else 0
     if per_shard_workers:
-      _warn_if_shared_memory_is_short(
-          per_shard_workers * len(shards.local_shards),
-          _batch_bytes(source, split, pp, pp_modules, self.shard_batch))
+      spec = spec or example_spec(source, split=split, pp=pp, pp_modules=pp_modules)
+      _warn_if_shared_memory_is_short(per_shard_workers * len(shards.local_shards),
+                                      self.shard_batch * _example_bytes(spec))
     for shard in shards.local_shards:
       window = shard_range(len(records), shard, shards.num_shards, drop_remainder=True)
       if not window:

@@ -106,8 +106,8 @@ class MlpMixer(nn.Module):
 
 # Options the trainer's config carries for every family; a Mixer has no use for them.
 _VIT_ONLY_DEFAULTS = ("dropout_rate", "attention_dropout_rate", "stochastic_depth_rate",
-                      "attention_implementation",
-                      "remat_policy", "scan_layers", "representation_size", "classifier")
+                      "attention_implementation", "remat_policy", "scan_layers",
+                      "representation_size", "classifier")
 
 
 def create(*, num_classes: Optional[int], **hparams) -> MlpMixer:
