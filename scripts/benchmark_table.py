@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from vit_jax import step_timing
+from vit_jax.bench import step_timing
 
 
 def run_one(model: str, batch: int, extra: list[str], out: str, timeout: int) -> dict:

@@ -1,4 +1,4 @@
-r"""Cross-framework check: a checkpoint written by `vit_jax.npz_format.save_npz` loads into
+r"""Cross-framework check: a checkpoint written by `vit_jax.convert.npz_format.save_npz` loads into
 timm through timm's own loader for the published .npz files
 (`timm.models.vision_transformer._load_weights`) and gives the same logits.
 
@@ -15,8 +15,9 @@ import tempfile
 import jax
 import numpy as np
 
-from vit_jax import npz_format
+from vit_jax.convert import npz_format
 from vit_jax.models import create_model
+from vit_jax.models import params as params_lib
 
 
 def main() -> int:
@@ -34,8 +35,8 @@ def main() -> int:
   params = jax.device_get(model.init(jax.random.key(0), np.zeros(shape, np.float32))["params"])
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda x: (rng.standard_normal(x.shape) * 0.05).astype(np.float32),
-                        npz_format.flatten(params))
-  params = npz_format.unflatten(params)
+                        params_lib.flatten(params))
+  params = params_lib.unflatten(params)
   images = rng.uniform(-1, 1, (2, *shape[1:])).astype(np.float32)
   ours = np.asarray(model.apply({"params": params}, images))
 

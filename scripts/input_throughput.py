@@ -64,10 +64,11 @@ def _timed(batches, seconds: float, warmup: int = 2) -> float:
 
 
 def grain_rate(folder: str, args) -> float:
-  from vit_jax.data import pipeline, preprocess, sources  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from vit_jax.pp import builder  # pylint: disable=g-import-not-at-top
   pp = PP.format(res=args.resolution)
   if not args.host_normalize:  # as the trainer does (config.normalize_on_device).
-    pp = preprocess.split_device_affine(pp)[0]
+    pp = builder.split_device_affine(pp)[0]
   stream = pipeline.TrainStream(
       sources.get_source(f"folder:{folder}"), split="train", global_batch_size=args.batch,
       pp=pp, seed=0, shards=pipeline.DataShards(1, 0, 1), workers=args.workers)

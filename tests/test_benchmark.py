@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import pytest
 
 from tests import helpers
-from vit_jax import flops, profile_summary
+from vit_jax.bench import profile_summary
+from vit_jax.models import flops
+from vit_jax.runtime import accelerators
 from vit_jax.models import create_model
 
 PAPER_GFLOPS = {"ViT-Ti_16": 2.5, "ViT-S_16": 9.2, "ViT-B_32": 8.8, "ViT-B_16": 35.1,
@@ -42,10 +44,10 @@ def test_peak_table_lookup():
   class Fake:
     def __init__(self, kind):
       self.device_kind = kind
-  assert flops.peak_flops(Fake("NVIDIA H100 80GB HBM3")) == 989e12
-  assert flops.peak_flops(Fake("TPU v5 lite")) == 197e12
-  assert flops.peak_flops(Fake("TPU v5p")) == 459e12
-  assert flops.peak_flops(Fake("cpu")) is None
+  assert accelerators.peak_flops(Fake("NVIDIA H100 80GB HBM3")) == 989e12
+  assert accelerators.peak_flops(Fake("TPU v5 lite")) == 197e12
+  assert accelerators.peak_flops(Fake("TPU v5p")) == 459e12
+  assert accelerators.peak_flops(Fake("cpu")) is None
 
 
 TINY = ["-m", "vit_jax.cli.benchmark", "--config=configs/benchmark.py:ViT-test",

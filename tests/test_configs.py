@@ -82,22 +82,15 @@ def test_benchmark_and_run_configs(tmp_path):
     load("run.py").get_config(str(tmp_path))
 
 
-def test_rescale_pp_keeps_ratios():
-  assert config_lib.rescale_pp("to_rgb|resize(256)|central_crop(224)|value_range(-1, 1)", 112) == (
-      "to_rgb|resize(128)|central_crop(112)|value_range(-1, 1)")
-  assert config_lib.rescale_pp("resize(24)|inception_crop(24, area_min=70)|flip_lr", 32) == (
-      "resize(32)|inception_crop(32, area_min=70)|flip_lr")
-  assert config_lib.rescale_pp("to_rgb|value_range(-1, 1)", 32) == "to_rgb|value_range(-1, 1)"
-
-
 def test_resolution_and_patch_size_reach_the_model_and_the_pipeline(tfds_dir):
   """--config.resolution=16 --config.model.patch_size=8 on the tiny config (8 px, patch 4):
   the batches are 16 px, the patch kernel 8x8 and the position-embedding grid 2x2."""
   import jax
-  from vit_jax import build as build_lib, sharding as sharding_lib
+  from vit_jax import sharding as sharding_lib
+  from vit_jax.trainer import build as build_lib, setup
   from vit_jax.data import pipeline, sources
   from tests.test_train import tiny
-  config = config_lib.with_resolution(tiny(tfds_dir, resolution=16, **{"model.patch_size": 8}))
+  config = setup.with_resolution(tiny(tfds_dir, resolution=16, **{"model.patch_size": 8}))
   assert "inception_crop(16" in config.pp_train and "resize(16)" in config.pp_eval
   source = sources.from_config(config)
   shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval)
@@ -108,7 +101,7 @@ def test_resolution_and_patch_size_reach_the_model_and_the_pipeline(tfds_dir):
   assert params["embedding"]["kernel"] == (8, 8, 3, 32)
   assert params["Transformer"]["posembed_input"]["pos_embedding"] == (1, 1 + 2 * 2, 32)
   with pytest.raises(ValueError, match="resolution=-3 must be a positive"):
-    config_lib.with_resolution(tiny(tfds_dir, resolution=-3))
+    setup.with_resolution(tiny(tfds_dir, resolution=-3))
 
 
 def test_finetune_and_small_data_fit_a_folder(digits_folder):

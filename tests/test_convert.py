@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 import vit_jax
-from vit_jax import convert, npz_format
+from vit_jax import convert
+from vit_jax.convert import npz_format
 from vit_jax.convert import timm_format
 from vit_jax.models import create_model
+from vit_jax.models import params as params_lib
 from tests.torch_refs import import_references
 
 torch, timm, transformers = import_references()
@@ -90,7 +92,7 @@ def test_timm_logits(tmp_path, name, overrides, size):
   theirs = reference(nchw(images)).numpy()
   assert_close(ours(checkpoint, images), theirs)
   # Round trip: our params -> timm layout -> ours, bit for bit.
-  back = timm_format.from_params(checkpoint.arch, npz_format.flatten(checkpoint.params))
+  back = timm_format.from_params(checkpoint.arch, params_lib.flatten(checkpoint.params))
   original = state_of(reference)
   assert sorted(back) == sorted(original)
   for key, value in back.items():
@@ -172,8 +174,8 @@ def test_hf_outputs_and_round_trip(tmp_path, name):
   exported = str(tmp_path / "exported")
   convert.write_hf(checkpoint, exported)
   reloaded = convert.read(exported)
-  for key, value in npz_format.flatten(checkpoint.params).items():
-    np.testing.assert_array_equal(npz_format.flatten(reloaded.params)[key], value, err_msg=key)
+  for key, value in params_lib.flatten(checkpoint.params).items():
+    np.testing.assert_array_equal(params_lib.flatten(reloaded.params)[key], value, err_msg=key)
   loaded = type(reference).from_pretrained(exported).eval()
   assert_close(hf_output(loaded, images), theirs)
 
@@ -192,15 +194,15 @@ def test_export_to_timm_loads_in_timm(tmp_path):
   """A vit_jax DINOv2-style model -> timm .safetensors -> timm's own model: same logits."""
   model = create_model("DINOv2-S_14-reg4", num_classes=3, num_layers=2, posemb_grid=(4, 4))
   images = photos(56)
-  flat = npz_format.flatten(model.init(jax.random.key(0), images)["params"])
+  flat = params_lib.flatten(model.init(jax.random.key(0), images)["params"])
   rng = np.random.default_rng(0)
-  params = npz_format.unflatten({k: np.asarray(v) + 0.05 * rng.standard_normal(v.shape).astype(
+  params = params_lib.unflatten({k: np.asarray(v) + 0.05 * rng.standard_normal(v.shape).astype(
       np.float32) for k, v in flat.items()})
   arch = dict(family="vit", **{k: getattr(model, k) for k in (
       "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "mlp_activation",
       "layerscale_init", "num_registers", "posemb_grid", "posemb_resample")})
   arch["posemb_grid"] = (4, 4)
-  checkpoint = convert.Checkpoint(arch, params, {"resolution": 56}, "test")
+  checkpoint = convert.Checkpoint.of(arch, params, {"resolution": 56}, "test")
   kwargs = convert.write_timm(checkpoint, str(tmp_path / "m.safetensors"))
   from timm.models.vision_transformer import VisionTransformer
   from safetensors.torch import load_file
@@ -290,7 +292,7 @@ def test_finetune_from_hugging_face_directory_needs_no_model_flags(tfds_dir, tmp
   registers, LayerScales and the 4x4 position-embedding grid are kept (resampled
   bicubically to the 2x2 input grid at run time, as DINOv2 does), and a fresh 10-class
   head is added. lr = 0: the trained params are the checkpoint's exactly."""
-  from vit_jax import train
+  from vit_jax.trainer import loop
   from tests.test_train import tiny
   t = transformers
   reference = randomise(t.Dinov2WithRegistersModel(t.Dinov2WithRegistersConfig(
@@ -299,7 +301,7 @@ def test_finetune_from_hugging_face_directory_needs_no_model_flags(tfds_dir, tmp
   directory = save_hf(reference, str(tmp_path / "hf"))
   config = tiny(tfds_dir, pretrained=directory, lr=0.0, total_steps=3, optimizer="sgd",
                 weight_decay=0.0)
-  state = train.train_and_evaluate(config, tmp_path / "run")
+  state = loop.train_and_evaluate(config, tmp_path / "run")
   log = capsys.readouterr().out
   assert "architecture and input normalisation (normalize(" in log, log
   assert "4x4 position embeddings are resampled to the 2x2 input grid at run time (bicubic)" in log

@@ -8,6 +8,7 @@ import time
 
 import grain
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -125,7 +126,7 @@ def test_worker_processes_change_nothing_and_resume_is_exact_across_worker_count
   in_process = stream(source, workers=0, **kw)
   reference = take(in_process, 40)  # > 2 epochs of 240 files: the broken one is met.
   in_process.close()
-  assert sum(1 for path in pipeline.SKIPPED_IMAGES if path == str(bad)) >= 2
+  assert in_process.skips.count >= 2 and in_process.skips.files == {str(bad)}
   with_workers = stream(source, workers=2, **kw)
   assert_batches_equal(take(with_workers, 40), reference)
   with_workers.close()
@@ -146,7 +147,8 @@ def test_batcher_joins_chunks_across_skips_and_reports_resume_positions():
               {"image": np.full((2, 2, 3), p, np.uint8), "label": np.int32(p)}
               for p in range(start, start + count)]
   pack = pipeline._Chunk(shared=False)
-  batcher = pipeline._Batcher(size, "pp", start)
+  skips = pipeline.SkipLog()
+  batcher = pipeline._Batcher(size, "pp", start, skips)
   got = [out for i in range(0, count, 5) for out in batcher.feed(pack(elements[i:i + 5]))]
   readable = [start + i for i in range(count) if i not in bad]
   assert [list(batch["label"]) for batch, _ in got] == [
@@ -155,8 +157,9 @@ def test_batcher_joins_chunks_across_skips_and_reports_resume_positions():
       readable[i + size - 1] + 1 for i in range(0, len(readable) - size + 1, size)]
   for batch, _ in got:
     assert (batch["image"][:, 0, 0, 0] == batch["label"]).all()
+  assert skips.count == len([p for p in bad if p < 5 * (count // 5)])
   whole = pack(elements[5:5 + size])  # all readable.
-  assert next(pipeline._Batcher(size, "pp", start).feed(whole))[0]["image"] is \
+  assert next(pipeline._Batcher(size, "pp", start, skips).feed(whole))[0]["image"] is \
       whole["kept"]["image"]
 
 
@@ -199,8 +202,12 @@ def test_global_batch_sharded_over_8_devices(digits):
   assert batch["image"].sharding.spec == sharding_lib.batch_sharding(mesh).spec
   shapes = {shard.data.shape for shard in batch["image"].addressable_shards}
   assert shapes == {(4, 8, 8, 3)}
-  with pytest.raises(ValueError, match="Global batch size 12 is not divisible by the 8"):
-    pipeline.check_batch_size(12, num_devices=8, num_shards=1)
+  from vit_jax.trainer import setup  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({"batch_size": 12, "accum_steps": 1})
+  with pytest.raises(ValueError, match="Global batch size 12 is not divisible by the 8 "
+                                       "devices on the data and fsdp mesh axes; use a "
+                                       "multiple of 8"):
+    setup.check_batch_size(config, mesh, num_data_shards=1)
 
 
 def test_tfds_arrayrecord_prepared_offline_reads_without_tensorflow(digits, tmp_path):
@@ -261,19 +268,18 @@ def test_image_folder_source(digits_folder):
 
 
 def test_corrupt_image_is_skipped_with_one_warning_naming_it(folder_with_a_broken_image,
-                                                             caplog):
+                                                             capsys):
   folder, bad = folder_with_a_broken_image
   shutil.move(bad, folder / "test" / "digit_3" / bad.name)
   bad = folder / "test" / "digit_3" / bad.name
   source = sources.get_source(f"folder:{folder}")
-  before = len(pipeline.SKIPPED_IMAGES)
-  with caplog.at_level("WARNING"):
-    for _ in range(2):
-      data = pipeline.eval_dataset(source, split="test", global_batch_size=32,
-                                   pp="resize(16)|value_range(-1, 1)", shards=ONE)
-      assert sum(b["mask"].sum() for b in data) == 60  # 61 files minus the broken one.
-  assert pipeline.SKIPPED_IMAGES[before:] == [str(bad)] * 2
-  assert caplog.text.count(str(bad)) == 1  # warned once, counted twice.
+  data = pipeline.eval_dataset(source, split="test", global_batch_size=32,
+                               pp="resize(16)|value_range(-1, 1)", shards=ONE)
+  for _ in range(2):  # two evaluations of the same split.
+    assert sum(b["mask"].sum() for b in data) == 60  # 61 files minus the broken one.
+  assert data.skips.count == 2 and data.skips.files == {str(bad)}
+  out = capsys.readouterr().out
+  assert out.count(str(bad)) == 1 and out.startswith("warning: skipping")  # warned once.
 
 
 def test_variable_sized_images_without_resize_are_one_clear_error(tmp_path):
@@ -322,7 +328,7 @@ def test_unprepared_dataset_fails_fast_with_the_command(tmp_path):
 
 
 def test_small_shared_memory_is_a_warning_with_the_fix_before_any_batch(digits_folder,
-                                                                       monkeypatch, caplog):
+                                                                       monkeypatch, capsys):
   """Shared memory too small for the workers' batches (a container's 64 MB /dev/shm at
   ImageNet sizes): one warning naming the numbers and the fix, at start, instead of a
   worker's SIGBUS mid-run."""
@@ -331,12 +337,11 @@ def test_small_shared_memory_is_a_warning_with_the_fix_before_any_batch(digits_f
                       lambda path: type("Usage", (), {"free": free["bytes"]}))
   source = sources.get_source(f"folder:{digits_folder}")
   # 2 workers x 6 batches x 64 images of 64x64x3 uint8 (+ labels): 9.4 MB > 8 MB free.
-  with caplog.at_level("WARNING"):
-    stream(source, workers=2, global_batch_size=64, pp="to_rgb|resize(64)").close()
-  warned = [r.getMessage() for r in caplog.records if "shared memory" in r.getMessage()]
+  capsys.readouterr()
+  stream(source, workers=2, global_batch_size=64, pp="to_rgb|resize(64)").close()
+  warned = [line for line in capsys.readouterr().out.splitlines() if "shared memory" in line]
   assert len(warned) == 1 and "--shm-size=" in warned[0] and "input_workers" in warned[0]
-  caplog.clear()
+  assert warned[0].startswith("warning: ")
   free["bytes"] = 2**40
-  with caplog.at_level("WARNING"):
-    stream(source, workers=2, global_batch_size=64, pp="to_rgb|resize(64)").close()
-  assert not [r for r in caplog.records if "shared memory" in r.getMessage()]
+  stream(source, workers=2, global_batch_size=64, pp="to_rgb|resize(64)").close()
+  assert "shared memory" not in capsys.readouterr().out

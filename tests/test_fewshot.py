@@ -23,7 +23,7 @@ def test_separable_features_are_classified_perfectly():
   test_labels = np.tile(np.arange(5), 20)
   train = centres[train_labels] + rng.standard_normal((50, 16)) * 0.1
   test = centres[test_labels] + rng.standard_normal((100, 16)) * 0.1
-  out = fewshot.evaluate(train, train_labels, test, test_labels, shots=(1, 5), num_classes=5,
+  out = fewshot.probe_accuracies(train, train_labels, test, test_labels, shots=(1, 5), num_classes=5,
                          l2_reg=1e-3)
   assert out == {"1shot_accuracy": 1.0, "5shot_accuracy": 1.0}
 
@@ -45,7 +45,7 @@ def test_real_evaluator_on_mock_imagenet_real(tmp_path):
   import numpy as np
   from tests import mock_real, tiny_config
   from vit_jax import config as config_lib
-  from vit_jax.cli.evaluate import evaluate
+  from vit_jax.trainer.evaluate import evaluate_checkpoint
   from vit_jax.data import offline
   data_dir = str(tmp_path / "tfds")
   prepare = subprocess.run([sys.executable, "-c", (
@@ -65,9 +65,9 @@ def test_real_evaluator_on_mock_imagenet_real(tmp_path):
   x = np.repeat(images[:mock_real.NUM], 3, axis=-1).astype(np.float32) / 127.5 - 1
   params = jax.tree.map(lambda p: np.asarray(p) + 0.3 * np.random.default_rng(1).standard_normal(
       np.shape(p)).astype(np.float32), model.init(jax.random.key(0), x[:1])["params"])
-  from vit_jax import npz_format
+  from vit_jax.convert import npz_format
   npz_format.save_npz(params, tmp_path / "model.npz")
-  _, results = evaluate(config.lock(), str(tmp_path / "model.npz"))
+  _, results = evaluate_checkpoint(config.lock(), str(tmp_path / "model.npz"))
   predictions = np.argmax(np.asarray(model.apply({"params": npz_format.load_npz(
       tmp_path / "model.npz")}, x)), axis=-1)
   hits = [predictions[i] in mock_real.real_labels(i, int(labels[i]))

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from tests import helpers
-from vit_jax import analysis, inference, npz_format
+from vit_jax.analysis import attention as analysis
+from vit_jax.convert import inference, npz_format
 
 
 def test_rollout_rows_sum_to_one_and_match_hand_product():

@@ -8,8 +8,9 @@ import numpy as np
 from PIL import Image
 
 from tests import helpers
-from vit_jax.data import pipeline, prepare_folder, preprocess, sources
-from vit_jax.data.images import EncodedImage
+from vit_jax.data import pipeline, prepare_folder, sources
+from vit_jax.pp import builder
+from vit_jax.pp.images import EncodedImage
 
 _spec = importlib.util.spec_from_file_location(
     "input_throughput", os.path.join(helpers.REPO, "scripts", "input_throughput.py"))
@@ -25,7 +26,7 @@ def test_ops_on_encoded_jpegs_match_decode_then_op():
   assert decoded.shape == (375, 500, 3) and jpeg.hw == (375, 500)
   for pp in ("inception_crop(224)", "inception_crop(48)", "resize(64)", "resize((100, 150))"):
     for seed in range(4):
-      fn = preprocess.parse(pp)
+      fn = builder.build(pp)
       fast = fn({"image": jpeg, "seed": (seed, 0)})["image"].astype(np.int32)
       exact = fn({"image": decoded, "seed": (seed, 0)})["image"].astype(np.int32)
       assert fast.shape == exact.shape and fast.dtype == exact.dtype
@@ -34,13 +35,13 @@ def test_ops_on_encoded_jpegs_match_decode_then_op():
 
 def test_ops_that_need_pixels_get_them_decoded():
   jpeg = EncodedImage(input_throughput.synthetic_jpegs(1)[0], "x.jpg")
-  out = preprocess.parse("flip_lr|central_crop(10)")({"image": jpeg, "seed": (0, 0)})["image"]
+  out = builder.build("flip_lr|central_crop(10)")({"image": jpeg, "seed": (0, 0)})["image"]
   assert out.shape == (10, 10, 3)
   gray = io.BytesIO()
   Image.new("L", (20, 10), 7).save(gray, format="PNG")
   kept = EncodedImage(gray.getvalue(), "g.png", keep_gray=True)
   assert np.asarray(kept).shape == (10, 20, 1)  # TFDS's grayscale stays one channel.
-  assert preprocess.parse("resize(5)")({"image": kept, "seed": (0, 0)})["image"].shape == (5, 5, 1)
+  assert builder.build("resize(5)")({"image": kept, "seed": (0, 0)})["image"].shape == (5, 5, 1)
 
 
 def test_resized_folder_keeps_layout_and_shrinks_the_shorter_side(tmp_path):

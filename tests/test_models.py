@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax import minimal_vit
+from vit_jax.bench import minimal_vit
 from vit_jax.models import create_model
 
 PUBLISHED_COUNTS = {  # 1000-class head, 224 px, as published.
@@ -154,12 +154,12 @@ def test_short_names_resolve():
 
 
 def test_scanned_layers_match_the_per_layer_model():
-  from vit_jax import npz_format
+  from vit_jax.models import vit_layout
   plain = create_model("ViT-test", num_classes=5, num_layers=3)
   scanned = create_model("ViT-test", num_classes=5, num_layers=3, scan_layers=True,
                          remat_policy="full")
   params = random_params(plain, 16)
-  stacked = npz_format.scan_params(params)
+  stacked = vit_layout.scan_params(params)
   assert stacked["Transformer"]["encoderblock"]["MlpBlock_3"]["Dense_0"]["kernel"].shape == \
       (3, 32, 64)
   assert jax.tree.structure(stacked) == jax.tree.structure(abstract_params(scanned, 16))
@@ -167,7 +167,7 @@ def test_scanned_layers_match_the_per_layer_model():
   images = np.random.default_rng(4).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
   np.testing.assert_allclose(scanned.apply({"params": stacked}, images),
                              plain.apply({"params": params}, images), rtol=1e-5, atol=1e-6)
-  back = npz_format.unscan_params(stacked)
+  back = vit_layout.unscan_params(stacked)
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
   # Scanned params carry the 'layers' logical axis in front.
@@ -177,15 +177,17 @@ def test_scanned_layers_match_the_per_layer_model():
 
 
 def test_npz_and_finetuning_work_across_layer_layouts(tmp_path):
-  from vit_jax import npz_format
+  from vit_jax.convert import npz_format
+  from vit_jax.models import vit_layout
   plain = create_model("ViT-test", num_classes=5)
   scanned = create_model("ViT-test", num_classes=5, scan_layers=True)
   params = random_params(plain, 16)
-  npz_format.save_npz(npz_format.scan_params(params), tmp_path / "from_scanned.npz")
+  npz_format.save_npz(vit_layout.scan_params(params), tmp_path / "from_scanned.npz")
   assert "Transformer/encoderblock_1/LayerNorm_0/scale" in np.load(
       tmp_path / "from_scanned.npz").files  # written in the published per-layer layout.
-  adapted = npz_format.adapt_for_finetuning(npz_format.load_npz(tmp_path / "from_scanned.npz"),
-                                            abstract_params(scanned, 16), reset_head=False)
+  adapted = vit_layout.adapt_pretrained(npz_format.load_npz(tmp_path / "from_scanned.npz"),
+                                        abstract_params(scanned, 16), model=scanned,
+                                        image_shape=(16, 16, 3), reset_head=False, notes=[])
   images = np.ones((1, 16, 16, 3), np.float32)
   np.testing.assert_allclose(scanned.apply({"params": adapted}, images),
                              plain.apply({"params": params}, images), rtol=1e-5, atol=1e-6)
@@ -244,9 +246,9 @@ def test_sincos2d_table_matches_its_definition():
     (dict(distillation_token=True), "head_dist/kernel", None),
 ])
 def test_each_option_reaches_the_parameters(option, present, absent):
-  from vit_jax import npz_format
-  flat = npz_format.flatten(abstract_params(create_model("ViT-test", num_classes=3, **option), 8))
-  baseline = npz_format.flatten(abstract_params(create_model("ViT-test", num_classes=3), 8))
+  from vit_jax.models import params as params_lib
+  flat = params_lib.flatten(abstract_params(create_model("ViT-test", num_classes=3, **option), 8))
+  baseline = params_lib.flatten(abstract_params(create_model("ViT-test", num_classes=3), 8))
   assert present is None or present in flat
   assert absent is None or absent not in flat
   assert sorted(flat) != sorted(baseline)
@@ -270,7 +272,8 @@ def test_fixed_posemb_grid_serves_any_input_size():
 
 
 def test_mixer_published_layout_and_npz_round_trip(tmp_path):
-  from vit_jax import convert, npz_format
+  from vit_jax import convert
+  from vit_jax.convert import npz_format
   model = create_model("Mixer-S_32", num_classes=4, num_layers=2)
   params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"])
   assert set(params) == {"stem", "MixerBlock_0", "MixerBlock_1", "pre_head_layer_norm", "head"}
@@ -306,7 +309,7 @@ def test_stochastic_depth_drops_whole_branches_in_training_only():
 
 
 def test_cutmix_pastes_a_box_and_mixes_targets_by_its_area():
-  from vit_jax import steps
+  from vit_jax.trainer import steps
   images = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
   targets = jax.nn.one_hot(jnp.arange(4), 4)
   for seed in range(5):

@@ -13,7 +13,8 @@ import pytest
 
 from tests import helpers
 from tests.test_train import tiny
-from vit_jax import checkpoints, train
+from vit_jax.convert import run_format
+from vit_jax.trainer import loop
 
 
 def free_port() -> int:
@@ -79,11 +80,11 @@ def test_two_processes_equal_one_process_with_eight_devices(tfds_dir, tmp_path):
   assert "process 0 reads data shard(s) [0] of 2" in logs[0]
   assert "process 1 reads data shard(s) [1] of 2" in logs[1]
   # The same global batches on 1 process x 8 devices (this test process).
-  state = train.train_and_evaluate(
+  state = loop.train_and_evaluate(
       tiny(tfds_dir, data_shards=2, total_steps=6, optimizer="sgd", lr=0.1, weight_decay=0.0),
       tmp_path / "one")
   # The checkpoint both processes wrote restores in this single process.
-  two_params, step = checkpoints.restore_params_as_numpy(tmp_path / "two")
+  two_params, step = run_format.restore_as_numpy(tmp_path / "two")
   assert step == 6
   one_params = jax.device_get(state.params)
   for a, b in zip(jax.tree.leaves(two_params), jax.tree.leaves(one_params)):

@@ -13,10 +13,11 @@ import pytest
 
 from tests import helpers
 from tests.test_train import tiny
-from vit_jax import build as build_lib
-from vit_jax import checkpoints, train
+from vit_jax.trainer import build as build_lib
+from vit_jax.convert import run_format
+from vit_jax.trainer import loop
 from vit_jax import sharding as sharding_lib
-from vit_jax.cli import evaluate as evaluate_cli
+from vit_jax.trainer import evaluate as evaluate_lib
 from vit_jax.evaluators import classification
 
 PLUGINS = '''
@@ -24,12 +25,12 @@ PLUGINS = '''
 import jax
 import numpy as np
 
-from vit_jax.data import preprocess
+from vit_jax.pp import builder, registry
 
 TRACED = []
 
 
-@preprocess.register("darken")
+@registry.register("darken")
 def darken(factor):
   def op(image, rng):
     del rng
@@ -70,7 +71,7 @@ def test_evaluator_and_pp_op_from_outside_the_package(plugins, tfds_dir, tmp_pat
   config = config.unlock()
   config.evals.mine = ml_collections.ConfigDict({"type": "my_plugins", "every": 3,
                                                  "scale": 2.0})
-  train.train_and_evaluate(config.lock(), tmp_path / "run")
+  loop.train_and_evaluate(config.lock(), tmp_path / "run")
   import my_plugins  # pylint: disable=import-outside-toplevel
   assert 0.75 in my_plugins.TRACED and 0.5 in my_plugins.TRACED   # both pipelines used it.
   rows = [m for m in helpers.read_metrics(tmp_path / "run") if "mine_mean_logit" in m]
@@ -82,20 +83,19 @@ def test_evaluator_and_pp_op_from_outside_the_package(plugins, tfds_dir, tmp_pat
 def test_unknown_evaluator_type_and_pp_module_are_user_errors(tfds_dir, tmp_path):
   config = tiny(tfds_dir, **{"evals.test.type": "no_such_evaluator"})
   with pytest.raises(ValueError, match="Evaluator type 'no_such_evaluator'"):
-    train.train_and_evaluate(config, tmp_path / "a")
+    loop.train_and_evaluate(config, tmp_path / "a")
   with pytest.raises(ValueError, match="pp_modules entry 'no_such_ops' is not an importable module"):
-    train.train_and_evaluate(tiny(tfds_dir, pp_modules=("no_such_ops",)), tmp_path / "b")
+    loop.train_and_evaluate(tiny(tfds_dir, pp_modules=("no_such_ops",)), tmp_path / "b")
   config = tiny(tfds_dir, **{"evals.test.batch_size": 8})
   config = config.unlock()
   config.evals.test.bogus = 1
   with pytest.raises(ValueError, match="evals.test .*bogus"):
-    train.train_and_evaluate(config.lock(), tmp_path / "c")
+    loop.train_and_evaluate(config.lock(), tmp_path / "c")
 
 
 FAMILY = '''
 """A user's own model family: a linear classifier on the flattened pixels."""
 import flax.linen as nn
-import jax.numpy as jnp
 
 
 class Linear(nn.Module):
@@ -106,28 +106,90 @@ class Linear(nn.Module):
   def __call__(self, images, *, train=False, return_representation=False):
     x = nn.Dense(self.width, kernel_init=nn.with_logical_partitioning(
         nn.initializers.lecun_normal(), (None, "embed")))(images.reshape(len(images), -1))
-    if return_representation:
+    if return_representation or not self.num_classes:
       return x
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, name="head")(x)  # the contract: the head is 'head'.
 
 
 def create(*, num_classes, width):
   return Linear(num_classes=num_classes, width=width)
 '''
 
+DATA = '''
+"""A user's own data: two sources and a resize-like pp op, named only in the config."""
+import numpy as np
+from sklearn.datasets import load_digits
 
-def test_model_family_from_outside_the_package(tfds_dir, tmp_path, monkeypatch):
+from vit_jax.data import sources
+from vit_jax.pp import registry
+
+
+def _split(max_class):
+  digits = load_digits()
+  keep = digits.target < max_class
+  images = np.round(digits.images[keep] * 255 / 16).astype(np.uint8)[..., None]
+  labels = digits.target[keep]
+  return {"train": (images[:-100], labels[:-100]), "test": (images[-100:], labels[-100:])}
+
+
+def digits():
+  return sources.ArraySource("my_digits", _split(10))
+
+
+five_digits = sources.ArraySource("my_five_digits", _split(5))  # an instance works too.
+
+
+@registry.register("nearest_resize", sizes=("size",))
+def nearest_resize(size):
+  def op(image, rng):
+    rows = np.arange(size) * image.shape[0] // size
+    cols = np.arange(size) * image.shape[1] // size
+    return image[rows][:, cols]
+  return op
+'''
+
+
+def test_outside_family_and_data_train_finetune_and_round_trip_npz(tfds_dir, tmp_path,
+                                                                    monkeypatch, capsys):
+  """A model family, two data sources and a resize-like op from the user's own modules,
+  named only in the config: the op's size follows --config.resolution; the family
+  trains (on an FSDP mesh), fine-tunes from its own run onto 5 classes with a new head,
+  and its parameters round-trip through .npz with the architecture recorded."""
+  import vit_jax  # pylint: disable=import-outside-toplevel
+  from vit_jax import convert  # pylint: disable=import-outside-toplevel
   (tmp_path / "my_family.py").write_text(FAMILY)
+  (tmp_path / "my_data.py").write_text(DATA)
   monkeypatch.syspath_prepend(str(tmp_path))
-  config = tiny(tfds_dir, total_steps=30, model_name="my_family", lr=0.01,
-                mesh={"data": 2, "fsdp": 4, "model": 1}, **{"evals.test.every": 0}).unlock()
+  pp = "to_rgb|nearest_resize(8)|value_range(-1, 1)"
+  common = dict(model_name="my_family", pp_modules=("my_data",), pp_train=pp, pp_eval=pp,
+                resolution=12, lr=0.01, **{"evals.test.every": 0})
+  config = tiny(tfds_dir, total_steps=30, dataset="my_data:digits",
+                mesh={"data": 2, "fsdp": 4, "model": 1}, **common).unlock()
   config.model = ml_collections.ConfigDict({"width": 16})  # the family's own fields only.
-  train.train_and_evaluate(config.lock(), tmp_path / "run")
+  loop.train_and_evaluate(config.lock(), tmp_path / "run")
   final = [m for m in helpers.read_metrics(tmp_path / "run") if "test_accuracy" in m][-1]
   assert final["test_accuracy"] > 0.5  # a linear model on digits learns quickly.
-  params, _ = checkpoints.restore_params_as_numpy(tmp_path / "run")
-  assert params["Dense_0"]["kernel"].shape == (8 * 8 * 3, 16)
-  sys.modules.pop("my_family", None)
+  params, _ = run_format.restore_as_numpy(tmp_path / "run")
+  assert params["Dense_0"]["kernel"].shape == (12 * 12 * 3, 16)  # the op's size rescaled.
+  assert params["head"]["kernel"].shape == (16, 10)
+
+  capsys.readouterr()
+  finetune = tiny(tfds_dir, total_steps=4, dataset="my_data:five_digits",
+                  pretrained=str(tmp_path / "run"), **common).unlock()
+  finetune.model = ml_collections.ConfigDict({"width": 16})
+  state = loop.train_and_evaluate(finetune.lock(), tmp_path / "finetuned")
+  assert "replaced the head (16, 10) by a fresh (16, 5)" in capsys.readouterr().out
+  assert state.params["head"]["kernel"].shape == (16, 5)
+
+  read = convert.read(str(tmp_path / "run"))
+  convert.write_npz(read, str(tmp_path / "linear.npz"))
+  model, loaded = vit_jax.load_pretrained(str(tmp_path / "linear.npz"))
+  assert vit_jax.preprocessing_of(str(tmp_path / "linear.npz")).resolution == 12
+  images = np.linspace(-1, 1, 2 * 12 * 12 * 3, dtype=np.float32).reshape(2, 12, 12, 3)
+  np.testing.assert_array_equal(model.apply({"params": loaded}, images),
+                                model.apply({"params": params}, images))
+  for module in ("my_family", "my_data"):
+    sys.modules.pop(module, None)
 
 
 def test_fsdp_run_is_evaluated_on_sharded_parameters(tfds_dir, tmp_path, monkeypatch):
@@ -136,7 +198,7 @@ def test_fsdp_run_is_evaluated_on_sharded_parameters(tfds_dir, tmp_path, monkeyp
   trainer's own final evaluation."""
   fsdp = {"data": 1, "fsdp": 8, "model": 1}
   run = tmp_path / "run"
-  train.train_and_evaluate(tiny(tfds_dir, total_steps=6, mesh=fsdp), run)
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=6, mesh=fsdp), run)
   seen = []
   real_run = classification.Evaluator.run
 
@@ -144,7 +206,7 @@ def test_fsdp_run_is_evaluated_on_sharded_parameters(tfds_dir, tmp_path, monkeyp
     seen.append(params)
     return real_run(self, params)
   monkeypatch.setattr(classification.Evaluator, "run", spy)
-  step, results = evaluate_cli.evaluate(tiny(tfds_dir, mesh=fsdp), str(run))
+  step, results = evaluate_lib.evaluate_checkpoint(tiny(tfds_dir, mesh=fsdp), str(run))
   kernel = seen[0]["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"]
   assert kernel.sharding.spec[0] == "fsdp"
   assert kernel.addressable_shards[0].data.shape == (32 // 8, 64)
@@ -225,7 +287,7 @@ def test_cli_user_error_is_one_line_exit_2_and_bugs_keep_their_traceback(tfds_di
 def test_run_config_round_trips_through_config_json(tfds_dir, tmp_path):
   from vit_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   config = tiny(tfds_dir, total_steps=3, **{"evals.test.every": 0})
-  train.train_and_evaluate(config, tmp_path)
+  loop.train_and_evaluate(config, tmp_path)
   restored = config_lib.from_run(str(tmp_path))
   assert restored.sharding_rules == config.sharding_rules  # tuples again, not JSON lists.
   assert restored.to_dict() == config.to_dict()

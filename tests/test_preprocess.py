@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_jax.data import preprocess
+from vit_jax.pp import builder, ops_image
 from vit_jax.errors import UserError
 
 RNG = np.random.default_rng(0)
@@ -13,7 +13,7 @@ IMAGE = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)
 
 def apply(pipeline, image=IMAGE, seed=(1, 2), **fields):
   example = {"image": image, "label": np.int64(3), "seed": seed, **fields}
-  return {k: np.asarray(v) for k, v in preprocess.parse(pipeline)(example).items()}
+  return {k: np.asarray(v) for k, v in builder.build(pipeline)(example).items()}
 
 
 def test_value_range_is_the_affine_map():
@@ -89,7 +89,7 @@ def test_inception_crop_size_range_and_determinism():
 
 def test_inception_crop_windows_follow_the_area_and_aspect_ranges():
   rng = np.random.default_rng(0)
-  windows = [preprocess.sample_crop_window(200, 300, rng, area_range=(0.3, 0.6))
+  windows = [ops_image.sample_crop_window(200, 300, rng, area_range=(0.3, 0.6))
              for _ in range(2000)]
   fractions = np.array([h * w / (200 * 300) for _, _, h, w in windows])
   aspects = np.array([w / h for _, _, h, w in windows])
@@ -115,11 +115,11 @@ def test_key_and_outkey_choose_the_fields():
 
 def test_bad_specs_name_the_op():
   with pytest.raises(UserError, match="Unknown preprocessing op 'inception_cop'.*pp_modules"):
-    preprocess.parse("inception_cop(224)|flip_lr")
+    builder.build("inception_cop(224)|flip_lr")
   with pytest.raises(UserError, match="Cannot parse"):
-    preprocess.parse("resize(224")
+    builder.build("resize(224")
   with pytest.raises(UserError, match="'resize\\(1, 2, 3\\)'"):
-    preprocess.parse("resize(1, 2, 3)")
+    builder.build("resize(1, 2, 3)")
 
 
 def _photo(size=(48, 64)):
@@ -129,7 +129,7 @@ def _photo(size=(48, 64)):
 
 
 def test_randaugment_ops_against_numpy():
-  from vit_jax.data import randaugment as ra
+  from vit_jax.pp import randaugment as ra
   image = _photo()
   rng = np.random.default_rng(0)
   np.testing.assert_array_equal(ra.OPS["invert"](image, 10, rng), 255 - image)
@@ -153,14 +153,14 @@ def test_randaugment_ops_against_numpy():
 
 
 def test_randaugment_magnitude_zero_moves_nothing_and_op_is_seeded():
-  from vit_jax.data import randaugment as ra
+  from vit_jax.pp import randaugment as ra
   image = _photo()
   for name in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "posterize",
                "solarize", "solarize_add", "color", "contrast", "brightness", "sharpness",
                "cutout"):
     np.testing.assert_array_equal(ra.OPS[name](image, 0, np.random.default_rng(0)), image,
                                   err_msg=name)
-  op = preprocess.parse("randaug(2, 9)")
+  op = builder.build("randaug(2, 9)")
   outputs = [op({"image": image, "label": 0, "seed": (seed, 0)})["image"] for seed in (0, 0, 1, 2)]
   np.testing.assert_array_equal(outputs[0], outputs[1])
   assert any(not np.array_equal(outputs[0], o) for o in outputs[2:])
@@ -168,7 +168,7 @@ def test_randaugment_magnitude_zero_moves_nothing_and_op_is_seeded():
   gray = op({"image": image[..., :1], "label": 0, "seed": (3, 0)})["image"]
   assert gray.shape == image[..., :1].shape
   with pytest.raises(ValueError, match="unknown op"):
-    preprocess.parse("randaug(2, 9, exclude=('nope',))")
+    builder.build("randaug(2, 9, exclude=('nope',))")
 
 
 @pytest.mark.parametrize("pipeline,host,affine_of", [
@@ -182,7 +182,7 @@ def test_randaugment_magnitude_zero_moves_nothing_and_op_is_seeded():
 ])
 def test_split_device_affine_takes_only_the_images_last_affine_op(pipeline, host, affine_of):
   """The split-off map is the op itself: host part then affine == the whole pipeline."""
-  rest, affine = preprocess.split_device_affine(pipeline)
+  rest, affine = builder.split_device_affine(pipeline)
   if affine_of is None:
     assert (rest, affine) == (pipeline, None)
     return
@@ -193,3 +193,42 @@ def test_split_device_affine_takes_only_the_images_last_affine_op(pipeline, host
   on_device = np.asarray(affine(jnp.asarray(IMAGE)))  # jax, as the train step runs it.
   assert on_device.dtype == np.float32
   np.testing.assert_allclose(on_device, image, rtol=1e-6, atol=1e-6)
+
+
+def test_rescale_keeps_ratios():
+  assert builder.rescale("to_rgb|resize(256)|central_crop(224)|value_range(-1, 1)", 112) == (
+      "to_rgb|resize(128)|central_crop(112)|value_range(-1, 1)")
+  assert builder.rescale("resize(24)|inception_crop(24, area_min=70)|flip_lr", 32) == (
+      "resize(32)|inception_crop(32, area_min=70)|flip_lr")
+  assert builder.rescale("resize((16, 24))|random_crop(size=(8, 12))", 16) == (
+      "resize((32, 48))|random_crop(size=(16, 24))")
+  assert builder.rescale("to_rgb|value_range(-1, 1)", 32) == "to_rgb|value_range(-1, 1)"
+  assert builder.output_size("resize(256)|central_crop(224)|resize(64, outkey='small')") == \
+      (224, 224)  # a size written to another field is not the image's.
+
+
+def test_sizes_and_value_maps_are_what_each_op_declares():
+  """A new resize-like op declares its size argument: resolution rescaling, the output
+  size and the device split all know it from the registry, not from its name."""
+  from vit_jax.pp import registry  # pylint: disable=g-import-not-at-top
+
+  @registry.register("pad_to_square_and_resize", sizes=("side",))
+  def pad_and_resize(side, fill=0):
+    del fill
+    return lambda image, rng: image[:side, :side]
+
+  pp = "to_rgb|pad_to_square_and_resize(40, fill=3)|value_range(-1, 1)"
+  assert builder.output_size(pp) == (40, 40)
+  assert builder.rescale(pp, 20) == "to_rgb|pad_to_square_and_resize(20, fill=3)|value_range(-1, 1)"
+  rest, affine = builder.split_device_affine(pp)
+  assert rest == "to_rgb|pad_to_square_and_resize(40, fill=3)" and affine is not None
+  assert builder.with_final_affine(pp, "normalize((0.5, 0.5, 0.5), (0.2, 0.2, 0.2))") == \
+      "to_rgb|pad_to_square_and_resize(40, fill=3)|normalize((0.5, 0.5, 0.5), (0.2, 0.2, 0.2))"
+  # An op after the value map that touches the image keeps the pipeline whole.
+  assert builder.split_device_affine("value_range(-1, 1)|flip_lr")[1] is None
+
+
+def test_a_duplicate_op_name_is_an_error():
+  from vit_jax.pp import registry  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match="'resize' is registered twice"):
+    registry.register("resize")(lambda size: None)

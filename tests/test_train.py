@@ -12,8 +12,10 @@ import pytest
 
 from tests import helpers, tiny_config
 from tests.test_models import random_params
-from vit_jax import checkpoints, npz_format, optim, steps, train
-from vit_jax.state import TrainState
+from vit_jax.convert import npz_format, run_format
+from vit_jax.models import posemb as posemb_lib
+from vit_jax.trainer import checkpointer, loop, optim, steps
+from vit_jax.trainer.state import TrainState
 from vit_jax.models import create_model
 
 
@@ -30,7 +32,7 @@ def tiny(tfds_dir, **overrides):
 
 
 def final_params(workdir):
-  return checkpoints.restore_params_as_numpy(workdir)[0]
+  return run_format.restore_as_numpy(workdir)[0]
 
 
 def assert_trees_equal(a, b):
@@ -49,7 +51,7 @@ def test_one_device_and_eight_devices_give_the_same_loss_curve(tfds_dir, tmp_pat
   assert sorted(reference) == [1, 2, 3, 4, 5, 6]
   for name, mesh in (("data", {"data": 8, "fsdp": 1, "model": 1}),
                      ("fsdp", {"data": 2, "fsdp": 4, "model": 1})):
-    state = train.train_and_evaluate(tiny(tfds_dir, total_steps=6, mesh=mesh), tmp_path / name)
+    state = loop.train_and_evaluate(tiny(tfds_dir, total_steps=6, mesh=mesh), tmp_path / name)
     curve = helpers.losses(tmp_path / name)
     np.testing.assert_allclose([curve[s] for s in sorted(reference)],
                                [reference[s] for s in sorted(reference)], rtol=1e-5)
@@ -63,16 +65,16 @@ def test_one_device_and_eight_devices_give_the_same_loss_curve(tfds_dir, tmp_pat
 
 def test_resharding_restore_8_to_1_and_back(tfds_dir, tmp_path):
   eight = tmp_path / "eight"
-  train.train_and_evaluate(tiny(tfds_dir, total_steps=5,
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=5,
                                 mesh={"data": 2, "fsdp": 4, "model": 1}), eight)
   # 8 devices (fsdp) -> 1 device: resumes from step 5 and trains on.
   one = helpers.run_cli(eight, f"--config.data_dir={tfds_dir}", "--config.total_steps=8",
                         "--config.checkpoint_every=4", devices=1)
   assert one.returncode == 0, one.stderr[-3000:]
   assert "Resumed from step 5" in one.stdout
-  assert checkpoints.TrainCheckpointer(str(eight / "checkpoints"), keep=3).latest_step() == 8
+  assert checkpointer.TrainCheckpointer(str(eight / "checkpoints"), keep=3).latest_step() == 8
   # ... and back to 8 devices (data mesh).
-  state = train.train_and_evaluate(tiny(tfds_dir, total_steps=10), eight)
+  state = loop.train_and_evaluate(tiny(tfds_dir, total_steps=10), eight)
   assert int(state.step) == 10
   assert set(helpers.losses(eight)) >= set(range(1, 11))
 
@@ -125,7 +127,7 @@ def test_kill_9_mid_run_then_resume_is_bit_identical(tfds_dir, tmp_path):
     proc.kill()
     proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL
-  latest = checkpoints.TrainCheckpointer(str(killed / "checkpoints"), keep=3).latest_step()
+  latest = checkpointer.TrainCheckpointer(str(killed / "checkpoints"), keep=3).latest_step()
   assert latest in (10, 20)
   resumed = helpers.run_cli(killed, *overrides)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -150,7 +152,7 @@ def test_sigterm_saves_and_exits_0_then_resumes_exactly(tfds_dir, tmp_path):
   assert proc.wait(timeout=120) == 0
   text = "".join(output)
   assert "Preempted (SIGTERM)" in text
-  stopped = checkpoints.TrainCheckpointer(str(workdir / "checkpoints"), keep=3).latest_step()
+  stopped = checkpointer.TrainCheckpointer(str(workdir / "checkpoints"), keep=3).latest_step()
   assert 5 <= stopped < 400 and f"Saving checkpoint at step {stopped}" in text
   # Resuming for a few more steps gives what an uninterrupted run gives.
   total = f"--config.total_steps={stopped + 3}"
@@ -164,10 +166,10 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     tfds_dir, tmp_path):
   config = tiny(tfds_dir, lr=1e38, warmup_steps=0, grad_clip_norm=0.0, optimizer="sgd",
                 weight_decay=0.0, checkpoint_every=1, total_steps=20)
-  with pytest.raises(train.NonFiniteStepError, match=r"Non-finite training step \d+"):
-    train.train_and_evaluate(config, tmp_path)
-  checkpointer = checkpoints.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=3)
-  latest = checkpointer.latest_step()
+  with pytest.raises(loop.NonFiniteStepError, match=r"Non-finite training step \d+"):
+    loop.train_and_evaluate(config, tmp_path)
+  saved = checkpointer.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=3)
+  latest = saved.latest_step()
   assert latest is not None and latest >= 1
   params = final_params(tmp_path)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
@@ -198,13 +200,13 @@ def test_nan_parameters_behind_a_finite_loss_are_never_checkpointed(tfds_dir, tm
   stops naming step 8, step 4's checkpoint survives, and a clean rerun resumes from it."""
   monkeypatch.setattr(steps, "make_train_step", _poison_parameters_at(8))
   config = tiny(tfds_dir, checkpoint_every=4, total_steps=12, keep_checkpoints=1, log_every=50)
-  with pytest.raises(train.NonFiniteStepError, match=r"Non-finite training step 8 \(loss \d"):
-    train.train_and_evaluate(config, tmp_path)
-  checkpointer = checkpoints.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=1)
-  assert checkpointer.latest_step() == 4
+  with pytest.raises(loop.NonFiniteStepError, match=r"Non-finite training step 8 \(loss \d"):
+    loop.train_and_evaluate(config, tmp_path)
+  saved = checkpointer.TrainCheckpointer(str(tmp_path / "checkpoints"), keep=1)
+  assert saved.latest_step() == 4
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(tmp_path)))
   monkeypatch.undo()
-  state = train.train_and_evaluate(config, tmp_path)
+  state = loop.train_and_evaluate(config, tmp_path)
   assert int(state.step) == 12
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(tmp_path)))
 
@@ -213,7 +215,7 @@ def test_skip_nonfinite_steps_drops_the_bad_update_and_goes_on(tfds_dir, tmp_pat
                                                              monkeypatch):
   monkeypatch.setattr(steps, "make_train_step", _poison_parameters_at(3))
   config = tiny(tfds_dir, skip_nonfinite_steps=True, total_steps=6, checkpoint_every=3)
-  state = train.train_and_evaluate(config, tmp_path)
+  state = loop.train_and_evaluate(config, tmp_path)
   assert int(state.step) == 6
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(tmp_path)))
   skipped = {row["step"]: row["skipped_steps"] for row in helpers.read_metrics(tmp_path)
@@ -229,14 +231,14 @@ def test_finetune_from_npz_written_by_save_npz(tfds_dir, tmp_path):
   npz_format.save_npz(pretrained, tmp_path / "pretrained.npz")
   config = tiny(tfds_dir, pretrained=str(tmp_path / "pretrained.npz"), lr=0.0, total_steps=3,
                 optimizer="sgd", weight_decay=0.0)
-  state = train.train_and_evaluate(config, tmp_path / "run")
+  state = loop.train_and_evaluate(config, tmp_path / "run")
   params = jax.device_get(state.params)
   assert "pre_logits" not in params and params["head"]["kernel"].shape == (32, 10)
   np.testing.assert_array_equal(params["head"]["kernel"], 0)
   np.testing.assert_array_equal(params["embedding"]["kernel"], pretrained["embedding"]["kernel"])
   np.testing.assert_allclose(
       params["Transformer"]["posembed_input"]["pos_embedding"],
-      npz_format.resize_posemb(pretrained["Transformer"]["posembed_input"]["pos_embedding"],
+      posemb_lib.resize_posemb(pretrained["Transformer"]["posembed_input"]["pos_embedding"],
                                target_grid=(2, 2)), rtol=1e-6)
 
 
@@ -297,10 +299,10 @@ def test_training_needs_no_tensorflow(tmp_path):
 import sys
 import tests.no_tensorflow
 from tests import tiny_config
-from vit_jax import train
+from vit_jax.trainer import loop
 config = tiny_config.get_config()
 config.total_steps = 4
-train.train_and_evaluate(config, {str(tmp_path)!r})
+loop.train_and_evaluate(config, {str(tmp_path)!r})
 assert "tensorflow" not in sys.modules, "TensorFlow was imported"
 print("trained without TensorFlow")
 """
@@ -352,7 +354,7 @@ def test_mlp_mixer_trains_with_the_same_config(tfds_dir, tmp_path):
                    "model.tokens_mlp_dim": 16, "model.channels_mlp_dim": 64})
   with config.unlocked():
     config.evals.figures = config_lib.figures_eval()
-  state = train.train_and_evaluate(config, tmp_path)
+  state = loop.train_and_evaluate(config, tmp_path)
   assert int(state.step) == 6 and "MixerBlock_1" in jax.device_get(state.params)
   rows = helpers.read_metrics(tmp_path)
   assert any("test_accuracy" in row for row in rows)
@@ -361,7 +363,7 @@ def test_mlp_mixer_trains_with_the_same_config(tfds_dir, tmp_path):
 def test_normalising_in_the_train_step_equals_normalising_on_the_host():
   """uint8 images + the affine in the step (normalize_on_device) give the step of the
   host-normalised float images, to float32 rounding."""
-  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  from vit_jax.pp import builder  # pylint: disable=g-import-not-at-top
   model = create_model("ViT-test", num_classes=10)
   config = tiny_config.get_config()
   tx, schedule = optim.make_optimizer(config)
@@ -369,7 +371,7 @@ def test_normalising_in_the_train_step_equals_normalising_on_the_host():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
   labels = jnp.asarray(rng.integers(0, 10, 16), jnp.int32)
-  affine = preprocess.split_device_affine("flip_lr|normalize((0.5, 0.4, 0.3), (0.2, 0.3, 0.4))")[1]
+  affine = builder.split_device_affine("flip_lr|normalize((0.5, 0.4, 0.3), (0.2, 0.3, 0.4))")[1]
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(0)))
   make = lambda transform: jax.jit(steps.make_train_step(  # noqa: E731
@@ -394,10 +396,10 @@ def test_trainer_streams_uint8_and_normalises_in_the_step(tfds_dir, tmp_path, mo
     seen.append(batch["image"].dtype)
     return batch
   monkeypatch.setattr(pipeline.TrainStream, "__next__", spy)
-  train.train_and_evaluate(tiny(tfds_dir, total_steps=4), tmp_path / "device")
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=4), tmp_path / "device")
   assert set(seen) == {np.dtype(np.uint8)}
   seen.clear()
-  train.train_and_evaluate(tiny(tfds_dir, total_steps=4, normalize_on_device=False),
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=4, normalize_on_device=False),
                            tmp_path / "host")
   assert set(seen) == {np.dtype(np.float32)}
   device, host = helpers.losses(tmp_path / "device"), helpers.losses(tmp_path / "host")

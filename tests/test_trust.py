@@ -11,7 +11,7 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from tests import helpers
 from tests.test_train import tiny
-from vit_jax import checkpoints, train
+from vit_jax.trainer import checkpointer, loop
 
 
 def _steps_on_disk(workdir):
@@ -22,10 +22,10 @@ def _steps_on_disk(workdir):
 def test_damaged_newest_checkpoint_resumes_from_the_previous_one(tfds_dir, tmp_path, capsys,
                                                                  damage):
   # A constant schedule: runs that end at different total_steps share their steps.
-  straight = train.train_and_evaluate(tiny(tfds_dir, total_steps=12, schedule="constant"),
+  straight = loop.train_and_evaluate(tiny(tfds_dir, total_steps=12, schedule="constant"),
                                       tmp_path / "straight")
   workdir = tmp_path / "run"
-  train.train_and_evaluate(tiny(tfds_dir, total_steps=10, schedule="constant"), workdir)
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=10, schedule="constant"), workdir)
   assert _steps_on_disk(workdir) == [5, 10]
   newest = workdir / "checkpoints" / "10" / "state"
   if damage == "no_state":
@@ -44,7 +44,7 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(tfds_dir, tmp_p
           f.seek(size // 4)
           f.write(os.urandom(max(1, size // 2)))
   capsys.readouterr()
-  resumed = train.train_and_evaluate(tiny(tfds_dir, total_steps=12, schedule="constant"),
+  resumed = loop.train_and_evaluate(tiny(tfds_dir, total_steps=12, schedule="constant"),
                                      workdir)
   out = capsys.readouterr().out
   assert "warning: the checkpoint of step 10 is damaged" in out
@@ -58,9 +58,9 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(tfds_dir, tmp_p
 
 
 def test_checkpoint_of_another_model_is_a_user_error_not_damage(tfds_dir, tmp_path):
-  train.train_and_evaluate(tiny(tfds_dir, total_steps=5), tmp_path)
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=5), tmp_path)
   with pytest.raises(ValueError, match="does not fit this config's model"):
-    train.train_and_evaluate(tiny(tfds_dir, total_steps=10, model_name="ViT-digits"), tmp_path)
+    loop.train_and_evaluate(tiny(tfds_dir, total_steps=10, model_name="ViT-digits"), tmp_path)
   assert _steps_on_disk(tmp_path) == [5]  # nothing set aside.
 
 
@@ -76,24 +76,24 @@ def test_failed_save_stops_the_run_and_removes_its_partial_files(tfds_dir, tmp_p
       raise OSError(errno.ENOSPC, "No space left on device")
     return real(self, item, directory)
   monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", full_disk)
-  with pytest.raises(checkpoints.CheckpointSaveError,
+  with pytest.raises(checkpointer.CheckpointSaveError,
                      match=r"step 10 .* failed \(OSError: \[Errno 28\] No space left on device\)"
                      r".*newest complete checkpoint is step 5"):
-    train.train_and_evaluate(tiny(tfds_dir, total_steps=15), tmp_path)
+    loop.train_and_evaluate(tiny(tfds_dir, total_steps=15), tmp_path)
   assert os.listdir(tmp_path / "checkpoints") == ["5"]
   assert max(helpers.losses(tmp_path)) == 10  # it stopped at the failed save.
   monkeypatch.undo()
-  state = train.train_and_evaluate(tiny(tfds_dir, total_steps=15), tmp_path)
+  state = loop.train_and_evaluate(tiny(tfds_dir, total_steps=15), tmp_path)
   assert int(state.step) == 15
 
 
 def test_after_a_resume_every_step_is_recorded_once(tfds_dir, tmp_path):
   """Killed after step 8 was logged but before its checkpoint (step 5 is the newest):
   the resumed run supersedes steps 6..8 in metrics.jsonl and in TensorBoard."""
-  train.train_and_evaluate(tiny(tfds_dir, total_steps=8, checkpoint_every=5), tmp_path)
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=8, checkpoint_every=5), tmp_path)
   import shutil
   shutil.rmtree(tmp_path / "checkpoints" / "8")  # as if killed before saving step 8.
-  train.train_and_evaluate(tiny(tfds_dir, total_steps=12, checkpoint_every=5), tmp_path)
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=12, checkpoint_every=5), tmp_path)
   steps = [m["step"] for m in helpers.read_metrics(tmp_path) if "train_loss" in m]
   assert steps == list(range(1, 13))
   from tensorboard.backend.event_processing import plugin_event_accumulator as event_accumulator
@@ -106,10 +106,10 @@ def test_after_a_resume_every_step_is_recorded_once(tfds_dir, tmp_path):
 
 def test_a_finished_run_does_nothing_and_says_so(tfds_dir, tmp_path, capsys):
   config = tiny(tfds_dir, total_steps=5, **{"evals.test.every": 0})
-  train.train_and_evaluate(config, tmp_path)
+  loop.train_and_evaluate(config, tmp_path)
   rows = helpers.read_metrics(tmp_path)
   capsys.readouterr()
-  state = train.train_and_evaluate(config, tmp_path)
+  state = loop.train_and_evaluate(config, tmp_path)
   out = capsys.readouterr().out
   assert int(state.step) == 5
   assert "Nothing to do: this run already finished (step 5 of 5)" in out
@@ -156,12 +156,12 @@ def test_bad_config_file_and_unwritable_workdir(tmp_path):
 
 
 def test_finetuning_says_what_it_changed(tfds_dir, tmp_path, capsys):
-  train.train_and_evaluate(tiny(tfds_dir, total_steps=3), tmp_path / "source")
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=3), tmp_path / "source")
   capsys.readouterr()
   config = tiny(tfds_dir, total_steps=3, pretrained=str(tmp_path / "source"),
                 pp_eval="to_rgb|resize(16)|value_range(-1, 1)",
                 pp_train="to_rgb|resize(16)|value_range(-1, 1)")
-  train.train_and_evaluate(config, tmp_path / "tuned")
+  loop.train_and_evaluate(config, tmp_path / "tuned")
   line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("Fine-tuning")][0]
   assert "replaced the head (32, 10) by a fresh (32, 10)" in line
   assert "resampled the position embeddings from 4 to 4x4 patches (bilinear)" in line

@@ -11,6 +11,6 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # JAX loads on first use, not on `import vit_jax`.
   if name in ("load_pretrained", "preprocessing_of"):
-    from vit_jax import pretrained  # pylint: disable=g-import-not-at-top
+    from vit_jax.convert import pretrained  # pylint: disable=g-import-not-at-top
     return getattr(pretrained, name)
   raise AttributeError(f"module 'vit_jax' has no attribute {name!r}")

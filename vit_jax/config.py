@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -152,39 +151,44 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def classification_eval(*, every: int, split: str = "", dataset: str = "",
-                        pp: str = "") -> ml_collections.ConfigDict:
-  """Loss and top-1 accuracy on a split ('' = the run's dataset, test_split, pp_eval)."""
-  return ml_collections.ConfigDict({"type": "classification", "every": every,
-                                    "dataset": dataset, "split": split, "pp": pp,
-                                    "batch_size": 0})  # 0: eval_batch_size.
+def _evaluator(kind: str, every: int, fields: dict, given: dict) -> ml_collections.ConfigDict:
+  """An evaluator's settings: `fields` ({name: type}) are listed so the command line can
+  set them (`--config.evals.test.split=...`); unset (None) ones take the evaluator class's
+  own default, the one home of each default."""
+  unknown = sorted(set(given) - set(fields))
+  if unknown:
+    raise UserError(f"{kind} evaluator has no setting(s) {unknown}; it has {sorted(fields)}.")
+  settings = {name: placeholder(kind_) for name, kind_ in fields.items()}
+  settings.update({k: v for k, v in given.items() if v is not None})
+  return ml_collections.ConfigDict({"type": kind, "every": every, **settings})
 
 
-def fewshot_eval(*, every: int = 0, shots=(1, 5, 10), dataset: str = "",
-                 train_split: str = "train", test_split: str = "test", pp: str = "",
-                 l2_reg: float = 2.0**10) -> ml_collections.ConfigDict:
-  """Few-shot linear probes on the frozen pre-logits (k examples per class)."""
-  return ml_collections.ConfigDict({
-      "type": "fewshot", "every": every, "shots": tuple(shots), "dataset": dataset,
-      "train_split": train_split, "test_split": test_split, "pp": pp, "l2_reg": l2_reg,
-      "batch_size": 0})
+def classification_eval(*, every: int, **given) -> ml_collections.ConfigDict:
+  """Loss and top-1 accuracy on a split (dataset, split, pp, batch_size; unset: the run's
+  dataset, test_split, pp_eval, eval_batch_size)."""
+  return _evaluator("classification", every, {"dataset": str, "split": str, "pp": str,
+                                              "batch_size": int}, given)
 
 
-def real_eval(*, every: int = 0, dataset: str = "imagenet2012_real", split: str = "validation",
-              label_key: str = "real_label", num_classes: int = 1000,
-              pp: str = "") -> ml_collections.ConfigDict:
+def fewshot_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
+  """Few-shot linear probes on the frozen pre-logits (k examples per class): shots,
+  dataset, train_split, test_split, pp, l2_reg, batch_size."""
+  return _evaluator("fewshot", every, {"shots": tuple, "dataset": str, "train_split": str,
+                                       "test_split": str, "pp": str, "l2_reg": float,
+                                       "batch_size": int}, given)
+
+
+def real_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
   """ImageNet-ReaL top-1: correct when the prediction is any of the re-assessed labels
   (prepare once: python -m vit_jax.cli.prepare --dataset=imagenet2012_real)."""
-  return ml_collections.ConfigDict({"type": "real", "every": every, "dataset": dataset,
-                                    "split": split, "label_key": label_key,
-                                    "num_classes": num_classes, "pp": pp, "batch_size": 0})
+  return _evaluator("real", every, {"dataset": str, "split": str, "label_key": str,
+                                    "num_classes": int, "pp": str, "batch_size": int}, given)
 
 
-def figures_eval(*, every: int = 0, num_images: int = 4) -> ml_collections.ConfigDict:
+def figures_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
   """The paper's figures (attention rollout, position embeddings, attention distance,
   embedding filters) on test images, to TensorBoard."""
-  return ml_collections.ConfigDict({"type": "figures", "every": every,
-                                    "num_images": num_images, "split": "", "pp": ""})
+  return _evaluator("figures", every, {"num_images": int, "split": str, "pp": str}, given)
 
 
 def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
@@ -202,40 +206,6 @@ def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
   flip = "|flip_lr" if preset.flip else ""
   c.pp_train = f"to_rgb|inception_crop({res}){flip}|value_range(-1, 1)"
   c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"
-
-
-_SIZED_OP = re.compile(r"\b(inception_crop|resize|central_crop|random_crop)\(\s*(\d+)")
-
-
-def pp_resolution(pp: str) -> int | None:
-  """The image size `pp` produces: its last crop or resize (None: it has none)."""
-  sizes = [int(m.group(2)) for m in _SIZED_OP.finditer(pp)]
-  return sizes[-1] if sizes else None
-
-
-def rescale_pp(pp: str, resolution: int) -> str:
-  """Every size in `pp` scaled so that its last one is `resolution`."""
-  current = pp_resolution(pp)
-  if current is None:
-    return pp
-  scale = resolution / current
-  return _SIZED_OP.sub(lambda m: f"{m.group(1)}({max(1, round(int(m.group(2)) * scale))}", pp)
-
-
-def with_resolution(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config` with `resolution` applied to the train, eval and evaluator pp strings."""
-  if not config.get("resolution"):
-    return config
-  if config.resolution <= 0:
-    raise UserError(f"resolution={config.resolution} must be a positive number of pixels.")
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.pp_train = rescale_pp(config.pp_train, config.resolution)
-    config.pp_eval = rescale_pp(config.pp_eval, config.resolution)
-    for evaluator in config.evals.values():
-      if evaluator.get("pp"):
-        evaluator.pp = rescale_pp(evaluator.pp, config.resolution)
-  return config.lock()
 
 
 def parse_args(arg: str | None, default: str) -> list[str]:

@@ -1,7 +1,6 @@
 """`python -m vit_jax.main`: the training command under the official repository's name
-(the command itself is `vit_jax.cli.train`)."""
-from vit_jax.cli import common
-from vit_jax.cli.train import main
+(the command is `vit_jax.cli.train`, run by name: a shim imports nothing of the package)."""
+import runpy
 
 if __name__ == "__main__":
-  common.run(main)
+  runpy.run_module("vit_jax.cli.train", run_name="__main__", alter_sys=True)

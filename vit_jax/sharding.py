@@ -117,6 +117,20 @@ def _divisible_or_replicated(path, leaf, sharding: NamedSharding) -> NamedShardi
   return NamedSharding(sharding.mesh, PartitionSpec(*spec))
 
 
+def place(tree: Any, shardings: Any) -> Any:
+  """Host numpy arrays (the same on every process) -> arrays with `shardings`: each
+  device takes its own slice, so no process ever holds more than the host copy."""
+  def put(x, sharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(put, tree, shardings)
+
+
+def shardings_of(abstract: Any) -> Any:
+  """The shardings of a tree of ShapeDtypeStructs (or arrays)."""
+  return jax.tree.map(lambda x: x.sharding, abstract)
+
+
 def to_host(tree: Any) -> Any:
   """Arrays (sharded over any processes) -> full numpy arrays on every process. Every
   process must call it when some leaf spans several processes."""

@@ -4,7 +4,7 @@ r"""Speed and memory of the train step, on synthetic data already on the device.
         --config.batch_size=256 --config.model.attention_implementation=cudnn \
         --compare --host_input --json=/tmp/bench.json
 
-Builds the step through the trainer's own build path (`vit_jax.build`: the config's model,
+Builds the step through the trainer's own build path (`vit_jax.trainer.build`: the config's model,
 optimizer, sharded state, jit with donation and the non-finite guard) on one device and reports training images/s, inference images/s, model TFLOP/s
 and MFU (forward FLOPs counted analytically, cross-checked with XLA's cost analysis;
 training = 3 x forward), compile time and peak device memory. Timing: warm-up steps, then
@@ -33,12 +33,14 @@ import optax
 from absl import flags
 from ml_collections import config_flags
 
-from vit_jax import flops, minimal_vit, profile_summary, step_timing
 from vit_jax import sharding as sharding_lib
-from vit_jax.benchmark_timm import bench_timm
+from vit_jax.bench import minimal_vit, profile_summary, step_timing
+from vit_jax.bench.benchmark_timm import bench_timm
 from vit_jax.cli import common
 from vit_jax.data import device_feed
-from vit_jax.models import create_model
+from vit_jax.models import create_model, flops
+from vit_jax.runtime import accelerators
+from vit_jax.trainer import build as build_lib
 
 config_flags.DEFINE_config_file("config", "configs/benchmark.py", "Config of the step to "
                                 "time, e.g. configs/benchmark.py:l16", lock_config=True)
@@ -62,7 +64,6 @@ def _peak_memory(device):
 
 def build_ours(config, args, mesh):
   """(built, compiled train step, compile seconds), exactly as the trainer builds them."""
-  from vit_jax import build as build_lib  # pylint: disable=g-import-not-at-top
   built = build_lib.build(config, mesh, num_classes=NUM_CLASSES,
                           image_shape=(args.resolution, args.resolution, 3))
   start = time.perf_counter()
@@ -205,7 +206,7 @@ def run_benchmark(config) -> dict:
 
   forward_flops = flops.vit_forward_flops(model, (args.resolution, args.resolution))
   train_flops = 3 * forward_flops * args.batch
-  peak = flops.peak_flops(device)
+  peak = accelerators.peak_flops(device)
   results = {"model": args.model, "batch": args.batch, "resolution": args.resolution,
              "dtype": args.dtype, "attention": args.attention, "remat": args.remat,
              "opt_dtype": args.opt_dtype, "device": device.device_kind,

@@ -42,7 +42,7 @@ def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> 
 def _report_a_dead_peer() -> None:
   """In a multi-process run a failed collective usually means a peer died: if one did,
   one line naming it (and exit 1) replaces the traceback of the collective."""
-  distributed = sys.modules.get("vit_jax.distributed")  # imported only where it started.
+  distributed = sys.modules.get("vit_jax.runtime.distributed")  # imported where it started.
   if distributed is not None:
     distributed.on_runtime_failure()
 

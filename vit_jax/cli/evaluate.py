@@ -27,55 +27,23 @@ config_flags.DEFINE_config_file("config", None, "Config with the evaluators, dat
 FLAGS = flags.FLAGS
 
 
-def evaluate(config, checkpoint: str, *, names=(), step=None) -> tuple[int, dict]:
-  """(step, {name_metric: value}) of the chosen evaluators on the checkpoint."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from vit_jax import build as build_lib, checkpoints, convert, evaluators, finetune  # pylint: disable=g-import-not-at-top
-  from vit_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.data import pipeline, preprocess, sources  # pylint: disable=g-import-not-at-top
-  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-
-  config = config_lib.with_resolution(config)
-  is_run = convert.is_run_directory(checkpoint)
-  if not is_run:
-    read = convert.read(checkpoint, model_name=config.model_name)
-    config = finetune.adopt(config, read)
-  preprocess.import_modules(config.pp_modules)
-  mesh = sharding_lib.make_mesh(dict(config.mesh))
-  source = sources.from_config(config)
-  image_shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval,
-                                     pp_modules=config.pp_modules)
-  if not is_run:
-    built = build_lib.build(config, mesh, num_classes=read.num_classes, image_shape=image_shape)
-    params = jax.device_put(read.params, built.state.param_shardings)
-    step = 0
-  else:
-    built = build_lib.build(config, mesh, num_classes=source.num_classes,
-                            image_shape=image_shape)
-    params, step = checkpoints.restore_params(checkpoint, built.state.abstract.params, step)
-  context = evaluators.EvalContext(config, built)
-  results = {}
-  for scheduled in evaluators.build_evaluators(config.evals, context, only=tuple(names)):
-    scalars, _ = scheduled.run(params)
-    results.update(scalars)
-  return step, results
-
-
 def main(argv):
   del argv
   import os  # pylint: disable=g-import-not-at-top
-  from vit_jax import config as config_lib, metrics  # pylint: disable=g-import-not-at-top
+  from vit_jax import config as config_lib, console  # pylint: disable=g-import-not-at-top
+  from vit_jax.convert import is_run_directory  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from vit_jax.trainer import evaluate, progress  # pylint: disable=g-import-not-at-top
   checkpoint = os.path.expanduser(FLAGS.checkpoint)
   config = FLAGS.config
   if config is None:
-    from vit_jax import convert  # pylint: disable=g-import-not-at-top
-    if not convert.is_run_directory(checkpoint):
+    if not is_run_directory(checkpoint):
       raise UserError("This checkpoint needs --config for the dataset and evaluators, e.g. "
                       "--config=configs/finetune.py:b16,cifar10.")
     config = config_lib.from_run(checkpoint)
-  step, results = evaluate(config, checkpoint, names=FLAGS.evals, step=FLAGS.step)
-  print(metrics.eval_line(step, results), flush=True)
+  step, results = evaluate.evaluate_checkpoint(config, checkpoint, names=FLAGS.evals,
+                                               step=FLAGS.step)
+  console.line(progress.eval_line(step, results))
 
 
 if __name__ == "__main__":

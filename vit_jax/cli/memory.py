@@ -29,20 +29,14 @@ flags.DEFINE_integer("num_classes", 1000, "Classes of the head.")
 flags.DEFINE_string("json", None, "Also write the figures here.")
 FLAGS = flags.FLAGS
 
-# Device memory per JAX device (TPU v3: 16 GiB per core; others per chip).
-HBM_BYTES = {
-    "TPU v3": 16 * 2**30, "TPU v4": 32 * 2**30, "TPU v5e": 16 * 2**30, "TPU v5p": 95 * 2**30,
-    "A100-80G": 80 * 2**30, "H100": 80 * 2**30, "H200": 141 * 2**30,
-}
-
-
 def plan(config, *, resolution: int, num_classes: int) -> dict:
   """Per-device bytes of the trainer's compiled step for `config` on all JAX devices."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vit_jax import build as build_lib, sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.trainer import build as build_lib, setup  # pylint: disable=g-import-not-at-top
 
   mesh = sharding_lib.make_mesh(dict(config.mesh))
-  build_lib.check_batch_size(config, mesh, num_data_shards=1)
+  setup.check_batch_size(config, mesh, num_data_shards=1)
   built = build_lib.build(config, mesh, num_classes=num_classes,
                           image_shape=(resolution, resolution, 3))
   analysis = built.compile_train_step().memory_analysis()
@@ -81,9 +75,10 @@ def print_plan(result: dict) -> None:
                     ("total_bytes", "total (arguments + outputs - donated + temporaries)")):
     print(f"| {name} | {gib(result[key])} |")
   print("\n| chip | HBM | fits |\n|---|---|---|")
-  for chip, hbm in HBM_BYTES.items():
-    print(f"| {chip} | {hbm / 2**30:.0f} GiB | "
-          f"{'yes' if result['total_bytes'] < 0.9 * hbm else 'no'} |")
+  from vit_jax.runtime.accelerators import CHIPS  # pylint: disable=g-import-not-at-top
+  for chip in CHIPS:
+    print(f"| {chip.name} | {chip.memory_bytes / 2**30:.0f} GiB | "
+          f"{'yes' if result['total_bytes'] < 0.9 * chip.memory_bytes else 'no'} |")
 
 
 def main(argv) -> None:

@@ -24,7 +24,7 @@ FLAGS = flags.FLAGS
 def predict(loaded, paths, top_k: int) -> tuple[list[str], bool]:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vit_jax import inference  # pylint: disable=g-import-not-at-top
+  from vit_jax.convert import inference  # pylint: disable=g-import-not-at-top
   images, ok_paths, errors = inference.preprocess_files(paths, loaded.pp)
   lines, results = [], {}
   if ok_paths:
@@ -40,7 +40,7 @@ def predict(loaded, paths, top_k: int) -> tuple[list[str], bool]:
 
 
 def main(argv):
-  from vit_jax import inference  # pylint: disable=g-import-not-at-top
+  from vit_jax.convert import inference  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   paths = argv[1:]
   if not paths:

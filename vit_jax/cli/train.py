@@ -31,14 +31,14 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from vit_jax import distributed  # pylint: disable=g-import-not-at-top
+  from vit_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(force=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                          num_cpu_devices=FLAGS.num_cpu_devices,
                          initialization_timeout=FLAGS.initialization_timeout,
                          heartbeat_timeout=FLAGS.heartbeat_timeout)
-  from vit_jax import train  # pylint: disable=g-import-not-at-top
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  from vit_jax.trainer import loop  # pylint: disable=g-import-not-at-top
+  loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  from vit_jax import figures, inference  # pylint: disable=g-import-not-at-top
+  from vit_jax.analysis import figures  # pylint: disable=g-import-not-at-top
+  from vit_jax.convert import inference  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   paths = argv[1:]
   loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model)

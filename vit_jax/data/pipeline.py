@@ -23,7 +23,6 @@ import collections
 import dataclasses
 import itertools
 import json
-import logging
 import math
 import os
 import shutil
@@ -32,12 +31,11 @@ from typing import Any, Iterator, Optional, Sequence
 import grain
 import numpy as np
 
-from vit_jax.errors import UserError
-from vit_jax.data import preprocess
-from vit_jax.data.images import UnreadableImageError
+from vit_jax import console
 from vit_jax.data.sources import Source, shard_range
-
-SKIPPED_IMAGES: list[str] = []  # every skip of an unreadable file so far, in this process.
+from vit_jax.errors import UserError
+from vit_jax.pp import builder
+from vit_jax.pp.images import UnreadableImageError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +64,13 @@ class DataShards:
     return range(self.process_index * per_process, (self.process_index + 1) * per_process)
 
 
-def check_batch_size(global_batch_size: int, *, num_devices: int, num_shards: int) -> None:
-  for count, what in ((num_devices, "devices on the data and fsdp mesh axes"),
-                      (num_shards, "data shards (one per process by default)")):
-    if global_batch_size % count:
-      raise UserError(
-          f"Global batch size {global_batch_size} is not divisible by the {count} {what}; "
-          f"use a multiple of {count}.")
+def check_divisible(batch_size: int, count: int, what: str, *,
+                    name: str = "Global batch size") -> None:
+  """The one check that a batch splits evenly (over devices, data shards, processes,
+  micro-batches), with the fix in the message."""
+  if batch_size % count:
+    raise UserError(f"{name} {batch_size} is not divisible by the {count} {what}; use a "
+                    f"multiple of {count}.")
 
 
 def num_workers(setting: int, source: Source) -> int:
@@ -101,8 +99,8 @@ class _Example:
 
   def __call__(self, position: int, record: Any) -> dict:
     if self._pp_fn is None:
-      preprocess.import_modules(self.pp_modules)
-      self._pp_fn = preprocess.parse(self.pp)
+      builder.import_modules(self.pp_modules)
+      self._pp_fn = builder.build(self.pp)
     seed = np.array([self.seed, self.shard, position], np.int64)
     try:  # decoding happens in the source or in the first image op.
       example = self._pp_fn({**self.source.decode(record), "seed": seed})
@@ -142,18 +140,25 @@ class _Chunk:
     return np.stack(arrays, out=out)
 
 
-def _report_skip(element: dict) -> None:
-  """One warning per unreadable file; every skip counted in SKIPPED_IMAGES."""
-  if element["skipped"] not in SKIPPED_IMAGES:
-    logging.warning("Skipping %s (training goes on without it).", element["reason"])
-  SKIPPED_IMAGES.append(element["skipped"])
+class SkipLog:
+  """Unreadable files met by one stream: one warning per file, every skip counted."""
+
+  def __init__(self):
+    self.files: set[str] = set()
+    self.count = 0
+
+  def report(self, element: dict) -> None:
+    if element["skipped"] not in self.files:
+      self.files.add(element["skipped"])
+      console.warn(f"skipping {element['reason']} (training goes on without it).")
+    self.count += 1
 
 
-def _readable(elements: Iterator[dict]) -> Iterator[dict]:
+def _readable(elements: Iterator[dict], skips: SkipLog) -> Iterator[dict]:
   """Drops (and reports) unreadable records."""
   for element in elements:
     if "skipped" in element:
-      _report_skip(element)
+      skips.report(element)
       continue
     yield element
 
@@ -163,14 +168,14 @@ class _Batcher:
   each with the stream position just after its last example (what a resume starts
   from). A chunk that is exactly one batch passes through without a copy."""
 
-  def __init__(self, size: int, pp: str, position: int):
-    self.size, self.pp, self.position = size, pp, position
+  def __init__(self, size: int, pp: str, position: int, skips: SkipLog):
+    self.size, self.pp, self.position, self.skips = size, pp, position, skips
     self._parts: list[dict] = []
     self._count = 0
 
   def feed(self, chunk: dict) -> Iterator[tuple[dict, int]]:
     for note in chunk["notes"]:
-      _report_skip(note)
+      self.skips.report(note)
     readable_positions = self.position + np.flatnonzero(chunk["order"])
     self.position += len(chunk["order"])
     start = 0
@@ -273,11 +278,13 @@ def _warn_if_shared_memory_is_short(workers: int, batch_bytes: int) -> None:
     return
   needed = workers * _BATCHES_IN_SHARED_MEMORY * batch_bytes
   if needed > free:
-    logging.warning(
-        "The %d input workers may hold up to %.2f GB of batches in shared memory, but %s "
-        "has %.2f GB free: a worker that runs out dies (SIGBUS). Give the container more "
-        "(docker run --shm-size=%dg) or lower --config.input_workers or the batch size.",
-        workers, needed / 1e9, _SHARED_MEMORY, free / 1e9, math.ceil(needed / 2**30) + 1)
+    console.warn(
+        f"the {workers} input workers may hold up to {needed / 1e9:.2f} GB of batches in "
+        f"shared memory, but {_SHARED_MEMORY} has {free / 1e9:.2f} GB free: a worker that "
+        f"runs out dies (SIGBUS). Give the container more (docker run "
+        f"--shm-size={math.ceil(needed / 2**30) + 1}g) or lower --config.input_workers or "
+        f"the batch size.")
+
 
 class InputState:
   """The training stream's position at one step, as Grain's orbax CheckpointHandler
@@ -311,9 +318,9 @@ class TrainStream:
                workers: int = 0, pp_modules: Sequence[str] = (),
                spec: Optional[dict] = None):
     shards = shards or DataShards.create()
-    if global_batch_size % shards.num_shards:
-      raise UserError(f"Global batch size {global_batch_size} is not divisible by the "
-                       f"{shards.num_shards} data shards.")
+    check_divisible(global_batch_size, shards.num_shards,
+                    "data shards (one per process by default)")
+    self.skips = SkipLog()
     self.shard_batch = global_batch_size // shards.num_shards
     self.pp, self.step, self.end = pp, start_step, (
         None if num_batches is None else start_step + num_batches)
@@ -346,7 +353,7 @@ class TrainStream:
     self._states = collections.OrderedDict()
 
   def _shard_batches(self, shard: int) -> Iterator[dict]:
-    batcher = _Batcher(self.shard_batch, self.pp, self.positions[shard])
+    batcher = _Batcher(self.shard_batch, self.pp, self.positions[shard], self.skips)
     for chunk in self._iterators[shard]:
       for batch, position in batcher.feed(chunk):
         self.positions[shard] = position
@@ -387,11 +394,12 @@ class EvalData:
                num_batches: int, pp: str, padding: dict, pp_modules: Sequence[str] = ()):
     self.source, self.records, self.pp, self.pp_modules = source, records, pp, pp_modules
     self.local_batch, self.num_batches, self.padding = local_batch, num_batches, padding
+    self.skips = SkipLog()  # across passes: one warning per unreadable file.
 
   def __iter__(self) -> Iterator[dict]:
     dataset = self.records.map_with_index(
         _Example(self.source, self.pp, self.pp_modules, seed=0, shard=0))
-    elements = _readable(_iterate(dataset, workers=0, buffer=256))
+    elements = _readable(_iterate(dataset, workers=0, buffer=256), self.skips)
     for _ in range(self.num_batches):
       batch = [dict(e, mask=np.float32(1))
                for e in itertools.islice(elements, self.local_batch)]
@@ -404,9 +412,7 @@ def eval_dataset(source: Source, *, split: str, global_batch_size: int, pp: str,
                  pp_modules: Sequence[str] = ()) -> EvalData:
   shards = shards or DataShards.create()
   count, index = shards.process_count, shards.process_index
-  if global_batch_size % count:
-    raise UserError(f"Eval batch size {global_batch_size} is not divisible by the {count} "
-                     f"processes.")
+  check_divisible(global_batch_size, count, "processes", name="Eval batch size")
   local_batch = global_batch_size // count
   records = source.records(split)
   windows = [shard_range(len(records), i, count, drop_remainder=False) for i in range(count)]

@@ -12,7 +12,8 @@ import os
 
 from PIL import Image
 
-from vit_jax.data.images import UnreadableImageError, load_image
+from vit_jax import console
+from vit_jax.pp.images import UnreadableImageError, load_image
 from vit_jax.data.sources import IMAGE_EXTENSIONS
 
 
@@ -46,5 +47,5 @@ def resize_folder(source: str, target: str, *, shorter_side: int = 256, quality:
   with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
     for error in pool.imap_unordered(_resize_one, jobs, chunksize=16):
       if error:
-        print(f"warning: skipped {error}", flush=True)
+        console.warn(f"skipped {error}")
   return target

@@ -8,7 +8,8 @@ augmentation and batching happen in `vit_jax.data.pipeline`.
 Built in: the offline datasets (numpy arrays shipped in Python packages), TFDS datasets
 prepared as ArrayRecord (`tfds.data_source`), and image folders. Your own data in a few
 lines: `ArraySource(name, {"train": (images, labels), "test": ...})`, or subclass
-`Source` with `records` and `decode`.
+`Source` with `records` and `decode`; name it in the config as
+`dataset="my_pkg.my_module:my_source"` (the trainer is not edited).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import numpy as np
 
 from vit_jax.errors import UserError
 from vit_jax.data import offline
-from vit_jax.data.images import EncodedImage, UnreadableImageError
+from vit_jax.plugins import import_plugin
+from vit_jax.pp.images import EncodedImage, UnreadableImageError
 from vit_jax.data.presets import DATASET_ALIASES, DATASET_PRESETS, canonical_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -249,11 +251,37 @@ class ImageFolderSource(Source):
     return {"image": EncodedImage.from_file(path), "label": np.int64(label)}
 
 
+# --- Your own, named in the config -------------------------------------------------------
+_PLUGIN = re.compile(r"^([A-Za-z_][\w.]*):([A-Za-z_]\w*)$")
+
+
+def plugin_source(name: str) -> Optional[Source]:
+  """'my_pkg.my_module:attr' -> the Source it names: a Source instance, or a class or
+  function that returns one when called with no arguments. None: not of that form."""
+  match = _PLUGIN.match(name)
+  if not match or name.startswith("folder:"):
+    return None
+  module_name, attr = match.groups()
+  module = import_plugin(module_name, package=None, what="Dataset module")
+  if not hasattr(module, attr):
+    raise UserError(f"dataset={name!r}: module {module_name} has no {attr!r}.")
+  value = getattr(module, attr)
+  source = value if isinstance(value, Source) else value() if callable(value) else value
+  if not isinstance(source, Source):
+    raise UserError(f"dataset={name!r} is a {type(source).__name__}, not a "
+                    f"vit_jax.data.sources.Source (or a function returning one).")
+  return source
+
+
 def get_source(name: str, *, data_dir: Optional[str] = None,
                label_key: str = "label") -> Source:
-  """'digits', 'pureml_mnist', 'cifar10' or any TFDS name, or 'folder:/path/to/dir'."""
+  """'digits', 'pureml_mnist', 'cifar10' or any TFDS name, 'folder:/path/to/dir', or your
+  own 'my_pkg.my_module:name' (see `plugin_source`)."""
   if name.startswith("folder:"):
     return ImageFolderSource(name.removeprefix("folder:"))
+  plugin = plugin_source(name)
+  if plugin is not None:
+    return plugin
   canonical = canonical_name(name)
   if canonical in offline.LOADERS:
     return ArraySource(canonical, offline.LOADERS[canonical]())

@@ -4,8 +4,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vit_jax import steps
 from vit_jax.data import device_feed
+from vit_jax.losses import correct_predictions, loss_fn
 
 
 def summed(step, params, data, mesh) -> dict:
@@ -17,6 +17,20 @@ def summed(step, params, data, mesh) -> dict:
   return jax.device_get(totals)
 
 
+def make_eval_step(model, *, loss: str):
+  """(params, batch with 'mask') -> summed loss, hits and count over the real examples."""
+
+  def eval_step(params, batch):
+    logits = model.apply({"params": params}, batch["image"], train=False)
+    mask = batch["mask"]
+    losses = loss_fn(logits, batch["label"], kind=loss)
+    return {"loss_sum": jnp.sum(losses * mask),
+            "correct_sum": jnp.sum(correct_predictions(logits, batch["label"]) * mask),
+            "count": jnp.sum(mask)}
+
+  return eval_step
+
+
 class Evaluator:
   """Settings: dataset ('' = the run's), split ('' = test_split), pp ('' = pp_eval),
   batch_size (0 = eval_batch_size). Results: loss, accuracy, examples."""
@@ -26,7 +40,7 @@ class Evaluator:
     self.data = context.eval_data(dataset=dataset, split=split, pp=pp, batch_size=batch_size)
     self.mesh = context.built.mesh
     self.eval_step = context.built.jit_on_params(
-        steps.make_eval_step(context.model, loss=context.config.loss))
+        make_eval_step(context.model, loss=context.config.loss))
 
   def run(self, params) -> dict[str, float]:
     totals = summed(self.eval_step, params, self.data, self.mesh)

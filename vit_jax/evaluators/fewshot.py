@@ -9,9 +9,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from vit_jax import steps
 from vit_jax.data import device_feed
-
 from vit_jax.errors import UserError
 
 
@@ -41,7 +39,7 @@ def ridge_fit(features: np.ndarray, labels: np.ndarray, num_classes: int,
   return weights, bias
 
 
-def evaluate(train_features: np.ndarray, train_labels: np.ndarray,
+def probe_accuracies(train_features: np.ndarray, train_labels: np.ndarray,
              test_features: np.ndarray, test_labels: np.ndarray, *, shots: Sequence[int],
              num_classes: int, l2_reg: float) -> dict[str, float]:
   results = {}
@@ -68,7 +66,7 @@ class Evaluator:
   """Settings: shots, dataset ('' = the run's), train_split, test_split, pp ('' =
   pp_eval), l2_reg, batch_size (0 = eval_batch_size). Results: <k>shot_accuracy."""
 
-  def __init__(self, context, *, shots: Sequence[int], dataset: str = "",
+  def __init__(self, context, *, shots: Sequence[int] = (1, 5, 10), dataset: str = "",
                train_split: str = "train", test_split: str = "test", pp: str = "",
                l2_reg: float = 2.0**10, batch_size: int = 0):
     self.shots, self.l2_reg = tuple(shots), l2_reg
@@ -76,14 +74,18 @@ class Evaluator:
     self.data = [context.eval_data(dataset=dataset, split=split, pp=pp, batch_size=batch_size)
                  for split in (train_split, test_split)]
     self.mesh = context.built.mesh
-    represent = steps.make_representation_fn(context.model)
-    self.represent = context.built.jit_on_params(
-        lambda p, b: (represent(p, b["image"]), b["label"], b["mask"]))
+    model = context.model
+
+    def represent(params, batch):  # the pre-logit features, as the paper's probes use.
+      features = model.apply({"params": params}, batch["image"], train=False,
+                             return_representation=True)
+      return features, batch["label"], batch["mask"]
+    self.represent = context.built.jit_on_params(represent)
 
   def run(self, params) -> dict[str, float]:
     (train_x, train_y), (test_x, test_y) = [
         collect_features(lambda batch: self.represent(params, batch),
                          device_feed.prefetch_to_mesh(data, self.mesh))
         for data in self.data]
-    return evaluate(train_x, train_y, test_x, test_y, shots=self.shots,
+    return probe_accuracies(train_x, train_y, test_x, test_y, shots=self.shots,
                     num_classes=self.num_classes, l2_reg=self.l2_reg)

@@ -1,6 +1,6 @@
 """The paper's figures of what the model learned, as TensorBoard images: attention rollout
 over test images, position-embedding similarity, mean attention distance and the RGB
-embedding filters (see `vit_jax.figures`)."""
+embedding filters (see `vit_jax.analysis.figures`)."""
 from __future__ import annotations
 
 import jax
@@ -22,6 +22,6 @@ class Evaluator:
     params = sharding_lib.to_host(params)  # every process takes part in the gather.
     if jax.process_index() != 0:
       return {}
-    from vit_jax import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
+    from vit_jax.analysis import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
     drawn = figures.make_figures(self.model, params, self.images)
     return {name: figures.figure_to_array(fig)[None] for name, fig in drawn.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from vit_jax.evaluators.classification import summed
+from vit_jax.losses import correct_predictions
 
 
 def make_real_step(model):
@@ -18,7 +19,7 @@ def make_real_step(model):
     logits = model.apply({"params": params}, batch["image"], train=False)
     labels = batch["label"]
     counted = (jnp.sum(labels, axis=-1) > 0) * batch["mask"]
-    hit = jnp.take_along_axis(labels, jnp.argmax(logits, axis=-1)[:, None], axis=-1)[:, 0]
+    hit = correct_predictions(logits, labels)
     return {"correct_sum": jnp.sum(hit * counted), "count": jnp.sum(counted),
             "unlabelled": jnp.sum((1 - (jnp.sum(labels, axis=-1) > 0)) * batch["mask"])}
   return step

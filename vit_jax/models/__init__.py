@@ -4,7 +4,7 @@
 family and hyper-parameters, or a family module named directly ('vit', or your own
 'mypackage.my_family') whose hyper-parameters then all come from `overrides`. A family
 module defines `create(*, num_classes, **hparams) -> flax.linen.Module`: it checks the
-hyper-parameters by name and returns the model. Importing this package imports no JAX:
+hyper-parameters by name and returns the model (the whole contract: `family.py`). Importing this package imports no JAX:
 families load when first used.
 """
 from __future__ import annotations
@@ -14,14 +14,22 @@ from vit_jax.plugins import import_plugin
 from vit_jax.models import presets as presets_lib
 from vit_jax.models.presets import MODEL_PRESETS, resolve_model_name
 
-__all__ = ["create_model", "family_module", "MODEL_PRESETS", "resolve_model_name",
-           "count_parameters", "native_resolution"]
+__all__ = ["create_model", "family_module", "resolve_family", "MODEL_PRESETS",
+           "resolve_model_name", "count_parameters", "native_resolution"]
 
 
 def family_module(family: str):
   """'vit' -> vit_jax.models.vit; any other importable module name as given."""
   return import_plugin(family, package="vit_jax.models", what="Model",
                        known=f"a preset ({', '.join(sorted(MODEL_PRESETS))}), ")
+
+
+def resolve_family(name: str) -> str:
+  """A preset's family ('ViT-B_16' -> 'vit'); any other name is a family module itself."""
+  try:
+    return MODEL_PRESETS[resolve_model_name(name)]["family"]
+  except UserError:
+    return name
 
 
 def create_model(name: str, *, num_classes: int | None, **overrides):

@@ -8,15 +8,16 @@ import jax.numpy as jnp
 
 from vit_jax.errors import UserError
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-def as_dtype(value, field: str):
-  """'bfloat16' -> jnp.bfloat16 (config files hold strings)."""
+def as_dtype(value, field: str, *, allowed=tuple(DTYPES)):
+  """'bfloat16' -> jnp.bfloat16 (config files hold strings); `field` names the config
+  field in the error."""
   if isinstance(value, str):
-    if value not in _DTYPES:
-      raise UserError(f"model.{field}={value!r} is not a dtype; use one of {list(_DTYPES)}.")
-    return _DTYPES[value]
+    if value not in allowed:
+      raise UserError(f"{field}={value!r} is not a dtype; use one of {list(allowed)}.")
+    return DTYPES[value]
   return value
 
 
@@ -37,5 +38,5 @@ def checked(module_class, hparams: dict[str, Any], *, family: str, example: str)
   hparams = dict(hparams)
   for field in ("dtype", "param_dtype"):
     if field in hparams:
-      hparams[field] = as_dtype(hparams[field], field)
+      hparams[field] = as_dtype(hparams[field], f"model.{field}")
   return hparams

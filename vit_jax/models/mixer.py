@@ -104,6 +104,18 @@ class MlpMixer(nn.Module):
                     name="head")(x).astype(jnp.float32)
 
 
+def arch_from_params(params) -> Optional[dict]:
+  """The family contract: a published Mixer `.npz`'s architecture, read off its shapes."""
+  if "MixerBlock_0" not in params:
+    return None
+  block = params["MixerBlock_0"]
+  return dict(family="mixer", patch_size=params["stem"]["kernel"].shape[0],
+              hidden_size=params["stem"]["kernel"].shape[-1],
+              num_layers=sum(k.startswith("MixerBlock_") for k in params),
+              tokens_mlp_dim=block["token_mixing"]["Dense_0"]["kernel"].shape[-1],
+              channels_mlp_dim=block["channel_mixing"]["Dense_0"]["kernel"].shape[-1])
+
+
 # Options the trainer's config carries for every family; a Mixer has no use for them.
 _VIT_ONLY_DEFAULTS = ("dropout_rate", "attention_dropout_rate", "stochastic_depth_rate",
                       "attention_implementation", "remat_policy", "scan_layers",

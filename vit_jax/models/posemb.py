@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from vit_jax.errors import UserError
+
 RESAMPLE_METHODS = ("bilinear", "bicubic")
 
 
@@ -104,3 +106,28 @@ def resample_grid(grid, target: tuple[int, int], *, method: str = "bilinear",
   cols = resample_matrix(w, target[1], method, antialias).astype(dtype)
   out = xp.einsum("ai,bj,...ijd->...abd", rows, cols, grid.astype(dtype))
   return out.astype(grid.dtype)
+
+
+def square_grid(num_patches: int, what: str) -> tuple[int, int]:
+  side = math.isqrt(num_patches)
+  if side * side != num_patches:
+    raise UserError(f"{what} has {num_patches} patch positions, not a square grid; pass "
+                    f"the grid shape explicitly.")
+  return side, side
+
+
+def resize_posemb(posemb: np.ndarray, *, target_grid: tuple[int, int],
+                  source_grid: tuple[int, int] | None = None, num_prefix_tokens: int = 1,
+                  method: str = "bilinear", antialias: bool = False) -> np.ndarray:
+  """Resamples (1, prefix + gh*gw, D) position embeddings to a new patch grid (as
+  torch.nn.functional.interpolate would); the prefix-token embeddings are kept as they are."""
+  posemb = np.asarray(posemb)
+  prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
+  if source_grid is None:
+    source_grid = square_grid(grid.shape[0], "The source position embedding")
+  if source_grid[0] * source_grid[1] != grid.shape[0]:
+    raise UserError(f"source_grid={source_grid} does not match {grid.shape[0]} positions.")
+  grid = grid.reshape(*source_grid, -1).astype(np.float64)
+  resized = resample_grid(grid, tuple(target_grid), method=method,
+                          antialias=antialias).reshape(1, -1, grid.shape[-1])
+  return np.concatenate([prefix, resized.astype(posemb.dtype)], axis=1)

@@ -18,6 +18,9 @@ from vit_jax.errors import UserError
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models.hparams import checked
 from vit_jax.models import resnet
+# The family contract's optional parts (see vit_jax/models/family.py).
+from vit_jax.models.vit_layout import (  # noqa: F401  pylint: disable=unused-import
+    adapt_pretrained, arch_from_params, per_layer_params)
 
 Dtype = Any
 partitioned = nn.with_logical_partitioning
@@ -326,7 +329,7 @@ class Encoder(nn.Module):
     if self.scan_layers:
       # One compiled block applied num_layers times: compile time and program size stop
       # growing with depth. Parameters gain a leading 'layers' axis under
-      # Transformer/encoderblock; vit_jax.npz_format converts to and from the per-layer
+      # Transformer/encoderblock; vit_jax.models.vit_layout converts to and from the per-layer
       # layout of the published files.
       scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
                         split_rngs={"params": True, "dropout": True},
@@ -426,6 +429,13 @@ class VisionTransformer(nn.Module):
   @property
   def has_class_token(self) -> bool:
     return self.classifier == "token" if self.class_token is None else self.class_token
+
+  @property
+  def num_posemb_prefix_tokens(self) -> int:
+    """Leading entries of the learned position embeddings that are not on the grid."""
+    if self.posemb != "learned" or not self.posemb_prefix:
+      return 0
+    return int(self.has_class_token) + int(self.distillation_token)
 
   @property
   def num_prefix_tokens(self) -> int:

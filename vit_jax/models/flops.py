@@ -1,4 +1,5 @@
-"""FLOP counts and accelerator peaks, for MFU (model FLOPs utilisation).
+"""FLOP counts of a model's forward pass, for MFU (model FLOPs utilisation; the chips'
+peaks are in `vit_jax.runtime.accelerators`).
 
 A multiply-add counts as 2 FLOPs. Training = 3 x forward (forward + 2x for the backward),
 without rematerialisation, as in the MFU definition of PaLM.
@@ -6,30 +7,6 @@ without rematerialisation, as in the MFU definition of PaLM.
 from __future__ import annotations
 
 from typing import Optional
-
-import jax
-
-# Dense bf16 peak FLOP/s per chip (vendor datasheets; TPU per chip, GPUs SXM).
-PEAK_BF16_FLOPS = {
-    "TPU v3": 123e12,
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,   # v5e reports itself as 'TPU v5 lite'.
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v5": 459e12,
-    "A100": 312e12,
-    "H100": 989e12,
-    "H200": 989e12,
-}
-
-
-def peak_flops(device: Optional[jax.Device] = None) -> Optional[float]:
-  """Peak bf16 FLOP/s of one device, or None (CPU and unknown chips: MFU shown as n/a)."""
-  kind = (device or jax.devices()[0]).device_kind
-  for name in sorted(PEAK_BF16_FLOPS, key=len, reverse=True):
-    if name.lower() in kind.lower():
-      return PEAK_BF16_FLOPS[name]
-  return None
 
 
 def vit_forward_flops(model, image_size: tuple[int, int]) -> float:

@@ -1,25 +1,25 @@
-"""Loading a trained model for inference: from a run's workdir or a published `.npz`."""
+"""A checkpoint ready for inference: model, parameters, preprocessing and label names
+(`vit_jax.cli.predict` and `visualize`)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional, Sequence
 
 import ml_collections
 import numpy as np
 
-from vit_jax import checkpoints, convert, npz_format, pretrained
-from vit_jax import config as config_lib
-from vit_jax.data import preprocess, sources
-from vit_jax.data.images import UnreadableImageError, load_image
-from vit_jax.models import create_model
+from vit_jax.convert.checkpoint import read
+from vit_jax.convert.pretrained import model_for
+from vit_jax.data import sources
+from vit_jax.pp import builder
+from vit_jax.pp.images import UnreadableImageError, load_image
 
 
 @dataclasses.dataclass
 class LoadedModel:
   model: Any                      # a Flax module from vit_jax.models.create_model.
   params: dict
-  pp: str                         # evaluation preprocessing of the model's training config.
+  pp: str                         # uint8 image -> model input (the run's pp_eval).
   label_names: Optional[list[str]]
   config: Optional[ml_collections.ConfigDict] = None
 
@@ -36,24 +36,15 @@ def read_labels_file(path: str) -> list[str]:
 
 def load(checkpoint: str, *, model_name: Optional[str] = None,
          labels_file: Optional[str] = None) -> LoadedModel:
-  """`checkpoint`: a run's workdir (model, labels and preprocessing from its config.json),
-  or any checkpoint `vit_jax.convert.read` takes (.npz, Hugging Face directory, timm
-  file), whose architecture and preprocessing come from the file itself (`model_name`
-  is needed only for the published R50 hybrids)."""
-  checkpoint = os.path.expanduser(checkpoint)
-  if convert.is_run_directory(checkpoint):
-    config = config_lib.from_run(checkpoint)
-    params, _ = checkpoints.restore_params_as_numpy(checkpoint)
-    model = create_model(model_name or config.model_name,
-                         num_classes=npz_format.head_classes(params), **config.model)
-    loaded = LoadedModel(model, params, config.pp_eval, _dataset_labels(config), config)
-  else:
-    read = convert.read(checkpoint, model_name=model_name)
-    loaded = LoadedModel(pretrained.model_for(read), read.params,
-                         pretrained.preprocessing_for(read).pp, None)
-  if labels_file:
-    loaded.label_names = read_labels_file(labels_file)
-  return loaded
+  """Any checkpoint `vit_jax.convert.read` takes; a run brings its labels (its dataset's
+  class names) and its eval preprocessing. `model_name` is needed only for the published
+  R50 hybrids."""
+  read_checkpoint = read(checkpoint, model_name=model_name)
+  config = read_checkpoint.config
+  labels = read_labels_file(labels_file) if labels_file else (
+      _dataset_labels(config) if config is not None else None)
+  return LoadedModel(model_for(read_checkpoint), read_checkpoint.params, read_checkpoint.pp,
+                     labels, config)
 
 
 def _dataset_labels(config) -> Optional[list[str]]:
@@ -65,7 +56,7 @@ def _dataset_labels(config) -> Optional[list[str]]:
 
 def preprocess_files(paths: Sequence[str], pp: str) -> tuple[np.ndarray, list[str], dict]:
   """Image files -> (batch in the model's input format, readable paths, {path: error})."""
-  pp_fn = preprocess.parse(pp)
+  pp_fn = builder.build(pp)
   images, ok, errors = [], [], {}
   for path in paths:
     try:

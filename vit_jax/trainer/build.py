@@ -1,6 +1,6 @@
 """One build path: config + mesh -> model, optimizer, sharded state spec and the jitted
-steps. The trainer, `vit_jax.cli.evaluate`, the memory planner and the benchmark all build
-through `build`, so what they measure or evaluate is what the trainer runs."""
+steps. The trainer, evaluation, the memory planner and the benchmark all build through
+`build`, so what they measure or evaluate is what the trainer runs."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,27 +11,12 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from vit_jax import optim, steps
 from vit_jax import sharding as sharding_lib
-from vit_jax import state as state_lib
-from vit_jax.data import preprocess
-from vit_jax.errors import UserError
 from vit_jax.models import create_model
-
-
-def check_batch_size(config, mesh: Mesh, *, num_data_shards: int) -> None:
-  """The global batch splits evenly into micro-batches, devices and data shards."""
-  if config.batch_size % config.accum_steps:
-    raise UserError(f"batch_size={config.batch_size} is not divisible by accum_steps="
-                    f"{config.accum_steps}; use a multiple of {config.accum_steps}.")
-  micro_batch = config.batch_size // config.accum_steps
-  for count, what in ((sharding_lib.batch_divisor(mesh),
-                       "devices on the data and fsdp mesh axes"),
-                      (num_data_shards, "data shards (one per process by default)")):
-    if micro_batch % count:
-      raise UserError(
-          f"Global batch size {micro_batch}{' per micro-batch' if config.accum_steps > 1 else ''}"
-          f" is not divisible by the {count} {what}; use a multiple of {count}.")
+from vit_jax.pp import builder
+from vit_jax.pp.ops_image import Affine
+from vit_jax.trainer import optim, steps
+from vit_jax.trainer import state as state_lib
 
 
 @dataclasses.dataclass
@@ -110,11 +95,11 @@ class Built:
                                           sharding=sharding)}
 
 
-def device_pp_split(config) -> tuple[str, preprocess.Affine | None]:
+def device_pp_split(config) -> tuple[str, Affine | None]:
   """(host pp_train, affine run in the train step) as `config.normalize_on_device` says."""
   if not config.get("normalize_on_device", False):
     return config.pp_train, None
-  return preprocess.split_device_affine(config.pp_train)
+  return builder.split_device_affine(config.pp_train)
 
 
 def build(config, mesh: Mesh, *, num_classes: int | None,

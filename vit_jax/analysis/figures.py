@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402
 
-from vit_jax import analysis  # noqa: E402
+from vit_jax.analysis import attention as analysis  # noqa: E402
 
 
 def _upsample(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -24,14 +24,14 @@ from typing import Any, Optional
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
+from vit_jax import console
+from vit_jax.convert import run_format
 from vit_jax.data.pipeline import InputState
-
 from vit_jax.errors import UserError
 
-STATE, DATA, INPUT = "state", "data", "input"
+STATE, DATA, INPUT = run_format.STATE, "data", "input"
 DAMAGED_SUFFIX = ".damaged"
 
 
@@ -146,8 +146,8 @@ class TrainCheckpointer:
     self.manager.reload()
     then = ("resuming from the previous one" if self.manager.all_steps()
             else "no earlier checkpoint: starting from step 0")
-    print(f"warning: the checkpoint of step {step} is damaged ({_first_line(error)}); moved "
-          f"to {target}, {then}.", flush=True)
+    console.warn(f"the checkpoint of step {step} is damaged ({_first_line(error)}); moved "
+                 f"to {target}, {then}.")
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores onto the shardings of `abstract_state` (any mesh, any device count)."""
@@ -183,55 +183,9 @@ def _reads_back(directory: str, step: int) -> bool:
   """Whether every array and the data record of a step read back (no target structure:
   checks the files, not the fit)."""
   try:
-    restore_params_as_numpy(directory, step, whole_state=True)
+    run_format.restore_as_numpy(directory, step, whole_state=True)
     with open(os.path.join(directory, str(step), DATA, "metadata")) as f:
       json.load(f)
     return True
   except Exception:  # pylint: disable=broad-except
     return False
-
-
-def find_checkpoint_dir(path: str) -> str:
-  """A run's workdir or its checkpoints/ folder -> the checkpoints folder."""
-  candidate = os.path.join(path, "checkpoints")
-  return candidate if os.path.isdir(candidate) else path
-
-
-def latest_complete_step(path: str) -> tuple[str, int]:
-  """(checkpoints directory, newest complete step) of a run's workdir or checkpoints dir."""
-  directory = find_checkpoint_dir(os.path.abspath(os.path.expanduser(path)))
-  steps = ocp.utils.checkpoint_steps(directory) if os.path.isdir(directory) else []
-  if not steps:
-    raise UserError(f"No complete checkpoint in {directory}.")
-  return directory, max(steps)
-
-
-def _state_item(path: str, step: Optional[int]) -> tuple[str, int, str]:
-  """(state item directory, step, checkpoints directory); `step` None is the newest."""
-  directory, latest = latest_complete_step(path)
-  step = latest if step is None else step
-  return os.path.join(directory, str(step), STATE), step, directory
-
-
-def restore_params(path: str, abstract_params: Any, step: Optional[int] = None) -> tuple[Any, int]:
-  """Only the params of a run, laid out as `abstract_params` (ShapeDtypeStructs with
-  shardings: any mesh, FSDP included) - the optimizer state is never read."""
-  item, step, _ = _state_item(path, step)
-  target = {"params": abstract_params}
-  restored = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))
-  return restored["params"], step
-
-
-def restore_params_as_numpy(path: str, step: Optional[int] = None, *,
-                            whole_state: bool = False) -> tuple[dict, int]:
-  """The params of another run (workdir or checkpoints dir) as host numpy arrays, for
-  fine-tuning or inference; no mesh or model needed. (`whole_state`: the whole state.)"""
-  item, step, directory = _state_item(path, step)
-  checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(item).item_metadata.tree
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-  restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  logging.info("Restored params of step %d from %s", step, directory)
-  return (restored if whole_state else restored["params"]), step

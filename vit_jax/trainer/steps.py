@@ -1,5 +1,5 @@
-"""The pure step functions: loss, train step (with gradient accumulation and the
-non-finite guard), eval step and representation extraction."""
+"""The pure train step: mixup/CutMix, gradient accumulation and the non-finite guard.
+(Evaluation steps live with their evaluators; losses in `vit_jax.losses`.)"""
 from __future__ import annotations
 
 from typing import Callable
@@ -9,37 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax.errors import UserError
-from vit_jax.state import TrainState
-
-
-def one_hot_labels(labels: jax.Array, num_classes: int) -> jax.Array:
-  """Integer labels -> one-hot; multi-hot float labels pass through."""
-  if jnp.issubdtype(labels.dtype, jnp.integer):
-    return jax.nn.one_hot(labels, num_classes)
-  return labels.astype(jnp.float32)
-
-
-def loss_fn(logits: jax.Array, labels: jax.Array, *, kind: str,
-            label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example loss. 'softmax': cross-entropy; 'sigmoid': multi-label binary
-  cross-entropy summed over classes (ImageNet-21k / JFT pre-training)."""
-  targets = one_hot_labels(labels, logits.shape[-1])
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  if kind == "softmax":
-    return optax.softmax_cross_entropy(logits, targets)
-  if kind == "sigmoid":
-    return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
-  raise UserError(f"loss={kind!r} is not one of 'softmax', 'sigmoid'.")
-
-
-def correct_predictions(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Top-1 hits: argmax equals the label (or is among the labels, multi-label)."""
-  predicted = jnp.argmax(logits, axis=-1)
-  if jnp.issubdtype(labels.dtype, jnp.integer):
-    return (predicted == labels).astype(jnp.float32)
-  return jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0] > 0
+from vit_jax.losses import loss_fn, one_hot_labels
+from vit_jax.trainer.state import TrainState
 
 
 def mixup(rng: jax.Array, images: jax.Array, targets: jax.Array,
@@ -164,24 +135,3 @@ def with_nonfinite_guard(train_step: Callable, *, skip_nonfinite: bool) -> Calla
       new_state = kept.replace(step=new_state.step)
     return new_state, {**metrics, "nonfinite": 1.0 - finite.astype(jnp.float32)}
   return guarded
-
-
-def make_eval_step(model: nn.Module, *, loss: str) -> Callable:
-  """(params, batch with 'mask') -> summed loss, hits and count over the real examples."""
-
-  def eval_step(params, batch):
-    logits = model.apply({"params": params}, batch["image"], train=False)
-    mask = batch["mask"]
-    losses = loss_fn(logits, batch["label"], kind=loss)
-    return {"loss_sum": jnp.sum(losses * mask),
-            "correct_sum": jnp.sum(correct_predictions(logits, batch["label"]) * mask),
-            "count": jnp.sum(mask)}
-
-  return eval_step
-
-
-def make_representation_fn(model: nn.Module) -> Callable:
-  """(params, images) -> pre-logit features (the few-shot evaluation's input)."""
-  def represent(params, images):
-    return model.apply({"params": params}, images, train=False, return_representation=True)
-  return represent

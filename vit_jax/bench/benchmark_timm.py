@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from vit_jax import step_timing
+from vit_jax.bench import step_timing
 
 
 def bench_timm(model, *, batch: int, resolution: int, dtype: str, steps: int,

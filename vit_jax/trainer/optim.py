@@ -16,8 +16,7 @@ import optax
 from flax import traverse_util
 
 from vit_jax.errors import UserError
-
-_STATE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from vit_jax.models.hparams import as_dtype
 
 
 def make_schedule(config) -> optax.Schedule:
@@ -50,10 +49,8 @@ def weight_decay_mask(params: Any) -> Any:
 
 def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
   schedule = make_schedule(config)
-  if config.optimizer_dtype not in _STATE_DTYPES:
-    raise UserError(f"optimizer_dtype={config.optimizer_dtype!r} is not one of "
-                     f"{list(_STATE_DTYPES)}.")
-  state_dtype = _STATE_DTYPES[config.optimizer_dtype]
+  state_dtype = as_dtype(config.optimizer_dtype, "optimizer_dtype",
+                         allowed=("float32", "bfloat16"))
   if config.optimizer == "adam":
     optimizer = optax.adamw(schedule, b1=config.b1, b2=config.b2, mu_dtype=state_dtype,
                             weight_decay=config.weight_decay, mask=weight_decay_mask)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from vit_jax import finetune, optim
+from vit_jax.trainer import finetune, optim
+from vit_jax import storage
 from vit_jax.errors import UserError
 
 _POSITIVE = ("total_steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",
@@ -25,19 +26,6 @@ def check_config(config) -> None:
 
 
 def check_workdir(workdir: str) -> str:
-  """The absolute workdir; it exists or can be created, and is writable."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  existing = workdir
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing) or (existing == workdir and not os.path.isdir(workdir)):
-    raise UserError(f"--workdir={workdir}: {existing} is not a directory.")
-  probe = os.path.join(existing, f".vit_jax_write_test_{os.getpid()}")
-  try:
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"--workdir={workdir}: cannot write in {existing} ({e.strerror}); "
-                    f"choose a writable directory.") from None
-  return workdir
+  """The workdir as a canonical path (a bucket URI as it is, a local path absolute); it
+  exists or can be created, and is writable (a bucket is probed with a test object)."""
+  return os.fspath(storage.check_writable(workdir))

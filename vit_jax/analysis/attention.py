@@ -1,7 +1,7 @@
 """What the model learns (the paper's analysis figures), as numbers: attention rollout,
 mean attention distance, position-embedding similarity, patch-embedding PCA.
 
-Plain numpy, independent of plotting (`vit_jax.figures` draws them). Attention weights
+Plain numpy, independent of plotting (`vit_jax.analysis.figures` draws them). Attention weights
 come from `attention_maps`, which reads what the attention layers `sow` when asked; the
 trained model and its training step are untouched.
 """
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from vit_jax.models.vit_layout import unscan_params
+
 
 def attention_maps(model, params, images) -> list[np.ndarray]:
   """Per layer, attention weights (batch, heads, tokens, tokens) for `images`."""
   # The 'einsum' implementation is the one that materialises (and sows) the weights; the
   # per-layer layout gives one entry per layer.
-  from vit_jax.npz_format import unscan_params  # pylint: disable=g-import-not-at-top
   model = model.clone(attention_implementation="einsum", scan_layers=False)
   _, state = model.apply({"params": unscan_params(params)}, images, train=False,
                          mutable=["intermediates"])

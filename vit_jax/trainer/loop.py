@@ -1,8 +1,8 @@
 """The trainer: `train_and_evaluate(config, workdir)`, one story from top to bottom.
 
-Mesh -> input -> build (model, optimizer, sharded state, compiled step) -> state (fresh,
-resumed or fine-tuned) -> evaluators -> loop (train, log, evaluate, checkpoint,
-preemption). The same program runs on one CPU, many simulated CPU devices, a GPU and a
+Setup (config resolved, mesh, input, model, optimizer, sharded state: `setup.prepare`) ->
+state (fresh, resumed or fine-tuned) -> evaluators -> loop (train, log, evaluate,
+checkpoint, preemption). The same program runs on one CPU, many simulated CPU devices, a GPU and a
 multi-host pod.
 """
 from __future__ import annotations
@@ -15,14 +15,15 @@ import ml_collections
 import numpy as np
 from clu import parameter_overview
 
-from vit_jax import build as build_lib
-from vit_jax import config as config_lib
-from vit_jax import checkpoints, finetune, flops, metrics, preemption, preflight, step_history
-from vit_jax import workdir_lock
-from vit_jax import evaluators as evaluators_lib
-from vit_jax import sharding as sharding_lib
-from vit_jax.data import device_feed, pipeline, preprocess, sources
-from vit_jax.state import TrainState
+from vit_jax import console
+from vit_jax.data import device_feed, pipeline
+from vit_jax.evaluators import common as evaluators_lib
+from vit_jax.models import flops
+from vit_jax.runtime import accelerators, preemption, workdir_lock
+from vit_jax.trainer import build as build_lib
+from vit_jax.trainer import checkpointer as checkpointer_lib
+from vit_jax.trainer import finetune, metric_writers, preflight, progress, setup, step_history
+from vit_jax.trainer.state import TrainState
 
 NonFiniteStepError = step_history.NonFiniteStepError  # what a diverging run raises.
 
@@ -31,34 +32,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """Trains (or resumes) as configured; returns the final TrainState."""
   preflight.check_config(config)
   workdir = preflight.check_workdir(workdir)
-  config = finetune.adopt_pretrained(config_lib.with_resolution(config))
-  mesh = sharding_lib.make_mesh(dict(config.mesh))
-  shards = pipeline.DataShards.create(config.data_shards)
-  build_lib.check_batch_size(config, mesh, num_data_shards=shards.num_shards)
-  preprocess.import_modules(config.pp_modules)
-  source = sources.from_config(config)
-  built = build_lib.build(config, mesh, num_classes=source.num_classes,
-                          image_shape=pipeline.image_shape(source, split=config.test_split,
-                                                           pp=config.pp_eval,
-                                                           pp_modules=config.pp_modules))
+  run = setup.prepare(config)
   with workdir_lock.held(workdir):
-    return _run(config, workdir, built, source, shards)
+    return _run(run, workdir)
 
 
-def _run(config, workdir: str, built: build_lib.Built, source, shards) -> TrainState:
+def _run(run: setup.Setup, workdir: str) -> TrainState:
   """Resume or start, then the loop: everything that writes in the workdir."""
+  config, built, source, shards = run.config, run.built, run.source, run.shards
   mesh = built.mesh
   data_state = _data_state(config, shards)
-  checkpointer, state, input_state = _initial_state(config, built, workdir, data_state)
+  checkpointer, state, input_state = _initial_state(config, built, workdir, data_state,
+                                                    run.pretrained)
   _write_run_files(config, built, workdir)
-  metrics.log_line(_header(config, built, source, shards, workdir))
+  console.line(_header(config, built, source, shards, workdir))
   if jax.process_count() > 1:
-    metrics.log_line(f"process {jax.process_index()} reads data shard(s) "
-                     f"{list(shards.local_shards)} of {shards.num_shards}", every_process=True)
+    console.line(f"process {jax.process_index()} reads data shard(s) "
+                 f"{list(shards.local_shards)} of {shards.num_shards}", every_process=True)
   start_step = int(state.step)
   if start_step >= config.total_steps:
     checkpointer.close()
-    metrics.log_line(f"Nothing to do: this run already finished (step {start_step} of "
+    console.line(f"Nothing to do: this run already finished (step {start_step} of "
                      f"{config.total_steps}). Raise --config.total_steps to train on, or use "
                      f"a new --workdir.")
     return state
@@ -77,7 +71,8 @@ def _run(config, workdir: str, built: build_lib.Built, source, shards) -> TrainS
       config.evals, evaluators_lib.EvalContext(config, built))
 
   loop = _Loop(config, built, train_step, evaluators, checkpointer,
-               metrics.create_writer(workdir, start_step=start_step), data_state, train_data)
+               metric_writers.create_writer(workdir, start_step=start_step), data_state,
+               train_data)
   batches = device_feed.prefetch_to_mesh(train_data, mesh)
   try:
     return loop.run(state, batches)
@@ -94,31 +89,29 @@ def _data_state(config, shards: pipeline.DataShards) -> dict:
           "num_shards": shards.num_shards}
 
 
-def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dict):
+def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dict,
+                   pretrained):
   """(checkpointer, state, input stream state or None): the newest intact checkpoint if
-  there is one; else fresh, or fine-tuned from `pretrained`. Nothing is written before
-  this has succeeded."""
+  there is one; else fresh, or fine-tuned from the `pretrained` checkpoint. Nothing is
+  written before this has succeeded."""
   directory = os.path.join(workdir, "checkpoints")
   checkpointer = None  # created only once nothing can fail: it makes the directory.
   if os.path.isdir(directory):
-    checkpointer = checkpoints.TrainCheckpointer(directory, keep=config.keep_checkpoints)
+    checkpointer = checkpointer_lib.TrainCheckpointer(directory, keep=config.keep_checkpoints)
     restored = checkpointer.restore_newest_intact(built.state.abstract)
     if restored is not None:
       state, saved_data_state, step = restored
       if saved_data_state != data_state:
-        metrics.log_line(f"warning: input settings changed since the checkpoint "
-                         f"({saved_data_state} -> {data_state}): the data stream will not "
-                         f"continue exactly.")
-      metrics.log_line(f"Resumed from step {step} in {directory}")
+        console.warn(f"input settings changed since the checkpoint ({saved_data_state} -> "
+                     f"{data_state}): the data stream will not continue exactly.")
+      console.line(f"Resumed from step {step} in {directory}")
       return checkpointer, state, checkpointer.restore_input(step)
   state = built.init_state(jax.random.key(config.seed))
-  if config.pretrained:
-    grid = built.model.patch_grid(*built.image_shape[:2])
-    params = finetune.place(finetune.load_pretrained(config, built.model, state.params, grid),
-                            built.state.param_shardings)
+  if pretrained is not None:
+    params = finetune.init_params(config, pretrained, built, state.params)
     opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
     state = state.replace(params=params, opt_state=opt_state)
-  return checkpointer or checkpoints.TrainCheckpointer(
+  return checkpointer or checkpointer_lib.TrainCheckpointer(
       directory, keep=config.keep_checkpoints), state, None
 
 
@@ -154,18 +147,18 @@ def _compile_train_step(built: build_lib.Built, example_spec: dict):
   compiled = built.compile_train_step(label_shape=tuple(shape),
                                       integer_labels=np.issubdtype(dtype, np.integer),
                                       image_dtype=example_spec["image"][1])
-  metrics.log_line(f"Compiled the train step in {time.perf_counter() - start:.1f}s")
+  console.line(f"Compiled the train step in {time.perf_counter() - start:.1f}s")
   return compiled
 
 
-def _progress(config, built: build_lib.Built, compiled, start_step: int) -> metrics.Progress:
+def _progress(config, built: build_lib.Built, compiled, start_step: int) -> progress.Progress:
   try:
     step_flops = 3 * flops.vit_forward_flops(built.model, built.image_shape[:2])
     step_flops *= config.batch_size
   except ValueError:  # hybrids and other families: XLA's own count.
     step_flops = flops.xla_flops(compiled)
-  peak = flops.peak_flops()
-  return metrics.Progress(total_steps=config.total_steps, start_step=start_step,
+  peak = accelerators.peak_flops()
+  return progress.Progress(total_steps=config.total_steps, start_step=start_step,
                           batch_size=config.batch_size, flops_per_step=step_flops,
                           peak_flops=peak * jax.device_count() if peak else None)
 
@@ -181,13 +174,13 @@ class _Loop:
     self.data_state, self.train_data = data_state, train_data
     self.preemption = preemption.PreemptionWatcher()
     self.history: list[tuple[int, dict]] = []
-    self.skipped_images = len(pipeline.SKIPPED_IMAGES)
+    self.skipped_images = 0  # reported so far.
     self.last_eval: dict[str, float] = {}
 
   def run(self, state, batches) -> TrainState:
     c, step = self.config, int(state.step)
-    progress = _progress(c, self.built, self.train_step, step)
-    metrics.log_line(f"Training steps {step} -> {c.total_steps}")
+    meter = _progress(c, self.built, self.train_step, step)
+    console.line(f"Training steps {step} -> {c.total_steps}")
     first, start_time = step + 1, time.perf_counter()
     while step < c.total_steps:
       state, step_metrics = self.train_step(state, next(batches))
@@ -197,37 +190,37 @@ class _Loop:
       should_save = step % c.checkpoint_every == 0 or step == c.total_steps
       preempted = self.preemption.reached(step)
       if step % c.log_every == 0 or should_save or preempted or step == first:
-        self.log(step, progress)
+        self.log(step, meter)
       if should_save or preempted:
         self.checkpointer.save(step, state, self.data_state, self.train_data.state(step),
                                force=preempted)
-        metrics.log_line(f"Saving checkpoint at step {step}")
+        console.line(f"Saving checkpoint at step {step}")
       if preempted:
         self.checkpointer.wait()
-        metrics.log_line(f"Preempted (SIGTERM): stopped at step {step} with a checkpoint; "
+        console.line(f"Preempted (SIGTERM): stopped at step {step} with a checkpoint; "
                          f"run the same command to resume.")
         return state
       self.evaluate(step, state.params, final=step == c.total_steps)
-    metrics.log_line(metrics.summary_line(
+    console.line(progress.summary_line(
         steps=step - first + 1, seconds=time.perf_counter() - start_time,
         batch_size=c.batch_size, final_eval=self.last_eval,
         checkpoint_dir=self.checkpointer.directory))
     return state
 
-  def log(self, step: int, progress: metrics.Progress) -> None:
+  def log(self, step: int, meter: progress.Progress) -> None:
     """Fetches the pending per-step metrics (one device sync), checks them and logs."""
     history = jax.device_get(self.history)
     self.history.clear()
     skip = self.config.skip_nonfinite_steps
     step_history.check_finite(history, skip_nonfinite=skip)
     scalars = {**step_history.mean_metrics(history, skip_nonfinite=skip),
-               **progress.measure(step)}
-    skipped = len(pipeline.SKIPPED_IMAGES) - self.skipped_images
+               **meter.measure(step)}
+    skipped = self.train_data.skips.count - self.skipped_images
     self.skipped_images += skipped
     if skipped:
       scalars["skipped_images"] = float(skipped)  # since the last log line.
     self.writer.write_scalars(step, scalars)
-    metrics.log_line(metrics.Progress.line(step, self.config.total_steps, scalars))
+    console.line(progress.Progress.line(step, self.config.total_steps, scalars))
 
   def evaluate(self, step: int, params, *, final: bool) -> dict:
     """Runs the due evaluators; their scalars go out in one line."""
@@ -239,7 +232,7 @@ class _Loop:
         images.update(more_images)
     if scalars:
       self.writer.write_scalars(step, scalars)
-      metrics.log_line(metrics.eval_line(step, scalars))
+      console.line(progress.eval_line(step, scalars))
       self.last_eval = scalars
     if images:
       self.writer.write_images(step, images)

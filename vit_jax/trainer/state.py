@@ -1,5 +1,5 @@
 """The train state and its sharded layout: abstract shapes, shardings by logical-axis rule,
-and the initialiser. `vit_jax.build` puts it together with the model and optimizer."""
+and the initialiser. `vit_jax.trainer.build` puts it together with the model and optimizer."""
 from __future__ import annotations
 
 import dataclasses

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from vit_jax.data.preprocess import register
+from vit_jax.pp.registry import register
 
 GRAY = 128  # fill value of pixels that a geometric op uncovers.
 

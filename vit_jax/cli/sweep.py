@@ -1,0 +1,244 @@
+r"""Grid sweeps over any config fields, one workdir per point, and the table and plot.
+
+    python -m vit_jax.sweep --config=configs/finetune.py:b16,cifar10 --workdir=/tmp/sweep \
+        --grid=lr=0.001,0.003,0.01,0.03 --grid=total_steps=500,2500 \
+        --config.pretrained=ViT-B_16.npz          # any --config.* is passed to every point
+
+Each point trains in `WORKDIR/<field=value,...>` with `python -m vit_jax.main`, its console
+in `console.log` there. Run the same command again to resume: finished points are skipped,
+an interrupted one resumes from its checkpoint. `--shard=K/N` runs every N-th point from
+the K-th, so N processes or hosts share a sweep (each writes the table of what is finished
+so far; `--report` only rewrites it). Results: `WORKDIR/results.md`, `results.csv` (final
+and best accuracy of the `test` evaluator, few-shot, wall time, img/s) and `results.png`
+(final accuracy against the swept values).
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+from absl import flags
+from ml_collections import config_flags
+
+from vit_jax.cli import common
+from vit_jax.errors import UserError
+
+config_flags.DEFINE_config_file("config", None, "Config file[:args], as for vit_jax.main; "
+                                "--config.FIELD=VALUE goes to every point.", lock_config=True)
+flags.DEFINE_string("workdir", None, "One subfolder per point, and the results table.")
+flags.DEFINE_multi_string("grid", [], "FIELD=V1,V2,... (repeat for more fields).")
+flags.DEFINE_string("shard", "0/1", "K/N: run every N-th point from the K-th.")
+flags.DEFINE_bool("report", False, "Only rewrite the table and plot.")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+RESULT_FILE = "sweep_result.json"  # written in a point's workdir when it has finished.
+
+
+def parse_grid(specs: list[str]) -> list[tuple[str, list[Any]]]:
+  """['lr=0.001,0.003', 'model.dropout_rate=0,0.1'] -> [(field, values), ...]."""
+  grid = []
+  for spec in specs:
+    field, sep, values = spec.partition("=")
+    if not sep or not field or not values:
+      raise UserError(f"--grid={spec!r}: write FIELD=VALUE,VALUE,... (e.g. lr=0.001,0.003).")
+    grid.append((field.removeprefix("config."), [_literal(v) for v in values.split(",")]))
+  if len({field for field, _ in grid}) != len(grid):
+    raise UserError("Each field may appear in one --grid only.")
+  return grid
+
+
+def _literal(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def points(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+  fields = [field for field, _ in grid]
+  return [dict(zip(fields, combo)) for combo in itertools.product(*(v for _, v in grid))]
+
+
+def point_name(point: dict[str, Any]) -> str:
+  return ",".join(f"{field}={value}" for field, value in point.items()).replace("/", "_")
+
+
+def check_fields(config, grid) -> None:
+  """Every swept field exists in the config, before any point runs."""
+  for field, _ in grid:
+    node = config
+    for part in field.split("."):
+      if not hasattr(node, "keys") or part not in node:
+        raise UserError(f"--grid field {field!r} is not in the config (no {part!r}).")
+      node = node[part]
+
+
+def run_point(config_arg: str, workdir: str, point: dict, passthrough: list[str]) -> float:
+  """Trains one point to the end (or resumes it); returns its wall time in seconds."""
+  os.makedirs(workdir, exist_ok=True)
+  args = [sys.executable, "-m", "vit_jax.main", f"--config={config_arg}", f"--workdir={workdir}",
+          *passthrough, *(f"--config.{field}={value}" for field, value in point.items())]
+  start = time.perf_counter()
+  with open(os.path.join(workdir, "console.log"), "a") as log:
+    result = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT)
+  if result.returncode:
+    raise RuntimeError(f"exit status {result.returncode}; see {workdir}/console.log")
+  return time.perf_counter() - start
+
+
+def summarise(workdir: str) -> dict[str, Any]:
+  """Final and best accuracy of the `test` evaluator, the final few-shot accuracies and the
+  median img/s, from a point's metrics.jsonl."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  accuracies = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
+  speeds = sorted(r["images_per_sec"] for r in rows if "images_per_sec" in r)
+  summary: dict[str, Any] = {
+      "final_accuracy": accuracies[-1] if accuracies else None,
+      "best_accuracy": max(accuracies) if accuracies else None,
+      "img_per_s": speeds[len(speeds) // 2] if speeds else None}
+  for row in rows:
+    summary.update({k: v for k, v in row.items() if "shot" in k and k.endswith("accuracy")})
+  return summary
+
+
+def collect(root: str, grid) -> list[dict[str, Any]]:
+  """One row per finished point, in grid order."""
+  table = []
+  for point in points(grid):
+    workdir = os.path.join(root, point_name(point))
+    result_path = os.path.join(workdir, RESULT_FILE)
+    if not os.path.exists(result_path):
+      continue
+    with open(result_path) as f:
+      wall = json.load(f)["wall_seconds"]
+    table.append({**point, **summarise(workdir), "wall_s": wall})
+  return table
+
+
+def _format(value) -> str:
+  if isinstance(value, float):
+    return f"{value:.4f}" if value < 10 else f"{value:,.0f}"
+  return "" if value is None else str(value)
+
+
+def write_table(root: str, table: list[dict], grid) -> None:
+  first = ["final_accuracy", "best_accuracy"]
+  last = ["img_per_s", "wall_s"]
+  shots = sorted({k for row in table for k in row if "shot" in k})
+  columns = [field for field, _ in grid] + first + shots + last
+  with open(os.path.join(root, "results.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(table)
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  swept = {field for field, _ in grid}
+  lines += ["| " + " | ".join(str(row[c]) if c in swept else _format(row.get(c))
+                              for c in columns) + " |" for row in table]
+  with open(os.path.join(root, "results.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def write_plot(root: str, table: list[dict], grid) -> Optional[str]:
+  """Final accuracy against the first swept field, one line per value of the others."""
+  if not table:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  x_field, x_values = grid[0]
+  numeric = all(isinstance(v, (int, float)) and v > 0 for v in x_values)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  others = grid[1:]
+  order = lambda r: tuple(values.index(r[f]) for f, values in others)  # noqa: E731
+  for key, rows in itertools.groupby(sorted(table, key=order),
+                                     key=lambda r: tuple(r[f] for f, _ in others)):
+    rows = [r for r in rows if r["final_accuracy"] is not None]
+    xs = [r[x_field] if numeric else x_values.index(r[x_field]) for r in rows]
+    label = ", ".join(f"{f}={v}" for (f, _), v in zip(others, key)) or "final accuracy"
+    ax.plot(xs, [r["final_accuracy"] for r in rows], marker="o", label=label)
+  if numeric and max(x_values) / min(x_values) >= 2.5:
+    ax.set_xscale("log")  # learning rates and step counts are swept geometrically.
+  ax.set_xticks(x_values if numeric else range(len(x_values)), [str(v) for v in x_values])
+  ax.minorticks_off()
+  ax.set_xlabel(x_field)
+  ax.set_ylabel("final test accuracy")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(root, "results.png")
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+  try:
+    index, count = (int(v) for v in text.split("/"))
+  except ValueError:
+    raise UserError(f"--shard={text!r}: write K/N, e.g. 0/4.") from None
+  if not 0 <= index < count:
+    raise UserError(f"--shard={text!r}: K must be in [0, N).")
+  return index, count
+
+
+def sweep(config, config_arg: str, root: str, grid, passthrough: list[str], *,
+          shard=(0, 1), report_only: bool = False) -> int:
+  """Runs (or resumes) this shard's points of `grid` over `config` (loaded from
+  `config_arg` with `passthrough` overrides, which every point gets too)."""
+  check_fields(config, grid)
+  os.makedirs(root, exist_ok=True)
+  todo = points(grid)[shard[0]::shard[1]]
+  failures = 0
+  for i, point in enumerate(todo):
+    if report_only:
+      break
+    workdir = os.path.join(root, point_name(point))
+    if os.path.exists(os.path.join(workdir, RESULT_FILE)):
+      print(f"[{i + 1}/{len(todo)}] {point_name(point)}: finished earlier, skipped", flush=True)
+      continue
+    print(f"[{i + 1}/{len(todo)}] {point_name(point)}: training ...", flush=True)
+    try:
+      wall = run_point(config_arg, workdir, point, passthrough)
+    except RuntimeError as e:
+      print(f"[{i + 1}/{len(todo)}] {point_name(point)}: failed ({e})", flush=True)
+      failures += 1
+      continue
+    with open(os.path.join(workdir, RESULT_FILE), "w") as f:
+      json.dump({"point": point, "wall_seconds": wall}, f)
+    summary = summarise(workdir)
+    print(f"[{i + 1}/{len(todo)}] {point_name(point)}: final accuracy "
+          f"{_format(summary['final_accuracy'])} in {wall:.0f}s", flush=True)
+  table = collect(root, grid)
+  write_table(root, table, grid)
+  plot = write_plot(root, table, grid)
+  print(f"{len(table)} of {len(points(grid))} points finished: {root}/results.md, results.csv"
+        + (", results.png" if plot else ""), flush=True)
+  with open(os.path.join(root, "results.md")) as f:
+    print(f.read(), end="")
+  return 1 if failures else 0
+
+
+def main(argv) -> None:
+  del argv
+  if not FLAGS.grid:
+    raise UserError("Give at least one --grid=FIELD=V1,V2,...")
+  # Every point gets the same config file and the overrides as typed (already checked).
+  passthrough = [a for a in sys.argv[1:] if a.startswith("--config.")]
+  config_arg = config_flags.get_config_filename(FLAGS["config"])
+  code = sweep(FLAGS.config, config_arg, os.path.abspath(os.path.expanduser(FLAGS.workdir)),
+               parse_grid(FLAGS.grid), passthrough, shard=_parse_shard(FLAGS.shard),
+               report_only=FLAGS.report)
+  sys.exit(code)
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,281 @@
+"""One reader for every checkpoint: `read(path) -> Checkpoint` (architecture, parameters,
+preprocessing), used by `load_pretrained`, fine-tuning, inference, evaluation and the
+converters alike.
+
+`path` is a published or converted `.npz`, a big_vision `.npz`, a Hugging Face model
+directory, a timm `.safetensors` / `.pth` file, or a vit_jax run's workdir. Parameters
+are in vit_jax's layout (per-layer blocks, published names); a run's are read only when
+first used, and can go straight onto a mesh (`Checkpoint.placed`). Nothing here needs
+torch, timm or transformers, except `.pth` / `pytorch_model.bin` files (torch pickles).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from typing import Any, Callable, Optional
+
+import numpy as np
+from etils import epath
+
+from vit_jax import config as config_lib
+from vit_jax import sharding, storage
+from vit_jax.convert import big_vision_format, hf_format, npz_format, run_format, timm_format
+from vit_jax.errors import UserError
+from vit_jax.models import MODEL_PRESETS, family_module, resolve_family, resolve_model_name
+from vit_jax.models import family as family_lib
+from vit_jax.models.params import head_classes, unflatten
+from vit_jax.models.vit_layout import model_overrides, posemb_grid
+from vit_jax.pp import builder
+
+# The preprocessing of the published ViT / Mixer files and of big_vision: [-1, 1] inputs.
+INCEPTION = {"mean": timm_format.INCEPTION_MEAN, "std": timm_format.INCEPTION_STD,
+             "resize": "bilinear"}
+
+
+@dataclasses.dataclass
+class Checkpoint:
+  arch: dict[str, Any]            # family + hyper-parameters for vit_jax.models.create_model.
+  preprocessing: dict[str, Any]   # the source's record: resolution, mean, std, resize.
+  source: str                     # what it was read from, for the log.
+  notes: list[str] = dataclasses.field(default_factory=list)
+  # The source states its architecture and preprocessing (converted .npz, timm, Hugging
+  # Face, big_vision, a run's config.json); a published .npz's are inferred or named.
+  self_described: bool = True
+  config: Any = None              # a run's training config (ml_collections), else None.
+  step: Optional[int] = None      # a run's checkpoint step.
+  _params: Optional[dict] = None
+  _load: Optional[Callable[[], dict]] = dataclasses.field(default=None, repr=False)
+  _restore: Optional[Callable[[Any], Any]] = dataclasses.field(default=None, repr=False)
+
+  @classmethod
+  def of(cls, arch: dict, params: dict, preprocessing: dict, source: str,
+         **kwargs) -> "Checkpoint":
+    """A checkpoint whose parameters are already in memory."""
+    return cls(arch, preprocessing, source, _params=params, **kwargs)
+
+  @property
+  def params(self) -> dict[str, Any]:
+    """Host numpy parameters, nested, per-layer blocks (read on first use)."""
+    if self._params is None:
+      self._params = self._load()
+    return self._params
+
+  def placed(self, abstract_params: Any) -> Any:
+    """The parameters as arrays with `abstract_params`' shardings (any mesh): a run's are
+    restored straight onto the devices; others go from the host copy."""
+    if self._restore is not None and self._params is None:
+      return self._restore(abstract_params)
+    shardings = sharding.shardings_of(abstract_params)
+    return sharding.place(self.params, shardings)
+
+  def release(self) -> None:
+    """Drops the host copy of the parameters (fine-tuning has placed them)."""
+    if self._load is not None:
+      self._params = None
+
+  @property
+  def meta(self) -> dict[str, dict[str, Any]]:
+    return {"arch": self.arch, "preprocessing": self.preprocessing}
+
+  @property
+  def num_classes(self) -> Optional[int]:
+    return head_classes(self.params)
+
+  @property
+  def pp(self) -> str:
+    """uint8 images of any size -> the model's inputs, as a pp string: a run's own eval
+    preprocessing, else the source's record (size and normalisation)."""
+    if self.config is not None:
+      return self.config.pp_eval
+    return pp_of_record(self.preprocessing)
+
+
+def pp_of_record(record: dict[str, Any]) -> str:
+  """A source's preprocessing record -> the pp string that reproduces it."""
+  mean = tuple(record.get("mean", INCEPTION["mean"]))
+  std = tuple(record.get("std", INCEPTION["std"]))
+  value_map = ("value_range(-1, 1)" if mean == (0.5, 0.5, 0.5) and std == (0.5, 0.5, 0.5)
+               else f"normalize({mean}, {std})")
+  return f"to_rgb|resize({int(record.get('resolution', 224))})|{value_map}"
+
+
+def record_of_pp(pp: str) -> dict[str, Any]:
+  """A pp string -> the record other frameworks' files hold: output size, mean, std."""
+  size = builder.output_size(pp)
+  affine = builder.final_affine(pp)
+  record = {"resolution": size[0] if size else 224, **INCEPTION}
+  if affine is not None:
+    value_map = affine.make()
+    std = 1.0 / (255.0 * np.asarray(value_map.scale, np.float64))
+    record["std"] = tuple(float(round(s, 6)) for s in np.broadcast_to(std, (3,)))
+    record["mean"] = tuple(float(round(m, 6)) for m in np.broadcast_to(
+        -np.asarray(value_map.offset, np.float64) * std, (3,)))
+  return record
+
+
+def _load_tensors(path: epath.Path) -> dict[str, np.ndarray]:
+  """A .safetensors (numpy, no torch) or a torch pickle (.pth, .bin, .pt)."""
+  if path.name.endswith(".safetensors"):
+    from safetensors.numpy import load  # pylint: disable=g-import-not-at-top
+    return load(path.read_bytes())
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError(f"{path} is a torch pickle: reading it needs torch (pip install torch), "
+                    f"or convert the .safetensors version instead.") from None
+  state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+  for key in ("state_dict", "model", "module"):  # training checkpoints wrap the weights.
+    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+      state = state[key]
+  return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
+          for k, v in state.items() if hasattr(v, "numpy")}
+
+
+def read_json(path) -> Optional[dict]:
+  path = storage.path(path)
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_hf_directory(directory) -> bool:
+  config = read_json(storage.path(directory) / "config.json") or {}
+  return "model_type" in config or "vision_config" in config
+
+
+def is_run_directory(path) -> bool:
+  """A run's workdir or checkpoint directory (a directory, not a Hugging Face one)."""
+  return storage.path(path).is_dir() and not is_hf_directory(path)
+
+
+def _timm_name(path: epath.Path, timm_model: Optional[str]) -> Optional[str]:
+  """The timm model name: given, or from a Hub-style config.json beside the file."""
+  if timm_model:
+    return timm_model
+  config = read_json(path.parent / "config.json") or {}
+  name = config.get("architecture") or config.get("model_name")
+  return name or path.parent.name or None
+
+
+def _read_hf(directory: epath.Path) -> Checkpoint:
+  config = read_json(directory / "config.json")
+  weights = [directory / name for name in ("model.safetensors", "pytorch_model.bin")]
+  weights = [w for w in weights if w.exists()]
+  if not weights:
+    raise UserError(f"{directory} has a config.json but no model.safetensors or "
+                    f"pytorch_model.bin.")
+  processor = read_json(directory / "preprocessor_config.json")
+  arch, flat, preprocessing, notes = hf_format.to_params(config, _load_tensors(weights[0]),
+                                                         processor)
+  return Checkpoint.of(arch, unflatten(flat), preprocessing,
+                       f"Hugging Face {config.get('model_type')} model {directory}",
+                       notes=notes)
+
+
+# config.model fields that do not describe the architecture.
+_TRAINING_ONLY = ("dtype", "dropout_rate", "attention_dropout_rate", "stochastic_depth_rate",
+                  "head_bias_init", "head_kernel_init_std", "attention_implementation",
+                  "remat_policy", "scan_layers")
+
+
+def run_arch(config) -> dict[str, Any]:
+  """A run's architecture: its preset's hyper-parameters with the config's overrides."""
+  try:
+    arch = dict(MODEL_PRESETS[resolve_model_name(config.model_name)])
+  except UserError:
+    arch = {"family": config.model_name}
+  arch.update({k: v for k, v in config.model.to_dict().items() if v is not None
+               and k not in _TRAINING_ONLY})
+  return arch
+
+
+def _read_run(directory: epath.Path, step: Optional[int]) -> Checkpoint:
+  """A run's workdir (or its checkpoint directory alone: then parameters only)."""
+  _, latest = run_format.latest_complete_step(directory)
+  step = latest if step is None else step
+  if not (directory / "config.json").exists():
+    return Checkpoint({}, {}, f"checkpoints {directory}", self_described=False, step=step,
+                      _load=lambda: run_format.restore_as_numpy(directory, step)[0])
+  config = config_lib.from_run(directory)
+  arch = run_arch(config)
+  family = family_module(resolve_family(config.model_name))
+
+  def load():
+    return family_lib.per_layer_params(family, run_format.restore_as_numpy(directory, step)[0])
+
+  def restore(abstract_params):
+    return run_format.restore_params(directory, abstract_params, step)[0]
+  return Checkpoint(arch, record_of_pp(config.pp_eval), f"run {directory} (step {step})",
+                    config=config, step=step, _load=load, _restore=restore)
+
+
+def _read_npz(path: epath.Path, model_name: Optional[str],
+              num_heads: Optional[int]) -> Checkpoint:
+  flat = npz_format.read_arrays(path)  # read once: checkpoints can be gigabytes.
+  params, meta = npz_format.split_meta(flat)
+  if meta.get("arch"):
+    return Checkpoint.of(meta["arch"], params, meta.get("preprocessing") or {}, f"{path}")
+  if big_vision_format.is_big_vision(flat):
+    arch, params, preprocessing = big_vision_format.to_params(flat, num_heads=num_heads)
+    return Checkpoint.of(arch, params, preprocessing, f"big_vision checkpoint {path}")
+  arch = published_arch(params, model_name)
+  grid = _posemb_grid(arch, params)
+  patch = arch["patch_size"] * (16 if arch.get("resnet_layers") else 1)
+  resolution = grid[0] * patch if grid else 224
+  return Checkpoint.of(arch, params, {"resolution": resolution, **INCEPTION}, f"{path}",
+                       self_described=False)
+
+
+def _posemb_grid(arch: dict, params: dict):
+  return posemb_grid(params) if arch["family"] == "vit" else None
+
+
+def published_arch(params: dict, model_name: Optional[str] = None) -> dict[str, Any]:
+  """The architecture of a published `.npz` read off its shapes by each built-in family
+  (a preset name is needed only for the R50 hybrids)."""
+  if model_name:
+    arch = dict(MODEL_PRESETS[resolve_model_name(model_name)])
+    _check_matches(model_name, arch, params)
+    if arch["family"] == "vit":
+      arch.update(model_overrides(params))
+    return arch
+  for family in ("mixer", "vit"):
+    arch = family_lib.arch_from_params(family_module(family), params)
+    if arch is not None:
+      return arch
+  raise UserError("This .npz holds neither a ViT nor an MLP-Mixer (no Transformer / "
+                  "MixerBlock_0 parameters).")
+
+
+def _check_matches(model_name: str, arch: dict, params: dict) -> None:
+  """A preset named for a file must have the file's patch size and width."""
+  kernel = (params.get("embedding") or params.get("stem") or {}).get("kernel")
+  if kernel is None or arch.get("resnet_layers"):
+    return
+  for field, value in (("patch_size", kernel.shape[0]), ("hidden_size", kernel.shape[-1])):
+    if arch[field] != value:
+      raise UserError(f"{model_name} has {field}={arch[field]} but the checkpoint's is "
+                      f"{value}; leave the model name out to read the architecture off the "
+                      f"file.")
+
+
+def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[str] = None,
+         num_heads: Optional[int] = None, step: Optional[int] = None) -> Checkpoint:
+  """Any supported checkpoint -> Checkpoint (see the module docstring). `timm_model`,
+  `model_name` (published R50 hybrids) and `num_heads` only where the file cannot tell;
+  `step`: a run's checkpoint step (default: its newest)."""
+  path = storage.path(path)
+  if path.is_dir():
+    return _read_hf(path) if is_hf_directory(path) else _read_run(path, step)
+  if not path.exists():
+    raise UserError(f"Checkpoint {os.fspath(path)!r} does not exist.")
+  if path.name.endswith(".npz"):
+    return _read_npz(path, model_name, num_heads)
+  if path.name.endswith((".safetensors", ".pth", ".pt", ".bin")):
+    name = _timm_name(path, timm_model)
+    arch, flat, preprocessing = timm_format.to_params(_load_tensors(path), name=name,
+                                                      num_heads=num_heads)
+    return Checkpoint.of(arch, unflatten(flat), preprocessing,
+                         f"timm checkpoint {path}" + (f" ({name})" if name else ""))
+  raise UserError(f"Cannot tell the format of {path!r}: expected a .npz, a .safetensors / "
+                  f".pth (timm), a Hugging Face model directory or a vit_jax workdir.")

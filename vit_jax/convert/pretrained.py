@@ -1,0 +1,84 @@
+"""One entry point for every checkpoint: `model, params = vit_jax.load_pretrained(path)`.
+
+`path` is anything `vit_jax.convert.read` takes. The images the model takes are made by
+`vit_jax.preprocessing_of(path)`, so the normalisation and size are the checkpoint's own:
+
+    model, params = vit_jax.load_pretrained("dinov2_s14.npz")
+    preprocess = vit_jax.preprocessing_of("dinov2_s14.npz")
+    features = model.apply({"params": params}, preprocess(uint8_images), train=False,
+                           return_representation=True)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import numpy as np
+
+from vit_jax.convert.checkpoint import Checkpoint, read, record_of_pp
+from vit_jax.models import create_model
+from vit_jax.pp import builder
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """A checkpoint's input convention as a pp string: uint8 images of any size -> the
+  model's float32 inputs (its size, resampling and normalisation)."""
+  pp: str
+
+  @property
+  def resolution(self) -> int:
+    size = builder.output_size(self.pp)
+    return size[0] if size else 224
+
+  @property
+  def value_map(self) -> Optional[str]:
+    """The final pp op that maps pixels to the model's value range (e.g. normalize(...))."""
+    affine = builder.final_affine(self.pp)
+    return None if affine is None else str(affine)
+
+  @property
+  def mean(self) -> tuple[float, ...]:
+    return self._statistics()[0]
+
+  @property
+  def std(self) -> tuple[float, ...]:
+    return self._statistics()[1]
+
+  def _statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    record = record_of_pp(self.pp)
+    return tuple(record["mean"]), tuple(record["std"])
+
+  def __call__(self, images) -> np.ndarray:
+    """uint8 images, (H, W, C) or (N, H, W, C), any size -> float32 NHWC model inputs."""
+    images = np.asarray(images)
+    batch = images[None] if images.ndim == 3 else images
+    apply = builder.build(self.pp)
+    out = np.stack([np.asarray(apply({"image": image, "seed": (0, 0)})["image"], np.float32)
+                    for image in batch])
+    return out[0] if images.ndim == 3 else out
+
+
+def preprocessing_for(checkpoint: Checkpoint) -> Preprocessing:
+  return Preprocessing(checkpoint.pp)
+
+
+def preprocessing_of(path: str, **hints) -> Preprocessing:
+  """The input convention of the checkpoint at `path` (see `load_pretrained`)."""
+  return preprocessing_for(read(path, **hints))
+
+
+def model_for(checkpoint: Checkpoint, *, num_classes: Optional[int] = -1,
+              **overrides) -> Any:
+  """The Flax module of a checkpoint's architecture (`num_classes=-1`: its head's)."""
+  arch = dict(checkpoint.arch)
+  family = arch.pop("family")
+  classes = checkpoint.num_classes if num_classes == -1 else num_classes
+  return create_model(family, num_classes=classes, **{**arch, **overrides})
+
+
+def load_pretrained(path: str, **hints) -> tuple[Any, dict]:
+  """(model, params) of any supported checkpoint; `hints`: timm_model, model_name,
+  num_heads, only where the file cannot tell."""
+  checkpoint = read(path, **hints)
+  return model_for(checkpoint), checkpoint.params

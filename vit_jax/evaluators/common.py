@@ -1,0 +1,111 @@
+"""The evaluator seam: evaluators named in the config, run on the training mesh and
+parameter shardings.
+
+    config.evals = {"test": {"type": "classification", "every": 1000, ...},
+                    "fewshot": {"type": "fewshot", "every": 10000, "shots": (5, 10)},
+                    "mine": {"type": "my_package.my_eval", "every": 500, ...}}
+
+`type` is a module of this package or any importable dotted path; the module defines
+`Evaluator(context: EvalContext, **settings)` with `run(params) -> dict`: float values are
+scalars (written as <name>_<key>), arrays of shape (1, H, W, 3) are images (TensorBoard).
+Every process calls `run`; the parameters are the sharded training parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from vit_jax.data import pipeline, sources
+from vit_jax.errors import UserError
+from vit_jax.plugins import import_plugin
+
+
+@dataclasses.dataclass
+class EvalContext:
+  """What an evaluator may use: the run's config, the model and its jitted-on-mesh
+  functions (`built`: a `vit_jax.trainer.build.Built`), and the run's data sources."""
+  config: Any
+  built: Any
+  _sources: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def model(self):
+    return self.built.model
+
+  def source(self, dataset: str = "", label_key: str = ""):
+    """'' is the run's own dataset (with its data_dir and label_key)."""
+    if (dataset, label_key) not in self._sources:
+      self._sources[dataset, label_key] = sources.from_config(self.config, dataset or None,
+                                                              label_key or None)
+    return self._sources[dataset, label_key]
+
+  def eval_data(self, *, dataset: str = "", split: str = "", pp: str = "",
+                batch_size: int = 0, label_key: str = ""):
+    """A padded, exactly-counted eval split; '' / 0 fall back to the run's test_split,
+    pp_eval and eval_batch_size."""
+    return pipeline.eval_dataset(self.source(dataset, label_key),
+                                 split=split or self.config.test_split,
+                                 pp=pp or self.config.pp_eval,
+                                 global_batch_size=batch_size or self.config.eval_batch_size,
+                                 pp_modules=self.config.pp_modules)
+
+
+@dataclasses.dataclass
+class Scheduled:
+  name: str
+  every: int             # N > 0: every N steps and at the end; 0: at the end; -1: never.
+  evaluator: Any
+
+  def run(self, params) -> tuple[dict, dict]:
+    """({name_key: float}, {name_key: image array}) of the evaluator on `params`."""
+    return split_results(self.name, self.evaluator.run(params))
+
+  def due(self, step: int, *, final: bool) -> bool:
+    if self.every < 0:
+      return False
+    return final or (self.every > 0 and step % self.every == 0)
+
+
+def evaluator_class(kind: str) -> Callable:
+  module = import_plugin(kind, package="vit_jax.evaluators", what="Evaluator type",
+                         known="a built-in one (classification, fewshot, real, figures), ")
+  if not hasattr(module, "Evaluator"):
+    raise UserError(f"Evaluator module {module.__name__} defines no `Evaluator` class.")
+  return module.Evaluator
+
+
+def build_evaluators(evals: Any, context: EvalContext, *,
+                     only: tuple[str, ...] = ()) -> list[Scheduled]:
+  """config.evals -> evaluators, checked and set up (datasets opened) before training."""
+  unknown = sorted(set(only) - set(evals))
+  if unknown:
+    raise UserError(f"No evaluator named {unknown}; the config has {sorted(evals)}.")
+  scheduled = []
+  for name in sorted(evals):
+    if only and name not in only:
+      continue
+    # Unset (None) settings take the evaluator's own default: one home for each.
+    settings = {k: v for k, v in dict(evals[name]).items() if v is not None}
+    if "type" not in settings:
+      raise UserError(f"evals.{name} has no 'type' (e.g. 'classification').")
+    kind, every = settings.pop("type"), int(settings.pop("every", 0))
+    if every < 0 and not only:
+      continue
+    cls = evaluator_class(kind)
+    try:
+      evaluator = cls(context, **settings)
+    except TypeError as e:
+      raise UserError(f"evals.{name} (type {kind!r}): {e}") from None
+    scheduled.append(Scheduled(name, every, evaluator))
+  return scheduled
+
+
+def split_results(name: str, results: dict) -> tuple[dict, dict]:
+  """An evaluator's results -> ({name_key: float}, {name_key: image array})."""
+  scalars, images = {}, {}
+  for key, value in results.items():
+    target = images if np.ndim(value) >= 3 else scalars
+    target[f"{name}_{key}"] = value if target is images else float(value)
+  return scalars, images

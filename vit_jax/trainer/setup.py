@@ -1,0 +1,79 @@
+"""From a config to what a run needs, the same for training and for evaluating a
+checkpoint: resolution applied, a pretrained checkpoint adopted, the mesh, the data
+source and shards, and the built model, optimizer and steps (`build.Built`)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from jax.sharding import Mesh
+
+from vit_jax import sharding as sharding_lib
+from vit_jax.convert import Checkpoint, read
+from vit_jax.data import pipeline, sources
+from vit_jax.errors import UserError
+from vit_jax.pp import builder
+from vit_jax.trainer import build as build_lib
+from vit_jax.trainer import finetune
+
+
+def with_resolution(config):
+  """`config` with `resolution` applied to the train, eval and evaluator pp strings: every
+  size an op declares is scaled (see `vit_jax.pp.builder.rescale`)."""
+  if not config.get("resolution"):
+    return config
+  if config.resolution <= 0:
+    raise UserError(f"resolution={config.resolution} must be a positive number of pixels.")
+  builder.import_modules(config.pp_modules)  # their ops declare their own sizes.
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.pp_train = builder.rescale(config.pp_train, config.resolution)
+    config.pp_eval = builder.rescale(config.pp_eval, config.resolution)
+    for evaluator in config.evals.values():
+      if evaluator.get("pp"):
+        evaluator.pp = builder.rescale(evaluator.pp, config.resolution)
+  return config.lock()
+
+
+@dataclasses.dataclass
+class Setup:
+  config: Any                       # resolved: resolution applied, pretrained adopted.
+  mesh: Mesh
+  shards: pipeline.DataShards
+  source: sources.Source
+  built: build_lib.Built
+  pretrained: Optional[Checkpoint]  # config.pretrained, read once (or the checkpoint given).
+
+
+def check_batch_size(config, mesh: Mesh, *, num_data_shards: int) -> None:
+  """The global batch splits evenly into micro-batches, devices and data shards."""
+  pipeline.check_divisible(config.batch_size, config.accum_steps,
+                           "gradient accumulation steps (accum_steps)", name="batch_size")
+  micro_batch = config.batch_size // config.accum_steps
+  name = "Global batch size" + (" per micro-batch" if config.accum_steps > 1 else "")
+  pipeline.check_divisible(micro_batch, sharding_lib.batch_divisor(mesh),
+                           "devices on the data and fsdp mesh axes", name=name)
+  pipeline.check_divisible(micro_batch, num_data_shards,
+                           "data shards (one per process by default)", name=name)
+
+
+def prepare(config, *, checkpoint: Optional[Checkpoint] = None,
+            num_classes: Optional[int] = -1, read_pretrained: bool = True) -> Setup:
+  """Everything before any array is made. `checkpoint`: a checkpoint whose architecture
+  and normalisation the config adopts (default: `config.pretrained`, if set and
+  `read_pretrained`); `num_classes`: the head's (-1: the dataset's; None: no head)."""
+  config = with_resolution(config)
+  if checkpoint is None and read_pretrained and config.get("pretrained"):
+    checkpoint = read(config.pretrained)
+  if checkpoint is not None and checkpoint.self_described:
+    config = finetune.adopt(config, checkpoint)
+  builder.import_modules(config.pp_modules)
+  mesh = sharding_lib.make_mesh(dict(config.mesh))
+  shards = pipeline.DataShards.create(config.data_shards)
+  check_batch_size(config, mesh, num_data_shards=shards.num_shards)
+  source = sources.from_config(config)
+  image_shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval,
+                                     pp_modules=config.pp_modules)
+  built = build_lib.build(config, mesh, image_shape=image_shape,
+                          num_classes=source.num_classes if num_classes == -1 else num_classes)
+  return Setup(config, mesh, shards, source, built, checkpoint)
