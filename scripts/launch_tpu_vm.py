@@ -50,7 +50,7 @@ def commands(args) -> list[list[str]]:
                  *[os.path.join(REPO, p) for p in ("setup.py", "README.md", "vit_jax",
                                                    "configs")],
                  f"{args.name}:{REMOTE_DIR}/"),
-            _ssh(args, f"cd {REMOTE_DIR} && pip install -q -e . 'jax[tpu]'")]
+            _ssh(args, f"cd {REMOTE_DIR} && pip install -q -e '.[gcs]' 'jax[tpu]'")]
   if args.action == "run":
     train = (f"cd {REMOTE_DIR} && python3 -m vit_jax.main --distributed "
              f"--workdir={shlex.quote(args.workdir)} "
@@ -70,6 +70,27 @@ def commands(args) -> list[list[str]]:
   raise ValueError(args.action)
 
 
+def hosts_of(accelerator: str) -> int:
+  """Workers (hosts) of a Cloud TPU accelerator type: v2/v3/v4/v5p-N count TensorCores
+  (8 per host), v5litepod/v6e-N count chips (up to 8 on one host, else 4 per host)."""
+  kind, _, size = accelerator.rpartition("-")
+  count = int(size) if size.isdigit() else 8
+  if kind.startswith(("v5litepod", "v5e", "v6e")):
+    return 1 if count <= 8 else count // 4
+  return max(count // 8, 1)
+
+
+def check_workdir(args) -> str | None:
+  """Why a workdir cannot serve the slice (None: it can)."""
+  if args.workdir.startswith("gs://") or hosts_of(args.accelerator) == 1:
+    return None
+  return (f"--workdir={args.workdir} is a local path, but each of the "
+          f"{hosts_of(args.accelerator)} workers of a {args.accelerator} has its own disk: "
+          f"each would write its own fragment of every checkpoint, and a restarted slice "
+          f"would find nothing to resume. Use a bucket all workers share, e.g. "
+          f"--workdir=gs://BUCKET/run.")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,7 +98,8 @@ def main(argv=None) -> int:
   parser.add_argument("--name", required=True, help="TPU VM name")
   parser.add_argument("--zone", required=True)
   parser.add_argument("--project", default=None)
-  parser.add_argument("--accelerator", default="v4-8", help="e.g. v4-32, v5p-64, v5litepod-16")
+  parser.add_argument("--accelerator", default="v4-8", help="e.g. v4-32, v5p-64, v5litepod-16 "
+                      "(`run`: decides whether a local --workdir can serve every worker)")
   parser.add_argument("--version", default="tpu-ubuntu2204-base", help="TPU VM software image")
   parser.add_argument("--spot", action="store_true", help="spot (preemptible) capacity")
   parser.add_argument("--workdir", default=None, help="shared workdir, e.g. gs://bucket/run")
@@ -90,6 +112,9 @@ def main(argv=None) -> int:
   args.train_args = argv[split + 1:]
   if args.action == "run" and not args.workdir:
     parser.error("run needs --workdir (shared by all workers, e.g. gs://bucket/run)")
+  if args.action == "run" and check_workdir(args):
+    print(f"error: {check_workdir(args)}", file=sys.stderr)
+    return 2
   for cmd in commands(args):
     print(shlex.join(cmd), flush=True)
     if not args.dry_run:

@@ -1,10 +1,19 @@
-"""Test setup: 8 simulated CPU devices (set before jax is imported), TF kept off accelerators."""
+"""Test setup: 8 simulated CPU devices (set before jax is imported), TF kept off accelerators,
+and one JAX compilation cache for the session (tests and their subprocesses compile the same
+small programs many times; a cache hit is the same executable, so no result changes)."""
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TF must never take an accelerator.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Set in the first process (xdist's controller) and inherited by its workers: one cache per
+# test session, starting empty as on a fresh CI machine.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vit_jax_jit_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
 
@@ -42,3 +51,27 @@ def quickstart_run(tfds_dir, tmp_path_factory):
                                  config=os.path.join(helpers.REPO, "configs", "quickstart.py"))
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result
+
+
+class Buckets:
+  """The loopback GCS server of this test process: `new()` makes an empty bucket."""
+
+  def __init__(self, url: str):
+    self.url, self._count = url, 0
+
+  def new(self, prefix: str = "vitjax") -> str:
+    from tests import gcs_server  # pylint: disable=import-outside-toplevel
+    self._count += 1
+    name = f"{prefix}-{os.getpid()}-{self._count}"
+    gcs_server.create_bucket(self.url, name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def gcs():
+  """A real GCS-protocol server on loopback for the whole session; this process's gs://
+  clients point at it (and `helpers.cli_env` passes the same to subprocesses)."""
+  from tests import gcs_server  # pylint: disable=import-outside-toplevel
+  with gcs_server.running() as url:
+    os.environ.update(gcs_server.environment(url))
+    yield Buckets(url)

@@ -13,7 +13,7 @@ def cli_env(devices: int = 1) -> dict:
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   env["PYTHONUNBUFFERED"] = "1"
-  return env
+  return env  # os.environ carries the gs:// settings of the `gcs` fixture, when in use.
 
 
 def cli_args(workdir, *overrides, config=TINY_CONFIG) -> list[str]:

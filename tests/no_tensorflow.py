@@ -1,7 +1,9 @@
-"""Imported first in a subprocess, makes TensorFlow look uninstalled: every import finder
-answers 'not found' for it, as on a machine without it (`vit_jax` without the `tfds`
-extra)."""
+"""Imported first in a subprocess, makes TensorFlow (and whatever else is appended to
+HIDDEN) look uninstalled: every import finder answers 'not found' for it, as on a machine
+without it (`vit_jax` without the `tfds` or `gcs` extra)."""
 import sys
+
+HIDDEN = ["tensorflow"]
 
 
 class _Hidden:
@@ -9,7 +11,7 @@ class _Hidden:
     self._finder = finder
 
   def find_spec(self, name, path=None, target=None):
-    if name == "tensorflow" or name.startswith("tensorflow."):
+    if any(name == hidden or name.startswith(f"{hidden}.") for hidden in HIDDEN):
       return None
     return self._finder.find_spec(name, path, target)
 

@@ -1,6 +1,7 @@
 """Input pipeline (Grain, no TensorFlow): offline sources, TFDS ArrayRecord (prepared
 offline and mocked), folders, determinism, O(1) exact resume across worker counts, padded
 eval, sharding over 8 devices, and bad input."""
+import os
 import shutil
 import subprocess
 import sys
@@ -210,27 +211,40 @@ def test_global_batch_sharded_over_8_devices(digits):
     setup.check_batch_size(config, mesh, num_data_shards=1)
 
 
-def test_tfds_arrayrecord_prepared_offline_reads_without_tensorflow(digits, tmp_path):
-  """`vit_jax.cli.prepare` writes the digits as ArrayRecord (TensorFlow needed there);
-  a process where TensorFlow cannot be imported reads them back, equal to the arrays."""
+def test_tfds_arrayrecord_prepared_into_a_bucket_reads_without_tensorflow(digits, gcs, tmp_path):
+  """`vit_jax.cli.prepare --data_dir=gs://BUCKET/tfds` writes the digits as ArrayRecord
+  into the bucket (TensorFlow needed there); a process where TensorFlow cannot be imported
+  reads them back from the bucket through Grain (eval split and training stream), equal to
+  the arrays."""
+  data_dir = f"gs://{gcs.new()}/tfds"
   prepare = subprocess.run([sys.executable, "-m", "vit_jax.cli.prepare",
-                            "--dataset=sklearn_digits", f"--data_dir={tmp_path}"],
-                           capture_output=True, text=True, timeout=600)
+                            "--dataset=sklearn_digits", f"--data_dir={data_dir}"],
+                           capture_output=True, text=True, timeout=600, env=helpers.cli_env())
   assert prepare.returncode == 0, prepare.stderr[-2000:]
+  assert f"Prepared sklearn_digits in {data_dir}" in prepare.stdout
   script = f"""
 import sys
 import tests.no_tensorflow  # as if TensorFlow were not installed.
 import numpy as np
 from vit_jax.data import pipeline, sources
-source = sources.TfdsSource("sklearn_digits", data_dir={str(tmp_path)!r})
+source = sources.TfdsSource("sklearn_digits", data_dir={data_dir!r})
 batch = next(iter(pipeline.eval_dataset(source, split="test", global_batch_size=359, pp="",
                                         shards=pipeline.DataShards(1, 0, 1))))
+train = next(pipeline.TrainStream(source, split="train[:50%]", global_batch_size=16, pp="",
+                                  seed=0, shards=pipeline.DataShards(1, 0, 1), workers=1))
+assert train["image"].shape == (16, 8, 8, 1), train["image"].shape
 np.save({str(tmp_path / "test.npy")!r}, batch["image"])
 np.save({str(tmp_path / "labels.npy")!r}, batch["label"])
 """
+  env = helpers.cli_env()
+  env["VIT_JAX_CACHE"] = str(tmp_path / "cache")
   read = subprocess.run([sys.executable, "-c", script + "assert 'tensorflow' not in sys.modules"],
-                        capture_output=True, text=True, timeout=300, cwd=helpers.REPO)
+                        capture_output=True, text=True, timeout=300, cwd=helpers.REPO, env=env)
   assert read.returncode == 0, read.stderr[-2000:]
+  # Only the splits read were copied to the local cache (ArrayRecord reads local files).
+  mirrored = [name for _, _, files in os.walk(tmp_path / "cache") for name in files]
+  assert any("train.array_record" in n for n in mirrored)
+  assert any("test.array_record" in n for n in mirrored)
   images, labels = digits.splits["test"]
 
   def examples(images, labels):  # TFDS stores examples in its own (hashed) order.

@@ -26,7 +26,7 @@ def test_tpu_vm_up_creates_or_reuses_then_installs_on_every_worker():
   scp = shlex.split(lines[2])
   assert scp[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "scp", "vit"]
   assert "--worker=all" in scp and scp[-1] == "vit:~/vit_jax/"
-  assert shlex.split(lines[3])[-1] == "--command=cd ~/vit_jax && pip install -q -e . 'jax[tpu]'"
+  assert shlex.split(lines[3])[-1] == "--command=cd ~/vit_jax && pip install -q -e '.[gcs]' 'jax[tpu]'"
 
 
 def test_tpu_vm_run_same_command_on_all_workers():
@@ -49,6 +49,22 @@ def test_tpu_vm_run_needs_a_workdir():
                            "--zone=z", "--dry-run"], cwd=helpers.REPO, capture_output=True,
                           text=True, timeout=60)
   assert result.returncode == 2 and "run needs --workdir" in result.stderr
+
+
+def test_tpu_vm_run_refuses_a_local_workdir_on_a_multi_worker_slice():
+  def run(accelerator, workdir):
+    return subprocess.run([sys.executable, "scripts/launch_tpu_vm.py", "run", "--name=v",
+                           "--zone=z", f"--accelerator={accelerator}", f"--workdir={workdir}",
+                           "--dry-run", "--", "--config=configs/quickstart.py"],
+                          cwd=helpers.REPO, capture_output=True, text=True, timeout=60)
+  refused = run("v4-32", "/tmp/run")
+  assert refused.returncode == 2 and not refused.stdout
+  assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]  # one line.
+  assert refused.stderr.startswith("error: --workdir=/tmp/run is a local path, but each of "
+                                   "the 4 workers of a v4-32 has its own disk")
+  assert "gs://BUCKET/run" in refused.stderr
+  assert run("v4-8", "/tmp/run").returncode == 0          # one worker: its disk will do.
+  assert run("v5litepod-16", "gs://b/run").returncode == 0
 
 
 def test_slurm_script_one_process_per_gpu():

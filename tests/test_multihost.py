@@ -24,12 +24,13 @@ def free_port() -> int:
 
 
 def start_process(workdir, index, port, log_dir, *overrides, num_processes=2,
-                  timeouts=("--initialization_timeout=60", "--heartbeat_timeout=10")):
+                  timeouts=("--initialization_timeout=60", "--heartbeat_timeout=10"),
+                  cwd=helpers.REPO):
   log = open(os.path.join(log_dir, f"process_{index}.log"), "w")
   args = helpers.cli_args(workdir, *overrides, f"--coordinator_address=127.0.0.1:{port}",
                           f"--num_processes={num_processes}", f"--process_id={index}",
                           "--num_cpu_devices=4", *timeouts)
-  return subprocess.Popen(args, env=helpers.cli_env(4), cwd=helpers.REPO, stdout=log,
+  return subprocess.Popen(args, env=helpers.cli_env(4), cwd=cwd, stdout=log,
                           stderr=subprocess.STDOUT), log
 
 
@@ -59,23 +60,38 @@ def wait_for_step(procs, log_dir, step: int, limit: float = 240) -> None:
     time.sleep(0.5)
 
 
-def test_two_processes_equal_one_process_with_eight_devices(tfds_dir, tmp_path):
+def _run_two(workdir, log_dir, overrides, *, cwd=helpers.REPO, until_step=None):
+  """Both processes of a run to the end (or, with `until_step`, both killed with -9 as
+  soon as that step's checkpoint is complete); returns their logs."""
+  port = free_port()
+  procs = [start_process(workdir, i, port, log_dir, *overrides, cwd=cwd) for i in range(2)]
+  try:
+    if until_step is None:
+      codes = [p.wait(timeout=300) for p, _ in procs]
+    else:
+      deadline = time.time() + 300
+      while until_step not in run_format.complete_steps(f"{workdir}/checkpoints"):
+        assert time.time() < deadline and procs[0][0].poll() is None, read(log_dir / "process_0.log")
+        time.sleep(0.2)
+      codes = [0, 0]
+  finally:
+    for p, log in procs:
+      p.kill()
+      p.wait()
+      log.close()
+  logs = [read(log_dir / f"process_{i}.log") for i in range(2)]
+  assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+  return logs
+
+
+def test_two_processes_equal_one_process_with_eight_devices(tfds_dir, gcs, tmp_path):
   # SGD: its update is linear in the gradient, so the different summation order across
   # processes stays at rounding level. (Adam turns the rounding noise of exactly-zero
   # gradients, e.g. of the attention key bias, into lr-sized steps.)
   overrides = (f"--config.data_dir={tfds_dir}", "--config.data_shards=2",
                "--config.total_steps=6", "--config.optimizer=sgd", "--config.lr=0.1",
-               "--config.weight_decay=0.0")
-  port = free_port()
-  procs = [start_process(tmp_path / "two", i, port, tmp_path, *overrides) for i in range(2)]
-  try:
-    codes = [p.wait(timeout=300) for p, _ in procs]
-  finally:
-    for p, log in procs:
-      p.kill()
-      log.close()
-  logs = [read(tmp_path / f"process_{i}.log") for i in range(2)]
-  assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+               "--config.weight_decay=0.0", "--config.checkpoint_every=2")
+  logs = _run_two(tmp_path / "two", tmp_path, overrides)
   # Each process reads only its own shard of the data.
   assert "process 0 reads data shard(s) [0] of 2" in logs[0]
   assert "process 1 reads data shard(s) [1] of 2" in logs[1]
@@ -93,6 +109,20 @@ def test_two_processes_equal_one_process_with_eight_devices(tfds_dir, tmp_path):
   assert sorted(two_losses) == sorted(one_losses) == list(range(1, 7))
   np.testing.assert_allclose([two_losses[k] for k in range(1, 7)],
                              [one_losses[k] for k in range(1, 7)], rtol=1e-5)
+
+  # The same 2-process run with its workdir in a bucket: both processes killed after the
+  # first checkpoint, both restarted from another directory (a new slice), resume from
+  # the bucket to the same parameters, bit for bit.
+  bucket_run = f"gs://{gcs.new()}/two"
+  _run_two(bucket_run, tmp_path, overrides, until_step=2)
+  elsewhere = tmp_path / "new_slice"
+  elsewhere.mkdir()
+  logs = _run_two(bucket_run, tmp_path, overrides, cwd=elsewhere)
+  assert "Resumed from step" in logs[0], logs[0][-3000:]
+  resumed, step = run_format.restore_as_numpy(bucket_run)
+  assert step == 6, logs[0][-4000:]
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(two_params)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_missing_peer_fails_fast_with_a_clear_error(tfds_dir, tmp_path):
@@ -167,7 +197,7 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step_then_resumes(tfd
     codes = [p.wait(timeout=120) for p in procs]
   output = read(tmp_path / "process_0.log")
   assert codes == [0, 0], output[-3000:]
-  stopped = int(output.split("Preempted (SIGTERM): stopped at step ")[1].split()[0])
+  stopped = int(output.split("Stopped by SIGTERM at step ")[1].split()[0])
   saved = sorted(int(n) for n in os.listdir(tmp_path / "run" / "checkpoints") if n.isdigit())
   assert saved == [stopped]
   with two_processes(tmp_path / "run", tmp_path, *overrides,

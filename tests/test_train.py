@@ -151,7 +151,7 @@ def test_sigterm_saves_and_exits_0_then_resumes_exactly(tfds_dir, tmp_path):
       proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 0
   text = "".join(output)
-  assert "Preempted (SIGTERM)" in text
+  assert "Stopped by SIGTERM at step" in text
   stopped = checkpointer.TrainCheckpointer(str(workdir / "checkpoints"), keep=3).latest_step()
   assert 5 <= stopped < 400 and f"Saving checkpoint at step {stopped}" in text
   # Resuming for a few more steps gives what an uninterrupted run gives.

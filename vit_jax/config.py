@@ -7,11 +7,11 @@ Importing this module imports neither JAX nor TensorFlow: configs load in a blin
 from __future__ import annotations
 
 import json
-import os
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from vit_jax import storage
 from vit_jax.data.presets import get_preset
 from vit_jax.errors import UserError
 from vit_jax.models.presets import resolve_model_name
@@ -134,6 +134,13 @@ def base_config() -> ml_collections.ConfigDict:
   # A step with a non-finite loss, gradient norm or parameters is never checkpointed; by
   # default it stops the run. True: drop that update and go on (counted as skipped_steps).
   c.skip_nonfinite_steps = False
+  # After a non-finite step: 'stop' (a rerun resumes from the newest healthy checkpoint)
+  # or 'rollback': restore the newest healthy checkpoint, skip the next
+  # `rollback_skip_batches` batches and go on, at most `max_rollbacks` times.
+  c.on_divergence = "stop"
+  c.rollback_skip_batches = 100
+  c.max_rollbacks = 3
+  c.resume_step = placeholder(int)  # resume from this intact step (newer ones set aside).
 
   # Devices: mesh axes (data, fsdp, model); -1 takes the remaining devices.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
@@ -218,11 +225,10 @@ def parse_args(arg: str | None, default: str) -> list[str]:
 def from_run(workdir: str) -> ml_collections.ConfigDict:
   """The config a run was trained with (its config.json), on top of today's defaults so
   that a run from an older version still has every field; evals as the run had them."""
-  path = os.path.join(os.path.expanduser(workdir), "config.json")
-  if not os.path.exists(path):
+  path = storage.path(workdir) / "config.json"
+  if not path.exists():
     raise UserError(f"{workdir} has no config.json: is it a vit_jax workdir?")
-  with open(path) as f:
-    stored = json.load(f)
+  stored = json.loads(path.read_text())
   c = base_config()
   evals = stored.pop("evals", None)
   _update_known(c, stored)

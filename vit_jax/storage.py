@@ -14,12 +14,25 @@ TensorFlow is installed; `EPATH_USE_TF=false` makes it use fsspec (gcsfs) instea
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from typing import Union
 
 os.environ.setdefault("EPATH_USE_TF", "false")  # before epath decides on a backend.
+
+
+def _no_listing_cache() -> None:
+  """Bucket listings are read fresh: fsspec keeps a listing forever by default, and
+  orbax's arrays are written through TensorStore, which that cache never hears of, so a
+  cached listing would miss checkpoints written since (by this or another process)."""
+  import fsspec.config  # pylint: disable=g-import-not-at-top
+  for protocol in ("gs", "gcs", "s3", "az"):
+    fsspec.config.conf.setdefault(protocol, {})["use_listings_cache"] = False
+
+
+_no_listing_cache()
 
 from etils import epath  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -75,9 +88,11 @@ def describe_error(p: PathLike, error: BaseException) -> str:
   text = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
   lowered = text.lower()
   bucket = os.fspath(p).split("://", 1)[-1].split("/", 1)[0]
-  if "404" in text or "not found" in lowered or "nosuchbucket" in lowered:
+  if (isinstance(error, FileNotFoundError) or "404" in text or "not found" in lowered
+      or "nosuchbucket" in lowered):
     return f"the bucket {bucket!r} does not exist (create it: gcloud storage buckets create gs://{bucket})"
-  if "403" in text or "401" in text or "forbidden" in lowered or "permission" in lowered:
+  if (isinstance(error, PermissionError) or "403" in text or "401" in text
+      or "forbidden" in lowered or "permission" in lowered):
     return (f"no permission to write in {bucket!r} ({text}); grant this machine's service "
             f"account Storage Object Admin on it")
   if any(w in lowered for w in ("connect", "timeout", "timed out", "resolve", "unreachable")):
@@ -130,7 +145,22 @@ def check_reachable(p: PathLike, *, what: str) -> epath.Path:
   return target
 
 
+def free_bytes(p: PathLike):
+  """Free bytes on the local file system holding `p` (None for a bucket)."""
+  if is_remote(p):
+    return None
+  existing = os.fspath(path(p))
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  import shutil  # pylint: disable=g-import-not-at-top
+  return shutil.disk_usage(existing).free
+
+
 def read_bytes(p: PathLike) -> bytes:
+  """A whole file (local: read directly, the input workers' fast path)."""
+  if not is_remote(p):
+    with open(os.path.expanduser(os.fspath(p)), "rb") as f:
+      return f.read()
   return path(p).read_bytes()
 
 
@@ -143,9 +173,15 @@ def write_bytes(p: PathLike, data: bytes) -> None:
     return
   target.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.fspath(target.parent), prefix=f".{target.name}.")
-  with os.fdopen(fd, "wb") as f:
-    f.write(data)
-  os.replace(tmp, os.fspath(target))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, os.fspath(target))
+  except OSError as e:  # disk full, read-only: nothing half-written is left behind.
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise UserError(f"Cannot write {target} ({e.strerror or e}); free some space or fix "
+                    f"its permissions.") from None
 
 
 def write_text(p: PathLike, text: str) -> None:
@@ -173,3 +209,47 @@ def local_copy(p: PathLike) -> str:
     tmp.write_bytes(target.read_bytes())
     os.replace(os.fspath(tmp), os.fspath(local))
   return os.fspath(local)
+
+
+def move(src: PathLike, dst: PathLike) -> None:
+  """Renames a file or folder (in a bucket: copies every object, then deletes them)."""
+  src, dst = path(src), path(dst)
+  if not is_remote(src):
+    os.rename(os.fspath(src), os.fspath(dst))
+    return
+  import fsspec  # pylint: disable=g-import-not-at-top  (epath's own bucket backend)
+  fsspec.filesystem(scheme(src)).mv(os.fspath(src), os.fspath(dst), recursive=True)
+
+
+def mirror(remote_dir: PathLike, select=lambda name: True) -> str:
+  """A local copy of the files of `remote_dir` whose names `select` accepts (not its
+  sub-folders), in the cache, for readers that only take local files (ArrayRecord).
+  Files already copied (same size) are not copied again; returns the local folder."""
+  remote = path(remote_dir)
+  key = hashlib.sha256(os.fspath(remote).encode()).hexdigest()[:16]
+  local = cache_dir() / "mirrors" / key
+  local.mkdir(parents=True, exist_ok=True)
+  wanted = [p for p in remote.iterdir() if select(p.name) and not p.is_dir()]
+  for source in wanted:
+    target = local / source.name
+    if target.exists() and target.stat().length == source.stat().length:
+      continue
+    tmp = local / f".{source.name}.{os.getpid()}.tmp"
+    tmp.write_bytes(source.read_bytes())
+    os.replace(os.fspath(tmp), os.fspath(target))
+  return os.fspath(local)
+
+
+def copy_tree(src: PathLike, dst: PathLike) -> int:
+  """Copies every file under `src` to the same place under `dst` (either may be a
+  bucket); returns the number of files."""
+  src, dst = path(src), path(dst)
+  root = os.fspath(src).split("://", 1)[-1].rstrip("/")  # walk() gives paths sans scheme.
+  count = 0
+  for directory, _, files in src.walk():
+    relative = os.fspath(directory).split("://", 1)[-1][len(root):].strip("/")
+    for name in files:
+      source = src / relative / name if relative else src / name
+      write_bytes(dst / relative / name if relative else dst / name, read_bytes(source))
+      count += 1
+  return count

@@ -4,6 +4,7 @@ and the RGB embedding filters. `vit_jax.cli.visualize` writes them as PNGs; the 
 evaluator writes them to TensorBoard during training."""
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -13,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402
 
+from vit_jax import storage  # noqa: E402
 from vit_jax.analysis import attention as analysis  # noqa: E402
 
 
@@ -125,11 +127,14 @@ def figure_to_array(fig) -> np.ndarray:
 
 
 def write_pngs(figures: dict, out_dir: str) -> list[str]:
-  os.makedirs(out_dir, exist_ok=True)
+  """Each figure as `<out_dir>/<name>.png` (a local folder or a bucket)."""
+  out = storage.path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
   paths = []
   for name, fig in figures.items():
-    path = os.path.join(out_dir, f"{name}.png")
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, dpi=120, format="png")
     plt.close(fig)
-    paths.append(path)
+    storage.write_bytes(out / f"{name}.png", png.getvalue())
+    paths.append(os.fspath(out / f"{name}.png"))
   return paths

@@ -34,6 +34,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from vit_jax import sharding as sharding_lib
+from vit_jax import storage
 from vit_jax.bench import minimal_vit, profile_summary, step_timing
 from vit_jax.bench.benchmark_timm import bench_timm
 from vit_jax.cli import common
@@ -83,8 +84,8 @@ def bench_ours(model, state, compiled, compile_seconds, batch, model_images, arg
             "compile_s": compile_seconds, "xla_train_flops": flops.xla_flops(compiled)}
   if args.profile:
     result["profile"] = profile_summary.trace_top_kernels(run, log_dir=args.profile)
-    with open(os.path.join(args.profile, "train_step.hlo.txt"), "w") as f:
-      f.write(compiled.as_text())  # names the fusions of the kernel table.
+    # The HLO names the fusions of the kernel table.
+    storage.write_text(storage.path(args.profile) / "train_step.hlo.txt", compiled.as_text())
   forward = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(
       holder["state"].params, model_images).compile()
   result["infer_step_s"] = step_timing.time_steps(
@@ -241,9 +242,7 @@ def run_benchmark(config) -> dict:
                                     / ours["train_step_s"]["median"])
   print_report(results, rows, args, train_flops, peak)
   if FLAGS.json:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
-    with open(FLAGS.json, "w") as f:
-      json.dump(results, f, indent=2)
+    storage.write_text(FLAGS.json, json.dumps(results, indent=2))
   return results
 
 

@@ -33,6 +33,9 @@ def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> 
       return main(argv)
     except UserError as e:
       _exit_with_error(e)
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves and exits).
+      _exit_with_error(UserError("interrupted (Ctrl-C); nothing was left half-written."),
+                       code=130)
     except Exception:  # pylint: disable=broad-except
       _report_a_dead_peer()
       raise
@@ -53,24 +56,39 @@ def _quiet_libraries() -> None:
   import warnings  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
 
-  def own_or_error(record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.ERROR or "vit_jax" in record.pathname
+  def own(record: std_logging.LogRecord) -> bool:
+    # Other libraries' records, errors included: orbax, TensorStore, asyncio and gcsfs
+    # log each failure they then raise (or that is teardown noise); what matters reaches
+    # the user as one line from the exception itself (--verbosity=1 shows them all).
+    return "vit_jax" in record.pathname
 
   logging.set_verbosity(logging.WARNING)
+  # gcsfs logs every failed request with its traceback before raising; the raised error
+  # becomes one line (vit_jax.storage.describe_error), so its log would only repeat it.
+  std_logging.getLogger("gcsfs").setLevel(std_logging.CRITICAL)
   # Grain's input workers pass batches in shared memory; the few in flight when a run
   # ends are unlinked by multiprocessing's resource tracker, which says so in a process of
   # its own at exit. It takes its warning filters from the interpreter's -W options.
   sys.warnoptions.append("ignore:resource_tracker:UserWarning")
   for handler in [logging.get_absl_handler(), *std_logging.getLogger().handlers]:
-    handler.addFilter(own_or_error)
+    handler.addFilter(own)
+  # Exceptions in destructors and unawaited tasks at teardown (asyncio event loops closed
+  # under aiohttp sessions, TensorStore futures) are printed by this hook: not the user's.
+  sys.unraisablehook = lambda unraisable: None
   warnings.filterwarnings("ignore", category=DeprecationWarning)
   warnings.filterwarnings("ignore", category=FutureWarning)
   warnings.filterwarnings("ignore", category=UserWarning, module="(?!vit_jax)")
 
 
-def _exit_with_error(error: BaseException) -> None:
-  print(f"error: {error}", file=sys.stderr, flush=True)
-  sys.exit(USER_ERROR_EXIT_CODE)
+def _exit_with_error(error: BaseException, code: int | None = None) -> None:
+  """One line: `error: ...` on stderr (exit 2, or the error's own `exit_code`); an exit
+  code of 0 (stopped on request, nothing lost) prints the line on stdout instead."""
+  code = getattr(error, "exit_code", USER_ERROR_EXIT_CODE) if code is None else code
+  if code == 0:
+    print(str(error), flush=True)
+  else:
+    print(f"error: {error}", file=sys.stderr, flush=True)
+  sys.exit(code)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

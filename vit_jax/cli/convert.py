@@ -32,15 +32,14 @@ def describe(checkpoint) -> str:
 
 
 def main(argv):
-  import os  # pylint: disable=g-import-not-at-top
-  from vit_jax import convert  # pylint: disable=g-import-not-at-top
+  from vit_jax import convert, storage  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if len(argv) != 3:
     raise UserError("give a source and an output: python -m vit_jax.convert SRC OUT")
   source, out = argv[1:]
   if FLAGS.to == "npz" and not out.endswith(".npz"):
     raise UserError(f"OUT={out!r} must end in .npz (or pass --to=timm / --to=hf).")
-  if os.path.exists(out):
+  if storage.path(out).exists():
     raise UserError(f"{out} already exists; choose another name (nothing was overwritten).")
   checkpoint = convert.read(source, timm_model=FLAGS.timm_model, model_name=FLAGS.model,
                             num_heads=FLAGS.num_heads)

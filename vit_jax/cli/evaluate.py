@@ -29,12 +29,11 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  import os  # pylint: disable=g-import-not-at-top
   from vit_jax import config as config_lib, console  # pylint: disable=g-import-not-at-top
   from vit_jax.convert import is_run_directory  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   from vit_jax.trainer import evaluate, progress  # pylint: disable=g-import-not-at-top
-  checkpoint = os.path.expanduser(FLAGS.checkpoint)
+  checkpoint = FLAGS.checkpoint
   config = FLAGS.config
   if config is None:
     if not is_run_directory(checkpoint):

@@ -90,8 +90,8 @@ def main(argv) -> None:
   result = plan(FLAGS.config, resolution=FLAGS.resolution, num_classes=FLAGS.num_classes)
   print_plan(result)
   if FLAGS.json:
-    with open(FLAGS.json, "w") as f:
-      json.dump(result, f, indent=2)
+    from vit_jax import storage  # pylint: disable=g-import-not-at-top
+    storage.write_text(FLAGS.json, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ An image folder, pre-resized to a shorter side (faster decoding in training; no 
 
     python -m vit_jax.cli.prepare --folder=/data/images --out=/data/images_256 [--shorter_side=256]
 """
-import os
 
 from absl import flags
 
@@ -28,6 +27,23 @@ FLAGS = flags.FLAGS
 
 
 def prepare_tfds(name: str, data_dir: str) -> None:
+  """Downloads and writes `name` as ArrayRecord into `data_dir`. A bucket data dir is
+  prepared in a local temporary folder first and uploaded: ArrayRecord's writer takes
+  local files only."""
+  from vit_jax import storage  # pylint: disable=g-import-not-at-top
+  if storage.is_remote(data_dir):
+    storage.check_writable(data_dir, what="--data_dir")
+    import tempfile  # pylint: disable=g-import-not-at-top
+    with tempfile.TemporaryDirectory(prefix="vit_jax_prepare_") as local:
+      splits = _prepare_locally(name, local)
+      count = storage.copy_tree(local, data_dir)
+    print(f"Prepared {name} in {data_dir} ({count} files uploaded): {splits}")
+    return
+  splits = _prepare_locally(name, data_dir)
+  print(f"Prepared {name} in {data_dir}: {splits}")
+
+
+def _prepare_locally(name: str, data_dir: str) -> dict:
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     from vit_jax.data import builders  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (registers the offline builders)
@@ -37,7 +53,7 @@ def prepare_tfds(name: str, data_dir: str) -> None:
                     f"pip install 'vit_jax[tfds]'") from None
   # ArrayRecord: random access, which the input pipeline (Grain) reads without TensorFlow.
   builder.download_and_prepare(file_format="array_record")
-  print(f"Prepared {name} in {data_dir}: {dict(builder.info.splits)}")
+  return dict(builder.info.splits)
 
 
 def main(argv):
@@ -46,8 +62,7 @@ def main(argv):
     if not FLAGS.out:
       raise UserError("--folder needs --out=DIR, where the resized copy goes.")
     from vit_jax.data import prepare_folder  # pylint: disable=g-import-not-at-top
-    out = prepare_folder.resize_folder(os.path.expanduser(FLAGS.folder),
-                                       os.path.expanduser(FLAGS.out),
+    out = prepare_folder.resize_folder(FLAGS.folder, FLAGS.out,
                                        shorter_side=FLAGS.shorter_side)
     print(f"Wrote {out} (shorter side <= {FLAGS.shorter_side}); train with "
           f"--config.dataset=folder:{out}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import itertools
 import json
 import os
@@ -25,8 +26,10 @@ import time
 from typing import Any, Optional
 
 from absl import flags
+from etils import epath
 from ml_collections import config_flags
 
+from vit_jax import storage
 from vit_jax.cli import common
 from vit_jax.errors import UserError
 
@@ -81,24 +84,32 @@ def check_fields(config, grid) -> None:
       node = node[part]
 
 
-def run_point(config_arg: str, workdir: str, point: dict, passthrough: list[str]) -> float:
-  """Trains one point to the end (or resumes it); returns its wall time in seconds."""
-  os.makedirs(workdir, exist_ok=True)
+def run_point(config_arg: str, workdir: epath.Path, point: dict,
+              passthrough: list[str]) -> float:
+  """Trains one point to the end (or resumes it); returns its wall time in seconds. Its
+  console goes to console.log in its workdir (appended: a resumed point keeps both)."""
+  workdir.mkdir(parents=True, exist_ok=True)
   args = [sys.executable, "-m", "vit_jax.main", f"--config={config_arg}", f"--workdir={workdir}",
           *passthrough, *(f"--config.{field}={value}" for field, value in point.items())]
   start = time.perf_counter()
-  with open(os.path.join(workdir, "console.log"), "a") as log:
-    result = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT)
+  log_path = workdir / "console.log"
+  if storage.is_remote(log_path):  # an object: written whole when the point ends.
+    earlier = log_path.read_bytes() if log_path.exists() else b""
+    result = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    storage.write_bytes(log_path, earlier + result.stdout)
+  else:  # a local file: followed live (tail -f).
+    with log_path.open("a") as log:
+      result = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT)
   if result.returncode:
-    raise RuntimeError(f"exit status {result.returncode}; see {workdir}/console.log")
+    raise RuntimeError(f"exit status {result.returncode}; see {log_path}")
   return time.perf_counter() - start
 
 
-def summarise(workdir: str) -> dict[str, Any]:
+def summarise(workdir: epath.Path) -> dict[str, Any]:
   """Final and best accuracy of the `test` evaluator, the final few-shot accuracies and the
   median img/s, from a point's metrics.jsonl."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+          if line.strip()]
   accuracies = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
   speeds = sorted(r["images_per_sec"] for r in rows if "images_per_sec" in r)
   summary: dict[str, Any] = {
@@ -110,16 +121,15 @@ def summarise(workdir: str) -> dict[str, Any]:
   return summary
 
 
-def collect(root: str, grid) -> list[dict[str, Any]]:
+def collect(root: epath.Path, grid) -> list[dict[str, Any]]:
   """One row per finished point, in grid order."""
   table = []
   for point in points(grid):
-    workdir = os.path.join(root, point_name(point))
-    result_path = os.path.join(workdir, RESULT_FILE)
-    if not os.path.exists(result_path):
+    workdir = root / point_name(point)
+    result_path = workdir / RESULT_FILE
+    if not result_path.exists():
       continue
-    with open(result_path) as f:
-      wall = json.load(f)["wall_seconds"]
+    wall = json.loads(result_path.read_text())["wall_seconds"]
     table.append({**point, **summarise(workdir), "wall_s": wall})
   return table
 
@@ -130,24 +140,24 @@ def _format(value) -> str:
   return "" if value is None else str(value)
 
 
-def write_table(root: str, table: list[dict], grid) -> None:
+def write_table(root: epath.Path, table: list[dict], grid) -> None:
   first = ["final_accuracy", "best_accuracy"]
   last = ["img_per_s", "wall_s"]
   shots = sorted({k for row in table for k in row if "shot" in k})
   columns = [field for field, _ in grid] + first + shots + last
-  with open(os.path.join(root, "results.csv"), "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(table)
+  text = io.StringIO()
+  writer = csv.DictWriter(text, fieldnames=columns)
+  writer.writeheader()
+  writer.writerows(table)
+  storage.write_text(root / "results.csv", text.getvalue())
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   swept = {field for field, _ in grid}
   lines += ["| " + " | ".join(str(row[c]) if c in swept else _format(row.get(c))
                               for c in columns) + " |" for row in table]
-  with open(os.path.join(root, "results.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  storage.write_text(root / "results.md", "\n".join(lines) + "\n")
 
 
-def write_plot(root: str, table: list[dict], grid) -> Optional[str]:
+def write_plot(root: epath.Path, table: list[dict], grid) -> Optional[str]:
   """Final accuracy against the first swept field, one line per value of the others."""
   if not table:
     return None
@@ -174,10 +184,12 @@ def write_plot(root: str, table: list[dict], grid) -> Optional[str]:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  path = os.path.join(root, "results.png")
-  fig.savefig(path, dpi=120)
+  png = io.BytesIO()
+  fig.savefig(png, dpi=120, format="png")
   plt.close(fig)
-  return path
+  path = root / "results.png"
+  storage.write_bytes(path, png.getvalue())
+  return os.fspath(path)
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -190,19 +202,19 @@ def _parse_shard(text: str) -> tuple[int, int]:
   return index, count
 
 
-def sweep(config, config_arg: str, root: str, grid, passthrough: list[str], *,
+def sweep(config, config_arg: str, root: epath.Path, grid, passthrough: list[str], *,
           shard=(0, 1), report_only: bool = False) -> int:
   """Runs (or resumes) this shard's points of `grid` over `config` (loaded from
   `config_arg` with `passthrough` overrides, which every point gets too)."""
   check_fields(config, grid)
-  os.makedirs(root, exist_ok=True)
+  root.mkdir(parents=True, exist_ok=True)
   todo = points(grid)[shard[0]::shard[1]]
   failures = 0
   for i, point in enumerate(todo):
     if report_only:
       break
-    workdir = os.path.join(root, point_name(point))
-    if os.path.exists(os.path.join(workdir, RESULT_FILE)):
+    workdir = root / point_name(point)
+    if (workdir / RESULT_FILE).exists():
       print(f"[{i + 1}/{len(todo)}] {point_name(point)}: finished earlier, skipped", flush=True)
       continue
     print(f"[{i + 1}/{len(todo)}] {point_name(point)}: training ...", flush=True)
@@ -212,8 +224,8 @@ def sweep(config, config_arg: str, root: str, grid, passthrough: list[str], *,
       print(f"[{i + 1}/{len(todo)}] {point_name(point)}: failed ({e})", flush=True)
       failures += 1
       continue
-    with open(os.path.join(workdir, RESULT_FILE), "w") as f:
-      json.dump({"point": point, "wall_seconds": wall}, f)
+    storage.write_text(workdir / RESULT_FILE,
+                       json.dumps({"point": point, "wall_seconds": wall}))
     summary = summarise(workdir)
     print(f"[{i + 1}/{len(todo)}] {point_name(point)}: final accuracy "
           f"{_format(summary['final_accuracy'])} in {wall:.0f}s", flush=True)
@@ -222,8 +234,7 @@ def sweep(config, config_arg: str, root: str, grid, passthrough: list[str], *,
   plot = write_plot(root, table, grid)
   print(f"{len(table)} of {len(points(grid))} points finished: {root}/results.md, results.csv"
         + (", results.png" if plot else ""), flush=True)
-  with open(os.path.join(root, "results.md")) as f:
-    print(f.read(), end="")
+  print((root / "results.md").read_text(), end="")
   return 1 if failures else 0
 
 
@@ -234,7 +245,7 @@ def main(argv) -> None:
   # Every point gets the same config file and the overrides as typed (already checked).
   passthrough = [a for a in sys.argv[1:] if a.startswith("--config.")]
   config_arg = config_flags.get_config_filename(FLAGS["config"])
-  code = sweep(FLAGS.config, config_arg, os.path.abspath(os.path.expanduser(FLAGS.workdir)),
+  code = sweep(FLAGS.config, config_arg, storage.check_writable(FLAGS.workdir),
                parse_grid(FLAGS.grid), passthrough, shard=_parse_shard(FLAGS.shard),
                report_only=FLAGS.report)
   sys.exit(code)

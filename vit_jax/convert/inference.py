@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 import numpy as np
 
+from vit_jax import storage
 from vit_jax.convert.checkpoint import read
 from vit_jax.convert.pretrained import model_for
 from vit_jax.data import sources
@@ -30,8 +31,8 @@ class LoadedModel:
 
 
 def read_labels_file(path: str) -> list[str]:
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
+  """One label per line, in class-index order (local or in a bucket)."""
+  return [line.strip() for line in storage.path(path).read_text().splitlines() if line.strip()]
 
 
 def load(checkpoint: str, *, model_name: Optional[str] = None,

@@ -3,8 +3,10 @@ configs can pick CPU-sized defaults from the data. Imports neither JAX nor Tenso
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 import statistics
+
+from vit_jax import storage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -19,19 +21,18 @@ class FolderStats:
 def folder_stats(directory: str, *, sample: int = 200) -> FolderStats:
   """Counts DIR/train/<class>/* and reads the sizes of up to `sample` of them. A folder
   that is missing or empty gives zeros (the trainer then says what is wrong)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  train = os.path.join(os.path.expanduser(directory), "train")
-  if not os.path.isdir(train):
+  from PIL import Image  # pylint: disable=g-import-not-at-top  (configs import this module)
+  train = storage.path(directory) / "train"
+  if not train.is_dir():
     return FolderStats(0, 0, 0)
-  classes = sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
-  files = [os.path.join(train, c, f) for c in classes
-           for f in sorted(os.listdir(os.path.join(train, c)))
-           if f.lower().endswith(IMAGE_EXTENSIONS)]
+  classes = sorted(d for d in train.iterdir() if d.is_dir())
+  files = [f for c in classes for f in sorted(c.iterdir())
+           if f.name.lower().endswith(IMAGE_EXTENSIONS)]
   step = max(len(files) // sample, 1)
   sides = []
   for path in files[::step][:sample]:
     try:
-      with Image.open(path) as image:
+      with Image.open(io.BytesIO(storage.read_bytes(path))) as image:
         sides.append(min(image.size))
     except OSError:
       continue  # unreadable: the trainer skips it with a warning.

@@ -36,6 +36,7 @@ from vit_jax.data.sources import Source, shard_range
 from vit_jax.errors import UserError
 from vit_jax.pp import builder
 from vit_jax.pp.images import UnreadableImageError
+from vit_jax.runtime import processes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +227,17 @@ def _ensure_absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
+class _WorkerInit:
+  """Grain's worker_init_fn (pickled into each worker): exit when the trainer is gone."""
+
+  def __init__(self, owner_pid: int):
+    self.owner_pid = owner_pid
+
+  def __call__(self, worker_index: int, worker_count: int) -> None:
+    del worker_index, worker_count
+    processes.exit_when_gone(self.owner_pid)
+
+
 def _iterate(dataset: grain.MapDataset, *, workers: int, threads: int = 4,
              buffer: Optional[int] = None) -> grain.DatasetIterator:
   """Elements in order, made by `threads` threads (in each of `workers` processes, if
@@ -236,7 +248,10 @@ def _iterate(dataset: grain.MapDataset, *, workers: int, threads: int = 4,
       num_threads=threads, prefetch_buffer_size=buffer or 2 * threads))
   if workers > 0:
     _ensure_absl_flags_parsed()
-    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    # Each worker ends itself when this process dies, however it dies (SIGKILL included):
+    # orphaned workers would hold their shared-memory batches and cores for minutes.
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                                  worker_init_fn=_WorkerInit(os.getpid()))
   return iter(iter_ds)
 
 

@@ -7,14 +7,15 @@ kept: DIR/{train,test}/<class>/*.jpg.
 """
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 
 from PIL import Image
 
-from vit_jax import console
+from vit_jax import console, storage
+from vit_jax.data.folder_stats import IMAGE_EXTENSIONS
 from vit_jax.pp.images import UnreadableImageError, load_image
-from vit_jax.data.sources import IMAGE_EXTENSIONS
 
 
 def _resize_one(job: tuple[str, str, int, int]) -> str:
@@ -27,25 +28,27 @@ def _resize_one(job: tuple[str, str, int, int]) -> str:
   if scale < 1:
     image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)),
                          Image.BILINEAR, reducing_gap=None)
-  os.makedirs(os.path.dirname(target), exist_ok=True)
-  image.save(target, format="JPEG", quality=quality)
+  encoded = io.BytesIO()
+  image.save(encoded, format="JPEG", quality=quality)
+  storage.write_bytes(target, encoded.getvalue())
   return ""
 
 
 def resize_folder(source: str, target: str, *, shorter_side: int = 256, quality: int = 95,
                   processes: int = 0) -> str:
-  """Writes every image of `source` to `target` (same layout, .jpg) with its shorter side
-  at most `shorter_side`; returns `target`. Unreadable files are reported and left out."""
+  """Writes every image of `source` to `target` (same layout, .jpg; either may be in a
+  bucket) with its shorter side at most `shorter_side`; returns `target`. Unreadable
+  files are reported and left out."""
+  source_dir, target_dir = storage.path(source), storage.path(target)
   jobs = []
-  for directory, _, files in sorted(os.walk(source)):
-    for name in sorted(files):
-      if name.lower().endswith(IMAGE_EXTENSIONS):
-        relative = os.path.relpath(os.path.join(directory, name), source)
-        jobs.append((os.path.join(source, relative),
-                     os.path.join(target, os.path.splitext(relative)[0] + ".jpg"),
-                     shorter_side, quality))
+  for split in sorted(p for p in source_dir.iterdir() if p.is_dir()):
+    for class_dir in sorted(p for p in split.iterdir() if p.is_dir()):
+      for image in sorted(class_dir.iterdir()):
+        if image.name.lower().endswith(IMAGE_EXTENSIONS):
+          out = target_dir / split.name / class_dir.name / f"{image.stem}.jpg"
+          jobs.append((os.fspath(image), os.fspath(out), shorter_side, quality))
   with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
     for error in pool.imap_unordered(_resize_one, jobs, chunksize=16):
       if error:
         console.warn(f"skipped {error}")
-  return target
+  return os.fspath(target_dir)

@@ -19,13 +19,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from vit_jax import storage
 from vit_jax.errors import UserError
 from vit_jax.data import offline
+from vit_jax.data.folder_stats import IMAGE_EXTENSIONS
 from vit_jax.plugins import import_plugin
 from vit_jax.pp.images import EncodedImage, UnreadableImageError
 from vit_jax.data.presets import DATASET_ALIASES, DATASET_PRESETS, canonical_name
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 class Source:
@@ -130,13 +131,16 @@ class _Pairs(Sequence):
 
 # --- TFDS (ArrayRecord) -----------------------------------------------------------------
 def default_data_dir(data_dir: Optional[str] = None) -> str:
-  return os.path.expanduser(data_dir or os.environ.get(
-      "TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets")))
+  """The TFDS data dir (local or a bucket): given, $TFDS_DATA_DIR, or ~/tensorflow_datasets."""
+  return os.fspath(storage.path(data_dir or os.environ.get("TFDS_DATA_DIR",
+                                                            "~/tensorflow_datasets")))
 
 
 class TfdsSource(Source):
   """A TFDS dataset prepared as ArrayRecord (`python -m vit_jax.cli.prepare`), read with
-  `tfds.data_source`: random access, decoded in numpy, no TensorFlow."""
+  `tfds.data_source`: random access, decoded in numpy, no TensorFlow. In a bucket, each
+  split's files are copied to the local cache (`vit_jax.storage.mirror`) on first use:
+  ArrayRecord's reader takes local files only."""
 
   def __init__(self, name: str, *, data_dir: Optional[str] = None, label_key: str = "label"):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -173,11 +177,30 @@ class TfdsSource(Source):
                  if k != self.label_key}
     try:
       self._records[split] = tfds.data_source(
-          self.name, split=split, data_dir=self.data_dir, download=False, decoders=undecoded)
+          self.name, split=split, data_dir=self._local_data_dir(split), download=False,
+          decoders=undecoded)
     except (KeyError, ValueError) as e:
       raise UserError(f"Dataset {self.name!r} has no split {split!r} ({e}); it has "
                       f"{list(self.builder.info.splits)}.") from None
     return self._records[split]
+
+  def _local_data_dir(self, split: str) -> str:
+    """The data dir itself when local; else a local mirror of this split's files (and the
+    dataset's metadata) laid out as TFDS expects."""
+    if not storage.is_remote(self.data_dir):
+      return self.data_dir
+    version_dir = storage.path(self.builder.data_dir)
+    base = split.split("[", 1)[0]
+    local = storage.mirror(version_dir, lambda name: ".array_record" not in name or
+                           name.startswith(f"{self.name}-{base}.array_record"))
+    # TFDS looks for <data_dir>/<name>/<version>/: link the mirror in under a root.
+    relative = os.fspath(version_dir)[len(self.data_dir):].strip("/")
+    root = storage.cache_dir() / "tfds" / storage.path(local).name
+    link = root / relative
+    if not link.exists():
+      link.parent.mkdir(parents=True, exist_ok=True)
+      os.symlink(local, os.fspath(link))
+    return os.fspath(root)
 
   def _check_prepared(self) -> None:
     """Prepared, as ArrayRecord (random access), or one line with the command that does it."""
@@ -203,40 +226,41 @@ class TfdsSource(Source):
 
 # --- Image folders ----------------------------------------------------------------------
 class ImageFolderSource(Source):
-  """`DIR/{train,test}/<class_name>/*.{jpg,jpeg,png}`; classes sorted by name. Unreadable
-  images do not stop a run: the pipeline skips each with a warning naming the file."""
+  """`DIR/{train,test}/<class_name>/*.{jpg,jpeg,png}` (local or in a bucket); classes
+  sorted by name. Unreadable images do not stop a run: the pipeline skips each with a
+  warning naming the file."""
 
   def __init__(self, directory: str):
-    self.directory = os.path.expanduser(directory)
+    self.directory = storage.path(directory)
     self.name = f"folder:{self.directory}"
-    train_dir = os.path.join(self.directory, "train")
-    if not os.path.isdir(train_dir):
-      raise UserError(f"Image folder {self.directory!r} has no train/ subfolder; expected "
-                       f"{self.directory}/train/<class_name>/*.jpg (and test/).")
-    self.label_names = sorted(
-        d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    train_dir = self.directory / "train"
+    if not train_dir.is_dir():
+      raise UserError(f"Image folder {os.fspath(self.directory)!r} has no train/ subfolder; "
+                      f"expected {self.directory}/train/<class_name>/*.jpg (and test/).")
+    self.label_names = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
     if not self.label_names:
       raise UserError(f"{train_dir} has no class subfolders; put each class's images in "
-                       f"{train_dir}/<class_name>/.")
+                      f"{train_dir}/<class_name>/.")
     self.num_classes = len(self.label_names)
     self._files: dict[str, list[tuple[str, int]]] = {}
 
   def _list(self, split: str) -> list[tuple[str, int]]:
     if split in self._files:
       return self._files[split]
-    split_dir = os.path.join(self.directory, split)
-    if not os.path.isdir(split_dir):
-      raise UserError(f"Image folder {self.directory!r} has no {split}/ subfolder.")
+    split_dir = self.directory / split
+    if not split_dir.is_dir():
+      raise UserError(f"Image folder {os.fspath(self.directory)!r} has no {split}/ subfolder.")
+    present = {d.name for d in split_dir.iterdir()}
     files = []
     for label, name in enumerate(self.label_names):
-      class_dir = os.path.join(split_dir, name)
-      names = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(IMAGE_EXTENSIONS)) \
-          if os.path.isdir(class_dir) else []
+      class_dir = split_dir / name
+      names = sorted(f.name for f in class_dir.iterdir()
+                     if f.name.lower().endswith(IMAGE_EXTENSIONS)) if name in present else []
       if not names and split == "train":
         raise UserError(f"Class folder {class_dir} is empty: add .jpg/.jpeg/.png images or "
-                         f"remove the folder.")
-      files += [(os.path.join(class_dir, f), label) for f in names]
-    unknown = sorted(set(os.listdir(split_dir)) - set(self.label_names))
+                        f"remove the folder.")
+      files += [(os.fspath(class_dir / f), label) for f in names]
+    unknown = sorted(present - set(self.label_names))
     if unknown:
       raise UserError(f"{split_dir} has class folders {unknown} that train/ does not have.")
     self._files[split] = files

@@ -90,7 +90,8 @@ def fit_params(restored: Params, init: Params, *, reset_head: bool = False,
       problems.append(f"shape mismatch {key}: checkpoint {tuple(value.shape)} vs model "
                       f"{tuple(init_value.shape)}")
       continue
-    result[key] = np.asarray(value, dtype=init_value.dtype)
+    # The fresh head is kept as it is (it may be an abstract shape in a dry-run check).
+    result[key] = value if value is init_value else np.asarray(value, dtype=init_value.dtype)
   for key in restored_flat.keys() - init_flat.keys():
     prefix = next((p for p in (droppable or {}) if key.startswith(p)), None)
     if prefix is not None:

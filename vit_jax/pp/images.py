@@ -6,6 +6,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from vit_jax import storage
+
 
 class UnreadableImageError(ValueError):
   """The file is not an image we can decode; the message names the file."""
@@ -20,8 +22,13 @@ class UnreadableImageError(ValueError):
 
 
 def load_image(path: str) -> np.ndarray:
-  """Returns an (H, W, 3) uint8 array; raises UnreadableImageError naming the file."""
-  return _decode(path, path, keep_gray=False)
+  """An image file (local or in a bucket) as an (H, W, 3) uint8 array; raises
+  UnreadableImageError naming the file."""
+  try:
+    data = storage.read_bytes(path)
+  except OSError as e:
+    raise UnreadableImageError.of(path, e) from None
+  return _decode(io.BytesIO(data), path, keep_gray=False)
 
 
 def _decode(file, name: str, *, keep_gray: bool) -> np.ndarray:
@@ -62,9 +69,9 @@ class EncodedImage:
 
   @classmethod
   def from_file(cls, path: str) -> "EncodedImage":
+    """A local or bucket file's bytes, decoded later."""
     try:
-      with open(path, "rb") as f:
-        return cls(f.read(), path)
+      return cls(storage.read_bytes(path), path)
     except OSError as e:
       raise UnreadableImageError.of(path, e) from None
 

@@ -23,6 +23,7 @@ from typing import Iterator, Optional
 
 from vit_jax import console, storage
 from vit_jax.errors import UserError
+from vit_jax.runtime import processes
 
 LOCK_FILE = ".lock"
 REFRESH_SECONDS = 20.0
@@ -119,7 +120,7 @@ class _BucketLock(_Held):
       owner = {}
     text = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
     age = time.time() - float(owner.get("time", 0))
-    dead_here = owner.get("host") == socket.gethostname() and not _alive(owner.get("pid"))
+    dead_here = owner.get("host") == socket.gethostname() and not processes.is_running(owner.get("pid"))
     if not dead_here and age < STALE_SECONDS:
       raise _busy(self.where, f"{text}, its lock refreshed {age:.0f}s ago")
     try:
@@ -149,16 +150,6 @@ class _BucketLock(_Held):
     if self.lost is None and self.generation is not None:
       with contextlib.suppress(Exception):
         self.bucket.blob(self.name).delete(if_generation_match=self.generation)
-
-
-def _alive(pid) -> bool:
-  try:
-    os.kill(int(pid), 0)
-  except (ProcessLookupError, ValueError, TypeError):
-    return False
-  except PermissionError:
-    return True
-  return True
 
 
 @contextlib.contextmanager

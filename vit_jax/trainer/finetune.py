@@ -46,6 +46,15 @@ def adopt(config, checkpoint: Checkpoint):
   return config.lock()
 
 
+def check_fits(config, checkpoint: Checkpoint, built) -> None:
+  """Before anything is written: the checkpoint's parameters fit the built model (the
+  same surgery as `init_params`, on the model's abstract shapes)."""
+  family = family_module(resolve_family(config.model_name))
+  family_lib.adapt_pretrained(family, checkpoint.params, built.state.abstract.params,
+                              model=built.model, image_shape=built.image_shape,
+                              reset_head=config.reset_head, notes=[])
+
+
 def init_params(config, checkpoint: Checkpoint, built, init_params: Any) -> Any:
   """`checkpoint`'s parameters fitted to the built model by its family (position
   embeddings resampled, head replaced, ...), each change logged, placed on the mesh."""

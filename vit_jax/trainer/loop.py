@@ -1,118 +1,93 @@
 """The trainer: `train_and_evaluate(config, workdir)`, one story from top to bottom.
 
-Setup (config resolved, mesh, input, model, optimizer, sharded state: `setup.prepare`) ->
-state (fresh, resumed or fine-tuned) -> evaluators -> loop (train, log, evaluate,
-checkpoint, preemption). The same program runs on one CPU, many simulated CPU devices, a GPU and a
-multi-host pod.
+Checks (config, storage, data, pretrained fit: nothing is written before they pass) ->
+setup (mesh, input, model, optimizer, sharded state: `setup.prepare`) -> lock -> state
+(resumed, fine-tuned or fresh: `resume`) -> compile -> loop (train, log, evaluate,
+checkpoint, stop on request, roll back after a divergence) -> final evaluation, which is
+what makes a run finished. The same program runs on one CPU, many simulated CPU devices,
+a GPU and a multi-host pod.
 """
 from __future__ import annotations
 
-import os
+import json
 import time
+from typing import Optional
 
 import jax
 import ml_collections
 import numpy as np
 from clu import parameter_overview
 
-from vit_jax import console
+from vit_jax import console, storage
 from vit_jax.data import device_feed, pipeline
 from vit_jax.evaluators import common as evaluators_lib
 from vit_jax.models import flops
 from vit_jax.runtime import accelerators, preemption, workdir_lock
 from vit_jax.trainer import build as build_lib
 from vit_jax.trainer import checkpointer as checkpointer_lib
-from vit_jax.trainer import finetune, metric_writers, preflight, progress, setup, step_history
+from vit_jax.trainer import health as health_lib
+from vit_jax.trainer import metric_writers, preflight, progress, resume, setup, step_history
 from vit_jax.trainer.state import TrainState
 
 NonFiniteStepError = step_history.NonFiniteStepError  # what a diverging run raises.
+FINAL_FILE = "final.json"  # written once the final evaluations are recorded: a run is done.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) as configured; returns the final TrainState."""
-  preflight.check_config(config)
-  workdir = preflight.check_workdir(workdir)
-  run = setup.prepare(config)
-  with workdir_lock.held(workdir):
-    return _run(run, workdir)
+  with preemption.StopWatcher(process_count=jax.process_count()) as stop:
+    preflight.check_config(config)
+    workdir = preflight.check_workdir(workdir)
+    run = setup.prepare(config)
+    setup.check_data(run)
+    evaluators = evaluators_lib.build_evaluators(  # their datasets are opened (checked).
+        run.config.evals, evaluators_lib.EvalContext(run.config, run.built))
+    preflight.check_storage(workdir, state_bytes=run.built.state.num_bytes)
+    stop.check_before_start()
+    with workdir_lock.held(workdir) as lock:
+      return _run(run, evaluators, workdir, lock, stop)
 
 
-def _run(run: setup.Setup, workdir: str) -> TrainState:
+def _run(run: setup.Setup, evaluators, workdir: str, lock, stop) -> TrainState:
   """Resume or start, then the loop: everything that writes in the workdir."""
   config, built, source, shards = run.config, run.built, run.source, run.shards
-  mesh = built.mesh
-  data_state = _data_state(config, shards)
-  checkpointer, state, input_state = _initial_state(config, built, workdir, data_state,
-                                                    run.pretrained)
+  settings = _input_settings(config, shards)
+  start = resume.initial_state(config, built, workdir, settings, run.pretrained)
+  state, start_step = start.state, int(start.state.step)
   _write_run_files(config, built, workdir)
   console.line(_header(config, built, source, shards, workdir))
   if jax.process_count() > 1:
     console.line(f"process {jax.process_index()} reads data shard(s) "
                  f"{list(shards.local_shards)} of {shards.num_shards}", every_process=True)
-  start_step = int(state.step)
+  writer = metric_writers.create_writer(workdir, start_step=start_step)
   if start_step >= config.total_steps:
-    checkpointer.close()
-    console.line(f"Nothing to do: this run already finished (step {start_step} of "
-                     f"{config.total_steps}). Raise --config.total_steps to train on, or use "
-                     f"a new --workdir.")
-    return state
-
+    return _finish_or_nothing(config, workdir, start, evaluators, writer)
   spec = pipeline.example_spec(source, split=config.train_split, pp=built.host_pp_train,
                                pp_modules=config.pp_modules)
   train_step = _compile_train_step(built, spec)
-  train_data = pipeline.TrainStream(
-      source, split=config.train_split, global_batch_size=config.batch_size,
-      pp=built.host_pp_train, seed=config.seed, start_step=start_step, shards=shards,
-      num_batches=config.total_steps - start_step,
-      positions=input_state and input_state.get("positions"),
-      workers=pipeline.num_workers(config.input_workers, source),
-      pp_modules=config.pp_modules, spec=spec)
-  evaluators = evaluators_lib.build_evaluators(
-      config.evals, evaluators_lib.EvalContext(config, built))
+  stop.check_before_start()
 
-  loop = _Loop(config, built, train_step, evaluators, checkpointer,
-               metric_writers.create_writer(workdir, start_step=start_step), data_state,
-               train_data)
-  batches = device_feed.prefetch_to_mesh(train_data, mesh)
+  def stream(step: int, positions=None) -> pipeline.TrainStream:
+    return pipeline.TrainStream(
+        source, split=config.train_split, global_batch_size=config.batch_size,
+        pp=built.host_pp_train, seed=config.seed, start_step=step, shards=shards,
+        num_batches=config.total_steps - step, positions=positions,
+        workers=pipeline.num_workers(config.input_workers, source),
+        pp_modules=config.pp_modules, spec=spec)
+
+  loop = _Loop(config, built, train_step, evaluators, start.checkpointer, lock, writer,
+               settings, stream, stop, workdir)
   try:
-    return loop.run(state, batches)
+    return loop.run(state, start)
   finally:
-    batches.close()
-    train_data.close()  # ends the input workers now, not at garbage collection.
     loop.close()
 
 
 # --- Setup ------------------------------------------------------------------------------
-def _data_state(config, shards: pipeline.DataShards) -> dict:
+def _input_settings(config, shards: pipeline.DataShards) -> dict:
   """What the input stream needs to resume exactly; saved with every checkpoint."""
   return {"dataset": config.dataset, "seed": config.seed, "batch_size": config.batch_size,
           "num_shards": shards.num_shards}
-
-
-def _initial_state(config, built: build_lib.Built, workdir: str, data_state: dict,
-                   pretrained):
-  """(checkpointer, state, input stream state or None): the newest intact checkpoint if
-  there is one; else fresh, or fine-tuned from the `pretrained` checkpoint. Nothing is
-  written before this has succeeded."""
-  directory = os.path.join(workdir, "checkpoints")
-  checkpointer = None  # created only once nothing can fail: it makes the directory.
-  if os.path.isdir(directory):
-    checkpointer = checkpointer_lib.TrainCheckpointer(directory, keep=config.keep_checkpoints)
-    restored = checkpointer.restore_newest_intact(built.state.abstract)
-    if restored is not None:
-      state, saved_data_state, step = restored
-      if saved_data_state != data_state:
-        console.warn(f"input settings changed since the checkpoint ({saved_data_state} -> "
-                     f"{data_state}): the data stream will not continue exactly.")
-      console.line(f"Resumed from step {step} in {directory}")
-      return checkpointer, state, checkpointer.restore_input(step)
-  state = built.init_state(jax.random.key(config.seed))
-  if pretrained is not None:
-    params = finetune.init_params(config, pretrained, built, state.params)
-    opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
-    state = state.replace(params=params, opt_state=opt_state)
-  return checkpointer or checkpointer_lib.TrainCheckpointer(
-      directory, keep=config.keep_checkpoints), state, None
 
 
 def _write_run_files(config, built: build_lib.Built, workdir: str) -> None:
@@ -120,11 +95,10 @@ def _write_run_files(config, built: build_lib.Built, workdir: str) -> None:
   parameter table, beside the checkpoints."""
   if jax.process_index() != 0:
     return
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  with open(os.path.join(workdir, "parameters.txt"), "w") as f:
-    f.write(parameter_overview.get_parameter_overview(built.state.abstract.params,
-                                                      include_stats=False) + "\n")
+  workdir = storage.path(workdir)
+  storage.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
+  storage.write_text(workdir / "parameters.txt", parameter_overview.get_parameter_overview(
+      built.state.abstract.params, include_stats=False) + "\n")
 
 
 def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str:
@@ -159,62 +133,189 @@ def _progress(config, built: build_lib.Built, compiled, start_step: int) -> prog
     step_flops = flops.xla_flops(compiled)
   peak = accelerators.peak_flops()
   return progress.Progress(total_steps=config.total_steps, start_step=start_step,
-                          batch_size=config.batch_size, flops_per_step=step_flops,
-                          peak_flops=peak * jax.device_count() if peak else None)
+                           batch_size=config.batch_size, flops_per_step=step_flops,
+                           peak_flops=peak * jax.device_count() if peak else None)
+
+
+def _finish_or_nothing(config, workdir, start: resume.Start, evaluators, writer) -> TrainState:
+  """A run at its last step: done when its final evaluations are recorded; else (killed
+  during them) they run now."""
+  try:
+    if (storage.path(workdir) / FINAL_FILE).exists():
+      console.line(f"Nothing to do: this run already finished (step {int(start.state.step)} "
+                   f"of {config.total_steps}). Raise --config.total_steps to train on, or "
+                   f"use a new --workdir.")
+      return start.state
+    console.line(f"The run reached step {int(start.state.step)} but its final evaluation "
+                 f"was not recorded: running it now.")
+    scalars = _evaluate(evaluators, writer, int(start.state.step), start.state.params,
+                        final=True)
+    _write_final(workdir, int(start.state.step), scalars)
+    return start.state
+  finally:
+    start.checkpointer.close()
+    writer.close()
+
+
+def _evaluate(evaluators, writer, step: int, params, *, final: bool) -> dict:
+  """Runs the due evaluators; their scalars go out in one line (and are flushed)."""
+  scalars, images = {}, {}
+  for scheduled in evaluators:
+    if scheduled.due(step, final=final):
+      more_scalars, more_images = scheduled.run(params)
+      scalars.update(more_scalars)
+      images.update(more_images)
+  if scalars:
+    writer.write_scalars(step, scalars)
+    console.line(progress.eval_line(step, scalars))
+  if images:
+    writer.write_images(step, images)
+  if scalars or images:
+    writer.flush()
+  return scalars
+
+
+def _write_final(workdir, step: int, scalars: dict) -> None:
+  if jax.process_index() == 0:
+    storage.write_text(storage.path(workdir) / FINAL_FILE,
+                       json.dumps({"step": step, **scalars}, indent=2))
 
 
 # --- Loop -------------------------------------------------------------------------------
-class _Loop:
-  """The training loop's parts: each step, its log line, evaluations and checkpoints."""
+class _Diverged(Exception):
+  def __init__(self, error: NonFiniteStepError):
+    super().__init__(str(error))
+    self.error = error
 
-  def __init__(self, config, built, train_step, evaluators, checkpointer, writer,
-               data_state: dict, train_data: pipeline.TrainStream):
+
+class _Loop:
+  """The training loop's parts: each step, its log line, evaluations, checkpoints,
+  stopping on request and rolling back after a divergence."""
+
+  def __init__(self, config, built, train_step, evaluators, checkpointer, lock, writer,
+               settings: dict, stream, stop, workdir: str):
     self.config, self.built, self.train_step = config, built, train_step
     self.evaluators, self.checkpointer, self.writer = evaluators, checkpointer, writer
-    self.data_state, self.train_data = data_state, train_data
-    self.preemption = preemption.PreemptionWatcher()
+    self.lock, self.settings, self.stream, self.stop = lock, settings, stream, stop
+    self.workdir = workdir
     self.history: list[tuple[int, dict]] = []
+    self.monitor = health_lib.LossMonitor()
+    self.unjudged: Optional[int] = None  # the step saved last, until its next step is seen.
+    self.train_data = self.batches = None
     self.skipped_images = 0  # reported so far.
+    self.skipped_steps = 0   # non-finite updates dropped (skip_nonfinite_steps).
+    self.rollbacks = 0
     self.last_eval: dict[str, float] = {}
 
-  def run(self, state, batches) -> TrainState:
+  def _open_stream(self, step: int, input_state, record) -> None:
+    """The input from `step` on, and what the checkpoint kept of the metric history."""
+    if self.train_data is not None:
+      self.batches.close()
+      self.train_data.close()
+    self.train_data = self.stream(step, input_state and input_state.get("positions"))
+    self.batches = device_feed.prefetch_to_mesh(self.train_data, self.built.mesh)
+    self.skipped_images = 0
+    self.history = []
+    # A resumed step never judged (a run's last checkpoint): its first step judges it.
+    self.unjudged = step if step and self.checkpointer.health(step) is None else None
+    self.monitor = health_lib.LossMonitor((record or {}).get("recent_losses", []))
+
+  def run(self, state, start: resume.Start) -> TrainState:
+    c = self.config
+    self._open_stream(int(state.step), start.input_state, start.record)
+    first, start_time = int(state.step) + 1, time.perf_counter()
+    console.line(f"Training steps {int(state.step)} -> {c.total_steps}")
+    meter = _progress(c, self.built, self.train_step, int(state.step))
+    while True:
+      try:
+        state = self._train(state, meter, first)
+        break
+      except _Diverged as diverged:
+        state = self._roll_back(diverged.error)
+        meter = _progress(c, self.built, self.train_step, int(state.step))
+    if self.stop.signal is not None and int(state.step) < c.total_steps:
+      return state
+    _write_final(self.workdir, int(state.step), self.last_eval)
+    console.line(progress.summary_line(
+        steps=int(state.step) - first + 1, seconds=time.perf_counter() - start_time,
+        batch_size=c.batch_size, final_eval=self.last_eval,
+        checkpoint_dir=self.checkpointer.directory, skipped_steps=self.skipped_steps))
+    return state
+
+  def _train(self, state, meter: progress.Progress, first: int) -> TrainState:
     c, step = self.config, int(state.step)
-    meter = _progress(c, self.built, self.train_step, step)
-    console.line(f"Training steps {step} -> {c.total_steps}")
-    first, start_time = step + 1, time.perf_counter()
     while step < c.total_steps:
-      state, step_metrics = self.train_step(state, next(batches))
+      state, step_metrics = self.train_step(state, next(self.batches))
       step += 1
       self.history.append((step, step_metrics))
       self.checkpointer.check()  # a failed background save stops the run at once.
       should_save = step % c.checkpoint_every == 0 or step == c.total_steps
-      preempted = self.preemption.reached(step)
-      if step % c.log_every == 0 or should_save or preempted or step == first:
+      stopping = self.stop.reached(step)
+      if step % c.log_every == 0 or should_save or stopping:
         self.log(step, meter)
-      if should_save or preempted:
-        self.checkpointer.save(step, state, self.data_state, self.train_data.state(step),
-                               force=preempted)
-        console.line(f"Saving checkpoint at step {step}")
-      if preempted:
+      elif step == first:  # a first sign of life; a resumed run records what an
+        self.log(step, meter) if first == 1 else self.peek(step)  # uninterrupted one does.
+      if should_save or stopping:
+        self.save(step, state, force=stopping)
+      if stopping:
         self.checkpointer.wait()
-        console.line(f"Preempted (SIGTERM): stopped at step {step} with a checkpoint; "
-                         f"run the same command to resume.")
+        console.line(f"Stopped by {self.stop.name} at step {step} with a checkpoint; run "
+                     f"the same command to resume.")
         return state
-      self.evaluate(step, state.params, final=step == c.total_steps)
-    console.line(progress.summary_line(
-        steps=step - first + 1, seconds=time.perf_counter() - start_time,
-        batch_size=c.batch_size, final_eval=self.last_eval,
-        checkpoint_dir=self.checkpointer.directory))
+      last = _evaluate(self.evaluators, self.writer, step, state.params,
+                       final=step == c.total_steps)
+      self.last_eval = last or self.last_eval
     return state
 
-  def log(self, step: int, meter: progress.Progress) -> None:
-    """Fetches the pending per-step metrics (one device sync), checks them and logs."""
+  def save(self, step: int, state, *, force: bool) -> None:
+    self.writer.flush()  # metrics up to a checkpoint are kept with it (buckets).
+    # Saves follow a log line, so no per-step metric is pending: a resume records the
+    # same windows as an uninterrupted run.
+    record = {"input": self.settings, "recent_losses": self.monitor.losses}
+    self.checkpointer.save(step, state, record, self.train_data.state(step), force=force)
+    self.unjudged = step
+    console.line(f"Saving checkpoint at step {step}")
+
+  def _judge(self, history) -> None:
+    """The verdict on the checkpoint saved last: the loss its state gave at the next
+    step (the rest of the window teaches the monitor the loss's normal range)."""
+    for step, values in history:
+      if step == (self.unjudged or -1) + 1:
+        verdict = self.monitor.assess(float(values["train_loss"]),
+                                      nonfinite=bool(values["nonfinite"]))
+        self.checkpointer.judge(self.unjudged, verdict)
+        if not verdict.healthy:
+          console.warn(f"the checkpoint of step {self.unjudged} is suspect: {verdict.why}.")
+        self.unjudged = None
+      else:
+        self.monitor.assess(float(values["train_loss"]), nonfinite=bool(values["nonfinite"]))
+
+  def _window(self):
+    """The pending per-step metrics (one device sync), checked: a non-finite step stops
+    the run (or rolls it back) before anything is saved."""
     history = jax.device_get(self.history)
+    bad = step_history.first_nonfinite(history)
+    if bad is not None and not self.config.skip_nonfinite_steps:
+      self._judge(history)
+      error = step_history.nonfinite_error(*bad, self.config)
+      if (self.config.on_divergence == "rollback"
+          and self.rollbacks < self.config.max_rollbacks):
+        raise _Diverged(error)
+      self.checkpointer.mark_divergence(error.step, "a non-finite loss, gradient or "
+                                                    "parameter")
+      raise error
+    return history
+
+  def log(self, step: int, meter: progress.Progress) -> None:
+    """Checks, averages and records the window's metrics; judges the run's health."""
+    self.lock.check()  # a bucket workdir's lock taken over by another run stops this one.
+    history = self._window()
     self.history.clear()
+    self._judge(history)
     skip = self.config.skip_nonfinite_steps
-    step_history.check_finite(history, skip_nonfinite=skip)
     scalars = {**step_history.mean_metrics(history, skip_nonfinite=skip),
                **meter.measure(step)}
+    self.skipped_steps += int(scalars.get("skipped_steps", 0))
     skipped = self.train_data.skips.count - self.skipped_images
     self.skipped_images += skipped
     if skipped:
@@ -222,23 +323,43 @@ class _Loop:
     self.writer.write_scalars(step, scalars)
     console.line(progress.Progress.line(step, self.config.total_steps, scalars))
 
-  def evaluate(self, step: int, params, *, final: bool) -> dict:
-    """Runs the due evaluators; their scalars go out in one line."""
-    scalars, images = {}, {}
-    for scheduled in self.evaluators:
-      if scheduled.due(step, final=final):
-        more_scalars, more_images = scheduled.run(params)
-        scalars.update(more_scalars)
-        images.update(more_images)
-    if scalars:
-      self.writer.write_scalars(step, scalars)
-      console.line(progress.eval_line(step, scalars))
-      self.last_eval = scalars
-    if images:
-      self.writer.write_images(step, images)
-    return scalars
+  def peek(self, step: int) -> None:
+    """The progress line of the steps so far, checked but not recorded (a resumed run
+    then records the same windows as an uninterrupted one)."""
+    history = self._window()
+    scalars = step_history.mean_metrics(history, skip_nonfinite=self.config.skip_nonfinite_steps)
+    console.line(progress.Progress.line(step, self.config.total_steps, scalars))
+
+  def _roll_back(self, error: NonFiniteStepError) -> TrainState:
+    """After a non-finite step (on_divergence='rollback'): the newest healthy checkpoint,
+    the next `rollback_skip_batches` batches skipped."""
+    self.rollbacks += 1
+    self.checkpointer.wait()
+    restored = self.checkpointer.restore_newest(self.built.state.abstract, healthy_only=True)
+    if restored is None:
+      raise error  # nothing to roll back to: stop as without rollback.
+    for step in [s for s in self.checkpointer.steps() if s > restored.step]:
+      self.checkpointer.set_aside(step, checkpointer_lib.SUSPECT, "suspect (saved before "
+                                  "the divergence)")
+    input_state = self.checkpointer.restore_input(restored.step)
+    skip, shard_batch = self.config.rollback_skip_batches, self.train_data.shard_batch
+    positions = (input_state or {}).get("positions") or {
+        shard: restored.step * shard_batch for shard in self.train_data.positions}
+    input_state = {"positions": {k: v + skip * shard_batch for k, v in positions.items()}}
+    self.writer.close()
+    metric_writers.forget_after(self.workdir, restored.step)
+    self.writer = metric_writers.create_writer(self.workdir, start_step=restored.step)
+    self._open_stream(restored.step, input_state, restored.record)
+    console.warn(f"non-finite step {error.step}: rolled back to step {restored.step}, the "
+                 f"newest healthy checkpoint, skipping the next {skip} batches (rollback "
+                 f"{self.rollbacks} of {self.config.max_rollbacks}).")
+    return restored.state
 
   def close(self) -> None:
-    self.preemption.close()
-    self.checkpointer.close()
-    self.writer.close()
+    try:
+      if self.train_data is not None:
+        self.batches.close()
+        self.train_data.close()  # ends the input workers now, not at garbage collection.
+    finally:
+      self.checkpointer.close()
+      self.writer.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from vit_jax.trainer import finetune, optim
 from vit_jax import storage
+from vit_jax.trainer import finetune, optim
 from vit_jax.errors import UserError
 
 _POSITIVE = ("total_steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",
@@ -23,6 +23,28 @@ def check_config(config) -> None:
   optim.make_optimizer(config)  # schedule, optimizer and dtype settings.
   if config.pretrained:
     finetune.check_exists(config.pretrained)
+  if config.on_divergence not in ("stop", "rollback"):
+    raise UserError(f"on_divergence={config.on_divergence!r} is not one of 'stop', "
+                    f"'rollback'.")
+  for field in ("rollback_skip_batches", "max_rollbacks"):
+    if not isinstance(config[field], int) or config[field] < 0:
+      raise UserError(f"{field}={config[field]!r} must be a non-negative integer.")
+  if config.get("resume_step") is not None and config.resume_step < 0:
+    raise UserError(f"resume_step={config.resume_step} must be a step of a saved checkpoint.")
+
+
+def check_storage(workdir: str, *, state_bytes: int) -> None:
+  """Before compiling: the checkpoints folder, if there is one, can be written, and a
+  local disk has room for two more checkpoints (a save that cannot write fails at once
+  with its cause, never after a wait)."""
+  checkpoints = storage.path(workdir) / "checkpoints"
+  if checkpoints.is_dir():
+    storage.check_writable(checkpoints, what="the checkpoints folder")
+  free = storage.free_bytes(workdir)
+  if free is not None and free < 2 * state_bytes:
+    raise UserError(f"--workdir={workdir}: {free / 2**30:.2f} GiB free, but each checkpoint "
+                    f"takes about {state_bytes / 2**30:.2f} GiB; free some space (at least "
+                    f"{2 * state_bytes / 2**30:.2f} GiB) or use another --workdir.")
 
 
 def check_workdir(workdir: str) -> str:

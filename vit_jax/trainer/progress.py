@@ -45,7 +45,9 @@ class Progress:
              f"ETA {_duration(eta)}" if eta is not None else "",
              (f"MFU {metrics['mfu']:.1%}" if "mfu" in metrics else "MFU n/a")
              if "images_per_sec" in metrics else "",
-             f"{int(skipped)} unreadable image(s) skipped" if skipped else ""]
+             f"{int(skipped)} unreadable image(s) skipped" if skipped else "",
+             f"{int(metrics['skipped_steps'])} non-finite step(s) skipped"
+             if metrics.get("skipped_steps") else ""]
     return " | ".join(p for p in parts if p)
 
 
@@ -55,12 +57,14 @@ def _duration(seconds: float) -> str:
 
 
 def summary_line(*, steps: int, seconds: float, batch_size: int,
-                 final_eval: Mapping[str, float], checkpoint_dir: str) -> str:
+                 final_eval: Mapping[str, float], checkpoint_dir, skipped_steps: int = 0) -> str:
   """The run's last line: what was done, how fast, how well, and where it is."""
   rate = steps * batch_size / seconds if seconds > 0 else 0.0
   results = ", ".join(f"{k} {v:.4f}" for k, v in sorted(final_eval.items())
                       if not k.endswith("examples"))
-  return (f"Done: {steps} steps in {_duration(seconds)} ({rate:,.0f} img/s)"
+  skipped = (f" ({skipped_steps} of them skipped as non-finite: their updates were dropped)"
+             if skipped_steps else "")
+  return (f"Done: {steps} steps{skipped} in {_duration(seconds)} ({rate:,.0f} img/s)"
           f"{'; ' + results if results else ''}; checkpoints in {checkpoint_dir}")
 
 

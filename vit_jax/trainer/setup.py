@@ -77,3 +77,11 @@ def prepare(config, *, checkpoint: Optional[Checkpoint] = None,
   built = build_lib.build(config, mesh, image_shape=image_shape,
                           num_classes=source.num_classes if num_classes == -1 else num_classes)
   return Setup(config, mesh, shards, source, built, checkpoint)
+
+
+def check_data(run: Setup) -> None:
+  """Every data check a run needs, before anything is written: the training split is
+  there and whole (an image folder lists every class), and a pretrained checkpoint fits."""
+  run.source.records(run.config.train_split)
+  if run.pretrained is not None:
+    finetune.check_fits(run.config, run.pretrained, run.built)

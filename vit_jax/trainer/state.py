@@ -37,6 +37,11 @@ class StateSpec:
   def num_params(self) -> int:
     return sum(math.prod(x.shape) for x in jax.tree.leaves(self.abstract.params))
 
+  @property
+  def num_bytes(self) -> int:
+    """The whole state's size (what one checkpoint holds)."""
+    return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(self.abstract))
+
 
 def make_state_spec(model: nn.Module, tx: optax.GradientTransformation, mesh,
                     image_shape: tuple[int, ...], rng: jax.Array,

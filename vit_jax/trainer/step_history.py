@@ -8,25 +8,44 @@ from vit_jax.errors import UserError
 
 
 class NonFiniteStepError(UserError, FloatingPointError):
-  pass
+  """A step's loss, gradient norm or updated parameters are not finite."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
-def check_finite(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -> None:
-  """Stops the run at the first non-finite step (unless such steps are skipped). Runs
-  before every checkpoint, so a poisoned state is never saved."""
-  bad = [(step, values) for step, values in history if values["nonfinite"]]
-  if bad and not skip_nonfinite:
-    step, values = bad[0]
-    raise NonFiniteStepError(
-        f"Non-finite training step {step} (loss {float(values['train_loss']):.4g}, grad norm "
-        f"{float(values['grad_norm']):.4g}, or the updated parameters): it was not "
-        f"checkpointed; the newest checkpoint is the last finite state. Lower the learning "
-        f"rate, enable grad_clip_norm, check the input data or set skip_nonfinite_steps=True.")
+def remedies(config) -> str:
+  """What to try, given what the config already does."""
+  fixes = [f"lower the learning rate (lr={config.lr:g})"]
+  if not config.grad_clip_norm:
+    fixes.append("enable grad_clip_norm (e.g. 1.0)")
+  if config.get("on_divergence", "stop") != "rollback":
+    fixes.append("set on_divergence='rollback' to resume from the newest healthy "
+                 "checkpoint automatically")
+  if not config.skip_nonfinite_steps:
+    fixes.append("set skip_nonfinite_steps=True to drop such updates")
+  fixes.append("check the input data")
+  return ", ".join(fixes[:-1]) + " or " + fixes[-1]
+
+
+def first_nonfinite(history: list[tuple[int, dict]]):
+  """(step, metrics) of the first non-finite step in `history`, or None."""
+  return next(((step, values) for step, values in history if values["nonfinite"]), None)
+
+
+def nonfinite_error(step: int, values: dict, config) -> NonFiniteStepError:
+  return NonFiniteStepError(
+      f"Non-finite training step {step} (loss {float(values['train_loss']):.4g}, grad norm "
+      f"{float(values['grad_norm']):.4g}, or the updated parameters): it was not "
+      f"checkpointed; running the same command resumes from the newest healthy "
+      f"checkpoint. To avoid it: {remedies(config)}.", step)
 
 
 def mean_metrics(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -> dict:
   """Per-step metrics averaged over the finite steps; the learning rate is the current
-  one, not a window mean."""
+  one, not a window mean. With `skip_nonfinite`, 'skipped_steps' counts the window's
+  dropped updates."""
   good = [values for _, values in history if not values["nonfinite"]] or [history[-1][1]]
   means = {key: float(np.mean([v[key] for v in good])) for key in good[0]
            if key not in ("nonfinite", "learning_rate")}

@@ -1,0 +1,63 @@
+"""Is the run healthy? The training loss's normal range, learnt from recent steps, judges
+each checkpoint: the state saved at step s is what step s+1 computes its loss with, so
+that loss is its verdict. One whose loss is not finite, or above the normal range, is
+*suspect*; after a divergence the run resumes (or rolls back) to the newest healthy one.
+
+The range is robust to batch noise and to the divergence itself: the median of the last
+`STEPS` healthy steps' losses plus the larger of 6 median absolute deviations, a quarter
+of the median and 0.05. With fewer than `MIN_STEPS` losses seen, any finite loss is
+healthy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from typing import Optional, Sequence
+
+STEPS = 200
+MIN_STEPS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+  healthy: bool
+  loss: Optional[float]
+  why: str = ""            # what left the normal range, for the log.
+
+  def to_json(self) -> dict:
+    return {"healthy": self.healthy, "loss": self.loss, "why": self.why}
+
+  @classmethod
+  def from_json(cls, record: dict) -> "Health":
+    return cls(bool(record.get("healthy", True)), record.get("loss"), record.get("why", ""))
+
+
+class LossMonitor:
+  """Recent healthy losses; `assess` judges one step's loss (and remembers it when it is
+  healthy: a diverging stretch never becomes the reference)."""
+
+  def __init__(self, losses: Sequence[float] = ()):
+    self.losses = [float(v) for v in losses][-STEPS:]
+
+  def limit(self) -> Optional[float]:
+    if len(self.losses) < MIN_STEPS:
+      return None
+    median = statistics.median(self.losses)
+    spread = statistics.median(abs(v - median) for v in self.losses)
+    return median + max(6 * spread, 0.25 * abs(median), 0.05)
+
+  def assess(self, loss: float, *, nonfinite: bool = False) -> Health:
+    if nonfinite or not math.isfinite(loss):
+      return Health(False, None, "its next step was not finite")
+    limit = self.limit()
+    if limit is not None and loss > limit:
+      return Health(False, loss, f"the next step's loss {loss:.4g} is above its normal range "
+                                 f"(at most {limit:.4g}; median {statistics.median(self.losses):.4g})")
+    self.losses = (self.losses + [loss])[-STEPS:]
+    return Health(True, loss)
+
+  def observe(self, history: Sequence[tuple[int, dict]]) -> None:
+    """Learns from a window's per-step losses (the non-finite and abnormal ones left out)."""
+    for _, values in history:
+      self.assess(float(values["train_loss"]), nonfinite=bool(values["nonfinite"]))

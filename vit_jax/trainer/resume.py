@@ -1,0 +1,72 @@
+"""Where a run starts: its newest intact checkpoint (after a divergence, the newest
+healthy one; with `resume_step`, exactly that one), else fresh or fine-tuned from the
+`pretrained` checkpoint. Newer checkpoints than the one resumed from are set aside
+(`<step>.suspect` / `<step>.superseded`, never deleted), so the run can save those steps
+again. Each choice is one console line saying which step and why."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+
+from vit_jax import console, storage
+from vit_jax.errors import UserError
+from vit_jax.trainer import checkpointer as checkpointer_lib
+from vit_jax.trainer import finetune
+
+
+@dataclasses.dataclass
+class Start:
+  checkpointer: checkpointer_lib.TrainCheckpointer
+  state: Any
+  input_state: Optional[dict] = None   # the stream's positions at the resumed step.
+  record: Optional[dict] = None        # the resumed step's JSON record.
+
+
+def _resume(config, built, directory, input_settings: dict) -> Optional[Start]:
+  saver = checkpointer_lib.TrainCheckpointer(directory, keep=config.keep_checkpoints)
+  divergence = saver.divergence()
+  restored = saver.restore_newest(built.state.abstract, step=config.get("resume_step"),
+                                  healthy_only=divergence is not None)
+  if restored is None:
+    return None
+  why = ""
+  if config.get("resume_step") is not None:
+    why = f" (resume_step={restored.step})"
+  elif divergence is not None:
+    why = (f", the newest healthy checkpoint: the run had stopped at step "
+           f"{divergence.get('step')} ({divergence.get('why')})")
+  console.line(f"Resumed from step {restored.step} in {directory}{why}")
+  for step in [s for s in saver.steps() if s > restored.step]:
+    verdict = saver.health(step)
+    if config.get("resume_step") is not None:
+      saver.set_aside(step, checkpointer_lib.SUPERSEDED, f"newer than resume_step="
+                      f"{restored.step}")
+    else:
+      saver.set_aside(step, checkpointer_lib.SUSPECT, "suspect (" + (
+          verdict.why if verdict else "saved as the run diverged, never judged healthy") + ")")
+  saver.clear_divergence()
+  saved_settings = checkpointer_lib.input_settings(restored.record)
+  if saved_settings != input_settings:
+    console.warn(f"input settings changed since the checkpoint ({saved_settings} -> "
+                 f"{input_settings}): the data stream will not continue exactly.")
+  return Start(saver, restored.state, saver.restore_input(restored.step), restored.record)
+
+
+def initial_state(config, built, workdir: str, input_settings: dict, pretrained) -> Start:
+  """Nothing is written before this has succeeded (the checkpointer creates its folder)."""
+  directory = storage.path(workdir) / "checkpoints"
+  if directory.is_dir():
+    resumed = _resume(config, built, directory, input_settings)
+    if resumed is not None:
+      return resumed
+  elif config.get("resume_step") is not None:
+    raise UserError(f"resume_step={config.resume_step}: {workdir} has no checkpoints yet.")
+  state = built.init_state(jax.random.key(config.seed))
+  if pretrained is not None:
+    params = finetune.init_params(config, pretrained, built, state.params)
+    opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
+    state = state.replace(params=params, opt_state=opt_state)
+  return Start(checkpointer_lib.TrainCheckpointer(directory, keep=config.keep_checkpoints),
+               state)
