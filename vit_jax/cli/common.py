@@ -33,9 +33,8 @@ def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> 
       return main(argv)
     except UserError as e:
       _exit_with_error(e)
-    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves and exits).
-      _exit_with_error(UserError("interrupted (Ctrl-C); nothing was left half-written."),
-                       code=130)
+    except KeyboardInterrupt as e:  # Ctrl-C (twice, in training, which saves on the first).
+      _exit_with_error(UserError(str(e) or "interrupted (Ctrl-C)."), code=130)
     except Exception:  # pylint: disable=broad-except
       _report_a_dead_peer()
       raise

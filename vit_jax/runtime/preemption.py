@@ -25,9 +25,9 @@ class StopRequested(UserError):
     self.exit_code = exit_code
 
 
-class InterruptedAgain(UserError):
-  """A second Ctrl-C: stop now, without saving."""
-  exit_code = 130
+class InterruptedAgain(KeyboardInterrupt):
+  """A second Ctrl-C: stop now, without saving (a KeyboardInterrupt: no `except
+  Exception` on the way out holds it up)."""
 
 
 class StopWatcher:
