@@ -257,11 +257,22 @@ def test_optimizer_state_dtype_and_weight_decay_mask():
   opt_state = tx.init(params)
   mu = opt_state[1][0].mu
   assert {x.dtype for x in jax.tree.leaves(mu)} == {jnp.dtype(jnp.bfloat16)}
-  mask = optim.weight_decay_mask(params)
-  assert mask["embedding"]["kernel"] and mask["head"]["kernel"]
-  assert not mask["embedding"]["bias"] and not mask["cls"]
-  assert not mask["Transformer"]["posembed_input"]["pos_embedding"]
-  assert not mask["Transformer"]["encoderblock_0"]["LayerNorm_0"]["scale"]
+  # Zero gradients: Adam's step is 0, what is left is the decay, -lr * wd * p, on weight
+  # matrices only (wd_mults: per group).
+  config.update(weight_decay=0.1, warmup_steps=0, schedule="constant", grad_clip_norm=0.0,
+                wd_mults=(("^head/", 0.5),))
+  tx, _ = optim.make_optimizer(config)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  decay = -config.lr * 0.1
+  np.testing.assert_allclose(updates["embedding"]["kernel"],
+                             decay * params["embedding"]["kernel"], rtol=1e-6)
+  np.testing.assert_allclose(updates["head"]["kernel"], decay * 0.5 * params["head"]["kernel"],
+                             rtol=1e-6)
+  for undecayed in (updates["embedding"]["bias"], updates["cls"],
+                    updates["Transformer"]["posembed_input"]["pos_embedding"],
+                    updates["Transformer"]["encoderblock_0"]["LayerNorm_0"]["scale"]):
+    assert not np.any(undecayed)
 
 
 def test_schedule_warmup_then_cosine_to_end_lr():

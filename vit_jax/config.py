@@ -131,6 +131,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.mixup_alpha = 0.0              # mixup strength (AugReg uses 0.2-0.8); 0: off.
   c.cutmix_alpha = 0.0             # CutMix strength (DeiT: 1.0); with mixup, one per batch.
   c.seed = 0
+  # Parameter groups (regexes searched in the '/'-joined names of parameters.txt, first
+  # match wins): `frozen` parameters get no update and no optimizer state; lr_mults /
+  # wd_mults are ((regex, multiplier), ...); layer_decay d < 1 gives block i of L the
+  # learning rate times d ** (L - i), the embeddings d ** (L + 1), the head 1.
+  c.frozen = ""
+  c.lr_mults = ()
+  c.wd_mults = ()
+  c.layer_decay = 1.0
+  # A moving average of the parameters (e.g. 0.9999; 0: off), checkpointed with the state;
+  # evaluators with params='ema' use it (each classification eval gets an `<name>_ema` twin).
+  c.ema_decay = 0.0
+  # LoRA adapters (rank 0: off) on the kernels matching `targets`; the rest is frozen but
+  # the head (unless `frozen` says otherwise). alpha 0: = rank.
+  c.lora = ml_collections.ConfigDict({"rank": 0, "alpha": 0.0,
+                                      "targets": r"(query|key|value|out|Dense_0|Dense_1)/kernel$"})
   # A step with a non-finite loss, gradient norm or parameters is never checkpointed; by
   # default it stops the run. True: drop that update and go on (counted as skipped_steps).
   c.skip_nonfinite_steps = False
@@ -165,6 +180,7 @@ def _evaluator(kind: str, every: int, fields: dict, given: dict) -> ml_collectio
   unknown = sorted(set(given) - set(fields))
   if unknown:
     raise UserError(f"{kind} evaluator has no setting(s) {unknown}; it has {sorted(fields)}.")
+  fields = {**fields, "params": str}  # 'live' (default) or 'ema': the moving average.
   settings = {name: placeholder(kind_) for name, kind_ in fields.items()}
   settings.update({k: v for k, v in given.items() if v is not None})
   return ml_collections.ConfigDict({"type": kind, "every": every, **settings})

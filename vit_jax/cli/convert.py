@@ -20,6 +20,8 @@ flags.DEFINE_enum("to", "npz", ["npz", "timm", "hf"], "Output format.")
 flags.DEFINE_string("timm_model", None, "timm model name of SRC, where it cannot be inferred.")
 flags.DEFINE_string("model", None, "vit_jax preset of a published .npz (R50 hybrids only).")
 flags.DEFINE_integer("num_heads", None, "Attention heads, where the width does not tell.")
+flags.DEFINE_enum("params", "live", ["live", "ema"],
+                  "A run's trained parameters, or their moving average (ema_decay).")
 FLAGS = flags.FLAGS
 
 
@@ -42,7 +44,7 @@ def main(argv):
   if storage.path(out).exists():
     raise UserError(f"{out} already exists; choose another name (nothing was overwritten).")
   checkpoint = convert.read(source, timm_model=FLAGS.timm_model, model_name=FLAGS.model,
-                            num_heads=FLAGS.num_heads)
+                            num_heads=FLAGS.num_heads, params=FLAGS.params)
   print(f"Read {checkpoint.source}")
   for note in checkpoint.notes:
     print(f"  note: {note}")

@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any, Callable, Optional
 
+import jax
 import numpy as np
 from etils import epath
 
@@ -25,6 +26,7 @@ from vit_jax.convert import big_vision_format, hf_format, npz_format, run_format
 from vit_jax.errors import UserError
 from vit_jax.models import MODEL_PRESETS, family_module, resolve_family, resolve_model_name
 from vit_jax.models import family as family_lib
+from vit_jax.models import lora
 from vit_jax.models.params import head_classes, unflatten
 from vit_jax.models.vit_layout import model_overrides, posemb_grid
 from vit_jax.pp import builder
@@ -189,7 +191,7 @@ def run_arch(config) -> dict[str, Any]:
   return arch
 
 
-def _read_run(directory: epath.Path, step: Optional[int]) -> Checkpoint:
+def _read_run(directory: epath.Path, step: Optional[int], params: str = "live") -> Checkpoint:
   """A run's workdir (or its checkpoint directory alone: then parameters only)."""
   _, latest = run_format.latest_complete_step(directory)
   step = latest if step is None else step
@@ -199,13 +201,21 @@ def _read_run(directory: epath.Path, step: Optional[int]) -> Checkpoint:
   config = config_lib.from_run(directory)
   arch = run_arch(config)
   family = family_module(resolve_family(config.model_name))
+  key = {"live": "params", "ema": "ema_params"}[params]
+  adapters = lora.LoraSpec.from_config(config)
 
-  def load():
-    return family_lib.per_layer_params(family, run_format.restore_as_numpy(directory, step)[0])
+  def load():  # LoRA adapters merged: plain weights any model of the family takes.
+    restored = run_format.restore_as_numpy(directory, step, key=key)[0]
+    if adapters is not None:
+      restored = jax.tree.map(np.asarray, lora.merge(restored, adapters.scale))
+    return family_lib.per_layer_params(family, restored)
 
   def restore(abstract_params):
-    return run_format.restore_params(directory, abstract_params, step)[0]
-  return Checkpoint(arch, record_of_pp(config.pp_eval), f"run {directory} (step {step})",
+    if adapters is not None and not lora.has_adapters(abstract_params):
+      return sharding.place(load(), jax.tree.map(lambda x: x.sharding, abstract_params))
+    return run_format.restore_params(directory, abstract_params, step, key=key)[0]
+  what = "" if params == "live" else f", {params} parameters"
+  return Checkpoint(arch, record_of_pp(config.pp_eval), f"run {directory} (step {step}{what})",
                     config=config, step=step, _load=load, _restore=restore)
 
 
@@ -265,13 +275,20 @@ def _check_matches(model_name: str, arch: dict, params: dict) -> None:
 
 
 def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[str] = None,
-         num_heads: Optional[int] = None, step: Optional[int] = None) -> Checkpoint:
+         num_heads: Optional[int] = None, step: Optional[int] = None,
+         params: str = "live") -> Checkpoint:
   """Any supported checkpoint -> Checkpoint (see the module docstring). `timm_model`,
   `model_name` (published R50 hybrids) and `num_heads` only where the file cannot tell;
-  `step`: a run's checkpoint step (default: its newest)."""
+  `step`: a run's checkpoint step (default: its newest); `params`: a run's 'live'
+  parameters or their moving average, 'ema'. A LoRA run's adapters are merged."""
+  if params not in ("live", "ema"):
+    raise UserError(f"params={params!r} is not one of 'live', 'ema'.")
   path = storage.path(path)
+  if params != "live" and not (path.is_dir() and not is_hf_directory(path)):
+    raise UserError(f"params={params!r}: only a vit_jax run has a moving average; "
+                    f"{os.fspath(path)} is not one.")
   if path.is_dir():
-    return _read_hf(path) if is_hf_directory(path) else _read_run(path, step)
+    return _read_hf(path) if is_hf_directory(path) else _read_run(path, step, params)
   if not path.exists():
     raise UserError(f"Checkpoint {os.fspath(path)!r} does not exist.")
   if path.name.endswith(".npz"):

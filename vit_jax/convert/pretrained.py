@@ -79,6 +79,7 @@ def model_for(checkpoint: Checkpoint, *, num_classes: Optional[int] = -1,
 
 def load_pretrained(path: str, **hints) -> tuple[Any, dict]:
   """(model, params) of any supported checkpoint; `hints`: timm_model, model_name,
-  num_heads, only where the file cannot tell."""
+  num_heads, only where the file cannot tell; step and params='ema' (a run's moving
+  average). A LoRA run's adapters come merged into plain weights."""
   checkpoint = read(path, **hints)
   return model_for(checkpoint), checkpoint.params

@@ -42,13 +42,16 @@ def latest_complete_step(path) -> tuple[epath.Path, int]:
   return directory, steps[-1]
 
 
-def _state_item(path, step: Optional[int]) -> tuple[epath.Path, int]:
+def _state_item(path, step: Optional[int], key: str = "params") -> tuple[epath.Path, int]:
   """(state item directory, step); `step` None is the newest."""
   directory, latest = latest_complete_step(path)
   step = latest if step is None else step
   item = directory / str(step) / STATE
   if not item.is_dir():
     raise UserError(f"{directory} has no complete checkpoint of step {step}.")
+  if key != "params" and key not in _handler().metadata(item).tree:
+    raise UserError(f"The checkpoint of step {step} in {directory} has no {key} (train with "
+                    f"ema_decay > 0 for a moving average).")
   return item, step
 
 
@@ -65,27 +68,29 @@ def saved_param_shapes(path, step: Optional[int] = None) -> dict[str, tuple[int,
   return {k: tuple(v.shape) for k, v in params_lib.flatten(tree).items()}
 
 
-def restore_params(path: str, abstract_params: Any, step: Optional[int] = None) -> tuple[Any, int]:
-  """The params of a run, laid out as `abstract_params` (ShapeDtypeStructs with shardings:
-  any mesh, FSDP included), read straight onto the devices."""
-  item, step = _state_item(path, step)
-  target = {"params": abstract_params}
+def restore_params(path: str, abstract_params: Any, step: Optional[int] = None, *,
+                   key: str = "params") -> tuple[Any, int]:
+  """The params of a run (`key` 'ema_params': their moving average), laid out as
+  `abstract_params` (ShapeDtypeStructs with shardings: any mesh, FSDP included), read
+  straight onto the devices."""
+  item, step = _state_item(path, step, key)
+  target = {key: abstract_params}
   restored = _handler().restore(item, args=ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True))
-  return restored["params"], step
+  return restored[key], step
 
 
-def restore_as_numpy(path: str, step: Optional[int] = None, *,
-                     whole_state: bool = False) -> tuple[dict, int]:
-  """The params of a run (`whole_state`: the whole TrainState) as host numpy arrays; no
-  mesh or model needed."""
-  item, step = _state_item(path, step)
+def restore_as_numpy(path: str, step: Optional[int] = None, *, whole_state: bool = False,
+                     key: str = "params") -> tuple[dict, int]:
+  """The params of a run (`key` 'ema_params': their moving average; `whole_state`: the
+  whole TrainState) as host numpy arrays; no mesh or model needed."""
+  item, step = _state_item(path, step, key)
   handler = _handler()
   metadata = handler.metadata(item).tree
   if not whole_state:
-    metadata = {"params": metadata["params"]}
+    metadata = {key: metadata[key]}
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
   restored = handler.restore(item, args=ocp.args.PyTreeRestore(
       item=metadata, restore_args=restore_args, partial_restore=not whole_state))
-  return (restored if whole_state else restored["params"]), step
+  return (restored if whole_state else restored[key]), step

@@ -8,7 +8,9 @@ parameter shardings.
 `type` is a module of this package or any importable dotted path; the module defines
 `Evaluator(context: EvalContext, **settings)` with `run(params) -> dict`: float values are
 scalars (written as <name>_<key>), arrays of shape (1, H, W, 3) are images (TensorBoard).
-Every process calls `run`; the parameters are the sharded training parameters.
+Every process calls `run`; the parameters are the sharded training parameters, or their
+moving average for an evaluator with `params='ema'` (a run with `ema_decay` gives each
+classification evaluator an `<name>_ema` twin).
 """
 from __future__ import annotations
 
@@ -57,9 +59,16 @@ class Scheduled:
   name: str
   every: int             # N > 0: every N steps and at the end; 0: at the end; -1: never.
   evaluator: Any
+  params: str = "live"   # 'live': the trained parameters; 'ema': their moving average.
 
-  def run(self, params) -> tuple[dict, dict]:
-    """({name_key: float}, {name_key: image array}) of the evaluator on `params`."""
+  def run(self, params, ema_params=None) -> tuple[dict, dict]:
+    """({name_key: float}, {name_key: image array}) of the evaluator on `params` (or on
+    `ema_params`, as it asks)."""
+    if self.params == "ema":
+      if ema_params is None:
+        raise UserError(f"evals.{self.name} asks for params='ema' but these parameters "
+                        f"have no moving average (set ema_decay when training).")
+      params = ema_params
     return split_results(self.name, self.evaluator.run(params))
 
   def due(self, step: int, *, final: bool) -> bool:
@@ -91,6 +100,12 @@ def build_evaluators(evals: Any, context: EvalContext, *,
     if "type" not in settings:
       raise UserError(f"evals.{name} has no 'type' (e.g. 'classification').")
     kind, every = settings.pop("type"), int(settings.pop("every", 0))
+    params = settings.pop("params", None) or "live"
+    if params not in ("live", "ema"):
+      raise UserError(f"evals.{name}.params={params!r} is not one of 'live', 'ema'.")
+    if params == "ema" and not context.config.get("ema_decay"):
+      raise UserError(f"evals.{name}.params='ema' needs a moving average: set ema_decay "
+                      f"(e.g. 0.999).")
     if every < 0 and not only:
       continue
     cls = evaluator_class(kind)
@@ -98,7 +113,10 @@ def build_evaluators(evals: Any, context: EvalContext, *,
       evaluator = cls(context, **settings)
     except TypeError as e:
       raise UserError(f"evals.{name} (type {kind!r}): {e}") from None
-    scheduled.append(Scheduled(name, every, evaluator))
+    scheduled.append(Scheduled(name, every, evaluator, params))
+    if (context.config.get("ema_decay") and params == "live" and kind == "classification"
+        and f"{name}_ema" not in evals):
+      scheduled.append(Scheduled(f"{name}_ema", every, evaluator, "ema"))
   return scheduled
 
 

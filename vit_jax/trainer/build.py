@@ -7,15 +7,16 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
 from vit_jax import sharding as sharding_lib
-from vit_jax.models import create_model
+from vit_jax.models import create_model, lora
 from vit_jax.pp import builder
 from vit_jax.pp.ops_image import Affine
-from vit_jax.trainer import optim, steps
+from vit_jax.trainer import optim, param_groups, steps
 from vit_jax.trainer import state as state_lib
 
 
@@ -51,7 +52,8 @@ class Built:
         steps.make_train_step(self.model, self.tx, self.schedule, loss=c.loss,
                               label_smoothing=c.label_smoothing, accum_steps=c.accum_steps,
                               mixup_alpha=c.mixup_alpha, cutmix_alpha=c.cutmix_alpha,
-                              input_transform=self.model_input),
+                              input_transform=self.model_input,
+                              ema_decay=float(c.get("ema_decay") or 0.0)),
         skip_nonfinite=c.skip_nonfinite_steps)
     batch = sharding_lib.batch_sharding(self.mesh)
     return jax.jit(sharding_lib.with_mesh_rules(step, self.mesh, self.rules),
@@ -107,8 +109,15 @@ def build(config, mesh: Mesh, *, num_classes: int | None,
   """Model, optimizer and sharded state spec for `config` on `mesh` (no arrays made yet)."""
   rules = sharding_lib.check_rules(config.sharding_rules)
   model = create_model(config.model_name, num_classes=num_classes, **config.model)
+  adapters = lora.LoraSpec.from_config(config)
+  if adapters is not None:
+    model = lora.LoraModel(model, adapters)
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  param_groups.check(config, jax.eval_shape(
+      lambda: nn.unbox(model.init(jax.random.key(0), dummy)["params"])))
   tx, schedule = optim.make_optimizer(config)
   spec = state_lib.make_state_spec(model, tx, mesh, tuple(image_shape),
-                                   jax.random.key(config.seed), rules)
+                                   jax.random.key(config.seed), rules,
+                                   ema=bool(config.get("ema_decay")))
   return Built(config, mesh, rules, model, tx, schedule, tuple(image_shape), spec,
                input_affine=device_pp_split(config)[1])

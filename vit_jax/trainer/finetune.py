@@ -14,7 +14,7 @@ from vit_jax import console, sharding, storage
 from vit_jax.convert import Checkpoint, is_run_directory, run_format
 from vit_jax.convert.pretrained import preprocessing_for
 from vit_jax.models import family as family_lib
-from vit_jax.models import family_module, resolve_family
+from vit_jax.models import family_module, lora, resolve_family
 from vit_jax.pp import builder
 
 
@@ -50,9 +50,11 @@ def check_fits(config, checkpoint: Checkpoint, built) -> None:
   """Before anything is written: the checkpoint's parameters fit the built model (the
   same surgery as `init_params`, on the model's abstract shapes)."""
   family = family_module(resolve_family(config.model_name))
-  family_lib.adapt_pretrained(family, checkpoint.params, built.state.abstract.params,
-                              model=built.model, image_shape=built.image_shape,
-                              reset_head=config.reset_head, notes=[])
+  base, _ = lora.split_adapters(built.state.abstract.params)
+  family_lib.adapt_pretrained(family, checkpoint.params, base,
+                              model=getattr(built.model, "base", built.model),
+                              image_shape=built.image_shape, reset_head=config.reset_head,
+                              notes=[])
 
 
 def init_params(config, checkpoint: Checkpoint, built, init_params: Any) -> Any:
@@ -60,9 +62,12 @@ def init_params(config, checkpoint: Checkpoint, built, init_params: Any) -> Any:
   embeddings resampled, head replaced, ...), each change logged, placed on the mesh."""
   notes = list(checkpoint.notes)
   family = family_module(resolve_family(config.model_name))
-  adapted = family_lib.adapt_pretrained(family, checkpoint.params, init_params,
-                                        model=built.model, image_shape=built.image_shape,
+  base, adapters = lora.split_adapters(init_params)  # LoRA adapters start fresh.
+  adapted = family_lib.adapt_pretrained(family, checkpoint.params, base,
+                                        model=getattr(built.model, "base", built.model),
+                                        image_shape=built.image_shape,
                                         reset_head=config.reset_head, notes=notes)
+  adapted = lora.with_adapters(adapted, adapters) if adapters else adapted
   console.line(f"Fine-tuning from {checkpoint.source}" + "".join(f"; {n}" for n in notes))
   checkpoint.release()  # the host copy is no longer needed.
   return sharding.place(adapted, built.state.param_shardings)

@@ -26,7 +26,8 @@ from vit_jax.runtime import accelerators, preemption, workdir_lock
 from vit_jax.trainer import build as build_lib
 from vit_jax.trainer import checkpointer as checkpointer_lib
 from vit_jax.trainer import health as health_lib
-from vit_jax.trainer import metric_writers, preflight, progress, resume, setup, step_history
+from vit_jax.trainer import (metric_writers, param_groups, preflight, progress, resume, setup,
+                             step_history)
 from vit_jax.trainer.state import TrainState
 
 NonFiniteStepError = step_history.NonFiniteStepError  # what a diverging run raises.
@@ -103,11 +104,14 @@ def _write_run_files(config, built: build_lib.Built, workdir: str) -> None:
 
 def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str:
   num_params = built.state.num_params
+  trained, _ = param_groups.count_trained(config, built.state.abstract.params)
+  params = (f"{num_params:,} parameters" if trained == num_params else
+            f"{num_params:,} parameters, {trained:,} trained ({100 * trained / num_params:.1f}%)")
   examples = source.split_size(config.train_split)
   mesh = ", ".join(f"{axis} {size}" for axis, size in built.mesh.shape.items())
   processes = (f"{jax.process_count()} processes ({shards.num_shards} data shards), "
                if jax.process_count() > 1 else "")
-  return (f"{config.model_name}, {num_params:,} parameters | {source.name} "
+  return (f"{config.model_name}, {params} | {source.name} "
           f"{config.train_split}: {examples:,} images, global batch {config.batch_size} | "
           f"{processes}{jax.device_count()} {jax.devices()[0].device_kind} device(s), mesh "
           f"{mesh}\nworkdir {workdir} (config.json, parameters.txt, metrics.jsonl; "
@@ -148,7 +152,7 @@ def _finish_or_nothing(config, workdir, start: resume.Start, evaluators, writer)
       return start.state
     console.line(f"The run reached step {int(start.state.step)} but its final evaluation "
                  f"was not recorded: running it now.")
-    scalars = _evaluate(evaluators, writer, int(start.state.step), start.state.params,
+    scalars = _evaluate(evaluators, writer, int(start.state.step), start.state,
                         final=True)
     _write_final(workdir, int(start.state.step), scalars)
     return start.state
@@ -157,12 +161,12 @@ def _finish_or_nothing(config, workdir, start: resume.Start, evaluators, writer)
     writer.close()
 
 
-def _evaluate(evaluators, writer, step: int, params, *, final: bool) -> dict:
+def _evaluate(evaluators, writer, step: int, state: TrainState, *, final: bool) -> dict:
   """Runs the due evaluators; their scalars go out in one line (and are flushed)."""
   scalars, images = {}, {}
   for scheduled in evaluators:
     if scheduled.due(step, final=final):
-      more_scalars, more_images = scheduled.run(params)
+      more_scalars, more_images = scheduled.run(state.params, state.ema_params)
       scalars.update(more_scalars)
       images.update(more_images)
   if scalars:
@@ -262,7 +266,7 @@ class _Loop:
         console.line(f"Stopped by {self.stop.name} at step {step} with a checkpoint; run "
                      f"the same command to resume.")
         return state
-      last = _evaluate(self.evaluators, self.writer, step, state.params,
+      last = _evaluate(self.evaluators, self.writer, step, state,
                        final=step == c.total_steps)
       self.last_eval = last or self.last_eval
     return state

@@ -9,14 +9,11 @@ optionally in bfloat16.
 """
 from __future__ import annotations
 
-from typing import Any
-
-import jax.numpy as jnp
 import optax
-from flax import traverse_util
 
 from vit_jax.errors import UserError
 from vit_jax.models.hparams import as_dtype
+from vit_jax.trainer import param_groups
 
 
 def make_schedule(config) -> optax.Schedule:
@@ -40,20 +37,17 @@ def make_schedule(config) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), decay], [warmup])
 
 
-def weight_decay_mask(params: Any) -> Any:
-  """True for weight matrices (kernels with ndim >= 2), False for everything else."""
-  flat = traverse_util.flatten_dict(params)
-  return traverse_util.unflatten_dict(
-      {path: path[-1] == "kernel" and jnp.ndim(value) >= 2 for path, value in flat.items()})
-
-
 def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The configured optimizer; parameter groups (`param_groups`) scale each parameter's
+  learning rate and weight decay, and frozen parameters get no update and no state."""
   schedule = make_schedule(config)
   state_dtype = as_dtype(config.optimizer_dtype, "optimizer_dtype",
                          allowed=("float32", "bfloat16"))
   if config.optimizer == "adam":
-    optimizer = optax.adamw(schedule, b1=config.b1, b2=config.b2, mu_dtype=state_dtype,
-                            weight_decay=config.weight_decay, mask=weight_decay_mask)
+    parts = [optax.scale_by_adam(b1=config.b1, b2=config.b2, mu_dtype=state_dtype)]
+    if config.weight_decay:
+      parts.append(param_groups.add_decayed_weights(config.weight_decay, config))
+    optimizer = optax.chain(*parts, optax.scale_by_learning_rate(schedule))
   elif config.optimizer == "sgd":
     if config.weight_decay:
       raise UserError("The SGD fine-tuning recipe has no weight decay; set "
@@ -62,4 +56,12 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
   else:
     raise UserError(f"optimizer={config.optimizer!r} is not one of 'adam', 'sgd'.")
   chain = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
-  return optax.chain(*chain, optimizer), schedule
+  multipliers = param_groups.lr_multiplier_fn(config)
+  if multipliers is not None:
+    optimizer = optax.chain(optimizer, param_groups.scale_by_multipliers(multipliers))
+  tx = optax.chain(*chain, optimizer)
+  frozen = param_groups.frozen_pattern(config)
+  if frozen:  # clipping sees the trained gradients only.
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               param_groups.frozen_labels(frozen))
+  return tx, schedule

@@ -21,6 +21,9 @@ def check_config(config) -> None:
     raise UserError(f"input_workers={config.input_workers} must be -1 (automatic), 0 (no "
                     f"worker processes) or a number of processes.")
   optim.make_optimizer(config)  # schedule, optimizer and dtype settings.
+  ema = float(config.get("ema_decay") or 0.0)
+  if not 0 <= ema < 1:
+    raise UserError(f"ema_decay={ema} must be in [0, 1) (0: off; 0.999-0.9999 is usual).")
   if config.pretrained:
     finetune.check_exists(config.pretrained)
   if config.on_divergence not in ("stop", "rollback"):

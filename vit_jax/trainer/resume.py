@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 
 from vit_jax import console, storage
 from vit_jax.errors import UserError
@@ -67,6 +68,7 @@ def initial_state(config, built, workdir: str, input_settings: dict, pretrained)
   if pretrained is not None:
     params = finetune.init_params(config, pretrained, built, state.params)
     opt_state = jax.jit(built.tx.init, out_shardings=built.state.shardings.opt_state)(params)
-    state = state.replace(params=params, opt_state=opt_state)
+    ema = None if state.ema_params is None else jax.tree.map(jnp.copy, params)
+    state = state.replace(params=params, opt_state=opt_state, ema_params=ema)
   return Start(checkpointer_lib.TrainCheckpointer(directory, keep=config.keep_checkpoints),
                state)

@@ -21,6 +21,7 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array           # raw uint32 key data: checkpoints as a plain array.
+  ema_params: Any = None   # the parameters' moving average (config.ema_decay), else None.
 
 
 @dataclasses.dataclass
@@ -45,7 +46,7 @@ class StateSpec:
 
 def make_state_spec(model: nn.Module, tx: optax.GradientTransformation, mesh,
                     image_shape: tuple[int, ...], rng: jax.Array,
-                    rules: sharding_lib.Rules) -> StateSpec:
+                    rules: sharding_lib.Rules, *, ema: bool = False) -> StateSpec:
   """Parameters sharded by the model's logical axes and `rules` (FSDP over 'fsdp', tensor
   parallelism over 'model' by default); optimizer moments like their parameters; scalars
   replicated."""
@@ -54,16 +55,21 @@ def make_state_spec(model: nn.Module, tx: optax.GradientTransformation, mesh,
   def init(rng):
     params = nn.unbox(model.init(rng, dummy)["params"])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.key_data(rng))
+                      rng=jax.random.key_data(rng),
+                      ema_params=jax.tree.map(jnp.copy, params) if ema else None)
 
   boxed = jax.eval_shape(lambda: model.init(rng, dummy)["params"])
   abstract = jax.eval_shape(init, rng)
   param_shardings = sharding_lib.param_shardings(boxed, mesh, rules)
   replicated = sharding_lib.replicated(mesh)
-  opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_shardings,
-                                        transform_non_params=lambda _: replicated)
+  # A frozen group's state is an empty MaskedNode where its parameters are.
+  masked = optax.transforms.MaskedNode
+  opt_shardings = optax.tree_map_params(
+      tx, lambda state, s: state if isinstance(state, masked) else s, abstract.opt_state,
+      param_shardings, transform_non_params=lambda _: replicated,
+      is_leaf=lambda x: isinstance(x, masked))
   shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
-                         rng=replicated)
+                         rng=replicated, ema_params=param_shardings if ema else None)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
   return StateSpec(init, abstract, shardings)

@@ -63,11 +63,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, *, loss: str, label_smoothing: float,
                     accum_steps: int, mixup_alpha: float = 0.0,
                     cutmix_alpha: float = 0.0,
-                    input_transform: Callable | None = None) -> Callable:
+                    input_transform: Callable | None = None,
+                    ema_decay: float = 0.0) -> Callable:
   """(state, batch) -> (state, metrics). With accum_steps > 1 the batch is split into
   equal micro-batches whose gradients are averaged: the same update as the full batch.
   `input_transform` maps the batch's images to the model's input first (e.g. uint8 ->
-  float32 [-1, 1] on the accelerator)."""
+  float32 [-1, 1] on the accelerator). `ema_decay`: `state.ema_params` follows the
+  parameters with decay min(ema_decay, (1 + step) / (10 + step)) (the warm-up of TF's
+  ExponentialMovingAverage: a short run's average is not dominated by the init)."""
 
   def batch_loss(params, images, labels, rng):
     if mixup_alpha or cutmix_alpha:
@@ -110,7 +113,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     metrics = {"train_loss": loss_value, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    ema = state.ema_params
+    if ema_decay:
+      step = state.step.astype(jnp.float32)
+      decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+      ema = jax.tree.map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype), ema, params)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         ema_params=ema), metrics
 
   return train_step
 
