@@ -359,3 +359,18 @@ def test_small_shared_memory_is_a_warning_with_the_fix_before_any_batch(digits_f
   free["bytes"] = 2**40
   stream(source, workers=2, global_batch_size=64, pp="to_rgb|resize(64)").close()
   assert "shared memory" not in capsys.readouterr().out
+
+
+def test_folder_slices_are_stratified_per_class(digits_folder):
+  """`train[:90%]` / `train[90%:]` of an image folder: every class keeps 90% / 10% of its
+  images, the two are disjoint and together the whole split (a plain slice of the
+  class-sorted file list would drop whole classes)."""
+  source = sources.ImageFolderSource(str(digits_folder))
+  whole = source.records("train")
+  head, tail = source.records("train[:90%]"), source.records("train[90%:]")
+  assert sorted(head + tail) == sorted(whole) and not set(head) & set(tail)
+  for label in range(source.num_classes):
+    count = sum(1 for _, l in whole if l == label)
+    in_tail = sum(1 for _, l in tail if l == label)
+    assert in_tail == count - round(count * 0.9) and in_tail >= 1, label
+  assert {l for _, l in source.records("train[:3]")} == set(range(source.num_classes))

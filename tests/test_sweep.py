@@ -31,9 +31,14 @@ def test_sweep_table_plot_shards_and_resume(tmp_path):
   assert [(r["lr"], r["total_steps"]) for r in rows] == [
       ("0.001", "20"), ("0.001", "40"), ("0.003", "20"), ("0.003", "40")]
   for row in rows:
-    assert 0 < float(row["final_accuracy"]) <= float(row["best_accuracy"]) <= 1
+    assert 0 < float(row["val_accuracy"]) <= 1 and 0 < float(row["test_accuracy"]) <= 1
     assert float(row["fewshot_10shot_accuracy"]) > 0 and float(row["wall_s"]) > 0
-  assert "| lr | total_steps | final_accuracy |" in (tmp_path / "results.md").read_text()
+  results = (tmp_path / "results.md").read_text()
+  assert "| lr | total_steps | val_accuracy | test_accuracy |" in results
+  # Selected on validation: the point with the highest val_accuracy, whatever its test.
+  best = max(rows, key=lambda r: float(r["val_accuracy"]))
+  assert (f"Selected on the validation split (highest final val_accuracy): lr={best['lr']}, "
+          f"total_steps={best['total_steps']}") in results
   assert (tmp_path / "results.png").stat().st_size > 10_000
   # Everything finished: a third run trains nothing and leaves the points untouched.
   stamps = {p: os.path.getmtime(tmp_path / p / "metrics.jsonl") for p in os.listdir(tmp_path)

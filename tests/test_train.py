@@ -291,6 +291,7 @@ def test_quickstart_cli_end_to_end_shortened(quickstart_run):
   final = [m for m in helpers.read_metrics(workdir) if "test_accuracy" in m][-1]
   assert final["step"] == 250 and final["test_accuracy"] > 0.75
   assert final["test_examples"] == 359 and final["fewshot_5shot_accuracy"] > 0.5
+  assert final["val_examples"] == 144 and final["val_accuracy"] > 0.75  # train[90%:].
   assert (workdir / "config.json").exists()
   assert "img/s" in result.stdout and "ETA" in result.stdout and "MFU n/a" in result.stdout
   events = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")]

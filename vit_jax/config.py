@@ -12,7 +12,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from vit_jax import storage
-from vit_jax.data.presets import get_preset
+from vit_jax.data.presets import GENERIC_SPLITS, get_preset
 from vit_jax.errors import UserError
 from vit_jax.models.presets import resolve_model_name
 
@@ -93,6 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_dir = placeholder(str)         # TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
   c.label_key = "label"             # the TFDS feature holding the label(s).
   c.train_split = "train"
+  # Held out of training, evaluated like `test` (as `val_*`); hyper-parameters (sweep) are
+  # chosen on it, never on `test`. '' : none. Datasets set both (see data/presets.py).
+  c.val_split = ""
   c.test_split = "test"
   c.pp_train = "to_rgb|inception_crop(224)|flip_lr|value_range(-1, 1)"  # preprocessing ops.
   c.pp_eval = "to_rgb|resize(224)|value_range(-1, 1)"
@@ -221,11 +224,13 @@ def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
   c.dataset = dataset
   if preset is None:  # any other TFDS dataset or image folder: generic defaults.
     res = resolution or 224
+    c.train_split, c.val_split, c.test_split = GENERIC_SPLITS
     c.pp_train = f"to_rgb|inception_crop({res})|flip_lr|value_range(-1, 1)"
     c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"
     return
   res = resolution or preset.resolution
-  c.train_split, c.test_split = preset.train_split, preset.test_split
+  c.train_split, c.val_split, c.test_split = (preset.train_split, preset.val_split,
+                                              preset.test_split)
   flip = "|flip_lr" if preset.flip else ""
   c.pp_train = f"to_rgb|inception_crop({res}){flip}|value_range(-1, 1)"
   c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"

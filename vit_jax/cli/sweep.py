@@ -9,8 +9,9 @@ in `console.log` there. Run the same command again to resume: finished points ar
 an interrupted one resumes from its checkpoint. `--shard=K/N` runs every N-th point from
 the K-th, so N processes or hosts share a sweep (each writes the table of what is finished
 so far; `--report` only rewrites it). Results: `WORKDIR/results.md`, `results.csv` (final
-and best accuracy of the `test` evaluator, few-shot, wall time, img/s) and `results.png`
-(final accuracy against the swept values).
+accuracy on the validation and test splits, few-shot, wall time, img/s) and `results.png`
+(final validation accuracy against the swept values). The best point is selected on the
+validation split (`val_split`) and reported with its test accuracy; results.md says so.
 """
 from __future__ import annotations
 
@@ -106,19 +107,24 @@ def run_point(config_arg: str, workdir: epath.Path, point: dict,
 
 
 def summarise(workdir: epath.Path) -> dict[str, Any]:
-  """Final and best accuracy of the `test` evaluator, the final few-shot accuracies and the
-  median img/s, from a point's metrics.jsonl."""
+  """The final `val` and `test` accuracies, the final few-shot accuracies and the median
+  img/s, from a point's metrics.jsonl. (No best-over-time test accuracy: choosing by it
+  would select on the test set.)"""
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
           if line.strip()]
-  accuracies = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
   speeds = sorted(r["images_per_sec"] for r in rows if "images_per_sec" in r)
-  summary: dict[str, Any] = {
-      "final_accuracy": accuracies[-1] if accuracies else None,
-      "best_accuracy": max(accuracies) if accuracies else None,
-      "img_per_s": speeds[len(speeds) // 2] if speeds else None}
+  summary: dict[str, Any] = {"val_accuracy": None, "test_accuracy": None,
+                             "img_per_s": speeds[len(speeds) // 2] if speeds else None}
   for row in rows:
-    summary.update({k: v for k, v in row.items() if "shot" in k and k.endswith("accuracy")})
+    summary.update({k: v for k, v in row.items() if k in ("val_accuracy", "test_accuracy")
+                    or ("shot" in k and k.endswith("accuracy"))})
   return summary
+
+
+def select(table: list[dict]) -> Optional[dict]:
+  """The point with the best final validation accuracy (None without a validation split)."""
+  scored = [row for row in table if row.get("val_accuracy") is not None]
+  return max(scored, key=lambda row: row["val_accuracy"]) if scored else None
 
 
 def collect(root: epath.Path, grid) -> list[dict[str, Any]]:
@@ -141,7 +147,7 @@ def _format(value) -> str:
 
 
 def write_table(root: epath.Path, table: list[dict], grid) -> None:
-  first = ["final_accuracy", "best_accuracy"]
+  first = ["val_accuracy", "test_accuracy"]
   last = ["img_per_s", "wall_s"]
   shots = sorted({k for row in table for k in row if "shot" in k})
   columns = [field for field, _ in grid] + first + shots + last
@@ -154,6 +160,15 @@ def write_table(root: epath.Path, table: list[dict], grid) -> None:
   swept = {field for field, _ in grid}
   lines += ["| " + " | ".join(str(row[c]) if c in swept else _format(row.get(c))
                               for c in columns) + " |" for row in table]
+  best = select(table)
+  if best is None:
+    lines += ["", "No validation split (val_accuracy): nothing selected; the test accuracy "
+              "of every point is shown, and choosing by it would select on the test set."]
+  else:
+    name = ", ".join(f"{field}={best[field]}" for field, _ in grid)
+    lines += ["", f"Selected on the validation split (highest final val_accuracy): {name}, "
+              f"val_accuracy {_format(best['val_accuracy'])}, its test_accuracy "
+              f"{_format(best.get('test_accuracy'))}."]
   storage.write_text(root / "results.md", "\n".join(lines) + "\n")
 
 
@@ -165,22 +180,24 @@ def write_plot(root: epath.Path, table: list[dict], grid) -> Optional[str]:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   x_field, x_values = grid[0]
+  # The split hyper-parameters are chosen on (test only when there is no validation split).
+  metric = "val_accuracy" if select(table) is not None else "test_accuracy"
   numeric = all(isinstance(v, (int, float)) and v > 0 for v in x_values)
   fig, ax = plt.subplots(figsize=(6, 4))
   others = grid[1:]
   order = lambda r: tuple(values.index(r[f]) for f, values in others)  # noqa: E731
   for key, rows in itertools.groupby(sorted(table, key=order),
                                      key=lambda r: tuple(r[f] for f, _ in others)):
-    rows = [r for r in rows if r["final_accuracy"] is not None]
+    rows = [r for r in rows if r[metric] is not None]
     xs = [r[x_field] if numeric else x_values.index(r[x_field]) for r in rows]
-    label = ", ".join(f"{f}={v}" for (f, _), v in zip(others, key)) or "final accuracy"
-    ax.plot(xs, [r["final_accuracy"] for r in rows], marker="o", label=label)
+    label = ", ".join(f"{f}={v}" for (f, _), v in zip(others, key)) or metric
+    ax.plot(xs, [r[metric] for r in rows], marker="o", label=label)
   if numeric and max(x_values) / min(x_values) >= 2.5:
     ax.set_xscale("log")  # learning rates and step counts are swept geometrically.
   ax.set_xticks(x_values if numeric else range(len(x_values)), [str(v) for v in x_values])
   ax.minorticks_off()
   ax.set_xlabel(x_field)
-  ax.set_ylabel("final test accuracy")
+  ax.set_ylabel(f"final {metric.replace('_', ' ')}")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -227,8 +244,9 @@ def sweep(config, config_arg: str, root: epath.Path, grid, passthrough: list[str
     storage.write_text(workdir / RESULT_FILE,
                        json.dumps({"point": point, "wall_seconds": wall}))
     summary = summarise(workdir)
-    print(f"[{i + 1}/{len(todo)}] {point_name(point)}: final accuracy "
-          f"{_format(summary['final_accuracy'])} in {wall:.0f}s", flush=True)
+    print(f"[{i + 1}/{len(todo)}] {point_name(point)}: val_accuracy "
+          f"{_format(summary['val_accuracy'])}, test_accuracy "
+          f"{_format(summary['test_accuracy'])} in {wall:.0f}s", flush=True)
   table = collect(root, grid)
   write_table(root, table, grid)
   plot = write_plot(root, table, grid)

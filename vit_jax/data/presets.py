@@ -8,22 +8,28 @@ from typing import Optional
 @dataclasses.dataclass(frozen=True)
 class DatasetPreset:
   train_split: str
+  val_split: str           # held out of training: hyper-parameters are chosen on it.
   test_split: str
   resolution: int          # fine-tuning resolution of the paper's recipe.
   flip: bool = True        # random horizontal flip in training (off for digits).
 
 
-# Splits and resolutions as in the paper's fine-tuning configs.
+# Splits and resolutions as in the paper's fine-tuning configs; the validation split is
+# the rest of the training split (the official repository's "minival" convention), or
+# the dataset's own where it has one.
 DATASET_PRESETS = {
-    "cifar10": DatasetPreset("train[:98%]", "test", 384),
-    "cifar100": DatasetPreset("train[:98%]", "test", 384),
-    "oxford_iiit_pet": DatasetPreset("train[:90%]", "test", 384),
-    "oxford_flowers102": DatasetPreset("train", "test", 384),
-    "imagenet2012": DatasetPreset("train[:99%]", "validation", 384),
-    "imagenet2012_real": DatasetPreset("train", "validation", 384),
-    "sklearn_digits": DatasetPreset("train", "test", 8, flip=False),
-    "pureml_mnist": DatasetPreset("train", "test", 28, flip=False),
+    "cifar10": DatasetPreset("train[:98%]", "train[98%:]", "test", 384),
+    "cifar100": DatasetPreset("train[:98%]", "train[98%:]", "test", 384),
+    "oxford_iiit_pet": DatasetPreset("train[:90%]", "train[90%:]", "test", 384),
+    "oxford_flowers102": DatasetPreset("train", "validation", "test", 384),
+    "imagenet2012": DatasetPreset("train[:99%]", "train[99%:]", "validation", 384),
+    "imagenet2012_real": DatasetPreset("train[:99%]", "train[99%:]", "validation", 384),
+    "sklearn_digits": DatasetPreset("train[:90%]", "train[90%:]", "test", 8, flip=False),
+    "pureml_mnist": DatasetPreset("train[:98%]", "train[98%:]", "test", 28, flip=False),
 }
+# Any other TFDS dataset or image folder (folders are sliced per class: every class keeps
+# 90% / 10%).
+GENERIC_SPLITS = ("train[:90%]", "train[90%:]", "test")
 DATASET_ALIASES = {"digits": "sklearn_digits", "mnist_offline": "pureml_mnist"}
 
 

@@ -267,8 +267,19 @@ class ImageFolderSource(Source):
     return files
 
   def records(self, split):
+    """A slice (`train[:90%]`, `train[90%:]`, `train[:50]`) is taken from each class alike,
+    so every class keeps its share (`train[:50]`: 50 per class)."""
     name, window = slice_split(split, lambda base: len(self._list(base)))
-    return self._list(name)[window]
+    files = self._list(name)
+    if window == slice(None):
+      return files
+    by_class: dict[int, list] = {}
+    for record in files:
+      by_class.setdefault(record[1], []).append(record)
+    sliced = []
+    for records in by_class.values():
+      sliced += records[slice_split(split, lambda _, n=len(records): n)[1]]
+    return sliced
 
   def decode(self, record):
     path, label = record

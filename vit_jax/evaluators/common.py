@@ -88,12 +88,9 @@ def evaluator_class(kind: str) -> Callable:
 def build_evaluators(evals: Any, context: EvalContext, *,
                      only: tuple[str, ...] = ()) -> list[Scheduled]:
   """config.evals -> evaluators, checked and set up (datasets opened) before training."""
-  unknown = sorted(set(only) - set(evals))
-  if unknown:
-    raise UserError(f"No evaluator named {unknown}; the config has {sorted(evals)}.")
   scheduled = []
   for name in sorted(evals):
-    if only and name not in only:
+    if only and name not in only and not (name == "test" and "val" in only):
       continue
     # Unset (None) settings take the evaluator's own default: one home for each.
     settings = {k: v for k, v in dict(evals[name]).items() if v is not None}
@@ -114,9 +111,21 @@ def build_evaluators(evals: Any, context: EvalContext, *,
     except TypeError as e:
       raise UserError(f"evals.{name} (type {kind!r}): {e}") from None
     scheduled.append(Scheduled(name, every, evaluator, params))
-    if (context.config.get("ema_decay") and params == "live" and kind == "classification"
-        and f"{name}_ema" not in evals):
-      scheduled.append(Scheduled(f"{name}_ema", every, evaluator, "ema"))
+    if name == "test" and kind == "classification" and "val" not in evals:
+      val_split = context.config.get("val_split") or ""
+      if val_split and (not only or "val" in only):  # `val`: the test evaluator on val_split.
+        scheduled.append(Scheduled("val", every, cls(context, **{**settings,
+                                                                 "split": val_split}), params))
+  if only:
+    unknown = sorted(set(only) - {s.name for s in scheduled})
+    if unknown:
+      raise UserError(f"No evaluator named {unknown}; the config has "
+                      f"{sorted(set(evals) | ({'val'} if context.config.get('val_split') else set()))}.")
+    scheduled = [s for s in scheduled if s.name in only]
+  if context.config.get("ema_decay"):  # each classification evaluator's EMA twin.
+    scheduled += [Scheduled(f"{s.name}_ema", s.every, s.evaluator, "ema") for s in scheduled
+                  if s.params == "live" and f"{s.name}_ema" not in evals
+                  and type(s.evaluator).__module__.endswith("evaluators.classification")]
   return scheduled
 
 
