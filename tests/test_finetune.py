@@ -152,3 +152,20 @@ def test_parameter_group_mistakes_are_one_line_before_anything_is_written(
   with pytest.raises(UserError, match=message):
     loop.train_and_evaluate(config.lock(), tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def test_per_class_results_write_a_confusion_matrix(tfds_dir, tmp_path):
+  config = tiny(tfds_dir, total_steps=3).unlock()
+  config.evals.test.per_class = True
+  loop.train_and_evaluate(config.lock(), tmp_path)
+  final = [m for m in helpers.read_metrics(tmp_path) if "test_accuracy" in m][-1]
+  lines = (tmp_path / "test_confusion.csv").read_text().splitlines()
+  assert lines[0] == "true \\ predicted," + ",".join(str(i) for i in range(10)) + ",accuracy"
+  table = np.array([[int(v) for v in line.split(",")[1:11]] for line in lines[1:]])
+  assert table.shape == (10, 10) and table.sum() == final["test_examples"] == 359
+  # The matrix agrees with the accuracy computed on its own path (argmax hits).
+  assert np.trace(table) / table.sum() == pytest.approx(final["test_accuracy"], abs=1e-6)
+  per_class = [float(line.split(",")[-1]) for line in lines[1:]]
+  np.testing.assert_allclose(per_class, np.diag(table) / table.sum(1), atol=1e-4)
+  assert final["test_worst_class_accuracy"] == pytest.approx(min(per_class), abs=1e-4)
+  assert "val_confusion" not in final  # tables go to CSV, not to the metrics.

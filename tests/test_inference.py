@@ -107,6 +107,32 @@ def test_predict_mixed_valid_and_corrupt(quickstart_run, image_files):
   assert "Traceback" not in result.stderr
 
 
+def test_predict_a_folder_and_a_glob_in_batches_to_csv(quickstart_run, digits_folder,
+                                                      tmp_path):
+  """60 test images in batches of 16 (never all at once): a CSV row per image in input
+  order, with top-k labels and probabilities that match predicting one at a time."""
+  import csv
+  workdir, _ = quickstart_run
+  out = tmp_path / "predictions.csv"
+  folder = digits_folder / "test" / "digit_3"
+  result = helpers.run_subprocess([
+      "-m", "vit_jax.cli.predict", f"--checkpoint={workdir}", "--top_k=2", "--batch_size=16",
+      f"--output={out}", str(folder), f"{digits_folder}/test/digit_[0-2]/*.png"])
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(out) as f:
+    rows = list(csv.DictReader(f))
+  expected = sorted(str(p) for p in folder.iterdir()) + sorted(
+      str(p) for d in "012" for p in (digits_folder / "test" / f"digit_{d}").iterdir())
+  assert [r["path"] for r in rows] == expected and len(rows) > 16
+  assert result.stdout.count("predicted ") == -(-len(rows) // 16)  # a progress line a batch.
+  assert all(float(r["probability_1"]) >= float(r["probability_2"]) for r in rows)
+  single = helpers.run_subprocess(["-m", "vit_jax.cli.predict", f"--checkpoint={workdir}",
+                                   "--top_k=1", rows[-1]["path"]])
+  label, probability = single.stdout.split(": ")[1].strip().rstrip(")").split(" (")
+  assert label == rows[-1]["label_1"]
+  assert abs(float(probability) - float(rows[-1]["probability_1"])) < 1e-3
+
+
 def test_16_bit_png_matches_8_bit(tmp_path):
   image = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
   Image.fromarray(image).save(tmp_path / "eight.png")

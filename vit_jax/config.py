@@ -191,9 +191,9 @@ def _evaluator(kind: str, every: int, fields: dict, given: dict) -> ml_collectio
 
 def classification_eval(*, every: int, **given) -> ml_collections.ConfigDict:
   """Loss and top-1 accuracy on a split (dataset, split, pp, batch_size; unset: the run's
-  dataset, test_split, pp_eval, eval_batch_size)."""
+  dataset, test_split, pp_eval, eval_batch_size); per_class: the confusion matrix too."""
   return _evaluator("classification", every, {"dataset": str, "split": str, "pp": str,
-                                              "batch_size": int}, given)
+                                              "batch_size": int, "per_class": bool}, given)
 
 
 def fewshot_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:

@@ -1,14 +1,19 @@
-r"""Top-k predictions for image files.
+r"""Top-k predictions for image files, folders or globs, in batches.
 
     python -m vit_jax.cli.predict --checkpoint=/tmp/vit_quickstart IMAGE [IMAGE ...]
+    python -m vit_jax.cli.predict --checkpoint=/tmp/run --output=predictions.csv \
+        '/data/photos/*.jpg' /data/more_photos/      # a glob (quoted) or a folder (recursive)
     python -m vit_jax.cli.predict --checkpoint=ViT-B_16.npz --model=ViT-B_16 \
         --labels=imagenet_labels.txt photo.jpg
 
 Images of any size and mode (RGB, grayscale, RGBA, palette, 16-bit PNG) are converted as
-the model expects. An unreadable file gets one line naming it; the others still run, and
-the exit status is 1 if any file could not be read.
+the model expects and go to the device `--batch_size` at a time (a progress line per batch
+when writing a file). With `--output`, a CSV: path, then top-k labels and probabilities;
+without, one line per image. An unreadable file gets one line naming it; the others still
+run, and the exit status is 1 if any file could not be read.
 """
 import sys
+import time
 
 from absl import flags
 
@@ -17,37 +22,114 @@ from vit_jax.cli import common
 flags.DEFINE_string("checkpoint", None, "Workdir of a run or an .npz file.", required=True)
 flags.DEFINE_string("model", None, "Model name (needed for .npz files), e.g. ViT-B_16.")
 flags.DEFINE_string("labels", None, "Text file with one label per line (class index order).")
-flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
+flags.DEFINE_integer("top_k", 5, "How many classes to report per image.")
+flags.DEFINE_integer("batch_size", 64, "Images per device batch.")
+flags.DEFINE_string("output", None, "Write predictions to this CSV (local or gs://).")
 FLAGS = flags.FLAGS
 
 
-def predict(loaded, paths, top_k: int) -> tuple[list[str], bool]:
+def expand(inputs) -> list[str]:
+  """Files as given; folders -> their images (recursively, sorted); globs -> matches."""
+  from vit_jax import storage  # pylint: disable=g-import-not-at-top
+  from vit_jax.data.folder_stats import IMAGE_EXTENSIONS  # pylint: disable=g-import-not-at-top
+  from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  paths = []
+  for item in inputs:
+    if any(c in item for c in "*?["):
+      parts = item.split("/")
+      wild = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+      base = "/".join(parts[:wild]) or "."
+      matches = sorted(str(p) for p in storage.path(base).glob("/".join(parts[wild:]))
+                       if p.is_file())
+      if not matches:
+        raise UserError(f"{item!r} matches no file.")
+      paths += matches
+    elif storage.path(item).is_dir():
+      found = sorted(str(p) for p in _walk(storage.path(item))
+                     if p.name.lower().endswith(IMAGE_EXTENSIONS))
+      if not found:
+        raise UserError(f"{item} holds no .jpg/.jpeg/.png image.")
+      paths += found
+    else:
+      paths.append(item)
+  return paths
+
+
+def _walk(directory):
+  """Every file under `directory` (epath has no recursive glob on buckets)."""
+  for child in directory.iterdir():
+    if child.is_dir():
+      yield from _walk(child)
+    else:
+      yield child
+
+
+def predict_batches(loaded, paths, top_k: int, batch_size: int, progress: bool = False):
+  """Yields (path, [(label, probability), ...] or None, error or None), in input order,
+  one device batch of `batch_size` images at a time."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from vit_jax import console  # pylint: disable=g-import-not-at-top
   from vit_jax.convert import inference  # pylint: disable=g-import-not-at-top
-  images, ok_paths, errors = inference.preprocess_files(paths, loaded.pp)
-  lines, results = [], {}
-  if ok_paths:
-    logits = jax.jit(lambda p, x: loaded.model.apply({"params": p}, x))(loaded.params, images)
-    probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
-    for path, probs in zip(ok_paths, probabilities):
-      best = np.argsort(-probs)[:top_k]
-      results[path] = ", ".join(f"{loaded.label(int(i))} ({probs[i]:.3f})" for i in best)
-  for path in paths:  # in the order given.
-    lines.append(f"{path}: {results[path]}" if path in results else f"{path}: error: "
-                 f"{errors[path]}")
-  return lines, not errors
+  forward = jax.jit(lambda p, x: jax.nn.softmax(loaded.model.apply({"params": p}, x), -1))
+  start = time.perf_counter()
+  for first in range(0, len(paths), batch_size):
+    chunk = paths[first:first + batch_size]
+    images, ok_paths, errors = inference.preprocess_files(chunk, loaded.pp)
+    results = {}
+    if ok_paths:
+      # Padded to a whole batch: one compiled shape for every batch.
+      padded = np.concatenate([images, np.zeros((batch_size - len(images),) + images.shape[1:],
+                                                images.dtype)])
+      probabilities = np.asarray(forward(loaded.params, padded))[:len(ok_paths)]
+      for path, probs in zip(ok_paths, probabilities):
+        best = np.argsort(-probs)[:top_k]
+        results[path] = [(loaded.label(int(i)), float(probs[i])) for i in best]
+    for path in chunk:
+      yield path, results.get(path), errors.get(path)
+    if progress:
+      done, seconds = min(first + batch_size, len(paths)), time.perf_counter() - start
+      rate = done / max(seconds, 1e-9)
+      console.line(f"predicted {done:,}/{len(paths):,} images | {rate:,.0f} img/s | ETA "
+                   f"{(len(paths) - done) / rate:,.0f} s")
 
 
 def main(argv):
+  from vit_jax import storage  # pylint: disable=g-import-not-at-top
   from vit_jax.convert import inference  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  paths = argv[1:]
-  if not paths:
-    raise UserError("give at least one image file after the flags.")
+  if len(argv) < 2:
+    raise UserError("give at least one image file, folder or glob after the flags.")
+  if FLAGS.batch_size <= 0 or FLAGS.top_k <= 0:
+    raise UserError(f"--batch_size={FLAGS.batch_size} and --top_k={FLAGS.top_k} must be "
+                    f"positive.")
+  if FLAGS.output and storage.path(FLAGS.output).exists():
+    raise UserError(f"--output={FLAGS.output} already exists; choose another name (nothing "
+                    f"was overwritten).")
+  paths = expand(argv[1:])
   loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model, labels_file=FLAGS.labels)
-  lines, all_ok = predict(loaded, paths, FLAGS.top_k)
-  print("\n".join(lines), flush=True)
+  rows, all_ok = [], True
+  header = ["path"] + [f"{kind}_{i + 1}" for i in range(FLAGS.top_k)
+                       for kind in ("label", "probability")]
+  for path, top, error in predict_batches(loaded, paths, FLAGS.top_k, FLAGS.batch_size,
+                                          progress=bool(FLAGS.output)):
+    all_ok &= error is None
+    if FLAGS.output:
+      rows.append([path] + ([v for label, p in top for v in (label, f"{p:.6f}")]
+                            if top else [f"error: {error}"]))
+    elif top:
+      print(f"{path}: " + ", ".join(f"{label} ({p:.3f})" for label, p in top), flush=True)
+    else:
+      print(f"{path}: error: {error}", flush=True)
+  if FLAGS.output:
+    import csv  # pylint: disable=g-import-not-at-top
+    import io  # pylint: disable=g-import-not-at-top
+    text = io.StringIO()
+    csv.writer(text).writerows([header] + rows)
+    storage.write_text(FLAGS.output, text.getvalue())
+    failed = sum(1 for r in rows if r[1].startswith("error: "))
+    print(f"Wrote {FLAGS.output}: {len(rows) - failed:,} images"
+          + (f", {failed} unreadable (see the file)" if failed else ""), flush=True)
   sys.exit(0 if all_ok else 1)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vit_jax.data import device_feed
 from vit_jax.losses import correct_predictions, loss_fn
@@ -17,34 +18,63 @@ def summed(step, params, data, mesh) -> dict:
   return jax.device_get(totals)
 
 
-def make_eval_step(model, *, loss: str):
-  """(params, batch with 'mask') -> summed loss, hits and count over the real examples."""
+def make_eval_step(model, *, loss: str, confusion: bool = False):
+  """(params, batch with 'mask') -> summed loss, hits and count over the real examples
+  (`confusion`: and the confusion matrix, true class x predicted class)."""
 
   def eval_step(params, batch):
     logits = model.apply({"params": params}, batch["image"], train=False)
     mask = batch["mask"]
     losses = loss_fn(logits, batch["label"], kind=loss)
-    return {"loss_sum": jnp.sum(losses * mask),
-            "correct_sum": jnp.sum(correct_predictions(logits, batch["label"]) * mask),
-            "count": jnp.sum(mask)}
+    out = {"loss_sum": jnp.sum(losses * mask),
+           "correct_sum": jnp.sum(correct_predictions(logits, batch["label"]) * mask),
+           "count": jnp.sum(mask)}
+    if confusion:
+      classes = logits.shape[-1]
+      truth = jax.nn.one_hot(batch["label"], classes) * mask[:, None]
+      predicted = jax.nn.one_hot(jnp.argmax(logits, -1), classes)
+      out["confusion"] = truth.T @ predicted
+    return out
 
   return eval_step
 
 
+def confusion_image(confusion: np.ndarray, min_size: int = 256) -> np.ndarray:
+  """Row-normalised confusion matrix as a (1, H, W, 3) image: white 0 to dark blue 1,
+  each cell a square of pixels."""
+  rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+  cell = max(1, min_size // len(rows))
+  grid = np.kron(rows, np.ones((cell, cell)))
+  white, blue = np.array([1.0, 1.0, 1.0]), np.array([0.03, 0.19, 0.42])
+  return (white + grid[..., None] * (blue - white))[None].astype(np.float32)
+
+
 class Evaluator:
   """Settings: dataset ('' = the run's), split ('' = test_split), pp ('' = pp_eval),
-  batch_size (0 = eval_batch_size). Results: loss, accuracy, examples."""
+  batch_size (0 = eval_batch_size), per_class. Results: loss, accuracy, examples; with
+  `per_class`, also worst_class_accuracy, the confusion matrix as a table (written to
+  `<name>_confusion.csv` in the workdir, with each class's accuracy) and as an image."""
 
   def __init__(self, context, *, dataset: str = "", split: str = "", pp: str = "",
-               batch_size: int = 0):
+               batch_size: int = 0, per_class: bool = False):
     self.data = context.eval_data(dataset=dataset, split=split, pp=pp, batch_size=batch_size)
     self.mesh = context.built.mesh
+    self.per_class = per_class
+    self.label_names = getattr(context.source(dataset), "label_names", None)
     self.eval_step = context.built.jit_on_params(
-        make_eval_step(context.model, loss=context.config.loss))
+        make_eval_step(context.model, loss=context.config.loss, confusion=per_class))
 
-  def run(self, params) -> dict[str, float]:
+  def run(self, params) -> dict:
     totals = summed(self.eval_step, params, self.data, self.mesh)
     count = max(float(totals["count"]), 1.0)
-    return {"loss": float(totals["loss_sum"]) / count,
-            "accuracy": float(totals["correct_sum"]) / count,
-            "examples": float(totals["count"])}
+    results = {"loss": float(totals["loss_sum"]) / count,
+               "accuracy": float(totals["correct_sum"]) / count,
+               "examples": float(totals["count"])}
+    if self.per_class:
+      confusion = np.asarray(totals["confusion"]).round().astype(np.int64)
+      present = confusion.sum(1) > 0
+      accuracy = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
+      results["worst_class_accuracy"] = float(accuracy[present].min()) if present.any() else 0.0
+      results["confusion"] = confusion                      # a table (2-D).
+      results["confusion_image"] = confusion_image(confusion)  # TensorBoard.
+    return results

@@ -7,7 +7,8 @@ parameter shardings.
 
 `type` is a module of this package or any importable dotted path; the module defines
 `Evaluator(context: EvalContext, **settings)` with `run(params) -> dict`: float values are
-scalars (written as <name>_<key>), arrays of shape (1, H, W, 3) are images (TensorBoard).
+scalars (written as <name>_<key>), arrays of shape (1, H, W, 3) are images (TensorBoard),
+2-D arrays are tables (`<name>_<key>.csv` in the workdir).
 Every process calls `run`; the parameters are the sharded training parameters, or their
 moving average for an evaluator with `params='ema'` (a run with `ema_decay` gives each
 classification evaluator an `<name>_ema` twin).
@@ -61,9 +62,8 @@ class Scheduled:
   evaluator: Any
   params: str = "live"   # 'live': the trained parameters; 'ema': their moving average.
 
-  def run(self, params, ema_params=None) -> tuple[dict, dict]:
-    """({name_key: float}, {name_key: image array}) of the evaluator on `params` (or on
-    `ema_params`, as it asks)."""
+  def run(self, params, ema_params=None) -> Results:
+    """The evaluator's results on `params` (or on `ema_params`, as it asks)."""
     if self.params == "ema":
       if ema_params is None:
         raise UserError(f"evals.{self.name} asks for params='ema' but these parameters "
@@ -129,10 +129,33 @@ def build_evaluators(evals: Any, context: EvalContext, *,
   return scheduled
 
 
-def split_results(name: str, results: dict) -> tuple[dict, dict]:
-  """An evaluator's results -> ({name_key: float}, {name_key: image array})."""
-  scalars, images = {}, {}
+@dataclasses.dataclass
+class Results:
+  scalars: dict        # {name_key: float}
+  images: dict         # {name_key: (1, H, W, 3) array}, to TensorBoard.
+  tables: dict         # {name_key: 2-D array}, e.g. a confusion matrix, to CSV files.
+
+
+def split_results(name: str, results: dict) -> Results:
+  """An evaluator's results, sorted by what they are: 0-d scalars, 2-d tables, images."""
+  out = Results({}, {}, {})
   for key, value in results.items():
-    target = images if np.ndim(value) >= 3 else scalars
-    target[f"{name}_{key}"] = value if target is images else float(value)
-  return scalars, images
+    if np.ndim(value) >= 3:
+      out.images[f"{name}_{key}"] = value
+    elif np.ndim(value) == 2:
+      out.tables[f"{name}_{key}"] = np.asarray(value)
+    else:
+      out.scalars[f"{name}_{key}"] = float(value)
+  return out
+
+
+def table_csv(table: np.ndarray, label_names=None) -> str:
+  """A confusion matrix (true class x predicted class) as CSV: one row per true class,
+  its counts per predicted class and its accuracy."""
+  names = list(label_names or []) + [str(i) for i in range(len(label_names or []), len(table))]
+  lines = ["true \\ predicted," + ",".join(names) + ",accuracy"]
+  for i, row in enumerate(table):
+    total = row.sum()
+    accuracy = f"{row[i] / total:.4f}" if total else ""
+    lines.append(f"{names[i]}," + ",".join(str(int(v)) for v in row) + f",{accuracy}")
+  return "\n".join(lines) + "\n"

@@ -26,6 +26,5 @@ def evaluate_checkpoint(config, checkpoint: str, *, names: Sequence[str] = (),
   results = {}
   for scheduled in evaluators_lib.build_evaluators(run.config.evals, context,
                                                    only=tuple(names)):
-    scalars, _ = scheduled.run(params)
-    results.update(scalars)
+    results.update(scheduled.run(params).scalars)
   return read_checkpoint.step or 0, results

@@ -153,7 +153,7 @@ def _finish_or_nothing(config, workdir, start: resume.Start, evaluators, writer)
     console.line(f"The run reached step {int(start.state.step)} but its final evaluation "
                  f"was not recorded: running it now.")
     scalars = _evaluate(evaluators, writer, int(start.state.step), start.state,
-                        final=True)
+                        final=True, workdir=workdir)
     _write_final(workdir, int(start.state.step), scalars)
     return start.state
   finally:
@@ -161,14 +161,20 @@ def _finish_or_nothing(config, workdir, start: resume.Start, evaluators, writer)
     writer.close()
 
 
-def _evaluate(evaluators, writer, step: int, state: TrainState, *, final: bool) -> dict:
-  """Runs the due evaluators; their scalars go out in one line (and are flushed)."""
+def _evaluate(evaluators, writer, step: int, state: TrainState, *, final: bool,
+              workdir) -> dict:
+  """Runs the due evaluators; their scalars go out in one line (and are flushed), their
+  tables (a confusion matrix) to `<name>_<key>.csv` in the workdir."""
   scalars, images = {}, {}
   for scheduled in evaluators:
     if scheduled.due(step, final=final):
-      more_scalars, more_images = scheduled.run(state.params, state.ema_params)
-      scalars.update(more_scalars)
-      images.update(more_images)
+      results = scheduled.run(state.params, state.ema_params)
+      scalars.update(results.scalars)
+      images.update(results.images)
+      if jax.process_index() == 0:
+        for name, table in results.tables.items():
+          storage.write_text(storage.path(workdir) / f"{name}.csv", evaluators_lib.table_csv(
+              table, getattr(scheduled.evaluator, "label_names", None)))
   if scalars:
     writer.write_scalars(step, scalars)
     console.line(progress.eval_line(step, scalars))
@@ -267,7 +273,7 @@ class _Loop:
                      f"the same command to resume.")
         return state
       last = _evaluate(self.evaluators, self.writer, step, state,
-                       final=step == c.total_steps)
+                       final=step == c.total_steps, workdir=self.workdir)
       self.last_eval = last or self.last_eval
     return state
 
