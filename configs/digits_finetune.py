@@ -30,9 +30,11 @@ from vit_jax import config as config_lib
 
 
 def get_config(arg=None):
-  """arg: the model preset (default ViT-digits with 4x4 patches; DINOv2-digits)."""
+  """arg: the model preset (default ViT-digits with 4x4 patches; DINOv2-digits), and
+  optionally a fine-tuning variant: full (default), probe, last<N>, llrd."""
   c = config_lib.base_config()
-  c.model_name = config_lib.parse_args(arg, "ViT-digits")[0]
+  args = config_lib.parse_args(arg, "ViT-digits")
+  c.model_name = args[0]
   if c.model_name == "ViT-digits":
     c.model.update(dict(patch_size=4))
   config_lib.apply_dataset_preset(c, "sklearn_digits")
@@ -48,4 +50,5 @@ def get_config(arg=None):
   c.log_every = 50
   c.evals.test.every = 0
   c.checkpoint_every = 300
+  config_lib.apply_finetune_variant(c, args[1] if len(args) > 1 else "full")
   return c.lock()

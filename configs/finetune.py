@@ -4,9 +4,13 @@ at global norm 1, linear warm-up then cosine decay, 384 px, fresh zero head).
     python -m vit_jax.main --config=configs/finetune.py:b16,cifar10 --workdir=DIR \
         --config.pretrained=/path/to/imagenet21k_ViT-B_16.npz
 
-Arguments: <model>,<dataset>, model as 'b16' / 'ViT-B_16', dataset one of cifar10,
+Arguments: <model>,<dataset>[,<variant>], model as 'b16' / 'ViT-B_16', dataset one of cifar10,
 cifar100, oxford_iiit_pet, oxford_flowers102, imagenet2012 (or any TFDS name / folder:DIR
-with generic settings). Prepare TFDS data first: python -m vit_jax.cli.prepare --dataset=...
+with generic settings), variant one of full (default: every parameter), probe (a linear
+probe: the head alone trains), last<N> (the last N blocks, final norm and head), llrd
+(AdamW with layer-wise lr decay 0.75, as BEiT / MAE / DINOv2 fine-tune); the measured
+results of each variant are in configs/digits_finetune.py.
+Prepare TFDS data first: python -m vit_jax.cli.prepare --dataset=...
 
 `folder:DIR` (DIR/{train,test}/<class>/*.jpg|png, any image size) takes its defaults from
 the data: the images' median shorter side (at most 224, a multiple of the patch) as the
@@ -59,7 +63,7 @@ def _fit_to_folder(c, directory: str, patch_size: int) -> None:
 
 
 def get_config(arg=None):
-  model, dataset = config_lib.parse_args(arg, "b16,cifar10")
+  model, dataset, *variant = config_lib.parse_args(arg, "b16,cifar10")
   c = config_lib.base_config()
   c.model_name = model
   config_lib.apply_dataset_preset(c, dataset)
@@ -74,4 +78,7 @@ def get_config(arg=None):
   if dataset == "imagenet2012":  # the paper's second ImageNet number, at the end.
     c.evals.real = config_lib.real_eval(every=0)
   c.checkpoint_every = 1000 if c.total_steps > 1000 else 250
+  config_lib.apply_finetune_variant(c, variant[0] if variant else "full")
+  if variant and variant[0] == "llrd":
+    c.optimizer_dtype = "float32"  # Adam's second moment is float32 anyway.
   return c.lock()

@@ -236,6 +236,42 @@ def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
   c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"
 
 
+FINETUNE_VARIANTS = ("full", "probe", "last<N>", "llrd")
+
+
+def apply_finetune_variant(c: ml_collections.ConfigDict, variant: str) -> None:
+  """A fine-tuning recipe's variant (after the model is set):
+
+  - 'full': every parameter trains (the paper's recipe);
+  - 'probe': a linear probe, only the head trains (no optimizer state for the rest);
+  - 'last<N>': the last N blocks, the final norm and the head train;
+  - 'llrd': every parameter, AdamW with layer-wise learning-rate decay 0.75 and weight
+    decay 0.05 (BEiT / MAE / DINOv2 fine-tuning), lr 1e-3.
+  """
+  from vit_jax.models.presets import MODEL_PRESETS  # pylint: disable=g-import-not-at-top
+  if variant in ("", "full"):
+    return
+  if variant == "probe":
+    c.frozen = r"^(?!head/)"
+  elif variant.startswith("last") and variant[4:].isdigit():
+    preset = MODEL_PRESETS.get(c.model_name, {})
+    layers, n = int(preset.get("num_layers", 0)), int(variant[4:])
+    if not 0 < n <= layers:
+      raise UserError(f"fine-tuning variant {variant!r}: {c.model_name} has {layers} blocks.")
+    if c.model.get("scan_layers"):
+      raise UserError(f"fine-tuning variant {variant!r} freezes part of the blocks: use "
+                      f"--config.model.scan_layers=False.")
+    mixer = preset.get("family") == "mixer"
+    block, top = (("MixerBlock_", "pre_head_layer_norm/") if mixer
+                  else ("Transformer/encoderblock_", "Transformer/encoder_norm/"))
+    trained = "|".join(str(i) for i in range(layers - n, layers))
+    c.frozen = rf"^(?!head/|{top}|{block}(?:{trained})/)"
+  elif variant == "llrd":
+    c.optimizer, c.lr, c.weight_decay, c.layer_decay = "adam", 1e-3, 0.05, 0.75
+  else:
+    raise UserError(f"fine-tuning variant {variant!r} is not one of {FINETUNE_VARIANTS}.")
+
+
 def parse_args(arg: str | None, default: str) -> list[str]:
   """'b16,cifar10' -> ['b16', 'cifar10']; model names are checked here, early."""
   parts = [p.strip() for p in (arg or default).split(",")]

@@ -213,5 +213,6 @@ def timm_kwargs(arch: dict, num_classes: int) -> dict[str, Any]:
   if arch.get("mlp_activation") == "swiglu":  # caller adds mlp_layer=SwiGLUPacked.
     kwargs.update(mlp_ratio=2 * kwargs["mlp_ratio"], act_layer="silu")
   else:
-    kwargs["act_layer"] = {"gelu_tanh": "gelu_tanh"}.get(arch.get("mlp_activation"), "gelu")
+    kwargs["act_layer"] = {"gelu_tanh": "gelu_tanh"}.get(
+        arch.get("mlp_activation", "gelu_tanh"), "gelu")  # unset: the model default, tanh.
   return kwargs

@@ -1,0 +1,88 @@
+r"""Export a checkpoint for serving: StableHLO, ONNX or a TF SavedModel.
+
+    python -m vit_jax.cli.export --checkpoint=/tmp/vit_quickstart --format=onnx \
+        --out=/tmp/quickstart_onnx
+    python -m vit_jax.cli.export --checkpoint=ViT-B_16.npz --format=stablehlo \
+        --out=/tmp/b16_hlo --uint8_input --input_size=256
+
+`--checkpoint` is anything vit_jax reads (a run's workdir, .npz, timm .safetensors/.pth,
+a Hugging Face directory). OUT is a directory (local or gs://) holding the model file
+(`model.stablehlo`, `model.onnx`, or the SavedModel) and `signature.json` (input shape and
+dtype, output, preprocessing, source). The batch axis is dynamic in every format.
+StableHLO covers every model family (reload: `jax.export.deserialize(bytes).call(x)`);
+ONNX the ViT architectures timm has (opset 17, ONNX Runtime); SavedModel needs
+TensorFlow. Full flag list: --helpfull.
+"""
+from absl import flags
+
+from vit_jax.cli import common
+
+FORMATS = ("stablehlo", "onnx", "savedmodel")
+flags.DEFINE_string("checkpoint", None, "A run's workdir, .npz, timm file or Hugging Face "
+                    "directory.", required=True)
+flags.DEFINE_enum("format", "stablehlo", FORMATS, "Export format.")
+flags.DEFINE_string("out", None, "Output directory (local or gs://).", required=True)
+flags.DEFINE_enum("output", "logits", ["logits", "features"], "Logits, or the pooled "
+                  "features (pre-logits).")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_bool("uint8_input", False, "Take raw uint8 pixels: the checkpoint's resize "
+                  "and normalisation run inside the graph.")
+flags.DEFINE_integer("input_size", 0, "With --uint8_input: the input images' side (0: the "
+                     "model's resolution).")
+flags.DEFINE_enum("params", "live", ["live", "ema"], "A run's parameters or their moving "
+                  "average.")
+flags.DEFINE_string("model", None, "Model name, where the file cannot tell (R50 hybrids).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
+FLAGS = flags.FLAGS
+
+
+def export(checkpoint_path: str, fmt: str, out: str, *, output: str = "logits",
+           dtype: str = "float32", uint8_input: bool = False, input_size: int = 0,
+           params: str = "live", model_name=None, overwrite: bool = False) -> str:
+  """Writes the export; returns the model file's path."""
+  import json  # pylint: disable=g-import-not-at-top
+  from vit_jax import convert, storage  # pylint: disable=g-import-not-at-top
+  from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from vit_jax.serving import graph, onnx_export, savedmodel, stablehlo  # pylint: disable=g-import-not-at-top
+  if fmt not in FORMATS:
+    raise UserError(f"--format={fmt!r} is not one of {FORMATS}.")
+  target = storage.path(out)
+  if target.exists():
+    if not overwrite:
+      raise UserError(f"--out={out} already exists; pass --overwrite to replace it.")
+    target.rmtree()
+  checkpoint = convert.read(checkpoint_path, model_name=model_name, params=params)
+  options = dict(output=output, dtype=dtype, uint8_input=uint8_input, input_size=input_size)
+  serving = graph.serving_function(checkpoint, **options)  # checks the options first.
+  if fmt == "onnx":
+    onnx_export.check(checkpoint, dtype=dtype)
+  target.mkdir(parents=True, exist_ok=True)
+  signature = dict(serving.signature, format=fmt)
+  if fmt == "stablehlo":
+    data, extra = stablehlo.export_bytes(serving)
+    path = target / stablehlo.FILE
+  elif fmt == "onnx":
+    data, extra = onnx_export.export_bytes(checkpoint, **options)
+    path = target / onnx_export.FILE
+  else:
+    savedmodel.write(serving, str(target))
+    data, extra, path = None, {}, target
+  if data is not None:
+    storage.write_bytes(path, data)
+  storage.write_text(target / "signature.json", json.dumps({**signature, **extra}, indent=2,
+                                                           default=str))
+  return str(path)
+
+
+def main(argv):
+  from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; see --help.")
+  path = export(FLAGS.checkpoint, FLAGS.format, FLAGS.out, output=FLAGS.output,
+                dtype=FLAGS.dtype, uint8_input=FLAGS.uint8_input, input_size=FLAGS.input_size,
+                params=FLAGS.params, model_name=FLAGS.model, overwrite=FLAGS.overwrite)
+  print(f"Wrote {path} (and signature.json beside it)", flush=True)
+
+
+if __name__ == "__main__":
+  common.run(main)
