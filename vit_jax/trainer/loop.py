@@ -60,7 +60,7 @@ def _run(run: setup.Setup, evaluators, workdir: str, lock, stop) -> TrainState:
   if jax.process_count() > 1:
     console.line(f"process {jax.process_index()} reads data shard(s) "
                  f"{list(shards.local_shards)} of {shards.num_shards}", every_process=True)
-  writer = metric_writers.create_writer(workdir, start_step=start_step)
+  writer = metric_writers.create_writer(workdir, start_step=start_step, config=config)
   if start_step >= config.total_steps:
     return _finish_or_nothing(config, workdir, start, evaluators, writer)
   spec = pipeline.example_spec(source, split=config.train_split, pp=built.host_pp_train,
@@ -358,7 +358,8 @@ class _Loop:
     input_state = {"positions": {k: v + skip * shard_batch for k, v in positions.items()}}
     self.writer.close()
     metric_writers.forget_after(self.workdir, restored.step)
-    self.writer = metric_writers.create_writer(self.workdir, start_step=restored.step)
+    self.writer = metric_writers.create_writer(self.workdir, start_step=restored.step,
+                                               config=self.config)
     self._open_stream(restored.step, input_state, restored.record)
     console.warn(f"non-finite step {error.step}: rolled back to step {restored.step}, the "
                  f"newest healthy checkpoint, skipping the next {skip} batches (rollback "

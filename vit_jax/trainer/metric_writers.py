@@ -194,17 +194,23 @@ class MultiWriter:
       writer.close()
 
 
-def create_writer(workdir, *, start_step: int) -> MultiWriter:
-  """TensorBoard + metrics.jsonl on process 0; nothing elsewhere. Training (re)starts at
-  `start_step`: what an earlier attempt wrote past it is superseded, so every step is
-  recorded once (see `forget_after`)."""
+def create_writer(workdir, *, start_step: int, config=None) -> MultiWriter:
+  """metrics.jsonl and the configured trackers (TensorBoard by default; W&B) on process
+  0; nothing elsewhere. Training (re)starts at `start_step`: what an earlier attempt wrote
+  past it is superseded, so every step is recorded once (see `forget_after`)."""
   if jax.process_index() != 0:
     return MultiWriter([])
   workdir = storage.path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   forget_after(workdir, start_step)
-  return MultiWriter([TensorBoardWriter(workdir, start_step=start_step),
-                      JsonlWriter(workdir / METRICS_FILE)])
+  trackers = tuple(config.get("trackers", ("tensorboard",))) if config else ("tensorboard",)
+  writers = [JsonlWriter(workdir / METRICS_FILE)]
+  if "tensorboard" in trackers:
+    writers.append(TensorBoardWriter(workdir, start_step=start_step))
+  if "wandb" in trackers:
+    from vit_jax.trainer import wandb_writer  # pylint: disable=g-import-not-at-top
+    writers.append(wandb_writer.WandbWriter(workdir, config))
+  return MultiWriter(writers)
 
 
 METRICS_FILE = "metrics.jsonl"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from vit_jax import storage
-from vit_jax.trainer import finetune, optim
+from vit_jax.trainer import finetune, optim, wandb_writer
 from vit_jax.errors import UserError
 
 _POSITIVE = ("total_steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",
@@ -21,6 +21,7 @@ def check_config(config) -> None:
     raise UserError(f"input_workers={config.input_workers} must be -1 (automatic), 0 (no "
                     f"worker processes) or a number of processes.")
   optim.make_optimizer(config)  # schedule, optimizer and dtype settings.
+  wandb_writer.check(config)
   ema = float(config.get("ema_decay") or 0.0)
   if not 0 <= ema < 1:
     raise UserError(f"ema_decay={ema} must be in [0, 1) (0: off; 0.999-0.9999 is usual).")
