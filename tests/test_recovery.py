@@ -222,30 +222,32 @@ def _read_until(proc, text: str) -> None:
   raise AssertionError(f"the run ended before printing {text!r}: {proc.stderr.read()[-2000:]}")
 
 
+def _signalled(workdir, overrides, wait_for: str, signals) -> tuple[int, str, str]:
+  """Starts a run, sends `signals` (50 ms apart) once it printed `wait_for`."""
+  proc = _start(workdir, *overrides)
+  _read_until(proc, wait_for)
+  for i, sig in enumerate(signals):
+    time.sleep(0.05 if i else 0)
+    proc.send_signal(sig)
+  out, err = proc.communicate(timeout=300)
+  return proc.returncode, out, err
+
+
 def test_signals_save_or_stop_with_one_line(tfds_dir, tmp_path):
-  data, long = f"--config.data_dir={tfds_dir}", "--config.total_steps=100000"
+  run = (f"--config.data_dir={tfds_dir}", "--config.total_steps=100000",
+         "--config.checkpoint_every=100000")
   # Ctrl-C saves and exits 0, like SIGTERM.
-  proc = _start(tmp_path / "int", data, long, "--config.checkpoint_every=100000")
-  _read_until(proc, "step 3/")
-  proc.send_signal(signal.SIGINT)
-  out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0 and err.strip() == "", err[-2000:]
+  code, out, err = _signalled(tmp_path / "int", run, "step 3/", [signal.SIGINT])
+  assert code == 0 and err.strip() == "", err[-2000:]
   assert "Stopped by SIGINT (Ctrl-C) at step" in out
   # Twice: at once, one line, exit 130.
-  proc = _start(tmp_path / "twice", data, long, "--config.checkpoint_every=100000")
-  _read_until(proc, "step 3/")
-  proc.send_signal(signal.SIGINT)
-  time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130 and err.strip().startswith("error: interrupted again"), err
+  code, out, err = _signalled(tmp_path / "twice", run, "step 3/", [signal.SIGINT] * 2)
+  assert code == 130 and err.strip().startswith("error: interrupted again"), err
   assert len(err.strip().splitlines()) == 1, err[-2000:]
   # SIGTERM before the first step (while compiling): one line, exit 0, nothing saved.
-  proc = _start(tmp_path / "compiling", data, long, "--config.model.num_layers=3")
-  _read_until(proc, "workdir ")
-  proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0 and err.strip() == "", err[-2000:]
+  code, out, err = _signalled(tmp_path / "compiling", (*run, "--config.model.num_layers=3"),
+                              "workdir ", [signal.SIGTERM])
+  assert code == 0 and err.strip() == "", err[-2000:]
   assert "Stopped by SIGTERM before the first step" in out
 
 

@@ -15,7 +15,7 @@ def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> 
   """absl.app.run(main) with the project's console conventions:
 
   - library INFO logs, deprecation warnings and TensorFlow's start-up banners are off by
-    default; `--verbosity=1` shows them (absl's own flag);
+    default; `--verbosity=0` shows them (absl's own flag);
   - a UserError becomes `error: <message>` on stderr and exit code 2, also when the flags
     or the config file are bad; every other exception keeps its traceback (a bug or
     out-of-memory must stay visible).
@@ -58,7 +58,7 @@ def _quiet_libraries() -> None:
   def own(record: std_logging.LogRecord) -> bool:
     # Other libraries' records, errors included: orbax, TensorStore, asyncio and gcsfs
     # log each failure they then raise (or that is teardown noise); what matters reaches
-    # the user as one line from the exception itself (--verbosity=1 shows them all).
+    # the user as one line from the exception itself (--verbosity=0 shows them all).
     return "vit_jax" in record.pathname
 
   logging.set_verbosity(logging.WARNING)

@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from vit_jax.cli import common
 
-flags.DEFINE_string("checkpoint", None, "Workdir of a run or an .npz file.", required=True)
+flags.DEFINE_string("checkpoint", None, "A run's workdir, .npz, timm file or Hugging Face directory.", required=True)
 flags.DEFINE_list("evals", [], "Evaluators of config.evals to run (default: all that are "
                   "not disabled with every=-1).")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")

@@ -3,7 +3,7 @@ r"""Top-k predictions for image files, folders or globs, in batches.
     python -m vit_jax.cli.predict --checkpoint=/tmp/vit_quickstart IMAGE [IMAGE ...]
     python -m vit_jax.cli.predict --checkpoint=/tmp/run --output=predictions.csv \
         '/data/photos/*.jpg' /data/more_photos/      # a glob (quoted) or a folder (recursive)
-    python -m vit_jax.cli.predict --checkpoint=ViT-B_16.npz --model=ViT-B_16 \
+    python -m vit_jax.cli.predict --checkpoint=ViT-B_16.npz \
         --labels=imagenet_labels.txt photo.jpg
 
 Images of any size and mode (RGB, grayscale, RGBA, palette, 16-bit PNG) are converted as
@@ -19,8 +19,8 @@ from absl import flags
 
 from vit_jax.cli import common
 
-flags.DEFINE_string("checkpoint", None, "Workdir of a run or an .npz file.", required=True)
-flags.DEFINE_string("model", None, "Model name (needed for .npz files), e.g. ViT-B_16.")
+flags.DEFINE_string("checkpoint", None, "A run's workdir, .npz, timm file or Hugging Face directory.", required=True)
+flags.DEFINE_string("model", None, "Model name, only where the file cannot tell (R50 hybrid .npz).")
 flags.DEFINE_string("labels", None, "Text file with one label per line (class index order).")
 flags.DEFINE_integer("top_k", 5, "How many classes to report per image.")
 flags.DEFINE_integer("batch_size", 64, "Images per device batch.")

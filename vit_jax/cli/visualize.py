@@ -12,8 +12,8 @@ from absl import flags
 
 from vit_jax.cli import common
 
-flags.DEFINE_string("checkpoint", None, "Workdir of a run or an .npz file.", required=True)
-flags.DEFINE_string("model", None, "Model name (needed for .npz files).")
+flags.DEFINE_string("checkpoint", None, "A run's workdir, .npz, timm file or Hugging Face directory.", required=True)
+flags.DEFINE_string("model", None, "Model name, only where the file cannot tell (R50 hybrid .npz).")
 flags.DEFINE_string("out", None, "Directory for the PNG files.", required=True)
 flags.DEFINE_integer("num_images", 4, "Test images to use when none are given.")
 FLAGS = flags.FLAGS
