@@ -22,7 +22,8 @@ from etils import epath
 
 from vit_jax import config as config_lib
 from vit_jax import sharding, storage
-from vit_jax.convert import big_vision_format, hf_format, npz_format, run_format, timm_format
+from vit_jax.convert import (big_vision_format, hf_format, hub, npz_format, run_format,
+                             timm_format)
 from vit_jax.errors import UserError
 from vit_jax.models import MODEL_PRESETS, family_module, resolve_family, resolve_model_name
 from vit_jax.models import family as family_lib
@@ -159,6 +160,16 @@ def _timm_name(path: epath.Path, timm_model: Optional[str]) -> Optional[str]:
   return name or path.parent.name or None
 
 
+def _timm_pretrained_cfg(weights: epath.Path) -> dict[str, Any]:
+  """The preprocessing timm wrote beside its weights (a Hub config.json's pretrained_cfg):
+  it replaces what the model name suggests."""
+  cfg = (read_json(weights.parent / "config.json") or {}).get("pretrained_cfg") or {}
+  record = {k: tuple(cfg[k]) for k in ("mean", "std") if k in cfg}
+  if cfg.get("input_size"):
+    record["resolution"] = int(cfg["input_size"][-1])
+  return record
+
+
 def _read_hf(directory: epath.Path) -> Checkpoint:
   config = read_json(directory / "config.json")
   weights = [directory / name for name in ("model.safetensors", "pytorch_model.bin")]
@@ -283,7 +294,11 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
   parameters or their moving average, 'ema'. A LoRA run's adapters are merged."""
   if params not in ("live", "ema"):
     raise UserError(f"params={params!r} is not one of 'live', 'ema'.")
+  if hub.is_hub_name(path):
+    path = hub.snapshot(path)
   path = storage.path(path)
+  if path.is_dir() and not is_hf_directory(path) and (path / "model.safetensors").exists():
+    path = path / "model.safetensors"  # a timm Hub repository: config.json names the model.
   if params != "live" and not (path.is_dir() and not is_hf_directory(path)):
     raise UserError(f"params={params!r}: only a vit_jax run has a moving average; "
                     f"{os.fspath(path)} is not one.")
@@ -297,6 +312,7 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
     name = _timm_name(path, timm_model)
     arch, flat, preprocessing = timm_format.to_params(_load_tensors(path), name=name,
                                                       num_heads=num_heads)
+    preprocessing = {**preprocessing, **_timm_pretrained_cfg(path)}
     return Checkpoint.of(arch, unflatten(flat), preprocessing,
                          f"timm checkpoint {path}" + (f" ({name})" if name else ""))
   raise UserError(f"Cannot tell the format of {path!r}: expected a .npz, a .safetensors / "

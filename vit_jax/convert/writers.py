@@ -10,6 +10,7 @@ import numpy as np
 from vit_jax import storage
 from vit_jax.convert import hf_format, npz_format, timm_format
 from vit_jax.convert.checkpoint import Checkpoint
+from vit_jax.models import vit_layout
 from vit_jax.models.params import flatten
 
 
@@ -23,16 +24,29 @@ def _save_safetensors(state: dict[str, np.ndarray], path) -> None:
                                   for k, v in state.items()}))
 
 
+def _arch_with_grid(checkpoint: Checkpoint) -> dict[str, Any]:
+  """The architecture with its position-embedding grid read off the parameters when it
+  does not say (a run's arch leaves it to the input size): other frameworks store it."""
+  arch = dict(checkpoint.arch)
+  if arch.get("family") == "vit" and not arch.get("posemb_grid"):
+    grid = vit_layout.posemb_grid(checkpoint.params)
+    if grid is not None:
+      arch["posemb_grid"] = tuple(grid)
+  return arch
+
+
 def write_timm(checkpoint: Checkpoint, path: str) -> dict[str, Any]:
   """A timm state dict as .safetensors; returns the VisionTransformer kwargs to build it."""
-  arch, flat = timm_format.timm_compatible(checkpoint.arch, flatten(checkpoint.params))
+  arch, flat = timm_format.timm_compatible(_arch_with_grid(checkpoint),
+                                           flatten(checkpoint.params))
   _save_safetensors(timm_format.from_params(arch, flat), path)
   return timm_format.timm_kwargs(arch, checkpoint.num_classes or 0)
 
 
 def write_hf(checkpoint: Checkpoint, directory: str) -> str:
   """A transformers model directory; returns its architecture class name."""
-  config, state, processor = hf_format.from_params(checkpoint.arch, flatten(checkpoint.params),
+  config, state, processor = hf_format.from_params(_arch_with_grid(checkpoint),
+                                                   flatten(checkpoint.params),
                                                    checkpoint.preprocessing)
   directory = storage.path(directory)
   directory.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from vit_jax import console, sharding, storage
-from vit_jax.convert import Checkpoint, is_run_directory, run_format
+from vit_jax.convert import Checkpoint, hub, is_run_directory, run_format
 from vit_jax.convert.pretrained import preprocessing_for
 from vit_jax.models import family as family_lib
 from vit_jax.models import family_module, lora, resolve_family
@@ -19,7 +19,11 @@ from vit_jax.pp import builder
 
 
 def check_exists(pretrained: str) -> None:
-  """Before any work: the checkpoint to fine-tune from is there (local or in a bucket)."""
+  """Before any work: the checkpoint to fine-tune from is there (local, in a bucket, or
+  a Hub name in the cache or reachable)."""
+  if hub.is_hub_name(pretrained):
+    hub.snapshot(pretrained)
+    return
   path = storage.check_reachable(pretrained, what="pretrained")
   if is_run_directory(path):
     run_format.latest_complete_step(path)  # raises when it holds no checkpoint.

@@ -1,0 +1,70 @@
+"""Checkpoints by Hub name, from a cache the test writes in huggingface_hub's on-disk
+layout (models--ORG--NAME/{refs/main, snapshots/<commit>/...}) with HF_HUB_OFFLINE=1:
+the same model as the directory by path, timm's pretrained_cfg preprocessing, and one
+line for a name that is not cached."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.test_models import random_params
+from vit_jax import convert
+from vit_jax.convert import Checkpoint
+from vit_jax.convert.pretrained import model_for, preprocessing_of
+from vit_jax.errors import UserError
+from vit_jax.models import create_model
+
+ARCH = dict(family="vit", patch_size=4, hidden_size=192, num_layers=1, num_heads=3,
+            mlp_dim=384)
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def _checkpoint():
+  arch = dict(ARCH)
+  model = create_model(arch.pop("family"), num_classes=4, **arch)
+  return Checkpoint.of(dict(ARCH), random_params(model, 16),
+                       {"resolution": 16, "mean": [0.5] * 3, "std": [0.5] * 3}, "random")
+
+
+def _cache(root, repo: str, files_from) -> None:
+  """`files_from` copied in as the snapshot of `repo` at COMMIT, refs/main pointing to it."""
+  folder = root / ("models--" + repo.replace("/", "--"))
+  shutil.copytree(files_from, folder / "snapshots" / COMMIT)
+  (folder / "refs").mkdir()
+  (folder / "refs" / "main").write_text(COMMIT)
+
+
+def test_hub_names_resolve_offline_from_the_cache(tmp_path, monkeypatch):
+  checkpoint = _checkpoint()
+  hf_dir, timm_dir, cache = tmp_path / "hf", tmp_path / "timm", tmp_path / "cache"
+  convert.write_hf(checkpoint, str(hf_dir))
+  timm_dir.mkdir()
+  convert.write_timm(checkpoint, str(timm_dir / "model.safetensors"))
+  (timm_dir / "config.json").write_text(json.dumps({
+      "architecture": "vit_tiny_patch4_16", "num_classes": 4,
+      "pretrained_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD, "input_size": [3, 16, 16],
+                         "interpolation": "bicubic"}}))
+  cache.mkdir()
+  _cache(cache, "someone/tiny-vit", hf_dir)
+  _cache(cache, "timm/vit_tiny_patch4_16.clip", timm_dir)
+  monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+
+  def features(c):
+    return np.asarray(model_for(c).apply({"params": c.params}, images,
+                                         return_representation=True))
+  by_name, by_path = convert.read("hf-hub:someone/tiny-vit"), convert.read(str(hf_dir))
+  np.testing.assert_array_equal(features(by_name), features(by_path))
+  timm_by_name = convert.read("timm/vit_tiny_patch4_16.clip")
+  np.testing.assert_array_equal(features(timm_by_name),
+                                features(convert.read(str(timm_dir / "model.safetensors"))))
+  # timm's own record of the preprocessing (CLIP statistics) wins over any guess.
+  pre = preprocessing_of("timm/vit_tiny_patch4_16.clip")
+  np.testing.assert_allclose(pre.mean, CLIP_MEAN, atol=1e-6)
+  np.testing.assert_allclose(pre.std, CLIP_STD, atol=1e-6)
+  with pytest.raises(UserError, match=r"'hf-hub:someone/other' is not in the Hub cache .* "
+                                      r"and HF_HUB_OFFLINE=1"):
+    convert.read("hf-hub:someone/other")
