@@ -124,7 +124,7 @@ def test_predict_a_folder_and_a_glob_in_batches_to_csv(quickstart_run, digits_fo
   expected = sorted(str(p) for p in folder.iterdir()) + sorted(
       str(p) for d in "012" for p in (digits_folder / "test" / f"digit_{d}").iterdir())
   assert [r["path"] for r in rows] == expected and len(rows) > 16
-  assert result.stdout.count("predicted ") == -(-len(rows) // 16)  # a progress line a batch.
+  assert result.stdout.count(" img/s | ETA") == -(-len(rows) // 16)  # a progress line a batch.
   assert all(float(r["probability_1"]) >= float(r["probability_2"]) for r in rows)
   single = helpers.run_subprocess(["-m", "vit_jax.cli.predict", f"--checkpoint={workdir}",
                                    "--top_k=1", rows[-1]["path"]])

@@ -207,6 +207,14 @@ def fewshot_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
                                        "batch_size": int}, given)
 
 
+def knn_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
+  """k-NN accuracy on the frozen pooled features (DINO's weighted vote): k, temperature,
+  dataset, train_split, test_split, pp, batch_size."""
+  return _evaluator("knn", every, {"k": tuple, "temperature": float, "dataset": str,
+                                   "train_split": str, "test_split": str, "pp": str,
+                                   "batch_size": int}, given)
+
+
 def real_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
   """ImageNet-ReaL top-1: correct when the prediction is any of the re-assessed labels
   (prepare once: python -m vit_jax.cli.prepare --dataset=imagenet2012_real)."""

@@ -13,7 +13,6 @@ without, one line per image. An unreadable file gets one line naming it; the oth
 run, and the exit status is 1 if any file could not be read.
 """
 import sys
-import time
 
 from absl import flags
 
@@ -28,70 +27,23 @@ flags.DEFINE_string("output", None, "Write predictions to this CSV (local or gs:
 FLAGS = flags.FLAGS
 
 
-def expand(inputs) -> list[str]:
-  """Files as given; folders -> their images (recursively, sorted); globs -> matches."""
-  from vit_jax import storage  # pylint: disable=g-import-not-at-top
-  from vit_jax.data.folder_stats import IMAGE_EXTENSIONS  # pylint: disable=g-import-not-at-top
-  from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  paths = []
-  for item in inputs:
-    if any(c in item for c in "*?["):
-      parts = item.split("/")
-      wild = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
-      base = "/".join(parts[:wild]) or "."
-      matches = sorted(str(p) for p in storage.path(base).glob("/".join(parts[wild:]))
-                       if p.is_file())
-      if not matches:
-        raise UserError(f"{item!r} matches no file.")
-      paths += matches
-    elif storage.path(item).is_dir():
-      found = sorted(str(p) for p in _walk(storage.path(item))
-                     if p.name.lower().endswith(IMAGE_EXTENSIONS))
-      if not found:
-        raise UserError(f"{item} holds no .jpg/.jpeg/.png image.")
-      paths += found
-    else:
-      paths.append(item)
-  return paths
-
-
-def _walk(directory):
-  """Every file under `directory` (epath has no recursive glob on buckets)."""
-  for child in directory.iterdir():
-    if child.is_dir():
-      yield from _walk(child)
-    else:
-      yield child
-
-
 def predict_batches(loaded, paths, top_k: int, batch_size: int, progress: bool = False):
   """Yields (path, [(label, probability), ...] or None, error or None), in input order,
   one device batch of `batch_size` images at a time."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vit_jax import console  # pylint: disable=g-import-not-at-top
   from vit_jax.convert import inference  # pylint: disable=g-import-not-at-top
   forward = jax.jit(lambda p, x: jax.nn.softmax(loaded.model.apply({"params": p}, x), -1))
-  start = time.perf_counter()
-  for first in range(0, len(paths), batch_size):
-    chunk = paths[first:first + batch_size]
-    images, ok_paths, errors = inference.preprocess_files(chunk, loaded.pp)
+  for images, chunk, ok_paths, errors in inference.padded_batches(paths, loaded.pp, batch_size,
+                                                                   progress=progress):
     results = {}
     if ok_paths:
-      # Padded to a whole batch: one compiled shape for every batch.
-      padded = np.concatenate([images, np.zeros((batch_size - len(images),) + images.shape[1:],
-                                                images.dtype)])
-      probabilities = np.asarray(forward(loaded.params, padded))[:len(ok_paths)]
+      probabilities = np.asarray(forward(loaded.params, images))[:len(ok_paths)]
       for path, probs in zip(ok_paths, probabilities):
         best = np.argsort(-probs)[:top_k]
         results[path] = [(loaded.label(int(i)), float(probs[i])) for i in best]
     for path in chunk:
       yield path, results.get(path), errors.get(path)
-    if progress:
-      done, seconds = min(first + batch_size, len(paths)), time.perf_counter() - start
-      rate = done / max(seconds, 1e-9)
-      console.line(f"predicted {done:,}/{len(paths):,} images | {rate:,.0f} img/s | ETA "
-                   f"{(len(paths) - done) / rate:,.0f} s")
 
 
 def main(argv):
@@ -106,7 +58,7 @@ def main(argv):
   if FLAGS.output and storage.path(FLAGS.output).exists():
     raise UserError(f"--output={FLAGS.output} already exists; choose another name (nothing "
                     f"was overwritten).")
-  paths = expand(argv[1:])
+  paths = inference.image_paths(argv[1:])
   loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model, labels_file=FLAGS.labels)
   rows, all_ok = [], True
   header = ["path"] + [f"{kind}_{i + 1}" for i in range(FLAGS.top_k)

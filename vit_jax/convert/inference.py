@@ -12,6 +12,8 @@ from vit_jax import storage
 from vit_jax.convert.checkpoint import read
 from vit_jax.convert.pretrained import model_for
 from vit_jax.data import sources
+from vit_jax.data.folder_stats import IMAGE_EXTENSIONS
+from vit_jax.errors import UserError
 from vit_jax.pp import builder
 from vit_jax.pp.images import UnreadableImageError, load_image
 
@@ -69,3 +71,57 @@ def preprocess_files(paths: Sequence[str], pp: str) -> tuple[np.ndarray, list[st
     images.append(np.asarray(example["image"]))
     ok.append(path)
   return (np.stack(images) if images else np.zeros((0,))), ok, errors
+
+
+def padded_batches(paths: Sequence[str], pp: str, batch_size: int, *, progress: bool = False):
+  """Yields (images padded to `batch_size` rows: one compiled shape for every batch,
+  the chunk's paths, its readable paths (the first rows), {path: error}) for each chunk
+  of `batch_size` paths; with `progress`, a console line after each."""
+  import time  # pylint: disable=g-import-not-at-top
+  from vit_jax import console  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  for first in range(0, len(paths), batch_size):
+    chunk = list(paths[first:first + batch_size])
+    images, ok_paths, errors = preprocess_files(chunk, pp)
+    if ok_paths:
+      images = np.concatenate([images, np.zeros((batch_size - len(images),) + images.shape[1:],
+                                                images.dtype)])
+    yield images, chunk, ok_paths, errors
+    if progress:
+      done, seconds = min(first + batch_size, len(paths)), time.perf_counter() - start
+      rate = done / max(seconds, 1e-9)
+      console.line(f"{done:,}/{len(paths):,} images | {rate:,.0f} img/s | ETA "
+                   f"{(len(paths) - done) / rate:,.0f} s")
+
+
+def image_paths(inputs) -> list[str]:
+  """Files as given; folders -> their images (recursively, sorted); globs -> matches."""
+  paths = []
+  for item in inputs:
+    if any(c in item for c in "*?["):
+      parts = item.split("/")
+      wild = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+      base = "/".join(parts[:wild]) or "."
+      matches = sorted(str(p) for p in storage.path(base).glob("/".join(parts[wild:]))
+                       if p.is_file())
+      if not matches:
+        raise UserError(f"{item!r} matches no file.")
+      paths += matches
+    elif storage.path(item).is_dir():
+      found = sorted(str(p) for p in _walk(storage.path(item))
+                     if p.name.lower().endswith(IMAGE_EXTENSIONS))
+      if not found:
+        raise UserError(f"{item} holds no .jpg/.jpeg/.png image.")
+      paths += found
+    else:
+      paths.append(item)
+  return paths
+
+
+def _walk(directory):
+  """Every file under `directory` (epath has no recursive glob on buckets)."""
+  for child in directory.iterdir():
+    if child.is_dir():
+      yield from _walk(child)
+    else:
+      yield child

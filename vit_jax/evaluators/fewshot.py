@@ -62,6 +62,31 @@ def collect_features(represent: Callable, batches: Iterable[dict]) -> tuple[np.n
   return np.concatenate(features), np.concatenate(labels)
 
 
+class SplitFeatures:
+  """The frozen pooled (pre-logit) features of whole splits, on the training mesh: what
+  the few-shot probes and the k-NN evaluator classify."""
+
+  def __init__(self, context, *, dataset: str, splits: Sequence[str], pp: str,
+               batch_size: int):
+    self.num_classes = context.source(dataset).num_classes
+    self.data = [context.eval_data(dataset=dataset, split=split, pp=pp, batch_size=batch_size)
+                 for split in splits]
+    self.mesh = context.built.mesh
+    model = context.model
+
+    def represent(params, batch):
+      features = model.apply({"params": params}, batch["image"], train=False,
+                             return_representation=True)
+      return features, batch["label"], batch["mask"]
+    self.represent = context.built.jit_on_params(represent)
+
+  def collect(self, params) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(features, labels)] of each split, on the host."""
+    return [collect_features(lambda batch: self.represent(params, batch),
+                             device_feed.prefetch_to_mesh(data, self.mesh))
+            for data in self.data]
+
+
 class Evaluator:
   """Settings: shots, dataset ('' = the run's), train_split, test_split, pp ('' =
   pp_eval), l2_reg, batch_size (0 = eval_batch_size). Results: <k>shot_accuracy."""
@@ -70,22 +95,10 @@ class Evaluator:
                train_split: str = "train", test_split: str = "test", pp: str = "",
                l2_reg: float = 2.0**10, batch_size: int = 0):
     self.shots, self.l2_reg = tuple(shots), l2_reg
-    self.num_classes = context.source(dataset).num_classes
-    self.data = [context.eval_data(dataset=dataset, split=split, pp=pp, batch_size=batch_size)
-                 for split in (train_split, test_split)]
-    self.mesh = context.built.mesh
-    model = context.model
-
-    def represent(params, batch):  # the pre-logit features, as the paper's probes use.
-      features = model.apply({"params": params}, batch["image"], train=False,
-                             return_representation=True)
-      return features, batch["label"], batch["mask"]
-    self.represent = context.built.jit_on_params(represent)
+    self.features = SplitFeatures(context, dataset=dataset, splits=(train_split, test_split),
+                                  pp=pp, batch_size=batch_size)
 
   def run(self, params) -> dict[str, float]:
-    (train_x, train_y), (test_x, test_y) = [
-        collect_features(lambda batch: self.represent(params, batch),
-                         device_feed.prefetch_to_mesh(data, self.mesh))
-        for data in self.data]
+    (train_x, train_y), (test_x, test_y) = self.features.collect(params)
     return probe_accuracies(train_x, train_y, test_x, test_y, shots=self.shots,
-                    num_classes=self.num_classes, l2_reg=self.l2_reg)
+                            num_classes=self.features.num_classes, l2_reg=self.l2_reg)

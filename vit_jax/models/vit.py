@@ -243,6 +243,7 @@ class Encoder1DBlock(nn.Module):
                  param_dtype=self.param_dtype, dropout_rate=self.dropout_rate,
                  name="MlpBlock_3")(y, deterministic=deterministic)  # dropout inside.
     x = self._residual(x, y, "LayerScale_mlp", deterministic)
+    self.sow("intermediates", "out", x)  # recorded only when asked (features.extract).
     return (x, None) if self.return_carry else x
 
 
@@ -510,6 +511,7 @@ class VisionTransformer(nn.Module):
                 dropout_rate=self.dropout_rate, remat_policy=self.remat_policy,
                 scan_layers=self.scan_layers, dtype=self.dtype, param_dtype=self.param_dtype,
                 name="Transformer")(prefix, registers, x, train=train)
+    self.sow("intermediates", "tokens", x)  # every token after the encoder, when asked.
     x, x_dist = self._pool(x)
     if self.fc_norm:
       x = layer_norm("fc_norm", self.layernorm_epsilon, self.dtype, self.param_dtype)(x)

@@ -1,0 +1,47 @@
+"""k-nearest-neighbour accuracy on frozen pooled features (DINO's protocol): each test
+image takes the labels of its k most cosine-similar training images, weighted by
+exp(similarity / temperature) (temperature 0: a plain majority vote)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from vit_jax.evaluators.fewshot import SplitFeatures
+
+
+def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *, k: int,
+                num_classes: int, temperature: float, chunk: int = 1024) -> np.ndarray:
+  """Predicted classes of `test_x` (chunks of test rows: memory stays chunk x train)."""
+  def unit(x):
+    x = x.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  train, k = unit(train_x), min(k, len(train_x))
+  predictions = []
+  for start in range(0, len(test_x), chunk):
+    similarity = unit(test_x[start:start + chunk]) @ train.T
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    weights = (np.exp(np.take_along_axis(similarity, nearest, 1) / temperature)
+               if temperature > 0 else np.ones(nearest.shape, np.float32))
+    votes = np.zeros((len(nearest), num_classes), np.float64)
+    np.add.at(votes, (np.arange(len(nearest))[:, None], train_y[nearest]), weights)
+    predictions.append(np.argmax(votes, axis=1))
+  return np.concatenate(predictions)
+
+
+class Evaluator:
+  """Settings: k (a tuple), temperature (0.07, DINO's), dataset, train_split, test_split,
+  pp, batch_size. Results: <k>nn_accuracy."""
+
+  def __init__(self, context, *, k: Sequence[int] = (10, 20), temperature: float = 0.07,
+               dataset: str = "", train_split: str = "train", test_split: str = "test",
+               pp: str = "", batch_size: int = 0):
+    self.k, self.temperature = tuple(k), temperature
+    self.features = SplitFeatures(context, dataset=dataset, splits=(train_split, test_split),
+                                  pp=pp, batch_size=batch_size)
+
+  def run(self, params) -> dict[str, float]:
+    (train_x, train_y), (test_x, test_y) = self.features.collect(params)
+    return {f"{k}nn_accuracy": float(np.mean(knn_predict(
+        train_x, train_y, test_x, k=k, num_classes=self.features.num_classes,
+        temperature=self.temperature) == test_y)) for k in self.k}
