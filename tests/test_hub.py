@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from tests import torch_refs
 from tests.test_models import random_params
 from vit_jax import convert
 from vit_jax.convert import Checkpoint
@@ -68,3 +69,44 @@ def test_hub_names_resolve_offline_from_the_cache(tmp_path, monkeypatch):
   with pytest.raises(UserError, match=r"'hf-hub:someone/other' is not in the Hub cache .* "
                                       r"and HF_HUB_OFFLINE=1"):
     convert.read("hf-hub:someone/other")
+
+
+def _photo(height=300, width=420):
+  """A photograph-like image: smooth gradients, a few hard edges, some noise."""
+  from PIL import Image, ImageDraw
+  y, x = np.mgrid[0:height, 0:width]
+  base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (height + width)], -1)
+  noise = np.random.default_rng(0).normal(0, 8, base.shape)
+  image = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+  draw = ImageDraw.Draw(image)
+  draw.ellipse((60, 40, 220, 200), fill=(200, 30, 40))
+  draw.rectangle((250, 120, 400, 280), fill=(20, 160, 90))
+  return image
+
+
+def test_shortest_edge_bicubic_and_crop_match_the_transformers_processor():
+  """A CLIP-style processor record (shortest edge 224, bicubic, centre crop 224, CLIP
+  statistics) becomes a pp string whose pixels match transformers' own processor within
+  1/255 (timm's crop_pct gives the same ops: resize_small(floor(224 / 0.875)))."""
+  torch_refs.import_references()
+  from vit_jax.convert import hf_format
+  from vit_jax.convert.checkpoint import pp_of_record
+  from vit_jax.convert.pretrained import Preprocessing
+  processor = {"do_center_crop": True, "crop_size": {"height": 224, "width": 224},
+               "size": {"shortest_edge": 224}, "resample": 3, "image_mean": list(CLIP_MEAN),
+               "image_std": list(CLIP_STD), "do_resize": True, "do_rescale": True,
+               "do_normalize": True, "do_convert_rgb": True}
+  record = hf_format.preprocessing({"model_type": "vit", "image_size": 224, "patch_size": 16},
+                                   processor)
+  pp = pp_of_record(record)
+  assert pp.startswith("to_rgb|resize_small(224, method='bicubic')|central_crop(224)|")
+  photo = _photo()
+  ours = Preprocessing(pp)(np.asarray(photo))
+  # transformers' PIL backend (its default one runs on torchvision).
+  from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+  theirs = CLIPImageProcessorPil(**processor)(photo, return_tensors="np")
+  theirs = theirs["pixel_values"][0].transpose(1, 2, 0)
+  assert np.max(np.abs(ours - theirs) * np.asarray(CLIP_STD)) <= 1 / 255 + 1e-6
+  timm_pp = pp_of_record({"resolution": 224, "mean": CLIP_MEAN, "std": CLIP_STD,
+                          "resize": "bicubic", "crop_pct": 0.875})
+  assert "resize_small(256, method='bicubic')|central_crop(224)" in timm_pp

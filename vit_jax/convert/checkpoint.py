@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 from typing import Any, Callable, Optional
 
@@ -101,7 +102,17 @@ def pp_of_record(record: dict[str, Any]) -> str:
   std = tuple(record.get("std", INCEPTION["std"]))
   value_map = ("value_range(-1, 1)" if mean == (0.5, 0.5, 0.5) and std == (0.5, 0.5, 0.5)
                else f"normalize({mean}, {std})")
-  return f"to_rgb|resize({int(record.get('resolution', 224))})|{value_map}"
+  resolution = int(record.get("resolution", 224))
+  method = record.get("resize", "bilinear")
+  how = "" if method == "bilinear" else f", method={method!r}"
+  # The source's evaluation resize: the shorter side, then a centre crop (transformers'
+  # shortest_edge + crop_size; timm's crop_pct), else a square resize.
+  shorter = record.get("resize_small") or (
+      math.floor(resolution / record["crop_pct"]) if record.get("crop_pct") else None)
+  if shorter:
+    return (f"to_rgb|resize_small({int(shorter)}{how})|central_crop({resolution})|"
+            f"{value_map}")
+  return f"to_rgb|resize({resolution}{how})|{value_map}"
 
 
 def record_of_pp(pp: str) -> dict[str, Any]:
@@ -109,6 +120,13 @@ def record_of_pp(pp: str) -> dict[str, Any]:
   size = builder.output_size(pp)
   affine = builder.final_affine(pp)
   record = {"resolution": size[0] if size else 224, **INCEPTION}
+  for spec in builder.parse(pp):  # the resize: its method, and a shorter-side resize.
+    if spec.name in ("resize", "resize_small"):
+      kwargs = dict(spec.kwargs)
+      if kwargs.get("method", "bilinear") != "bilinear":
+        record["resize"] = kwargs["method"]
+      if spec.name == "resize_small":
+        record["resize_small"] = int(spec.args[0] if spec.args else kwargs["size"])
   if affine is not None:
     value_map = affine.make()
     std = 1.0 / (255.0 * np.asarray(value_map.scale, np.float64))
@@ -167,6 +185,10 @@ def _timm_pretrained_cfg(weights: epath.Path) -> dict[str, Any]:
   record = {k: tuple(cfg[k]) for k in ("mean", "std") if k in cfg}
   if cfg.get("input_size"):
     record["resolution"] = int(cfg["input_size"][-1])
+  if cfg.get("interpolation") in ("bilinear", "bicubic"):
+    record["resize"] = cfg["interpolation"]
+  if cfg.get("crop_pct") and cfg.get("crop_mode", "center") == "center":
+    record["crop_pct"] = float(cfg["crop_pct"])
   return record
 
 

@@ -68,18 +68,21 @@ def arch_of(config: dict) -> dict[str, Any]:
 
 def preprocessing(config: dict, processor: Optional[dict]) -> dict:
   mean, std = _DEFAULT_NORMALISATION[config["model_type"]]
-  resolution, resize = config["image_size"], "bilinear"
+  resolution, resize, shorter = config["image_size"], "bilinear", None
   if processor:
     mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
     crop = processor.get("crop_size") if processor.get("do_center_crop") else None
     size = crop or processor.get("size") or {}
     resolution = size.get("height", size.get("shortest_edge", resolution))
     resize = _PIL_RESAMPLE.get(processor.get("resample"), "bilinear")
+    if crop and (processor.get("size") or {}).get("shortest_edge"):
+      shorter = int(processor["size"]["shortest_edge"])  # resize the shorter side, crop.
   # A size the patches do not divide (SigLIP So400m/14 at 384: 27 patches of 14 cover
   # 378 px, the last 6 are cut by the convolution) becomes the size they cover.
   patch = config["patch_size"]
-  return {"resolution": int(resolution) // patch * patch, "mean": tuple(mean),
-          "std": tuple(std), "resize": resize}
+  record = {"resolution": int(resolution) // patch * patch, "mean": tuple(mean),
+            "std": tuple(std), "resize": resize}
+  return {**record, "resize_small": shorter} if shorter else record
 
 
 def _prefix(kind: str, state: dict) -> str:

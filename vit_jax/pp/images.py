@@ -97,7 +97,8 @@ class EncodedImage:
     del copy
     return np.asarray(self.decode(), dtype)
 
-  def decode_region(self, window: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+  def decode_region(self, window: tuple[int, int, int, int], size: tuple[int, int],
+                    method: str = "bilinear") -> np.ndarray:
     """The (top, left, height, width) window, resized bilinearly to (height, width)
     `size`, decoding no more pixels than that needs. Same as decoding, cropping and
     resizing, up to the DCT scaling's rounding (a few levels)."""
@@ -106,14 +107,14 @@ class EncodedImage:
     self._header = None
     try:
       if image.mode not in ("RGB", "L"):  # palette, alpha, 16-bit: the general path.
-        return resize_image(self.decode()[top:top + height, left:left + width], size)
+        return resize_image(self.decode()[top:top + height, left:left + width], size, method)
       full_width = image.size[0]
       scale = max(1, min(height // size[0], width // size[1]))
       if scale > 1:
         image.draft(image.mode, (image.size[0] // scale, image.size[1] // scale))
       factor = image.size[0] / full_width
       box = (left * factor, top * factor, (left + width) * factor, (top + height) * factor)
-      out = image.resize((size[1], size[0]), Image.BILINEAR, box=box)
+      out = image.resize((size[1], size[0]), RESAMPLING[method], box=box)
       array = np.asarray(out, np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
       raise UnreadableImageError.of(self.name, e) from None
@@ -127,19 +128,22 @@ def size2(size) -> tuple[int, int]:
   return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def resize_image(image: np.ndarray, size) -> np.ndarray:
-  """Bilinear resize to `size` (int or (height, width)), antialiased when shrinking
-  (PIL's filter widens with the scale). uint8 in, uint8 out; other dtypes come out as
-  float32."""
+RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def resize_image(image: np.ndarray, size, method: str = "bilinear") -> np.ndarray:
+  """Bilinear (or bicubic) resize to `size` (int or (height, width)), antialiased when
+  shrinking (PIL's filter widens with the scale). uint8 in, uint8 out; other dtypes come
+  out as float32."""
   height, width = size2(size)
   if image.shape[:2] == (height, width):
     return image
   if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
     mode_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    out = np.asarray(mode_image.resize((width, height), Image.BILINEAR))
+    out = np.asarray(mode_image.resize((width, height), RESAMPLING[method]))
     return out.reshape(height, width, image.shape[-1])
   channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32),
-                                         mode="F").resize((width, height), Image.BILINEAR))
+                                         mode="F").resize((width, height), RESAMPLING[method]))
               for c in range(image.shape[-1])]
   return np.stack(channels, -1)
 
@@ -149,10 +153,11 @@ def image_hw(image) -> tuple[int, int]:
   return image.hw if isinstance(image, EncodedImage) else image.shape[:2]
 
 
-def crop_and_resize(image, window: tuple[int, int, int, int], size) -> np.ndarray:
+def crop_and_resize(image, window: tuple[int, int, int, int], size,
+                    method: str = "bilinear") -> np.ndarray:
   """The (top, left, height, width) window of an array or an encoded image, resized to
   `size`; an encoded image decodes only what that needs (`EncodedImage.decode_region`)."""
   if isinstance(image, EncodedImage):
-    return image.decode_region(window, size2(size))
+    return image.decode_region(window, size2(size), method)
   top, left, height, width = window
-  return resize_image(image[top:top + height, left:left + width], size)
+  return resize_image(image[top:top + height, left:left + width], size, method)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from vit_jax.errors import UserError
-from vit_jax.pp.images import crop_and_resize, image_hw, size2
+from vit_jax.pp.images import RESAMPLING, crop_and_resize, image_hw, size2
 from vit_jax.pp.registry import register
 
 
@@ -43,9 +43,31 @@ def inception_crop(size, area_min: float = 5, area_max: float = 100):
 
 
 @register("resize", encoded=True, sizes=("size",))
-def resize(size):
-  """Bilinear (antialiased) resize to `size` (int or (height, width)), uint8 out."""
-  return lambda image, rng: crop_and_resize(image, (0, 0, *image_hw(image)), size)
+def resize(size, method="bilinear"):
+  """Bilinear or bicubic (antialiased) resize to `size` (int or (height, width)), uint8
+  out."""
+  _check_method(method)
+  return lambda image, rng: crop_and_resize(image, (0, 0, *image_hw(image)), size, method)
+
+
+def _check_method(method: str) -> None:
+  if method not in RESAMPLING:
+    raise UserError(f"resize method {method!r} is not one of {sorted(RESAMPLING)}.")
+
+
+@register("resize_small", encoded=True, sizes=("size",))
+def resize_small(size, method="bilinear"):
+  """The shorter side to `size`, the aspect ratio kept (timm's and transformers' eval
+  resize before a centre crop: 'resize_small(256)|central_crop(224)')."""
+  _check_method(method)
+
+  def op(image, rng):
+    height, width = image_hw(image)
+    # As torchvision and transformers compute it: the longer side truncated.
+    target = ((size, int(size * width / height)) if height <= width
+              else (int(size * height / width), size))
+    return crop_and_resize(image, (0, 0, height, width), target, method)
+  return op
 
 
 @register("random_crop", salt=2, sizes=("size",))
