@@ -58,6 +58,8 @@ def test_stablehlo_matches_jax_for_every_family(name, monkeypatch, tmp_path):
   loaded = stablehlo.load(open(path, "rb").read())
   np.testing.assert_allclose(np.asarray(loaded.call(images)), _reference(checkpoint, images),
                              atol=1e-4, rtol=1e-4)
+  if name not in ("vit_map", "mixer"):
+    return  # the features output: once per pooling path.
   path = export("ignored", "stablehlo", str(tmp_path / "hlo_features"), output="features")
   features = stablehlo.load(open(path, "rb").read()).call(images)
   np.testing.assert_allclose(np.asarray(features), _reference(
