@@ -75,3 +75,11 @@ def gcs():
   with gcs_server.running() as url:
     os.environ.update(gcs_server.environment(url))
     yield Buckets(url)
+
+
+def pytest_collection_modifyitems(items):
+  """Tests that use the quickstart run share one xdist worker (`--dist loadgroup` in
+  pytest.ini), so the run is trained once per test session, not once per worker."""
+  for item in items:
+    if "quickstart_run" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.xdist_group("quickstart"))

@@ -6,6 +6,7 @@ line."""
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -45,8 +46,9 @@ def _images(checkpoint, n=3):
 
 
 def _reference(checkpoint, images, **kwargs):
-  return np.asarray(model_for(checkpoint).apply({"params": checkpoint.params}, images,
-                                                **kwargs))
+  model = model_for(checkpoint)
+  return np.asarray(jax.jit(lambda p, x: model.apply({"params": p}, x, **kwargs))(
+      checkpoint.params, images))
 
 
 @pytest.mark.parametrize("name", sorted(ARCHS))

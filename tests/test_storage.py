@@ -179,6 +179,11 @@ ALLOWED_LOCAL_IO = {
     "vit_jax/data/pipeline.py": "/dev/shm, the workers' shared memory, is local by nature",
     "vit_jax/bench/profile_summary.py": "the JAX profiler writes its trace to a local folder",
     "vit_jax/cli/common.py": "stderr redirection around TensorFlow's import",
+    "vit_jax/config.py": "config files are Python modules, loaded from the local disk",
+    "vit_jax/runtime/accelerators.py": "/dev, this host's device files",
+    "vit_jax/configs/pretrain_large.py": "a sibling config file of the package",
+    "vit_jax/trainer/wandb_writer.py": "W&B writes its run files on the local disk",
+    "vit_jax/serving/onnx_export.py": "torch reads the weights from a local temporary file",
 }
 
 

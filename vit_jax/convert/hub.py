@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from vit_jax import storage
 from vit_jax.errors import UserError
 
 PREFIX = "hf-hub:"
@@ -13,7 +14,8 @@ PREFIX = "hf-hub:"
 
 def is_hub_name(name: str) -> bool:
   name = os.fspath(name)
-  return name.startswith(PREFIX) or (name.startswith("timm/") and not os.path.exists(name))
+  return name.startswith(PREFIX) or (name.startswith("timm/")
+                                     and not storage.path(name).exists())
 
 
 def _offline() -> bool:
