@@ -77,6 +77,7 @@ def gcs():
     yield Buckets(url)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups.
 def pytest_collection_modifyitems(items):
   """Tests that use the quickstart run share one xdist worker (`--dist loadgroup` in
   pytest.ini), so the run is trained once per test session, not once per worker."""
