@@ -28,7 +28,7 @@ class Serving:
   signature: dict                              # written beside every export.
 
 
-def _affine(pp: str):
+def affine_of(pp: str):
   """The checkpoint's final value map (scale, offset per channel); identity if none."""
   _, affine = builder.split_device_affine(pp)
   if affine is None:
@@ -50,7 +50,7 @@ def serving_function(checkpoint: Checkpoint, *, output: str = "logits",
   resolution = preprocessing.resolution
   size = input_size or resolution
   model = model_for(checkpoint, dtype=dtype) if dtype != "float32" else model_for(checkpoint)
-  scale, offset = _affine(checkpoint.pp)
+  scale, offset = affine_of(checkpoint.pp)
   compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
   params = jax.tree.map(lambda p: jnp.asarray(p, compute), checkpoint.params)
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from vit_jax.convert import Checkpoint
 from vit_jax.convert import writers
+from vit_jax.convert.pretrained import Preprocessing
 from vit_jax.errors import UserError
-from vit_jax.models import vit_layout
 from vit_jax.serving import graph
 
 FILE = "model.onnx"
@@ -55,17 +55,16 @@ def export_bytes(checkpoint: Checkpoint, *, output: str, dtype: str, uint8_input
   with tempfile.TemporaryDirectory() as tmp:
     weights = os.path.join(tmp, "timm.safetensors")
     kwargs = writers.write_timm(checkpoint, weights)
-    # The export's own input size (a fixed grid: no resampling ops in the graph).
-    grid = vit_layout.posemb_grid(checkpoint.params) or (14, 14)
-    kwargs.update(img_size=grid[0] * checkpoint.arch["patch_size"], dynamic_img_size=False)
+    # The grid write_timm read off the parameters, fixed: no resampling ops in the graph.
+    kwargs["dynamic_img_size"] = False
     if checkpoint.arch.get("mlp_activation") == "swiglu":
       kwargs["mlp_layer"] = timm.layers.SwiGLUPacked
     from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
     model = timm.models.vision_transformer.VisionTransformer(**kwargs)
     model.load_state_dict(load_file(weights))
   model.eval()
-  scale, offset = graph._affine(checkpoint.pp)  # pylint: disable=protected-access
-  resolution = graph.Preprocessing(checkpoint.pp).resolution
+  scale, offset = graph.affine_of(checkpoint.pp)
+  resolution = Preprocessing(checkpoint.pp).resolution
 
   class Served(torch.nn.Module):
     def __init__(self):
