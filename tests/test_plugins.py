@@ -223,7 +223,9 @@ def test_fsdp_run_is_evaluated_on_sharded_parameters(tfds_dir, tmp_path, monkeyp
   assert "test_examples 359" in result.stdout
 
 
-def test_sharding_rules_come_from_the_config_and_fallbacks_are_logged_once(caplog):
+def test_sharding_rules_come_from_the_config_and_fallbacks_are_logged_once(caplog, monkeypatch):
+  # Logged once per process: start from a process that has logged nothing yet.
+  monkeypatch.setattr(sharding_lib, "_logged_fallbacks", set())
   config = tiny("/unused", model_name="vit",
                 model={"patch_size": 4, "hidden_size": 36, "num_layers": 1, "num_heads": 2,
                        "mlp_dim": 64})
