@@ -5,6 +5,7 @@ r"""Baselines for configs/small_data.py on the same pixels: logistic regression
     python scripts/small_data_baselines.py --dataset=digits
     python scripts/small_data_baselines.py --dataset=pureml_mnist --cnn_epochs=3
     python scripts/small_data_baselines.py --dataset=pureml_mnist --train_size=6000
+    python scripts/small_data_baselines.py --dataset=folder:/data/my_images
 """
 import argparse
 import time
@@ -16,7 +17,7 @@ import numpy as np
 import optax
 from sklearn.linear_model import LogisticRegression
 
-from vit_jax.data import offline
+from vit_jax.data import offline, sources
 from vit_jax.data.presets import canonical_name
 
 
@@ -65,14 +66,29 @@ def small_cnn(train, test, *, epochs: int = 20, batch: int = 128, seed: int = 0)
   return hits / len(xt)
 
 
+def load(dataset: str):
+  """(train, test) pairs of uint8 images (N, H, W[, C]) and labels: the offline sets, or an
+  image folder's train/ and test/ as decoded by the training pipeline."""
+  if not dataset.startswith("folder:"):
+    data = offline.LOADERS[canonical_name(dataset)]()
+    return data["train"], data["test"]
+  source = sources.get_source(dataset)
+  def arrays(split):
+    decoded = [source.decode(r) for r in source.records(split)]
+    images = np.stack([np.asarray(d["image"]) for d in decoded])
+    if (images == images[..., :1]).all():  # grayscale saved as RGB: one channel.
+      images = images[..., :1]
+    return images, np.asarray([d["label"] for d in decoded])
+  return arrays("train"), arrays("test")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--dataset", default="digits")
   parser.add_argument("--train_size", type=int, default=0, help="first N training images")
   parser.add_argument("--cnn_epochs", type=int, default=20)
   args = parser.parse_args()
-  data = offline.LOADERS[canonical_name(args.dataset)]()
-  (x, y), (xt, yt) = data["train"], data["test"]
+  (x, y), (xt, yt) = load(args.dataset)
   if args.train_size:
     x, y = x[:args.train_size], y[:args.train_size]
   scale = lambda a: a.astype(np.float32) / 255.0  # noqa: E731

@@ -1,6 +1,7 @@
 """Multi-host on one machine: 2 processes x 4 CPU devices (jax.distributed over loopback)
 against 1 process x 8 devices, and failing fast when a peer is missing or dies."""
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -85,44 +86,47 @@ def _run_two(workdir, log_dir, overrides, *, cwd=helpers.REPO, until_step=None):
 
 
 def test_two_processes_equal_one_process_with_eight_devices(tfds_dir, gcs, tmp_path):
+  """A 2-process run with its workdir in a bucket, both processes killed after the first
+  checkpoint and restarted from another directory (a new slice): it resumes from the
+  bucket and ends where 1 process x 8 devices ends on the same global batches."""
   # SGD: its update is linear in the gradient, so the different summation order across
   # processes stays at rounding level. (Adam turns the rounding noise of exactly-zero
   # gradients, e.g. of the attention key bias, into lr-sized steps.)
   overrides = (f"--config.data_dir={tfds_dir}", "--config.data_shards=2",
                "--config.total_steps=6", "--config.optimizer=sgd", "--config.lr=0.1",
                "--config.weight_decay=0.0", "--config.checkpoint_every=2")
-  logs = _run_two(tmp_path / "two", tmp_path, overrides)
+  bucket_run = f"gs://{gcs.new()}/two"
+  logs = _run_two(bucket_run, tmp_path, overrides, until_step=2)
   # Each process reads only its own shard of the data.
   assert "process 0 reads data shard(s) [0] of 2" in logs[0]
   assert "process 1 reads data shard(s) [1] of 2" in logs[1]
-  # The same global batches on 1 process x 8 devices (this test process).
-  state = loop.train_and_evaluate(
-      tiny(tfds_dir, data_shards=2, total_steps=6, optimizer="sgd", lr=0.1, weight_decay=0.0),
-      tmp_path / "one")
-  # The checkpoint both processes wrote restores in this single process.
-  two_params, step = run_format.restore_as_numpy(tmp_path / "two")
-  assert step == 6
-  one_params = jax.device_get(state.params)
-  for a, b in zip(jax.tree.leaves(two_params), jax.tree.leaves(one_params)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  two_losses, one_losses = helpers.losses(tmp_path / "two"), helpers.losses(tmp_path / "one")
-  assert sorted(two_losses) == sorted(one_losses) == list(range(1, 7))
-  np.testing.assert_allclose([two_losses[k] for k in range(1, 7)],
-                             [one_losses[k] for k in range(1, 7)], rtol=1e-5)
-
-  # The same 2-process run with its workdir in a bucket: both processes killed after the
-  # first checkpoint, both restarted from another directory (a new slice), resume from
-  # the bucket to the same parameters, bit for bit.
-  bucket_run = f"gs://{gcs.new()}/two"
-  _run_two(bucket_run, tmp_path, overrides, until_step=2)
   elsewhere = tmp_path / "new_slice"
   elsewhere.mkdir()
   logs = _run_two(bucket_run, tmp_path, overrides, cwd=elsewhere)
   assert "Resumed from step" in logs[0], logs[0][-3000:]
-  resumed, step = run_format.restore_as_numpy(bucket_run)
+  # The checkpoint both processes wrote restores in this single process.
+  two_params, step = run_format.restore_as_numpy(bucket_run)
   assert step == 6, logs[0][-4000:]
-  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(two_params)):
-    np.testing.assert_array_equal(a, b)
+  state = loop.train_and_evaluate(
+      tiny(tfds_dir, data_shards=2, total_steps=6, optimizer="sgd", lr=0.1, weight_decay=0.0),
+      tmp_path / "one")
+  one_params = jax.device_get(state.params)
+  for a, b in zip(jax.tree.leaves(two_params), jax.tree.leaves(one_params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Every step recorded once across the restart, each loss as on one process (a resume
+  # that fed other batches would differ from step 3 on).
+  two_losses = {m["step"]: m["train_loss"] for m in _bucket_metrics(bucket_run)
+                if "train_loss" in m}
+  one_losses = helpers.losses(tmp_path / "one")
+  assert sorted(two_losses) == sorted(one_losses) == list(range(1, 7))
+  np.testing.assert_allclose([two_losses[k] for k in range(1, 7)],
+                             [one_losses[k] for k in range(1, 7)], rtol=1e-5)
+
+
+def _bucket_metrics(workdir: str) -> list[dict]:
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  return [json.loads(line) for line in
+          epath.Path(workdir, "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def test_missing_peer_fails_fast_with_a_clear_error(tfds_dir, tmp_path):

@@ -191,7 +191,7 @@ def test_quickstart_console_is_short_and_exits_promptly(quickstart_run):
   assert lines[0].startswith("ViT-digits, 136,650 parameters | sklearn_digits train[:90%]: 1,294")
   assert lines[-1].startswith("Done: 250 steps in ")
   # The tf.data iterator's 30-50 s teardown is gone with tf.data (measured 0.7 s alone).
-  assert result.exit_pause < 3.0, result.exit_pause
+  assert result.exit_pause < 10.0, result.exit_pause  # not a timing test: 30 s would fail.
 
 
 def test_second_run_in_a_busy_workdir_is_refused(tfds_dir, tmp_path):

@@ -31,8 +31,24 @@ def _resolution(dataset: str) -> int:
   return min(preset.resolution, 64) if preset else 32
 
 
+# Augmentation strengths, lightest first: (RandAugment layers and magnitude, smallest crop
+# area in %, mixup alpha, stochastic depth). Which one a dataset wants depends on how much
+# the model can fit in the schedule: chosen on the validation split by
+# `python -m vit_jax.cli.small_data` (or named as the config's second argument).
+STRENGTHS = {
+    "light": ((0, 0), 75, 0.0, 0.0),
+    "medium": ((2, 5), 60, 0.2, 0.1),
+    "strong": ((2, 9), 35, 0.8, 0.1),
+}
+
+
 def get_config(arg=None):
-  dataset = arg or "digits"
+  dataset, _, rest = (arg or "digits").partition(",")
+  strength, _, flip = rest.partition(",")
+  strength = strength or "medium"
+  if strength not in STRENGTHS:
+    raise ValueError(f"small_data strength {strength!r}: one of {sorted(STRENGTHS)}.")
+  (layers, magnitude), area_min, mixup, drop_path = STRENGTHS[strength]
   c = config_lib.base_config()
   resolution = _resolution(dataset)
   grid = 4 if resolution <= 32 else 8
@@ -40,20 +56,23 @@ def get_config(arg=None):
   resolution = patch * grid
   config_lib.apply_dataset_preset(c, dataset, resolution=resolution)
   preset = get_preset(dataset)
-  flip = "|flip_lr" if preset is not None and preset.flip else ""  # folders: unknown, off.
+  # Flips: the preset says (digits: off); a folder's data is unknown: off unless asked for.
+  flip = (preset.flip if preset is not None else False) if not flip else flip == "flip"
   # Augmentation: RandAugment (inversion left out: it changes what a digit looks like),
-  # a light random-resized crop, then mixup or CutMix per batch (below).
-  c.pp_train = (f"to_rgb|randaug(2, 5, exclude=('invert',))|"
-                f"inception_crop({resolution}, area_min=60){flip}|value_range(-1, 1)")
+  # a random-resized crop, then mixup or CutMix per batch (below).
+  randaug = f"randaug({layers}, {magnitude}, exclude=('invert',))|" if layers else ""
+  c.pp_train = (f"to_rgb|{randaug}inception_crop({resolution}, area_min={area_min})"
+                f"{'|flip_lr' if flip else ''}|value_range(-1, 1)")
   c.pp_eval = f"to_rgb|resize({resolution})|value_range(-1, 1)"
   c.model_name = "vit"
   c.model.update(dict(patch_size=patch, hidden_size=96, num_layers=6, num_heads=4,
-                      mlp_dim=192, classifier="token", stochastic_depth_rate=0.1))
+                      mlp_dim=192, classifier="token", stochastic_depth_rate=drop_path))
   c.optimizer = "adam"
   c.lr, c.weight_decay, c.label_smoothing = 0.001, 0.05, 0.1
   # CutMix boxes on images under 32 px cut away most of the object: there mixup alone
   # (digits: 98.6% without CutMix, 97.5% with it).
-  c.mixup_alpha, c.cutmix_alpha = 0.2, (1.0 if resolution >= 32 else 0.0)
+  c.mixup_alpha = mixup
+  c.cutmix_alpha = 1.0 if resolution >= 32 and mixup else 0.0
   c.batch_size, c.eval_batch_size = 128, 500
   c.total_steps, c.warmup_steps = 3000, 150
   c.log_every = 250

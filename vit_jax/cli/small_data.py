@@ -1,0 +1,49 @@
+r"""Small data from scratch, with the augmentation strength chosen on the validation split.
+
+    python -m vit_jax.cli.small_data --dataset=folder:/data/my_images --workdir=/tmp/small
+
+How strongly to augment depends on the data: the RandAugment + mixup that a ViT needs on
+digits under-fits clothing photographs in the same schedule. So each strength of
+configs/small_data.py (light, medium, strong) first trains a short probe on the training
+split (`--probe_steps`), the one with the best accuracy on the validation split (held out
+of training) is chosen, and that one trains the full schedule. The test split is only
+evaluated, never used to choose. Results: `WORKDIR/results.md` (every probe's validation
+accuracy, the choice, the final validation and test accuracy). Run the same command again
+to resume: finished runs are skipped, an interrupted one resumes from its checkpoint.
+`--config.FIELD=VALUE` goes to every run.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from vit_jax import storage
+from vit_jax.cli import common
+from vit_jax.errors import UserError
+from vit_jax.tuning import small_data
+
+flags.DEFINE_string("dataset", "digits", "'digits', 'pureml_mnist', a TFDS name or "
+                    "folder:DIR (DIR/train/<class>/*.png and DIR/test/...).")
+flags.DEFINE_string("workdir", None, "Probe runs under probe/, the chosen one under final/.")
+flags.DEFINE_list("strengths", ["light", "medium", "strong"],
+                  "Augmentation strengths to choose from (configs/small_data.py).")
+flags.DEFINE_list("flips", ["preset"], "Random horizontal flips: 'preset' (the dataset's "
+                  "own setting; folders: off), 'flip', 'noflip'; several are searched.")
+flags.DEFINE_integer("probe_steps", 1000, "Steps of each probe run.")
+flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+
+def main(argv) -> None:
+  del argv
+  root = storage.check_writable(FLAGS.workdir)
+  options = small_data.candidates(FLAGS.strengths, FLAGS.flips)
+  if FLAGS.probe_steps < 1:
+    raise UserError(f"--probe_steps={FLAGS.probe_steps}: at least 1.")
+  passthrough = [a for a in sys.argv[1:] if a.startswith("--config.")]
+  print(small_data.run(FLAGS.dataset, root, options, FLAGS.probe_steps, passthrough), end="")
+
+
+if __name__ == "__main__":
+  common.run(main)

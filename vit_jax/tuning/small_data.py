@@ -1,0 +1,86 @@
+"""Small data from scratch: each augmentation strength of configs/small_data.py probed
+with a short run, the best on the validation split trained for the full schedule (the
+command: vit_jax.cli.small_data)."""
+from __future__ import annotations
+
+import json
+import os
+
+from vit_jax import storage
+from vit_jax.errors import UserError
+from vit_jax.tuning import grid as grid_lib
+
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
+                           "small_data.py")
+
+
+def candidates(strengths: list[str], flips: list[str]) -> list[str]:
+  """Config arguments after the dataset: ['light', 'medium,flip', ...]."""
+  from vit_jax.configs import small_data as recipe  # pylint: disable=g-import-not-at-top
+  unknown = sorted(set(strengths) - set(recipe.STRENGTHS))
+  if unknown:
+    raise UserError(f"--strengths: unknown {unknown}; choose from {sorted(recipe.STRENGTHS)}.")
+  bad = sorted(set(flips) - {"preset", "flip", "noflip"})
+  if bad:
+    raise UserError(f"--flips: unknown {bad}; choose from preset, flip, noflip.")
+  return [s if f == "preset" else f"{s},{f}" for s in strengths for f in flips]
+
+
+def _run(config_arg: str, workdir, point: dict, passthrough: list[str], label: str) -> dict:
+  """Trains (or resumes, or skips when finished) one run; its summary."""
+  if not (workdir / grid_lib.RESULT_FILE).exists():
+    print(f"{label}: training ...", flush=True)
+    try:
+      wall = grid_lib.run_point(config_arg, workdir, point, passthrough)
+    except RuntimeError as e:
+      raise UserError(f"{label} failed: {e}") from None
+    storage.write_text(workdir / grid_lib.RESULT_FILE,
+                       json.dumps({"point": point, "wall_seconds": wall}))
+  wall = json.loads((workdir / grid_lib.RESULT_FILE).read_text())["wall_seconds"]
+  summary = {**grid_lib.summarise(workdir), "wall_s": wall}
+  print(f"{label}: val_accuracy {grid_lib.format_value(summary['val_accuracy'])}, "
+        f"test_accuracy {grid_lib.format_value(summary['test_accuracy'])} in {wall:.0f}s",
+        flush=True)
+  return summary
+
+
+def choose(dataset: str, root, options: list[str], probe_steps: int,
+           passthrough: list[str]) -> tuple[str, list[dict]]:
+  """Every option's probe; the option with the best validation accuracy."""
+  probes = []
+  for option in options:
+    summary = _run(f"{CONFIG_FILE}:{dataset},{option}",
+                   root / "probe" / option.replace(",", "_"),
+                   {"total_steps": probe_steps, "warmup_steps": max(probe_steps // 20, 1)},
+                   passthrough, f"probe {option} ({probe_steps} steps)")
+    probes.append({"option": option, **summary})
+  best = grid_lib.select(probes)
+  if best is None:
+    raise UserError(f"{dataset} has no validation split: nothing to choose on.")
+  return best["option"], probes
+
+
+def report(root, dataset: str, probes: list[dict], chosen: str, final: dict) -> str:
+  fmt = grid_lib.format_value
+  lines = [f"# Small data: {dataset}", "",
+           "| probe | val_accuracy | wall_s |", "|---|---|---|"]
+  lines += [f"| {p['option']}{' (chosen)' if p['option'] == chosen else ''} | "
+            f"{fmt(p['val_accuracy'])} | {fmt(p['wall_s'])} |" for p in probes]
+  lines += ["", f"Chosen on the validation split: {chosen}. Full schedule: val_accuracy "
+            f"{fmt(final['val_accuracy'])}, test_accuracy {fmt(final['test_accuracy'])} "
+            f"(wall {fmt(final['wall_s'])} s; probes {fmt(sum(p['wall_s'] for p in probes))} s)."]
+  text = "\n".join(lines) + "\n"
+  storage.write_text(root / "results.md", text)
+  return text
+
+
+def run(dataset: str, root, options: list[str], probe_steps: int,
+        passthrough: list[str]) -> str:
+  """Probes (when there is a choice), the chosen option's full run; the report."""
+  if len(options) == 1:  # nothing to choose: no probe.
+    chosen, probes = options[0], []
+  else:
+    chosen, probes = choose(dataset, root, options, probe_steps, passthrough)
+  final = _run(f"{CONFIG_FILE}:{dataset},{chosen}", root / "final" / chosen.replace(",", "_"),
+               {}, passthrough, f"final {chosen}")
+  return report(root, dataset, probes, chosen, final)
