@@ -81,14 +81,16 @@ def test_small_data_chooses_its_strength_on_validation_and_resumes(tmp_path, mon
 
   monkeypatch.setattr(grid_lib, "run_point", fake_run_point)
   options = small_data.candidates(["light", "medium", "strong"], ["flip"])
-  text = small_data.run("digits", epath.Path(tmp_path), options, 7, ["--config.lr=0.002"])
+  text = small_data.run(small_data.CONFIG_FILE, "digits", epath.Path(tmp_path), options, 7,
+                        ["--config.lr=0.002"])
   assert [c[0] for c in calls] == ["light,flip", "medium,flip", "strong,flip", "medium,flip"]
   assert all(c[1]["total_steps"] == 7 for c in calls[:3]) and calls[3][1] == {}
   assert all(c[2] == ["--config.lr=0.002"] for c in calls)
   assert "| medium,flip (chosen) | 0.9000 |" in text
   assert "val_accuracy 0.9000, test_accuracy 0.8500" in text
   assert (tmp_path / "results.md").read_text() == text
-  assert small_data.run("digits", epath.Path(tmp_path), options, 7, []) == text
+  assert small_data.run(small_data.CONFIG_FILE, "digits", epath.Path(tmp_path), options, 7,
+                        []) == text
   assert len(calls) == 4  # everything had finished: nothing trained again.
   with pytest.raises(UserError, match=r"--strengths: unknown \['huge'\]"):
     small_data.candidates(["huge"], ["preset"])

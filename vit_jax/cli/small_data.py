@@ -1,6 +1,7 @@
 r"""Small data from scratch, with the augmentation strength chosen on the validation split.
 
-    python -m vit_jax.cli.small_data --dataset=folder:/data/my_images --workdir=/tmp/small
+    python -m vit_jax.cli.small_data --config=configs/small_data.py:folder:/data/my_images \
+        --workdir=/tmp/small
 
 How strongly to augment depends on the data: the RandAugment + mixup that a ViT needs on
 digits under-fits clothing photographs in the same schedule. So each strength of
@@ -17,20 +18,23 @@ from __future__ import annotations
 import sys
 
 from absl import flags
+from ml_collections import config_flags
 
 from vit_jax import storage
 from vit_jax.cli import common
 from vit_jax.errors import UserError
 from vit_jax.tuning import small_data
 
-flags.DEFINE_string("dataset", "digits", "'digits', 'pureml_mnist', a TFDS name or "
-                    "folder:DIR (DIR/train/<class>/*.png and DIR/test/...).")
+config_flags.DEFINE_config_file(
+    "config", f"{small_data.CONFIG_FILE}:digits", "configs/small_data.py:DATASET ('digits', "
+    "'pureml_mnist', a TFDS name or folder:DIR); --config.FIELD=VALUE goes to every run.",
+    lock_config=True)
 flags.DEFINE_string("workdir", None, "Probe runs under probe/, the chosen one under final/.")
 flags.DEFINE_list("strengths", ["light", "medium", "strong"],
                   "Augmentation strengths to choose from (configs/small_data.py).")
 flags.DEFINE_list("flips", ["preset"], "Random horizontal flips: 'preset' (the dataset's "
                   "own setting; folders: off), 'flip', 'noflip'; several are searched.")
-flags.DEFINE_integer("probe_steps", 1000, "Steps of each probe run.")
+flags.DEFINE_integer("probe_steps", 500, "Steps of each probe run (of the full schedule's 3,000).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -41,8 +45,12 @@ def main(argv) -> None:
   options = small_data.candidates(FLAGS.strengths, FLAGS.flips)
   if FLAGS.probe_steps < 1:
     raise UserError(f"--probe_steps={FLAGS.probe_steps}: at least 1.")
+  # Every run gets the overrides as typed (config_flags has checked them already).
   passthrough = [a for a in sys.argv[1:] if a.startswith("--config.")]
-  print(small_data.run(FLAGS.dataset, root, options, FLAGS.probe_steps, passthrough), end="")
+  config_file, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(".py:")
+  dataset = arg.split(",")[0] or "digits"
+  print(small_data.run(f"{config_file}.py", dataset, root, options, FLAGS.probe_steps,
+                       passthrough), end="")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def get_config(arg=None):
   c.pp_eval = f"to_rgb|resize({resolution})|value_range(-1, 1)"
   c.model_name = "vit"
   c.model.update(dict(patch_size=patch, hidden_size=96, num_layers=6, num_heads=4,
-                      mlp_dim=192, classifier="token", stochastic_depth_rate=drop_path))
+                      mlp_dim=192, classifier="gap", stochastic_depth_rate=drop_path))
   c.optimizer = "adam"
   c.lr, c.weight_decay, c.label_smoothing = 0.001, 0.05, 0.1
   # CutMix boxes on images under 32 px cut away most of the object: there mixup alone

@@ -44,12 +44,12 @@ def _run(config_arg: str, workdir, point: dict, passthrough: list[str], label: s
   return summary
 
 
-def choose(dataset: str, root, options: list[str], probe_steps: int,
+def choose(config_file: str, dataset: str, root, options: list[str], probe_steps: int,
            passthrough: list[str]) -> tuple[str, list[dict]]:
   """Every option's probe; the option with the best validation accuracy."""
   probes = []
   for option in options:
-    summary = _run(f"{CONFIG_FILE}:{dataset},{option}",
+    summary = _run(f"{config_file}:{dataset},{option}",
                    root / "probe" / option.replace(",", "_"),
                    {"total_steps": probe_steps, "warmup_steps": max(probe_steps // 20, 1)},
                    passthrough, f"probe {option} ({probe_steps} steps)")
@@ -74,13 +74,13 @@ def report(root, dataset: str, probes: list[dict], chosen: str, final: dict) -> 
   return text
 
 
-def run(dataset: str, root, options: list[str], probe_steps: int,
+def run(config_file: str, dataset: str, root, options: list[str], probe_steps: int,
         passthrough: list[str]) -> str:
   """Probes (when there is a choice), the chosen option's full run; the report."""
   if len(options) == 1:  # nothing to choose: no probe.
     chosen, probes = options[0], []
   else:
-    chosen, probes = choose(dataset, root, options, probe_steps, passthrough)
-  final = _run(f"{CONFIG_FILE}:{dataset},{chosen}", root / "final" / chosen.replace(",", "_"),
+    chosen, probes = choose(config_file, dataset, root, options, probe_steps, passthrough)
+  final = _run(f"{config_file}:{dataset},{chosen}", root / "final" / chosen.replace(",", "_"),
                {}, passthrough, f"final {chosen}")
   return report(root, dataset, probes, chosen, final)
