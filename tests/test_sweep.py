@@ -80,11 +80,12 @@ def test_small_data_chooses_its_strength_on_validation_and_resumes(tmp_path, mon
     return 1.0
 
   monkeypatch.setattr(grid_lib, "run_point", fake_run_point)
-  options = small_data.candidates(["light", "medium", "strong"], ["flip"])
+  options = small_data.candidates("digits", ["light", "medium", "strong"], ["flip"])
   text = small_data.run(small_data.CONFIG_FILE, "digits", epath.Path(tmp_path), options, 7,
                         ["--config.lr=0.002"])
   assert [c[0] for c in calls] == ["light,flip", "medium,flip", "strong,flip", "medium,flip"]
   assert all(c[1]["total_steps"] == 7 for c in calls[:3]) and calls[3][1] == {}
+  assert all(c[1]["evals.fewshot.every"] == -1 for c in calls[:3])
   assert all(c[2] == ["--config.lr=0.002"] for c in calls)
   assert "| medium,flip (chosen) | 0.9000 |" in text
   assert "val_accuracy 0.9000, test_accuracy 0.8500" in text
@@ -93,7 +94,12 @@ def test_small_data_chooses_its_strength_on_validation_and_resumes(tmp_path, mon
                         []) == text
   assert len(calls) == 4  # everything had finished: nothing trained again.
   with pytest.raises(UserError, match=r"--strengths: unknown \['huge'\]"):
-    small_data.candidates(["huge"], ["preset"])
+    small_data.candidates("digits", ["huge"], ["auto"])
+  # Flips 'auto': the preset's where the data is known, both where it is not.
+  assert small_data.candidates("digits", ["light"], ["auto"]) == ["light,noflip"]
+  assert small_data.candidates("cifar10", ["light"], ["auto"]) == ["light,flip"]
+  assert small_data.candidates("folder:/x", ["light", "medium"], ["auto"]) == [
+      "light,noflip", "medium,noflip", "light,flip", "medium,flip"]
 
 
 def test_small_data_strengths_differ_in_augmentation_only():

@@ -30,11 +30,11 @@ config_flags.DEFINE_config_file(
     "'pureml_mnist', a TFDS name or folder:DIR); --config.FIELD=VALUE goes to every run.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Probe runs under probe/, the chosen one under final/.")
-flags.DEFINE_list("strengths", ["light", "medium", "strong"],
-                  "Augmentation strengths to choose from (configs/small_data.py).")
-flags.DEFINE_list("flips", ["preset"], "Random horizontal flips: 'preset' (the dataset's "
-                  "own setting; folders: off), 'flip', 'noflip'; several are searched.")
-flags.DEFINE_integer("probe_steps", 500, "Steps of each probe run (of the full schedule's 3,000).")
+flags.DEFINE_list("strengths", ["light", "medium"], "Augmentation strengths to choose "
+                  "from (configs/small_data.py: light, medium, strong).")
+flags.DEFINE_list("flips", ["auto"], "Random horizontal flips: 'auto' (the dataset's own "
+                  "setting where known; folders: both searched), 'flip', 'noflip'.")
+flags.DEFINE_integer("probe_steps", 400, "Steps of each probe run (of the full schedule's 3,000).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -42,13 +42,13 @@ FLAGS = flags.FLAGS
 def main(argv) -> None:
   del argv
   root = storage.check_writable(FLAGS.workdir)
-  options = small_data.candidates(FLAGS.strengths, FLAGS.flips)
+  config_file, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(".py:")
+  dataset = arg.split(",")[0] or "digits"
+  options = small_data.candidates(dataset, FLAGS.strengths, FLAGS.flips)
   if FLAGS.probe_steps < 1:
     raise UserError(f"--probe_steps={FLAGS.probe_steps}: at least 1.")
   # Every run gets the overrides as typed (config_flags has checked them already).
   passthrough = [a for a in sys.argv[1:] if a.startswith("--config.")]
-  config_file, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(".py:")
-  dataset = arg.split(",")[0] or "digits"
   print(small_data.run(f"{config_file}.py", dataset, root, options, FLAGS.probe_steps,
                        passthrough), end="")
 

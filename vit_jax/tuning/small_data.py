@@ -14,16 +14,22 @@ CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"
                            "small_data.py")
 
 
-def candidates(strengths: list[str], flips: list[str]) -> list[str]:
-  """Config arguments after the dataset: ['light', 'medium,flip', ...]."""
+def candidates(dataset: str, strengths: list[str], flips: list[str]) -> list[str]:
+  """Config arguments after the dataset: ['light', 'medium,flip', ...]. Flips 'auto': the
+  dataset's own setting where it is known (digits: none), both searched where not (an
+  image folder: clothes flip, text does not)."""
   from vit_jax.configs import small_data as recipe  # pylint: disable=g-import-not-at-top
+  from vit_jax.data.presets import get_preset  # pylint: disable=g-import-not-at-top
   unknown = sorted(set(strengths) - set(recipe.STRENGTHS))
   if unknown:
     raise UserError(f"--strengths: unknown {unknown}; choose from {sorted(recipe.STRENGTHS)}.")
-  bad = sorted(set(flips) - {"preset", "flip", "noflip"})
+  bad = sorted(set(flips) - {"auto", "flip", "noflip"})
   if bad:
-    raise UserError(f"--flips: unknown {bad}; choose from preset, flip, noflip.")
-  return [s if f == "preset" else f"{s},{f}" for s in strengths for f in flips]
+    raise UserError(f"--flips: unknown {bad}; choose from auto, flip, noflip.")
+  if flips == ["auto"]:
+    preset = get_preset(dataset)
+    flips = ["noflip", "flip"] if preset is None else ["flip" if preset.flip else "noflip"]
+  return [f"{s},{f}" for f in flips for s in strengths]
 
 
 def _run(config_arg: str, workdir, point: dict, passthrough: list[str], label: str) -> dict:
@@ -51,7 +57,8 @@ def choose(config_file: str, dataset: str, root, options: list[str], probe_steps
   for option in options:
     summary = _run(f"{config_file}:{dataset},{option}",
                    root / "probe" / option.replace(",", "_"),
-                   {"total_steps": probe_steps, "warmup_steps": max(probe_steps // 20, 1)},
+                   {"total_steps": probe_steps, "warmup_steps": max(probe_steps // 20, 1),
+                    "evals.fewshot.every": -1},  # chosen on validation accuracy alone.
                    passthrough, f"probe {option} ({probe_steps} steps)")
     probes.append({"option": option, **summary})
   best = grid_lib.select(probes)
