@@ -110,3 +110,24 @@ def test_shortest_edge_bicubic_and_crop_match_the_transformers_processor():
   timm_pp = pp_of_record({"resolution": 224, "mean": CLIP_MEAN, "std": CLIP_STD,
                           "resize": "bicubic", "crop_pct": 0.875})
   assert "resize_small(256, method='bicubic')|central_crop(224)" in timm_pp
+
+
+def test_models_list_names_pretrained_checkpoints_timm_knows(capsys):
+  """Every timm name `--list` offers is a real timm pretrained tag (its pretrained_cfg is
+  what the reader takes the preprocessing from), of an architecture family that
+  tests/test_convert.py checks against timm."""
+  from vit_jax.cli import models as models_cli
+  from vit_jax.convert.hub import KNOWN_NAMES
+  assert models_cli.main(["--list"]) == 0
+  printed = capsys.readouterr().out
+  torch_refs.import_references()
+  from timm.models._registry import get_pretrained_cfg
+  checked = ("vit_", "deit3_", "deit_")
+  for name, _, source in KNOWN_NAMES:
+    assert name in printed
+    if source == "timm":
+      tag = name.removeprefix("timm/")
+      assert tag.startswith(checked) and get_pretrained_cfg(tag) is not None, tag
+      assert get_pretrained_cfg(tag).hf_hub_id == name
+    else:
+      assert name.startswith("hf-hub:") and name.count("/") == 1

@@ -1,10 +1,13 @@
 """`python -m vit_jax.models --list`: every preset with its family, shape and parameter
-count (with a 1000-class head, at the preset's native resolution)."""
+count (with a 1000-class head, at the preset's native resolution), then the pretrained
+names on the Hugging Face Hub known to load (`load_pretrained(NAME)`,
+`--config.pretrained=NAME`)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from vit_jax.convert.hub import KNOWN_NAMES
 from vit_jax.models import MODEL_PRESETS, count_parameters, native_resolution
 
 
@@ -32,6 +35,9 @@ def main(argv=None) -> int:
     params = count_parameters(name, num_classes=args.num_classes)
     print(f"{name:<22} {hparams['family']:<6} {params:>14,}  {native_resolution(name):>4}  "
           f"{_shape(hparams)}")
+  print(f"\n{'pretrained name (Hugging Face Hub)':<52} {'source':<13} family")
+  for name, family, source in KNOWN_NAMES:
+    print(f"{name:<52} {source:<13} {family}")
   return 0
 
 

@@ -45,3 +45,27 @@ def snapshot(name: str) -> str:
         ": the Hub could not be reached.")) from None
   except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError) as e:
     raise UserError(f"{name!r}: no such model on the Hub ({type(e).__name__}).") from None
+
+
+# Pretrained names whose architecture the readers handle (each family checked offline
+# against timm / transformers on random weights, tests/test_convert.py; DINOv2's real
+# weights reproduced to 1e-5): (name, family, source). `python -m vit_jax.models --list`.
+KNOWN_NAMES = (
+    *((f"timm/vit_{size}_patch16_224.augreg_in21k_ft_in1k", "ViT (AugReg)", "timm")
+      for size in ("tiny", "small", "large")),
+    ("timm/vit_base_patch16_224.augreg2_in21k_ft_in1k", "ViT (AugReg)", "timm"),
+    ("timm/vit_base_patch16_224.augreg_in21k", "ViT (AugReg, ImageNet-21k)", "timm"),
+    ("timm/deit3_small_patch16_224.fb_in1k", "DeiT III", "timm"),
+    ("timm/deit3_base_patch16_224.fb_in22k_ft_in1k", "DeiT III", "timm"),
+    ("timm/deit_base_distilled_patch16_224.fb_in1k", "DeiT (distilled)", "timm"),
+    *((f"timm/vit_{size}_patch14_dinov2.lvd142m", "DINOv2", "timm")
+      for size in ("small", "base", "large", "giant")),
+    ("timm/vit_base_patch14_reg4_dinov2.lvd142m", "DINOv2 + registers", "timm"),
+    ("timm/vit_base_patch16_siglip_224.webli", "SigLIP image tower", "timm"),
+    ("hf-hub:google/vit-base-patch16-224", "ViT", "transformers"),
+    ("hf-hub:google/vit-base-patch16-224-in21k", "ViT (ImageNet-21k)", "transformers"),
+    ("hf-hub:facebook/deit-base-distilled-patch16-224", "DeiT (distilled)", "transformers"),
+    *((f"hf-hub:facebook/dinov2-{size}", "DINOv2", "transformers")
+      for size in ("small", "base", "large", "giant")),
+    ("hf-hub:facebook/dinov2-with-registers-base", "DINOv2 + registers", "transformers"),
+)
