@@ -230,7 +230,9 @@ def test_sharding_rules_come_from_the_config_and_fallbacks_are_logged_once(caplo
                 model={"patch_size": 4, "hidden_size": 36, "num_layers": 1, "num_heads": 2,
                        "mlp_dim": 64})
   mesh = sharding_lib.make_mesh({"data": 1, "fsdp": 8})
-  with caplog.at_level(logging.INFO):
+  # absl's own logger at INFO: a command run in this process before may have set absl's
+  # verbosity to WARNING (the quiet console).
+  with caplog.at_level(logging.INFO, logger="absl"):
     built = build_lib.build(config, mesh, num_classes=10, image_shape=(8, 8, 3))
     build_lib.build(config, mesh, num_classes=10, image_shape=(8, 8, 3))
   fallbacks = [r.getMessage() for r in caplog.records if "not divisible" in r.getMessage()]

@@ -4,14 +4,13 @@ command: vit_jax.cli.small_data)."""
 from __future__ import annotations
 
 import json
-import os
+import pathlib
 
 from vit_jax import storage
 from vit_jax.errors import UserError
 from vit_jax.tuning import grid as grid_lib
 
-CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
-                           "small_data.py")
+CONFIG_FILE = str(pathlib.Path(__file__).resolve().parent.parent / "configs" / "small_data.py")
 
 
 def candidates(dataset: str, strengths: list[str], flips: list[str]) -> list[str]:
