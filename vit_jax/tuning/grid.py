@@ -79,7 +79,15 @@ def run_point(config_arg: str, workdir: epath.Path, point: dict,
       result = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT)
   if result.returncode:
     raise RuntimeError(f"exit status {result.returncode}; see {log_path}")
-  return time.perf_counter() - start
+  wall = time.perf_counter() - start
+  storage.write_text(workdir / RESULT_FILE, json.dumps({"point": point, "wall_seconds": wall}))
+  return wall
+
+
+def finished_wall(workdir: epath.Path) -> Optional[float]:
+  """A finished point's wall time in seconds (None: not finished)."""
+  path = workdir / RESULT_FILE
+  return json.loads(path.read_text())["wall_seconds"] if path.exists() else None
 
 
 def summarise(workdir: epath.Path) -> dict[str, Any]:
@@ -108,10 +116,9 @@ def collect(root: epath.Path, grid) -> list[dict[str, Any]]:
   table = []
   for point in points(grid):
     workdir = root / point_name(point)
-    result_path = workdir / RESULT_FILE
-    if not result_path.exists():
+    wall = finished_wall(workdir)
+    if wall is None:
       continue
-    wall = json.loads(result_path.read_text())["wall_seconds"]
     table.append({**point, **summarise(workdir), "wall_s": wall})
   return table
 
@@ -197,7 +204,7 @@ def sweep(config, config_arg: str, root: epath.Path, grid, passthrough: list[str
     if report_only:
       break
     workdir = root / point_name(point)
-    if (workdir / RESULT_FILE).exists():
+    if finished_wall(workdir) is not None:
       print(f"[{i + 1}/{len(todo)}] {point_name(point)}: finished earlier, skipped", flush=True)
       continue
     print(f"[{i + 1}/{len(todo)}] {point_name(point)}: training ...", flush=True)
@@ -207,8 +214,6 @@ def sweep(config, config_arg: str, root: epath.Path, grid, passthrough: list[str
       print(f"[{i + 1}/{len(todo)}] {point_name(point)}: failed ({e})", flush=True)
       failures += 1
       continue
-    storage.write_text(workdir / RESULT_FILE,
-                       json.dumps({"point": point, "wall_seconds": wall}))
     summary = summarise(workdir)
     print(f"[{i + 1}/{len(todo)}] {point_name(point)}: val_accuracy "
           f"{format_value(summary['val_accuracy'])}, test_accuracy "

@@ -3,7 +3,6 @@ with a short run, the best on the validation split trained for the full schedule
 command: vit_jax.cli.small_data)."""
 from __future__ import annotations
 
-import json
 import pathlib
 
 from vit_jax import storage
@@ -33,15 +32,13 @@ def candidates(dataset: str, strengths: list[str], flips: list[str]) -> list[str
 
 def _run(config_arg: str, workdir, point: dict, passthrough: list[str], label: str) -> dict:
   """Trains (or resumes, or skips when finished) one run; its summary."""
-  if not (workdir / grid_lib.RESULT_FILE).exists():
+  wall = grid_lib.finished_wall(workdir)
+  if wall is None:
     print(f"{label}: training ...", flush=True)
     try:
       wall = grid_lib.run_point(config_arg, workdir, point, passthrough)
     except RuntimeError as e:
       raise UserError(f"{label} failed: {e}") from None
-    storage.write_text(workdir / grid_lib.RESULT_FILE,
-                       json.dumps({"point": point, "wall_seconds": wall}))
-  wall = json.loads((workdir / grid_lib.RESULT_FILE).read_text())["wall_seconds"]
   summary = {**grid_lib.summarise(workdir), "wall_s": wall}
   print(f"{label}: val_accuracy {grid_lib.format_value(summary['val_accuracy'])}, "
         f"test_accuracy {grid_lib.format_value(summary['test_accuracy'])} in {wall:.0f}s",
