@@ -190,6 +190,50 @@ def test_hf_dinov2_resamples_position_embeddings_as_transformers(tmp_path):
     assert_close(ours(checkpoint, images, return_representation=True), hf_output(reference, images))
 
 
+def _big_vision_resample_posemb(old, new_positions):
+  """big_vision's own high-res rule (models/vit.py, resample_posemb in load()): the
+  square grid zoomed with scipy.ndimage.zoom, order 1."""
+  import scipy.ndimage
+  old_side, new_side = int(np.sqrt(old.shape[1])), int(np.sqrt(new_positions))
+  zoom = (new_side / old_side, new_side / old_side, 1)
+  grid = scipy.ndimage.zoom(old.reshape(old_side, old_side, -1), zoom, order=1)
+  return grid.reshape(1, new_side * new_side, -1)
+
+
+def test_big_vision_resamples_position_embeddings_as_big_vision(tmp_path):
+  """A big_vision ViT (4x4 posemb grid) read from its .npz and fed 6x6 and 3x3 grids gives
+  the logits of the same model whose embeddings big_vision's load() zoomed."""
+  model = create_model("vit", num_classes=5, patch_size=8, hidden_size=32, num_layers=1,
+                       num_heads=2, mlp_dim=64, classifier="gap", class_token=False,
+                       posemb_prefix=False)
+  params = params_lib.flatten(jax.tree.map(np.asarray, model.init(
+      jax.random.key(0), np.zeros((1, 32, 32, 3)))["params"]))
+  params = {k: np.random.default_rng(len(k)).normal(size=v.shape).astype(np.float32) * 0.2
+            for k, v in params.items()}
+  posemb = params.pop("Transformer/posembed_input/pos_embedding")
+  # big_vision's own layout: the embeddings at the root, current block names.
+  flat = {"params/pos_embedding": posemb}
+  for key, value in params.items():
+    key = key.replace("LayerNorm_2", "LayerNorm_1").replace(
+        "MultiHeadDotProductAttention_1", "MultiHeadDotProductAttention_0").replace(
+            "MlpBlock_3", "MlpBlock_0")
+    flat[f"params/{key}"] = value
+  path = str(tmp_path / "bv.npz")
+  np.savez(path, **flat)
+  checkpoint = convert.read(path)
+  assert checkpoint.arch["posemb_resample"] == "bilinear_align_corners"
+  for size in (48, 24):
+    grid = size // 8
+    zoomed = dict(params, **{"Transformer/posembed_input/pos_embedding":
+                             _big_vision_resample_posemb(posemb, grid * grid)})
+    native = create_model("vit", num_classes=5, patch_size=8, hidden_size=32, num_layers=1,
+                          num_heads=2, mlp_dim=64, classifier="gap", class_token=False,
+                          posemb_prefix=False)
+    images = photos(size)
+    expected = np.asarray(native.apply({"params": params_lib.unflatten(zoomed)}, images))
+    assert_close(ours(checkpoint, images), expected)
+
+
 def test_export_to_timm_loads_in_timm(tmp_path):
   """A vit_jax DINOv2-style model -> timm .safetensors -> timm's own model: same logits."""
   model = create_model("DINOv2-S_14-reg4", num_classes=3, num_layers=2, posemb_grid=(4, 4))

@@ -60,8 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
       "representation_size": placeholder(int),  # pre_logits width (pre-training on 21k/JFT).
       "fc_norm": placeholder(bool),           # LayerNorm after pooling (timm), not before.
       "posemb": placeholder(str),             # 'learned' | 'sincos2d' | 'none'.
-      "posemb_resample": placeholder(str),    # to other grids: 'bilinear' | 'bicubic'.
-      "posemb_antialias": placeholder(bool),  # ... antialiased (timm, big_vision).
+      "posemb_resample": placeholder(str),    # 'bilinear' | 'bicubic' | 'bilinear_align_corners'.
+      "posemb_antialias": placeholder(bool),  # ... antialiased (timm).
       "posemb_prefix": placeholder(bool),     # learned embeddings cover [class] too.
       "posemb_grid": placeholder(tuple),      # learned grid, resampled to the input's.
       "distillation_token": placeholder(bool),  # DeiT's second token and head.

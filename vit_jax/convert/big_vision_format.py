@@ -3,7 +3,8 @@
 big_vision's ViT is this package's ViT with the current Flax block names (LayerNorm_0/1,
 MultiHeadDotProductAttention_0, MlpBlock_0), the position embedding at the root and
 over the patches only, optionally scanned layers, and tanh GELU. Position embeddings are
-resampled the way big_vision does (jax.image.resize bilinear, antialiased).
+resampled the way big_vision's `models/vit.py:load()` does (`scipy.ndimage.zoom`, order
+1: linear with the corners aligned, no antialiasing).
 """
 from __future__ import annotations
 
@@ -52,8 +53,8 @@ def to_params(flat: dict[str, np.ndarray], *,
       num_layers=sum(k.startswith("encoderblock_") for k in params["Transformer"]),
       num_heads=num_heads or query.shape[1],
       mlp_dim=block["MlpBlock_3"]["Dense_0"]["kernel"].shape[-1],
-      class_token="cls" in params, posemb_prefix=False, posemb_resample="bilinear",
-      posemb_antialias=True)
+      class_token="cls" in params, posemb_prefix=False,
+      posemb_resample="bilinear_align_corners", posemb_antialias=False)
   arch["classifier"] = "map" if "MAPHead_0" in params else ("token" if "cls" in params else "gap")
   if "pre_logits" in params:
     arch["representation_size"] = params["pre_logits"]["kernel"].shape[-1]

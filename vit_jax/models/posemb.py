@@ -3,8 +3,10 @@
 Resampling is a pair of (out, in) matrices applied to the grid's rows and columns,
 built in numpy from the sizes alone (static under jit) and matching
 `torch.nn.functional.interpolate(align_corners=False)` exactly, with and without
-`antialias`: timm resamples with bicubic + antialias, Hugging Face with plain bicubic,
-big_vision (jax.image.resize) with bilinear + antialias. A checkpoint records which.
+`antialias`: timm resamples with bicubic + antialias, Hugging Face with plain bicubic.
+big_vision's `load()` zooms with `scipy.ndimage.zoom(order=1)`: linear interpolation
+with the corner positions pinned ('bilinear_align_corners', torch's align_corners=True).
+A checkpoint records which.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from vit_jax.errors import UserError
 
-RESAMPLE_METHODS = ("bilinear", "bicubic")
+RESAMPLE_METHODS = ("bilinear", "bicubic", "bilinear_align_corners")
 
 
 def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
@@ -63,6 +65,19 @@ def _interpolating(size_in: int, size_out: int, method: str) -> np.ndarray:
   return matrix
 
 
+def _corner_aligned(size_in: int, size_out: int) -> np.ndarray:
+  """Linear interpolation that maps the first and last positions onto each other
+  (scipy.ndimage.zoom order=1, torch's align_corners=True): no antialiasing."""
+  src = np.arange(size_out) * ((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0)
+  lo = np.minimum(np.floor(src).astype(int), size_in - 1)
+  hi = np.minimum(lo + 1, size_in - 1)
+  frac = src - lo
+  matrix = np.zeros((size_out, size_in))
+  np.add.at(matrix, (np.arange(size_out), lo), 1 - frac)
+  np.add.at(matrix, (np.arange(size_out), hi), frac)
+  return matrix
+
+
 def _antialiased(size_in: int, size_out: int, method: str) -> np.ndarray:
   """torch's antialiased resampling (Pillow's): the kernel is stretched by the
   downscaling factor and renormalised over the taps inside the image."""
@@ -88,6 +103,8 @@ def resample_matrix(size_in: int, size_out: int, method: str = "bilinear",
     raise ValueError(f"Unknown resampling method {method!r}; use one of {RESAMPLE_METHODS}.")
   if size_in == size_out:
     return np.eye(size_in)
+  if method == "bilinear_align_corners":
+    return _corner_aligned(size_in, size_out)
   if antialias:
     return _antialiased(size_in, size_out, method)
   return _interpolating(size_in, size_out, method)

@@ -397,8 +397,10 @@ class VisionTransformer(nn.Module):
   posemb: str = "learned"         # 'learned' | 'sincos2d' | 'none'.
   posemb_prefix: bool = True      # learned embeddings cover the class/distillation tokens.
   posemb_grid: Optional[Sequence[int]] = None  # learned grid; None: the input's at init.
-  posemb_resample: str = "bilinear"   # to other grids at run time: 'bilinear' | 'bicubic'.
-  posemb_antialias: bool = False      # ... with antialiasing (timm, big_vision).
+  # To other grids at run time: 'bilinear' | 'bicubic' | 'bilinear_align_corners'
+  # (big_vision's scipy zoom), antialiased or not (timm: bicubic, antialiased).
+  posemb_resample: str = "bilinear"
+  posemb_antialias: bool = False
   layerscale_init: Optional[float] = None  # LayerScale on both residual branches.
   qk_norm: bool = False
   mlp_activation: str = "gelu_tanh"   # 'gelu_tanh' | 'gelu' | 'swiglu'.
