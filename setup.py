@@ -27,7 +27,7 @@ TENSORFLOW = ["tensorflow-cpu>=2.21,<3"]  # only to *prepare* TFDS datasets (dow
 # The reference implementations the converters are tested against (random weights, built
 # offline). torch is pinned to the CPU build these CI machines carry on disk; any torch
 # works for reading .pth files.
-REFERENCES = ["torch==2.13.0", "timm>=1.0.20", "transformers>=4.56"]
+REFERENCES = ["torch==2.13.0", "timm>=1.0.20", "transformers>=4.56", "open_clip_torch>=3.0"]
 
 # gs:// workdirs, data and checkpoints (Cloud TPU): fsspec's GCS client for files and
 # google-cloud-storage for the workdir lock's generation preconditions. TensorStore, which

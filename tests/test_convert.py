@@ -79,6 +79,8 @@ TIMM_MODELS = [
     ("vit_giant_patch14_dinov2", dict(depth=1, embed_dim=192, num_heads=3, num_classes=0), 28),
     ("deit_small_distilled_patch16_224", dict(depth=2), 64),
     ("vit_base_patch16_siglip_224", dict(depth=2, num_classes=7), 64),
+    # CLIP: pre-norm, no patch bias, QuickGELU, LayerNorm eps 1e-5, the projection as head.
+    ("vit_base_patch16_clip_quickgelu_224.openai", dict(depth=2), 64),
 ]
 
 
@@ -145,14 +147,19 @@ def _hf_models():
           num_attention_heads=4, num_register_tokens=4)), 42),
       ("siglip", lambda: t.SiglipVisionModel(t.SiglipVisionConfig(
           image_size=32, patch_size=8, **small)), 32),
+      ("clip", lambda: t.CLIPVisionModel(t.CLIPVisionConfig(
+          image_size=32, patch_size=8, **small)), 32),
+      ("clip_projection", lambda: t.CLIPVisionModelWithProjection(t.CLIPVisionConfig(
+          image_size=32, patch_size=8, projection_dim=16, **small)), 32),
   ]
 
 
 def hf_output(model, images):
   out = model(pixel_values=nchw(images))
-  if hasattr(out, "logits"):
-    return out.logits.numpy()
-  return out.pooler_output.numpy()
+  for name in ("logits", "image_embeds", "pooler_output"):  # image_embeds: CLIP's projection.
+    if getattr(out, name, None) is not None:
+      return getattr(out, name).numpy()
+  return out.last_hidden_state[:, 0].numpy()
 
 
 def save_hf(model, directory):
@@ -168,7 +175,8 @@ def test_hf_outputs_and_round_trip(tmp_path, name):
   checkpoint = convert.read(directory)
   images = photos(size)
   theirs = hf_output(reference, images)
-  has_logits = hasattr(reference(pixel_values=nchw(images)), "logits")
+  out = reference(pixel_values=nchw(images))
+  has_logits = hasattr(out, "logits") or hasattr(out, "image_embeds")
   assert_close(ours(checkpoint, images, return_representation=not has_logits), theirs)
   # Round trip through our HF export: the same tensors, and transformers loads it.
   exported = str(tmp_path / "exported")
@@ -178,6 +186,73 @@ def test_hf_outputs_and_round_trip(tmp_path, name):
     np.testing.assert_array_equal(params_lib.flatten(reloaded.params)[key], value, err_msg=key)
   loaded = type(reference).from_pretrained(exported).eval()
   assert_close(hf_output(loaded, images), theirs)
+
+
+def test_mae_encoder_from_a_transformers_pretraining_checkpoint(tmp_path):
+  """ViTMAEForPreTraining as the Hub ships it: the encoder is read, the decoder dropped
+  with a note; every token matches the reference (mask_ratio 0, tokens in order)."""
+  t = transformers
+  config = t.ViTMAEConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=128, mask_ratio=0.0,
+                          decoder_num_hidden_layers=1, decoder_hidden_size=32,
+                          decoder_intermediate_size=64)
+  reference = randomise(t.ViTMAEForPreTraining(config))
+  checkpoint = convert.read(save_hf(reference, str(tmp_path / "hf")))
+  assert any("decoder" in note for note in checkpoint.notes)
+  assert checkpoint.preprocessing["mean"] == timm_format.IMAGENET_MEAN
+  images = photos(32)
+  with torch.no_grad():
+    out = reference.vit(pixel_values=nchw(images), noise=torch.arange(16.0).expand(2, 16),
+                        output_hidden_states=True)
+  from vit_jax.analysis import features
+  from vit_jax.convert.pretrained import model_for
+  tokens = features.extract(model_for(checkpoint), checkpoint.params, images, blocks=(0,))
+  assert_close(tokens["patch_tokens"], out.last_hidden_state[:, 1:].numpy())
+  assert_close(tokens["block_0"], out.hidden_states[1].numpy())
+  assert_close(ours(checkpoint, images, return_representation=True),
+               out.last_hidden_state[:, 0].numpy())
+
+
+def _open_clip():
+  import open_clip  # after import_references: it imports torchvision.
+  return open_clip
+
+
+@pytest.mark.parametrize("quick_gelu", [True, False])
+def test_openclip_image_tower_and_export(tmp_path, quick_gelu):
+  """An OpenCLIP CLIP (random, small) saved as the Hub ships it: its image features
+  (encode_image, the projection included) and block outputs match; the text tower is
+  ignored; the export loads back into OpenCLIP's model.visual."""
+  open_clip = _open_clip()
+  model = open_clip.model.CLIP(
+      embed_dim=16, quick_gelu=quick_gelu,
+      vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=2, head_width=16),
+      text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1))
+  reference = randomise(model)
+  directory = tmp_path / "hub"
+  directory.mkdir()
+  save_timm(reference, str(directory / "open_clip_model.safetensors"))
+  (directory / "open_clip_config.json").write_text(json.dumps({
+      "model_cfg": {"quick_gelu": quick_gelu, "vision_cfg": {"head_width": 16}},
+      "preprocess_cfg": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}}))
+  checkpoint = convert.read(str(directory))
+  assert checkpoint.arch["mlp_activation"] == ("quick_gelu" if quick_gelu else "gelu")
+  assert checkpoint.preprocessing["mean"] == (0.5, 0.4, 0.3)
+  images = photos(32)
+  with torch.no_grad():
+    assert_close(ours(checkpoint, images), reference.encode_image(nchw(images)).numpy())
+  exported = str(tmp_path / "visual.safetensors")
+  convert.write_openclip(checkpoint, exported)
+  from safetensors.torch import load_file
+  fresh = open_clip.model.CLIP(
+      embed_dim=16, quick_gelu=quick_gelu,
+      vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=2, head_width=16),
+      text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1)).eval()
+  fresh.visual.load_state_dict({k.removeprefix("visual."): v
+                                for k, v in load_file(exported).items()})
+  with torch.no_grad():
+    assert_close(fresh.encode_image(nchw(images)).numpy(),
+                 reference.encode_image(nchw(images)).numpy())
 
 
 def test_hf_dinov2_resamples_position_embeddings_as_transformers(tmp_path):

@@ -59,6 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
       "num_registers": placeholder(int),      # register tokens (DINOv2-reg).
       "representation_size": placeholder(int),  # pre_logits width (pre-training on 21k/JFT).
       "fc_norm": placeholder(bool),           # LayerNorm after pooling (timm), not before.
+      "pre_norm": placeholder(bool),          # LayerNorm before the blocks (CLIP).
+      "patch_bias": placeholder(bool),        # patch embedding bias (CLIP: none).
       "posemb": placeholder(str),             # 'learned' | 'sincos2d' | 'none'.
       "posemb_resample": placeholder(str),    # 'bilinear' | 'bicubic' | 'bilinear_align_corners'.
       "posemb_antialias": placeholder(bool),  # ... antialiased (timm).

@@ -1,14 +1,16 @@
 r"""Convert checkpoints into vit_jax's `.npz` (architecture and preprocessing recorded), or
-export a run / `.npz` to timm or Hugging Face.
+export a run / `.npz` to timm, Hugging Face or OpenCLIP.
 
     python -m vit_jax.convert SRC OUT.npz [--timm_model=NAME] [--num_heads=N]
     python -m vit_jax.convert --to=timm RUN_OR_NPZ OUT.safetensors
     python -m vit_jax.convert --to=hf RUN_OR_NPZ OUT_DIR
+    python -m vit_jax.convert --to=openclip RUN_OR_NPZ OUT.safetensors   (CLIP towers)
 
 SRC: a timm `.safetensors` / `.pth` (the model name is read from a Hub `config.json`
 beside it, else give --timm_model where it matters: heads of unusual widths, SigLIP's
-tanh GELU, the mean/std), a Hugging Face model directory (ViT, DeiT, DINOv2, DINOv2 with
-registers, SigLIP), a big_vision `.npz`, a published ViT / Mixer `.npz`, or a run's
+tanh GELU, the mean/std), an OpenCLIP `.safetensors` / `.bin` (its image tower), a
+Hugging Face model directory (ViT, DeiT, DINOv2, DINOv2 with registers, MAE, SigLIP,
+CLIP), a big_vision `.npz`, a published ViT / Mixer `.npz`, or a run's
 workdir. OUT.npz then works as `--config.pretrained=OUT.npz`, in `vit_jax.cli.predict`
 and `vit_jax.cli.evaluate`, and in `vit_jax.load_pretrained` with no further flags.
 """
@@ -16,7 +18,7 @@ from absl import flags
 
 from vit_jax.cli import common
 
-flags.DEFINE_enum("to", "npz", ["npz", "timm", "hf"], "Output format.")
+flags.DEFINE_enum("to", "npz", ["npz", "timm", "hf", "openclip"], "Output format.")
 flags.DEFINE_string("timm_model", None, "timm model name of SRC, where it cannot be inferred.")
 flags.DEFINE_string("model", None, "vit_jax preset of a published .npz (R50 hybrids only).")
 flags.DEFINE_integer("num_heads", None, "Attention heads, where the width does not tell.")
@@ -35,12 +37,13 @@ def describe(checkpoint) -> str:
 
 def main(argv):
   from vit_jax import convert, storage  # pylint: disable=g-import-not-at-top
+  from vit_jax.convert import timm_format  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if len(argv) != 3:
     raise UserError("give a source and an output: python -m vit_jax.convert SRC OUT")
   source, out = argv[1:]
   if FLAGS.to == "npz" and not out.endswith(".npz"):
-    raise UserError(f"OUT={out!r} must end in .npz (or pass --to=timm / --to=hf).")
+    raise UserError(f"OUT={out!r} must end in .npz (or pass --to=timm / hf / openclip).")
   if storage.path(out).exists():
     raise UserError(f"{out} already exists; choose another name (nothing was overwritten).")
   checkpoint = convert.read(source, timm_model=FLAGS.timm_model, model_name=FLAGS.model,
@@ -53,8 +56,14 @@ def main(argv):
     convert.write_npz(checkpoint, out)
   elif FLAGS.to == "timm":
     kwargs = convert.write_timm(checkpoint, out)
-    print(f"timm: VisionTransformer(**{kwargs}).load_state_dict(safetensors.torch."
+    eps = timm_format.norm_epsilon(checkpoint.arch)
+    norm = "" if eps == 1e-6 else f", norm_layer=functools.partial(torch.nn.LayerNorm, eps={eps})"
+    print(f"timm: VisionTransformer(**{kwargs}{norm}).load_state_dict(safetensors.torch."
           f"load_file({out!r}))")
+  elif FLAGS.to == "openclip":
+    convert.write_openclip(checkpoint, out)
+    print(f"OpenCLIP: model.visual.load_state_dict({{k.removeprefix('visual.'): v for k, v "
+          f"in safetensors.torch.load_file({out!r}).items()}})")
   else:
     architecture = convert.write_hf(checkpoint, out)
     print(f"transformers: {architecture}.from_pretrained({out!r})")

@@ -3,7 +3,8 @@ preprocessing), used by `load_pretrained`, fine-tuning, inference, evaluation an
 converters alike.
 
 `path` is a published or converted `.npz`, a big_vision `.npz`, a Hugging Face model
-directory, a timm `.safetensors` / `.pth` file, or a vit_jax run's workdir. Parameters
+directory, a timm or OpenCLIP `.safetensors` / `.pth` file (or a Hub directory of one), or
+a vit_jax run's workdir. Parameters
 are in vit_jax's layout (per-layer blocks, published names); a run's are read only when
 first used, and can go straight onto a mesh (`Checkpoint.placed`). Nothing here needs
 torch, timm or transformers, except `.pth` / `pytorch_model.bin` files (torch pickles).
@@ -23,8 +24,8 @@ from etils import epath
 
 from vit_jax import config as config_lib
 from vit_jax import sharding, storage
-from vit_jax.convert import (big_vision_format, hf_format, hub, npz_format, run_format,
-                             timm_format)
+from vit_jax.convert import (big_vision_format, hf_format, hub, npz_format,
+                             openclip_format, run_format, timm_format)
 from vit_jax.errors import UserError
 from vit_jax.models import MODEL_PRESETS, family_module, resolve_family, resolve_model_name
 from vit_jax.models import family as family_lib
@@ -319,8 +320,12 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
   if hub.is_hub_name(path):
     path = hub.snapshot(path)
   path = storage.path(path)
-  if path.is_dir() and not is_hf_directory(path) and (path / "model.safetensors").exists():
-    path = path / "model.safetensors"  # a timm Hub repository: config.json names the model.
+  if path.is_dir() and not is_hf_directory(path):
+    # A timm Hub repository (config.json names the model) or an OpenCLIP one.
+    for name in ("model.safetensors", *openclip_format.WEIGHT_FILES):
+      if (path / name).exists():
+        path = path / name
+        break
   if params != "live" and not (path.is_dir() and not is_hf_directory(path)):
     raise UserError(f"params={params!r}: only a vit_jax run has a moving average; "
                     f"{os.fspath(path)} is not one.")
@@ -331,11 +336,17 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
   if path.name.endswith(".npz"):
     return _read_npz(path, model_name, num_heads)
   if path.name.endswith((".safetensors", ".pth", ".pt", ".bin")):
+    state = _load_tensors(path)
+    if openclip_format.is_openclip(state):
+      arch, flat, preprocessing = openclip_format.to_params(
+          state, read_json(path.parent / "open_clip_config.json"), num_heads)
+      return Checkpoint.of(arch, unflatten(flat), preprocessing,
+                           f"OpenCLIP image tower {path}")
     name = _timm_name(path, timm_model)
-    arch, flat, preprocessing = timm_format.to_params(_load_tensors(path), name=name,
-                                                      num_heads=num_heads)
+    arch, flat, preprocessing = timm_format.to_params(state, name=name, num_heads=num_heads)
     preprocessing = {**preprocessing, **_timm_pretrained_cfg(path)}
     return Checkpoint.of(arch, unflatten(flat), preprocessing,
                          f"timm checkpoint {path}" + (f" ({name})" if name else ""))
   raise UserError(f"Cannot tell the format of {path!r}: expected a .npz, a .safetensors / "
-                  f".pth (timm), a Hugging Face model directory or a vit_jax workdir.")
+                  f".pth (timm, OpenCLIP), a Hugging Face model directory or a vit_jax "
+                  f"workdir.")

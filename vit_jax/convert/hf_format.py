@@ -1,5 +1,5 @@
-"""Hugging Face `transformers` vision models: ViT, DeiT, DINOv2 (with registers) and the
-SigLIP vision tower, as a model directory (config.json + model.safetensors or
+"""Hugging Face `transformers` vision models: ViT, DeiT, DINOv2 (with registers), MAE's
+encoder and the SigLIP and CLIP vision towers, as a model directory (config.json + model.safetensors or
 pytorch_model.bin, optionally preprocessor_config.json).
 
 The architecture and preprocessing come from the JSON files; transformers itself is not
@@ -16,25 +16,32 @@ from vit_jax.convert.layouts import Rule, dense, heads, norm
 from vit_jax.convert.timm_format import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from vit_jax.errors import UserError
 
-MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers", "siglip_vision_model")
+MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_mae",
+               "siglip_vision_model", "clip_vision_model")
+# Full image-text models: their vision tower is read, the text tower ignored.
+_TOWERS = {"siglip": "siglip_vision_model", "clip": "clip_vision_model"}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Activation names in HF configs -> ours.
 _ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
-                "gelu_fast": "gelu_tanh"}
+                "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu"}
 _DEFAULT_NORMALISATION = {"vit": (INCEPTION_MEAN, INCEPTION_STD),
                           "siglip_vision_model": (INCEPTION_MEAN, INCEPTION_STD),
                           "deit": (IMAGENET_MEAN, IMAGENET_STD),
                           "dinov2": (IMAGENET_MEAN, IMAGENET_STD),
-                          "dinov2_with_registers": (IMAGENET_MEAN, IMAGENET_STD)}
+                          "dinov2_with_registers": (IMAGENET_MEAN, IMAGENET_STD),
+                          "vit_mae": (IMAGENET_MEAN, IMAGENET_STD),
+                          "clip_vision_model": (CLIP_MEAN, CLIP_STD)}
 _PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
 
 
 def vision_config(config: dict) -> dict:
-  """The vision part of a config.json (a full SigLIP model nests it)."""
-  if config.get("model_type") == "siglip":
-    return {**config["vision_config"], "model_type": "siglip_vision_model"}
+  """The vision part of a config.json (a full SigLIP / CLIP model nests it)."""
+  if config.get("model_type") in _TOWERS:
+    return {**config["vision_config"], "model_type": _TOWERS[config["model_type"]]}
   if config.get("model_type") not in MODEL_TYPES:
     raise UserError(f"Hugging Face model_type {config.get('model_type')!r} is not supported; "
-                    f"supported: {', '.join(MODEL_TYPES)}, siglip.")
+                    f"supported: {', '.join(MODEL_TYPES)}, {', '.join(_TOWERS)}.")
   return config
 
 
@@ -53,6 +60,9 @@ def arch_of(config: dict) -> dict[str, Any]:
   if kind == "siglip_vision_model":
     arch.update(classifier="map" if config.get("vision_use_head", True) else "gap",
                 class_token=False, posemb_prefix=False)
+  elif kind == "clip_vision_model":  # pre-norm, a bias-free patch embedding.
+    arch.update(classifier="token", class_token=True, posemb_prefix=True, pre_norm=True,
+                patch_bias=False)
   else:
     arch.update(classifier="token", class_token=True, posemb_prefix=True)
   if kind == "deit":
@@ -88,7 +98,8 @@ def preprocessing(config: dict, processor: Optional[dict]) -> dict:
 def _prefix(kind: str, state: dict) -> str:
   candidates = {"vit": ("vit.", ""), "deit": ("deit.", ""), "dinov2": ("dinov2.", ""),
                 "dinov2_with_registers": ("dinov2_with_registers.", ""),
-                "siglip_vision_model": ("vision_model.", "")}[kind]
+                "vit_mae": ("vit.", ""), "siglip_vision_model": ("vision_model.", ""),
+                "clip_vision_model": ("vision_model.", "")}[kind]
   for prefix in candidates:
     if any(key.startswith(prefix + "encoder.") for key in state):
       return prefix
@@ -100,7 +111,7 @@ def _block(arch: dict, kind: str, p: str) -> list[tuple[str, str, str]]:
   ours = "Transformer/encoderblock_{i}"
   attention = f"{ours}/MultiHeadDotProductAttention_1"
   mlp = f"{ours}/MlpBlock_3"
-  if kind == "siglip_vision_model":
+  if kind in ("siglip_vision_model", "clip_vision_model"):
     theirs = p + "encoder.layers.{i}"
     return [*norm(f"{ours}/LayerNorm_0", f"{theirs}.layer_norm1"),
             *heads(f"{attention}/query", f"{theirs}.self_attn.q_proj"),
@@ -148,6 +159,15 @@ def _top(arch: dict, kind: str, p: str, heads_present: tuple[str, ...]) -> list[
               *dense("MAPHead_0/MlpBlock_0/Dense_0", p + "head.mlp.fc1"),
               *dense("MAPHead_0/MlpBlock_0/Dense_1", p + "head.mlp.fc2")]
     return top
+  if kind == "clip_vision_model":
+    top = [("embedding/kernel", emb + "patch_embedding.weight", "conv"),
+           ("cls", emb + "class_embedding", "token"),
+           ("Transformer/posembed_input/pos_embedding", emb + "position_embedding.weight", "table"),
+           *norm("Transformer/pre_norm", p + "pre_layrnorm"),
+           *norm("Transformer/encoder_norm", p + "post_layernorm")]
+    if "visual_projection" in heads_present:  # CLIP's projection: a head without bias.
+      top.append(("head/kernel", "visual_projection.weight", "linear"))
+    return top
   top = [("embedding/kernel", emb + "patch_embeddings.projection.weight", "conv"),
          ("embedding/bias", emb + "patch_embeddings.projection.bias", "same"),
          ("cls", emb + "cls_token", "same"),
@@ -180,7 +200,7 @@ def _ignored(key: str) -> bool:
   """Tensors that carry no weights of the image model (DINOv2's mask token for its
   pre-training, a full SigLIP's text tower and logit scale, position-id buffers)."""
   return (key.endswith(("mask_token", "position_ids"))
-          or key.startswith(("text_model.", "logit_")))
+          or key.startswith(("text_model.", "logit_", "text_projection.", "decoder.")))
 
 
 def to_params(config: dict, state: dict[str, np.ndarray],
@@ -201,10 +221,16 @@ def to_params(config: dict, state: dict[str, np.ndarray],
                  "mean patch token); the backbone is kept")
   if prefix + "pooler.dense.weight" in state:
     arch["representation_size"] = state[prefix + "pooler.dense.weight"].shape[0]
-  present = tuple(k.removesuffix(".weight") for k in state if k.endswith("classifier.weight"))
+  present = tuple(k.removesuffix(".weight") for k in state
+                  if k.endswith("classifier.weight") or k == "visual_projection.weight")
+  if kind == "vit_mae" and any(k.startswith("decoder.") for k in state):
+    notes.append("dropped MAE's pre-training decoder; the encoder is kept")
+  flat_head = "visual_projection" in present
   rule_list, fused = rules(arch, kind, prefix, present)
   flat = layouts.import_state(state, rule_list, heads=arch["num_heads"], fused=fused,
                               ignore=_ignored, source=f"{kind} checkpoint")
+  if flat_head:
+    flat["head/bias"] = np.zeros(flat["head/kernel"].shape[-1], np.float32)
   return arch, flat, preprocessing(config, processor), notes
 
 
@@ -212,6 +238,14 @@ def export_kind(arch: dict) -> str:
   """The transformers model that represents our arch exactly."""
   cls = layouts.has_class_token(arch)
   token = arch.get("classifier", "token") == "token" and cls
+  plain = not (arch.get("num_registers") or arch.get("qk_norm") or arch.get("distillation_token")
+               or arch.get("layerscale_init") is not None or arch.get("mlp_activation") == "swiglu")
+  if arch.get("pre_norm") or not arch.get("patch_bias", True):
+    if (arch.get("pre_norm") and not arch.get("patch_bias", True) and token and plain
+        and arch.get("posemb_prefix", True) and arch.get("posemb", "learned") == "learned"):
+      return "clip_vision_model"
+    raise UserError("transformers has a pre-norm ViT only as CLIP's (a [class] token, no "
+                    "patch-embedding bias, no registers or LayerScale); export to .npz instead.")
   if arch.get("classifier") == "map" and not cls and not arch.get("posemb_prefix", True):
     return "siglip_vision_model"
   if token and arch.get("posemb_prefix", True) and arch.get("posemb", "learned") == "learned":
@@ -245,7 +279,8 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
   """(config.json, state dict, preprocessor_config.json) of our params."""
   kind = export_kind(arch)
   grid = arch.get("posemb_grid") or (14, 14)
-  act = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "swiglu": "gelu"}
+  act = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "swiglu": "gelu",
+         "quick_gelu": "quick_gelu"}
   config = {"model_type": kind, "hidden_size": arch["hidden_size"],
             "num_hidden_layers": arch["num_layers"],
             "num_attention_heads": arch["num_heads"], "intermediate_size": arch["mlp_dim"],
@@ -260,18 +295,28 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
                   use_swiglu_ffn=arch.get("mlp_activation") == "swiglu",
                   num_register_tokens=arch.get("num_registers", 0))
     has_head = False
-  prefix = {"siglip_vision_model": "vision_model.", "vit": "vit." if has_head else "",
+  if kind == "clip_vision_model" and has_head:
+    if np.any(flat.get("head/bias", 0) != 0):
+      raise UserError("CLIP's visual projection has no bias but this head's is non-zero (a "
+                      "classifier, not the projection); export to timm or .npz instead.")
+    config["projection_dim"] = flat["head/kernel"].shape[-1]
+    flat = {k: v for k, v in flat.items() if k != "head/bias"}
+  prefix = {"siglip_vision_model": "vision_model.", "clip_vision_model": "vision_model.",
+            "vit": "vit." if has_head else "",
             "deit": "deit." if has_head else ""}.get(kind, "")
   architecture = {"vit": "ViTForImageClassification" if has_head else "ViTModel",
                   "deit": "DeiTForImageClassificationWithTeacher" if has_head else "DeiTModel",
                   "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
-                  "siglip_vision_model": "SiglipVisionModel"}[kind]
+                  "siglip_vision_model": "SiglipVisionModel",
+                  "clip_vision_model": "CLIPVisionModelWithProjection" if has_head
+                  else "CLIPVisionModel"}[kind]
   config["architectures"] = [architecture]
-  if has_head:
+  if has_head and kind != "clip_vision_model":
     config["num_labels"] = flat["head/kernel"].shape[-1]
   flat = {k: v for k, v in flat.items() if has_head or not k.startswith("head")}
-  present = (("cls_classifier", "distillation_classifier") if kind == "deit" else
-             ("classifier",)) if has_head else ()
+  present = ({"deit": ("cls_classifier", "distillation_classifier"),
+              "clip_vision_model": ("visual_projection",)}.get(kind, ("classifier",))
+             if has_head else ())
   rule_list, fused = rules(arch, kind, prefix, present)
   state = layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
   processor = {"image_mean": list(preprocess["mean"]), "image_std": list(preprocess["std"]),

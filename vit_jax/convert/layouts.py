@@ -55,6 +55,8 @@ def _transforms(heads: int) -> dict[str, tuple[Callable, Callable]]:
                     lambda x: x.reshape(-1, x.shape[-1]).T),
       # an embedding table (tokens, dim) <-> (1, tokens, dim)
       "table": (lambda x: x[None], lambda x: x[0]),
+      # a single token (dim,) <-> (1, 1, dim): CLIP's class embedding
+      "token": (lambda x: x[None, None], lambda x: x[0, 0]),
   }
 
 

@@ -43,10 +43,13 @@ def infer_arch(state: dict[str, np.ndarray], name: Optional[str] = None,
   fc2_in = state["blocks.0.mlp.fc2.weight"].shape[1]
   swiglu = "blocks.0.mlp.fc1_g.weight" in state or fc1 == 2 * fc2_in
   name = name or ""
+  # timm's ports use exact GELU; OpenAI CLIP weights under a *_quickgelu_* name were
+  # trained with QuickGELU (timm also serves them under plain names, with GELU).
+  act = "swiglu" if swiglu else ("quick_gelu" if "quickgelu" in name else "gelu")
   arch = dict(family="vit", patch_size=patch, hidden_size=width, num_layers=layers,
               num_heads=num_heads or HEADS_BY_WIDTH.get(width), mlp_dim=fc2_in,
-              mlp_activation="swiglu" if swiglu else "gelu",  # timm's ports: exact GELU.
-              layernorm_epsilon=1e-6, posemb_resample="bicubic", posemb_antialias=True)
+              mlp_activation=act, layernorm_epsilon=1e-5 if "_clip" in name else 1e-6,
+              posemb_resample="bicubic", posemb_antialias=True)
   if arch["num_heads"] is None:
     raise UserError(f"Cannot tell the attention heads of a width-{width} timm model; pass "
                     f"--num_heads.")
@@ -57,6 +60,8 @@ def infer_arch(state: dict[str, np.ndarray], name: Optional[str] = None,
   arch["layerscale_init"] = 1e-5 if "blocks.0.ls1.gamma" in state else None
   arch["qk_norm"] = "blocks.0.attn.q_norm.weight" in state
   arch["fc_norm"] = "fc_norm.weight" in state
+  arch["pre_norm"] = "norm_pre.weight" in state  # CLIP towers: and no patch bias.
+  arch["patch_bias"] = "patch_embed.proj.bias" in state
   if "attn_pool.latent" in state:
     arch["classifier"] = "map"
   elif arch["fc_norm"] or not has_cls or "gap" in name or "avg" in name:
@@ -109,8 +114,11 @@ def _block(arch: dict) -> list[tuple[str, str, str]]:
 
 
 def rules(arch: dict, *, head: bool, head_dist: bool = False) -> tuple[list[Rule], list[layouts.Fused]]:
-  top = [("embedding/kernel", "patch_embed.proj.weight", "conv"),
-         ("embedding/bias", "patch_embed.proj.bias", "same")]
+  top = [("embedding/kernel", "patch_embed.proj.weight", "conv")]
+  if arch.get("patch_bias", True):
+    top.append(("embedding/bias", "patch_embed.proj.bias", "same"))
+  if arch.get("pre_norm"):
+    top += norm("Transformer/pre_norm", "norm_pre")
   if layouts.has_class_token(arch):
     top.append(("cls", "cls_token", "same"))
   if arch.get("distillation_token"):
@@ -191,6 +199,10 @@ def from_params(arch: dict, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray
   if arch.get("posemb") == "sincos2d" or arch.get("representation_size"):
     raise UserError("timm's VisionTransformer has no sincos2d position embeddings or "
                     "pre-logits layer; export this model to .npz instead.")
+  if arch.get("pre_norm", False) == arch.get("patch_bias", True):
+    raise UserError("timm's VisionTransformer has a patch-embedding bias exactly when it "
+                    "has no pre-norm (pre_norm=True: CLIP, no bias); export this model to "
+                    ".npz instead.")
   rule_list, fused = rules(arch, head="head/kernel" in flat, head_dist="head_dist/kernel" in flat)
   return layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
 
@@ -209,10 +221,16 @@ def timm_kwargs(arch: dict, num_classes: int) -> dict[str, Any]:
                 global_pool={"token": "token", "gap": "avg", "map": "map"}[
                     arch.get("classifier", "token")],
                 pos_embed="learn" if arch.get("posemb", "learned") == "learned" else "none",
-                dynamic_img_size=True)
+                pre_norm=arch.get("pre_norm", False), dynamic_img_size=True)
   if arch.get("mlp_activation") == "swiglu":  # caller adds mlp_layer=SwiGLUPacked.
     kwargs.update(mlp_ratio=2 * kwargs["mlp_ratio"], act_layer="silu")
   else:
-    kwargs["act_layer"] = {"gelu_tanh": "gelu_tanh"}.get(
+    kwargs["act_layer"] = {"gelu_tanh": "gelu_tanh", "quick_gelu": "quick_gelu"}.get(
         arch.get("mlp_activation", "gelu_tanh"), "gelu")  # unset: the model default, tanh.
   return kwargs
+
+
+def norm_epsilon(arch: dict) -> float:
+  """The LayerNorm epsilon, which timm takes as `norm_layer=partial(nn.LayerNorm, eps=...)`
+  (a callable, so not among the kwargs): timm's default is 1e-6, CLIP's 1e-5."""
+  return arch.get("layernorm_epsilon", 1e-6)

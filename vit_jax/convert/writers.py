@@ -1,5 +1,5 @@
 """Writing a `Checkpoint` out: vit_jax's `.npz` (architecture and preprocessing recorded),
-a timm state dict, a Hugging Face model directory."""
+a timm state dict, a Hugging Face model directory, an OpenCLIP image tower."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from vit_jax import storage
-from vit_jax.convert import hf_format, npz_format, timm_format
+from vit_jax.convert import hf_format, npz_format, openclip_format, timm_format
 from vit_jax.convert.checkpoint import Checkpoint
 from vit_jax.models import vit_layout
 from vit_jax.models.params import flatten
@@ -54,3 +54,9 @@ def write_hf(checkpoint: Checkpoint, directory: str) -> str:
   for name, content in (("config.json", config), ("preprocessor_config.json", processor)):
     storage.write_text(directory / name, json.dumps(content, indent=2))
   return config["architectures"][0]
+
+
+def write_openclip(checkpoint: Checkpoint, path: str) -> None:
+  """The `visual.*` tensors of an OpenCLIP model, as .safetensors."""
+  _save_safetensors(openclip_format.from_params(_arch_with_grid(checkpoint),
+                                                flatten(checkpoint.params)), path)

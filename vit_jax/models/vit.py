@@ -44,9 +44,16 @@ ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
 CLASSIFIERS = ("token", "gap", "map")
 POSEMB_KINDS = ("learned", "sincos2d", "none")
 # gelu_tanh: the tanh approximation, as the published ViT checkpoints were trained (and
-# big_vision, SigLIP); gelu: exact erf GELU (timm, DINOv2, DeiT); swiglu: SiLU-gated
-# (DINOv2-g): Dense_0 packs the [gate, value] halves, silu(gate) * value.
-MLP_ACTIVATIONS = ("gelu_tanh", "gelu", "swiglu")
+# big_vision, SigLIP); gelu: exact erf GELU (timm, DINOv2, DeiT); quick_gelu: OpenAI
+# CLIP's x * sigmoid(1.702 x); swiglu: SiLU-gated (DINOv2-g): Dense_0 packs the
+# [gate, value] halves, silu(gate) * value.
+MLP_ACTIVATIONS = ("gelu_tanh", "gelu", "quick_gelu", "swiglu")
+
+
+def activation(x, name: str):
+  if name == "quick_gelu":
+    return x * jax.nn.sigmoid(1.702 * x)
+  return nn.gelu(x, approximate=name == "gelu_tanh")
 
 
 def layer_norm(name: str, epsilon: float, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
@@ -74,7 +81,7 @@ class MlpBlock(nn.Module):
       gate, value = jnp.split(x, 2, axis=-1)
       x = nn.silu(gate) * value
     else:
-      x = nn.gelu(x, approximate=self.activation == "gelu_tanh")
+      x = activation(x, self.activation)
     x = constrain(x, ("act_batch", "act_length", "act_mlp"))
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     x = dense(hidden, kernel_init=partitioned(_kernel_init, ("mlp", "embed")),
@@ -290,6 +297,7 @@ class Encoder(nn.Module):
   posemb_grid: Optional[tuple[int, int]] = None
   posemb_resample: str = "bilinear"
   posemb_antialias: bool = False
+  pre_norm: bool = False          # a LayerNorm before the blocks (CLIP's ln_pre).
   final_norm: bool = True
   stochastic_depth_rate: float = 0.0
   dropout_rate: float = 0.0
@@ -321,6 +329,9 @@ class Encoder(nn.Module):
     prefix, patches = self._embed_positions(prefix, patches)
     x = jnp.concatenate([prefix, registers, patches], axis=1)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    if self.pre_norm:
+      x = layer_norm("pre_norm", self.block["layernorm_epsilon"], self.dtype,
+                     self.param_dtype)(x)
     x = constrain(x.astype(self.dtype), ("act_batch", "act_length", "act_embed"))
     block = Encoder1DBlock
     if self.remat_policy != "none":
@@ -406,6 +417,8 @@ class VisionTransformer(nn.Module):
   mlp_activation: str = "gelu_tanh"   # 'gelu_tanh' | 'gelu' | 'swiglu'.
   layernorm_epsilon: float = 1e-6
   fc_norm: bool = False           # LayerNorm after pooling instead of before (timm).
+  pre_norm: bool = False          # LayerNorm on the embedded tokens (CLIP's ln_pre).
+  patch_bias: bool = True         # the patch embedding's bias (CLIP has none).
   representation_size: Optional[int] = None
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -491,7 +504,7 @@ class VisionTransformer(nn.Module):
     self._check_divisible(images, *x.shape[1:3])
     x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
                 strides=(self.patch_size, self.patch_size), padding="VALID",
-                dtype=self.dtype, param_dtype=self.param_dtype,
+                use_bias=self.patch_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                 kernel_init=partitioned(nn.initializers.lecun_normal(),
                                         (None, None, None, "embed")),
                 bias_init=partitioned(nn.initializers.zeros, ("embed",)),
@@ -508,7 +521,8 @@ class VisionTransformer(nn.Module):
                 posemb=self.posemb, posemb_prefix=self.posemb_prefix,
                 posemb_grid=tuple(self.posemb_grid) if self.posemb_grid else None,
                 posemb_resample=self.posemb_resample,
-                posemb_antialias=self.posemb_antialias, final_norm=not self.fc_norm,
+                posemb_antialias=self.posemb_antialias, pre_norm=self.pre_norm,
+                final_norm=not self.fc_norm,
                 stochastic_depth_rate=self.stochastic_depth_rate,
                 dropout_rate=self.dropout_rate, remat_policy=self.remat_policy,
                 scan_layers=self.scan_layers, dtype=self.dtype, param_dtype=self.param_dtype,

@@ -6,6 +6,7 @@ Raw-pixel input (`uint8_input`) and the features output are done in torch around
 model, as the JAX graph does them."""
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tempfile
@@ -13,7 +14,7 @@ import tempfile
 import numpy as np
 
 from vit_jax.convert import Checkpoint
-from vit_jax.convert import writers
+from vit_jax.convert import timm_format, writers
 from vit_jax.convert.pretrained import Preprocessing
 from vit_jax.errors import UserError
 from vit_jax.serving import graph
@@ -59,6 +60,8 @@ def export_bytes(checkpoint: Checkpoint, *, output: str, dtype: str, uint8_input
     kwargs["dynamic_img_size"] = False
     if checkpoint.arch.get("mlp_activation") == "swiglu":
       kwargs["mlp_layer"] = timm.layers.SwiGLUPacked
+    kwargs["norm_layer"] = functools.partial(torch.nn.LayerNorm,
+                                             eps=timm_format.norm_epsilon(checkpoint.arch))
     from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
     model = timm.models.vision_transformer.VisionTransformer(**kwargs)
     model.load_state_dict(load_file(weights))
