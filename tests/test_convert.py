@@ -82,6 +82,14 @@ TIMM_MODELS = [
     # CLIP: pre-norm, no patch bias, QuickGELU, LayerNorm eps 1e-5, the projection as head.
     ("vit_base_patch16_clip_quickgelu_224.openai", dict(depth=2), 64),
 ]
+# timm's Eva class: rotary embeddings. (name, overrides, the size the weights are for.)
+EVA_MODELS = [
+    ("vit_small_patch16_dinov3", dict(depth=2, num_classes=5), 64),       # no qkv bias
+    ("vit_small_patch16_dinov3_qkvb", dict(depth=2, num_classes=5), 64),  # q, v biases
+    ("vit_small_plus_patch16_dinov3", dict(depth=1), 64),                 # SwiGLU
+    ("eva02_tiny_patch14_224", dict(depth=2, num_classes=5), 56),         # packed SwiGLU
+    ("eva02_base_patch14_224", dict(depth=1, embed_dim=192, num_heads=3), 56),  # sub-LN
+]
 
 
 @pytest.mark.parametrize("name,overrides,size", TIMM_MODELS, ids=[m[0] for m in TIMM_MODELS])
@@ -99,6 +107,28 @@ def test_timm_logits(tmp_path, name, overrides, size):
   assert sorted(back) == sorted(original)
   for key, value in back.items():
     np.testing.assert_array_equal(value, original[key], err_msg=key)
+
+
+@pytest.mark.parametrize("name,overrides,size", EVA_MODELS, ids=[m[0] for m in EVA_MODELS])
+def test_timm_eva_rotary_models(tmp_path, name, overrides, size):
+  """DINOv3 and EVA-02 from timm's Eva: logits and every token (forward_features) at the
+  size the weights are for and at a larger and a smaller one (rotary angles and absolute
+  embeddings recomputed / resampled as timm does with dynamic_img_size)."""
+  reference = randomise(timm.create_model(name, pretrained=False, img_size=size,
+                                          dynamic_img_size=True, **overrides))
+  path = str(tmp_path / "model.safetensors")
+  save_timm(reference, path)
+  checkpoint = convert.read(path, timm_model=name)
+  from vit_jax.analysis import features
+  from vit_jax.convert.pretrained import model_for
+  for factor in (1.0, 1.5, 0.5):
+    side = int(size * factor) // checkpoint.arch["patch_size"] * checkpoint.arch["patch_size"]
+    images = photos(side)
+    with torch.no_grad():
+      assert_close(ours(checkpoint, images), reference(nchw(images)).numpy())
+      tokens = reference.forward_features(nchw(images)).numpy()
+    out = features.extract(model_for(checkpoint), checkpoint.params, images)
+    assert_close(np.concatenate([out["prefix_tokens"], out["patch_tokens"]], axis=1), tokens)
 
 
 def test_timm_resamples_position_embeddings_as_timm(tmp_path):
@@ -253,6 +283,38 @@ def test_openclip_image_tower_and_export(tmp_path, quick_gelu):
   with torch.no_grad():
     assert_close(fresh.encode_image(nchw(images)).numpy(),
                  reference.encode_image(nchw(images)).numpy())
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_hf_dinov3_tokens_any_size_and_round_trip(tmp_path, gated):
+  """transformers' DINOv3ViTModel (registers, no key bias; gated SiLU MLP or GELU): the
+  pooled [class] token, every block's output and the patch tokens match at the size of
+  the config and at other sizes (rotary angles recomputed per grid); the export loads
+  back into transformers with the same outputs."""
+  t = transformers
+  config = t.DINOv3ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, intermediate_size=128,
+                             num_register_tokens=2, use_gated_mlp=gated,
+                             hidden_act="silu" if gated else "gelu")
+  reference = randomise(t.DINOv3ViTModel(config))
+  checkpoint = convert.read(save_hf(reference, str(tmp_path / "hf")))
+  from vit_jax.analysis import features
+  from vit_jax.convert.pretrained import model_for
+  exported = str(tmp_path / "exported")
+  convert.write_hf(checkpoint, exported)
+  loaded = t.DINOv3ViTModel.from_pretrained(exported).eval()
+  for size in (32, 48, 24):
+    images = photos(size)
+    with torch.no_grad():
+      out = reference(pixel_values=nchw(images), output_hidden_states=True)
+      again = loaded(pixel_values=nchw(images))
+    assert_close(ours(checkpoint, images, return_representation=True),
+                 out.pooler_output.numpy())
+    tokens = features.extract(model_for(checkpoint), checkpoint.params, images, blocks=(0, 1))
+    assert_close(tokens["patch_tokens"], out.last_hidden_state[:, 3:].numpy())
+    for i in range(2):
+      assert_close(tokens[f"block_{i}"], out.hidden_states[i + 1].numpy())
+    assert_close(again.last_hidden_state.numpy(), out.last_hidden_state.numpy())
 
 
 def test_hf_dinov2_resamples_position_embeddings_as_transformers(tmp_path):

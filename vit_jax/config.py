@@ -61,6 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
       "fc_norm": placeholder(bool),           # LayerNorm after pooling (timm), not before.
       "pre_norm": placeholder(bool),          # LayerNorm before the blocks (CLIP).
       "patch_bias": placeholder(bool),        # patch embedding bias (CLIP: none).
+      "mlp_norm": placeholder(bool),          # LayerNorm inside the MLP (EVA-02 B/L).
+      "rope": placeholder(str),               # rotary embeddings: 'none' | 'eva' | 'dinov3'.
+      "rope_temperature": placeholder(float),
+      "rope_grid": placeholder(tuple),        # EVA-02's pre-training grid.
       "posemb": placeholder(str),             # 'learned' | 'sincos2d' | 'none'.
       "posemb_resample": placeholder(str),    # 'bilinear' | 'bicubic' | 'bilinear_align_corners'.
       "posemb_antialias": placeholder(bool),  # ... antialiased (timm).

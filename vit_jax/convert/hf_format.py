@@ -1,5 +1,6 @@
-"""Hugging Face `transformers` vision models: ViT, DeiT, DINOv2 (with registers), MAE's
-encoder and the SigLIP and CLIP vision towers, as a model directory (config.json + model.safetensors or
+"""Hugging Face `transformers` vision models: ViT, DeiT, DINOv2 (with registers), DINOv3
+(hf_dinov3_format), MAE's encoder and the SigLIP and CLIP vision towers, as a model
+directory (config.json + model.safetensors or
 pytorch_model.bin, optionally preprocessor_config.json).
 
 The architecture and preprocessing come from the JSON files; transformers itself is not
@@ -11,17 +12,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.convert import layouts
+from vit_jax.convert import hf_dinov3_format, layouts
 from vit_jax.convert.layouts import Rule, dense, heads, norm
-from vit_jax.convert.timm_format import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
+from vit_jax.convert.timm_format import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
+                                         INCEPTION_MEAN, INCEPTION_STD)
 from vit_jax.errors import UserError
 
-MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_mae",
-               "siglip_vision_model", "clip_vision_model")
+MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers", hf_dinov3_format.KIND,
+               "vit_mae", "siglip_vision_model", "clip_vision_model")
 # Full image-text models: their vision tower is read, the text tower ignored.
 _TOWERS = {"siglip": "siglip_vision_model", "clip": "clip_vision_model"}
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Activation names in HF configs -> ours.
 _ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu"}
@@ -31,6 +31,7 @@ _DEFAULT_NORMALISATION = {"vit": (INCEPTION_MEAN, INCEPTION_STD),
                           "dinov2": (IMAGENET_MEAN, IMAGENET_STD),
                           "dinov2_with_registers": (IMAGENET_MEAN, IMAGENET_STD),
                           "vit_mae": (IMAGENET_MEAN, IMAGENET_STD),
+                          hf_dinov3_format.KIND: (IMAGENET_MEAN, IMAGENET_STD),
                           "clip_vision_model": (CLIP_MEAN, CLIP_STD)}
 _PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
 
@@ -208,6 +209,9 @@ def to_params(config: dict, state: dict[str, np.ndarray],
   """(arch, flat params, preprocessing, notes) of a transformers checkpoint."""
   config = vision_config(config)
   kind = config["model_type"]
+  if kind == hf_dinov3_format.KIND:
+    arch, flat = hf_dinov3_format.to_params(config, state)
+    return arch, flat, preprocessing(config, processor), []
   arch = arch_of(config)
   prefix = _prefix(kind, state)
   notes = []
@@ -236,6 +240,11 @@ def to_params(config: dict, state: dict[str, np.ndarray],
 
 def export_kind(arch: dict) -> str:
   """The transformers model that represents our arch exactly."""
+  if hf_dinov3_format.exportable(arch):
+    return hf_dinov3_format.KIND
+  if arch.get("rope", "none") != "none" or arch.get("mlp_norm"):
+    raise UserError("transformers has rotary embeddings only in DINOv3's ViT (LayerScale, a "
+                    "[class] token, no absolute embeddings); export this model to .npz instead.")
   cls = layouts.has_class_token(arch)
   token = arch.get("classifier", "token") == "token" and cls
   plain = not (arch.get("num_registers") or arch.get("qk_norm") or arch.get("distillation_token")
@@ -278,6 +287,10 @@ def _dinov2_mlp_ratio(arch: dict) -> int:
 def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tuple[dict, dict, dict]:
   """(config.json, state dict, preprocessor_config.json) of our params."""
   kind = export_kind(arch)
+  if kind == hf_dinov3_format.KIND:  # a backbone: any classification head stays behind.
+    config, state = hf_dinov3_format.from_params(
+        arch, {k: v for k, v in flat.items() if not k.startswith("head")})
+    return config, state, _processor(preprocess)
   grid = arch.get("posemb_grid") or (14, 14)
   act = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "swiglu": "gelu",
          "quick_gelu": "quick_gelu"}
@@ -319,9 +332,13 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
              if has_head else ())
   rule_list, fused = rules(arch, kind, prefix, present)
   state = layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
-  processor = {"image_mean": list(preprocess["mean"]), "image_std": list(preprocess["std"]),
-               "size": {"height": preprocess["resolution"], "width": preprocess["resolution"]},
-               "do_resize": True, "do_normalize": True, "do_rescale": True,
-               "rescale_factor": 1 / 255,
-               "resample": {v: k for k, v in _PIL_RESAMPLE.items()}[preprocess.get("resize", "bilinear")]}
-  return config, state, processor
+  return config, state, _processor(preprocess)
+
+
+def _processor(preprocess: dict) -> dict:
+  """preprocessor_config.json of our preprocessing record."""
+  return {"image_mean": list(preprocess["mean"]), "image_std": list(preprocess["std"]),
+          "size": {"height": preprocess["resolution"], "width": preprocess["resolution"]},
+          "do_resize": True, "do_normalize": True, "do_rescale": True,
+          "rescale_factor": 1 / 255,
+          "resample": {v: k for k, v in _PIL_RESAMPLE.items()}[preprocess.get("resize", "bilinear")]}

@@ -15,10 +15,9 @@ import numpy as np
 
 from vit_jax.convert import layouts
 from vit_jax.convert.layouts import Rule, dense, heads, norm
+from vit_jax.convert.timm_format import CLIP_MEAN, CLIP_STD
 from vit_jax.errors import UserError
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 

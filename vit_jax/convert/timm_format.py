@@ -1,4 +1,6 @@
-"""timm's VisionTransformer (and VisionTransformerDistilled) state dicts.
+"""timm's VisionTransformer (and VisionTransformerDistilled) state dicts, and its Eva
+class's EVA-02 and DINOv3 (rotary embeddings; renamed to the VisionTransformer layout
+first: `gamma_1` LayerScales, separate q / v biases, no key bias).
 
 The architecture is read off the tensors (width, depth, patch, tokens, LayerScale,
 qk-norm, SwiGLU, MAP pooling, fc_norm). What tensors cannot tell (attention heads, the
@@ -22,9 +24,16 @@ HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1408: 1
                   1536: 24, 1664: 16}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-# timm model-name fragments whose pretrained config uses ImageNet mean/std (the default
-# for vit_* is the inception [-1, 1] range).
-_IMAGENET_NORMALISED = ("dinov2", "deit", "beit", "eva", "dino", "mae")
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# timm model-name fragments whose pretrained config uses CLIP's or ImageNet's mean/std
+# (the default for vit_* is the inception [-1, 1] range); first match wins. A Hub
+# config.json's pretrained_cfg overrides all of these.
+_NORMALISATION = (("eva02", (CLIP_MEAN, CLIP_STD)), ("_clip", (CLIP_MEAN, CLIP_STD)),
+                  *((fragment, (IMAGENET_MEAN, IMAGENET_STD))
+                    for fragment in ("dinov", "deit", "beit", "eva", "dino", "mae")))
+# EVA-02 was pre-trained at 224 px: its rotary angles are rescaled onto that grid.
+EVA02_PRETRAIN_SIZE = 224
 
 
 def _count(state, pattern: str) -> int:
@@ -60,11 +69,18 @@ def infer_arch(state: dict[str, np.ndarray], name: Optional[str] = None,
   arch["layerscale_init"] = 1e-5 if "blocks.0.ls1.gamma" in state else None
   arch["qk_norm"] = "blocks.0.attn.q_norm.weight" in state
   arch["fc_norm"] = "fc_norm.weight" in state
+  arch["mlp_norm"] = "blocks.0.mlp.norm.weight" in state
   arch["pre_norm"] = "norm_pre.weight" in state  # CLIP towers: and no patch bias.
   arch["patch_bias"] = "patch_embed.proj.bias" in state
+  if "dinov3" in name:  # timm pools DINOv3 by averaging (upstream: the [class] token).
+    arch.update(rope="dinov3", layernorm_epsilon=1e-5)
+  elif "eva02" in name:
+    side = EVA02_PRETRAIN_SIZE // patch
+    arch.update(rope="eva", rope_grid=(side, side))
   if "attn_pool.latent" in state:
     arch["classifier"] = "map"
-  elif arch["fc_norm"] or not has_cls or "gap" in name or "avg" in name:
+  elif (arch["fc_norm"] or not has_cls or "gap" in name or "avg" in name
+        or "dinov3" in name):
     arch["classifier"] = "gap"
   else:
     arch["classifier"] = "token"
@@ -85,11 +101,10 @@ def infer_arch(state: dict[str, np.ndarray], name: Optional[str] = None,
 
 
 def preprocessing(arch: dict, name: Optional[str] = None) -> dict:
-  imagenet = any(part in (name or "") for part in _IMAGENET_NORMALISED)
+  mean, std = next((stats for fragment, stats in _NORMALISATION if fragment in (name or "")),
+                   (INCEPTION_MEAN, INCEPTION_STD))
   grid = arch.get("posemb_grid") or (14, 14)
-  return {"resolution": grid[0] * arch["patch_size"],
-          "mean": IMAGENET_MEAN if imagenet else INCEPTION_MEAN,
-          "std": IMAGENET_STD if imagenet else INCEPTION_STD,
+  return {"resolution": grid[0] * arch["patch_size"], "mean": mean, "std": std,
           "resize": "bicubic"}
 
 
@@ -104,6 +119,8 @@ def _block(arch: dict) -> list[tuple[str, str, str]]:
            *norm(f"{ours}/LayerNorm_2", f"{theirs}.norm2"),
            *dense(f"{ours}/MlpBlock_3/Dense_0", f"{theirs}.mlp.fc1"),
            *dense(f"{ours}/MlpBlock_3/Dense_1", f"{theirs}.mlp.fc2")]
+  if arch.get("mlp_norm"):
+    rules += norm(f"{ours}/MlpBlock_3/norm", f"{theirs}.mlp.norm")
   if arch.get("qk_norm"):
     rules += [*norm(f"{attention}/query_norm", f"{theirs}.attn.q_norm"),
               *norm(f"{attention}/key_norm", f"{theirs}.attn.k_norm")]
@@ -161,6 +178,40 @@ def _unpack_swiglu(state: dict) -> dict:
   return state
 
 
+_EVA_BLOCK = re.compile(r"^blocks\.\d+\.(gamma_[12]|attn\.(q_bias|v_bias|q_proj\.weight))$")
+
+
+def is_eva(state: dict) -> bool:
+  """timm's Eva class (EVA-02, DINOv3) rather than its VisionTransformer."""
+  return any(_EVA_BLOCK.match(k) for k in state)
+
+
+def _from_eva(state: dict) -> dict:
+  """An Eva state dict in VisionTransformer's names: LayerScale `gamma_i` -> `lsi.gamma`,
+  separate q/k/v projections or a bias-free qkv with `q_bias` / `v_bias` -> one qkv with
+  a bias (the key's zero: a key bias shifts every logit of a query equally, so softmax
+  ignores it)."""
+  out = {}
+  for key, value in state.items():
+    key = re.sub(r"\.gamma_([12])$", r".ls\1.gamma", key)
+    key = re.sub(r"\.attn\.([qkv])_proj\.", r".attn.\1.", key)
+    out[key] = value
+  for prefix in sorted({k.rsplit(".attn.", 1)[0] for k in out if ".attn." in k}):
+    attn = f"{prefix}.attn"
+    fused = f"{attn}.qkv.weight" in out
+    width = (out[f"{attn}.qkv.weight"].shape[0] // 3 if fused
+             else out[f"{attn}.q.weight"].shape[0])
+    biases = [out.pop(f"{attn}.{n}_bias", None) if fused else out.pop(f"{attn}.{n}.bias", None)
+              for n in "qkv"]
+    biases = [np.zeros(width, np.float32) if b is None else b for b in biases]
+    if fused:
+      out[f"{attn}.qkv.bias"] = np.concatenate(biases)
+    else:
+      for n, bias in zip("qkv", biases):
+        out[f"{attn}.{n}.bias"] = bias
+  return out
+
+
 def _head_size(state: dict, key: str) -> bool:
   return key in state and state[key].size > 0
 
@@ -168,6 +219,12 @@ def _head_size(state: dict, key: str) -> bool:
 def to_params(state: dict[str, np.ndarray], *, name: Optional[str] = None,
               num_heads: Optional[int] = None) -> tuple[dict, dict, dict]:
   """(arch, flat params, preprocessing) of a timm ViT state dict."""
+  if is_eva(state):
+    if not any(kind in (name or "") for kind in ("eva02", "dinov3")):
+      raise UserError(f"A timm Eva state dict (EVA-02 / DINOv3: rotary embeddings) needs its "
+                      f"model name to tell which; got {name!r}. Pass --timm_model, e.g. "
+                      f"vit_small_patch16_dinov3 or eva02_tiny_patch14_224.")
+    state = _from_eva(state)
   state = _unpack_swiglu(state)
   arch = infer_arch(state, name, num_heads)
   rule_list, fused = rules(arch, head=_head_size(state, "head.weight"),

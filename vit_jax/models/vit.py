@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from vit_jax.errors import UserError
 from vit_jax.models import posemb as posemb_lib
+from vit_jax.models import rope as rope_lib
 from vit_jax.models.hparams import checked
 from vit_jax.models import resnet
 # The family contract's optional parts (see vit_jax/models/family.py).
@@ -66,6 +67,8 @@ class MlpBlock(nn.Module):
   mlp_dim: int
   dropout_rate: float = 0.0
   activation: str = "gelu_tanh"
+  norm: bool = False              # a LayerNorm on the hidden units (EVA-02's sub-LN).
+  layernorm_epsilon: float = 1e-6
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -84,6 +87,11 @@ class MlpBlock(nn.Module):
       x = activation(x, self.activation)
     x = constrain(x, ("act_batch", "act_length", "act_mlp"))
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    if self.norm:
+      x = nn.LayerNorm(epsilon=self.layernorm_epsilon, dtype=self.dtype,
+                       param_dtype=self.param_dtype,
+                       scale_init=partitioned(nn.initializers.ones, ("mlp",)),
+                       bias_init=partitioned(nn.initializers.zeros, ("mlp",)), name="norm")(x)
     x = dense(hidden, kernel_init=partitioned(_kernel_init, ("mlp", "embed")),
               bias_init=partitioned(_bias_init, ("embed",)), name="Dense_1")(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
@@ -150,12 +158,14 @@ class MultiHeadDotProductAttention(nn.Module):
   implementation: str = "einsum"
   qk_norm: bool = False          # LayerNorm over each head's queries and keys.
   layernorm_epsilon: float = 1e-6
+  rope: str = "none"             # rotary embeddings of the patch tokens (models/rope.py).
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, deterministic: bool, inputs_kv=None):
-    """Self-attention over x, or x's queries over `inputs_kv` (attention pooling)."""
+  def __call__(self, x, *, deterministic: bool, inputs_kv=None, rope_table=None):
+    """Self-attention over x, or x's queries over `inputs_kv` (attention pooling);
+    `rope_table`: the (sin, cos) of the patch tokens, which come last."""
     hidden = x.shape[-1]
     head_dim = hidden // self.num_heads
     projection = functools.partial(
@@ -171,6 +181,9 @@ class MultiHeadDotProductAttention(nn.Module):
                                     dtype=self.dtype, param_dtype=self.param_dtype)
       query = head_norm(name="query_norm")(query)
       key = head_norm(name="key_norm")(key)
+    if self.rope != "none":
+      query = rope_lib.apply(query, rope_table, self.rope)
+      key = rope_lib.apply(key, rope_table, self.rope)
 
     if self.implementation == "einsum":
       query = query / jnp.sqrt(head_dim).astype(self.dtype)
@@ -216,6 +229,8 @@ class Encoder1DBlock(nn.Module):
   layerscale_init: Optional[float] = None
   qk_norm: bool = False
   mlp_activation: str = "gelu_tanh"
+  mlp_norm: bool = False
+  rope: str = "none"
   layernorm_epsilon: float = 1e-6
   stochastic_depth: float = 0.0  # probability of dropping each residual branch (training).
   dtype: Dtype = jnp.float32
@@ -233,20 +248,21 @@ class Encoder1DBlock(nn.Module):
     return constrain(x + y, ("act_batch", "act_length", "act_embed"))
 
   @nn.compact
-  def __call__(self, x, deterministic: bool):
+  def __call__(self, x, deterministic: bool, rope_table=None):
     norm = functools.partial(layer_norm, epsilon=self.layernorm_epsilon, dtype=self.dtype,
                              param_dtype=self.param_dtype)
     y = norm("LayerNorm_0")(x)
     y = MultiHeadDotProductAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
         implementation=self.attention_implementation, qk_norm=self.qk_norm,
-        layernorm_epsilon=self.layernorm_epsilon, dtype=self.dtype,
+        layernorm_epsilon=self.layernorm_epsilon, rope=self.rope, dtype=self.dtype,
         param_dtype=self.param_dtype, name="MultiHeadDotProductAttention_1")(
-            y, deterministic=deterministic)
+            y, deterministic=deterministic, rope_table=rope_table)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = self._residual(x, y, "LayerScale_attention", deterministic)
     y = norm("LayerNorm_2")(x)
-    y = MlpBlock(mlp_dim=self.mlp_dim, activation=self.mlp_activation, dtype=self.dtype,
+    y = MlpBlock(mlp_dim=self.mlp_dim, activation=self.mlp_activation, norm=self.mlp_norm,
+                 layernorm_epsilon=self.layernorm_epsilon, dtype=self.dtype,
                  param_dtype=self.param_dtype, dropout_rate=self.dropout_rate,
                  name="MlpBlock_3")(y, deterministic=deterministic)  # dropout inside.
     x = self._residual(x, y, "LayerScale_mlp", deterministic)
@@ -280,7 +296,7 @@ class AddPositionEmbs(nn.Module):
 # The hyper-parameters of one Encoder1DBlock, handed down by name from the model.
 BLOCK_FIELDS = ("mlp_dim", "num_heads", "dropout_rate", "attention_dropout_rate",
                 "attention_implementation", "layerscale_init", "qk_norm", "mlp_activation",
-                "layernorm_epsilon", "dtype", "param_dtype")
+                "mlp_norm", "rope", "layernorm_epsilon", "dtype", "param_dtype")
 
 
 class Encoder(nn.Module):
@@ -298,6 +314,8 @@ class Encoder(nn.Module):
   posemb_resample: str = "bilinear"
   posemb_antialias: bool = False
   pre_norm: bool = False          # a LayerNorm before the blocks (CLIP's ln_pre).
+  rope_temperature: Optional[float] = None
+  rope_grid: Optional[tuple[int, int]] = None  # EVA-02's pre-training grid.
   final_norm: bool = True
   stochastic_depth_rate: float = 0.0
   dropout_rate: float = 0.0
@@ -326,6 +344,11 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, prefix, registers, patches, *, train: bool):
+    rope_table = None
+    if self.block["rope"] != "none":
+      rope_table = rope_lib.table(self.block["rope"], patches.shape[1:3],
+                                  patches.shape[-1] // self.block["num_heads"],
+                                  temperature=self.rope_temperature, ref_grid=self.rope_grid)
     prefix, patches = self._embed_positions(prefix, patches)
     x = jnp.concatenate([prefix, registers, patches], axis=1)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
@@ -349,12 +372,13 @@ class Encoder(nn.Module):
                         metadata_params={nn.PARTITION_NAME: "layers"})
       # One block for all layers: the mean of the per-layer rates below.
       x, _ = scanned(**self.block, stochastic_depth=self.stochastic_depth_rate / 2,
-                     return_carry=True, name="encoderblock")(x, not train)
+                     return_carry=True, name="encoderblock")(x, not train, rope_table)
     else:
       for i in range(self.num_layers):
         # DeiT's rule: the drop rate grows linearly with depth, 0 to stochastic_depth_rate.
         rate = self.stochastic_depth_rate * i / max(self.num_layers - 1, 1)
-        x = block(**self.block, stochastic_depth=rate, name=f"encoderblock_{i}")(x, not train)
+        x = block(**self.block, stochastic_depth=rate, name=f"encoderblock_{i}")(
+            x, not train, rope_table)
     if not self.final_norm:
       return x
     return layer_norm("encoder_norm", self.block["layernorm_epsilon"], self.dtype,
@@ -419,6 +443,12 @@ class VisionTransformer(nn.Module):
   fc_norm: bool = False           # LayerNorm after pooling instead of before (timm).
   pre_norm: bool = False          # LayerNorm on the embedded tokens (CLIP's ln_pre).
   patch_bias: bool = True         # the patch embedding's bias (CLIP has none).
+  mlp_norm: bool = False          # LayerNorm inside the MLP (EVA-02 B/L's sub-LN).
+  # Rotary embeddings of the patch tokens: 'none' | 'eva' (EVA-02) | 'dinov3'; the
+  # temperature (None: the kind's own) and EVA's pre-training grid (models/rope.py).
+  rope: str = "none"
+  rope_temperature: Optional[float] = None
+  rope_grid: Optional[Sequence[int]] = None
   representation_size: Optional[int] = None
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -522,6 +552,8 @@ class VisionTransformer(nn.Module):
                 posemb_grid=tuple(self.posemb_grid) if self.posemb_grid else None,
                 posemb_resample=self.posemb_resample,
                 posemb_antialias=self.posemb_antialias, pre_norm=self.pre_norm,
+                rope_temperature=self.rope_temperature,
+                rope_grid=tuple(self.rope_grid) if self.rope_grid else None,
                 final_norm=not self.fc_norm,
                 stochastic_depth_rate=self.stochastic_depth_rate,
                 dropout_rate=self.dropout_rate, remat_policy=self.remat_policy,
@@ -551,7 +583,8 @@ class VisionTransformer(nn.Module):
 
 _CHOICES = {"classifier": CLASSIFIERS, "attention_implementation": ATTENTION_IMPLEMENTATIONS,
             "remat_policy": tuple(REMAT_POLICIES), "posemb": POSEMB_KINDS,
-            "posemb_resample": posemb_lib.RESAMPLE_METHODS, "mlp_activation": MLP_ACTIVATIONS}
+            "posemb_resample": posemb_lib.RESAMPLE_METHODS, "mlp_activation": MLP_ACTIVATIONS,
+            "rope": rope_lib.KINDS}
 
 
 def create(*, num_classes: Optional[int], **hparams) -> VisionTransformer:
@@ -564,12 +597,17 @@ def create(*, num_classes: Optional[int], **hparams) -> VisionTransformer:
   for field, valid in _CHOICES.items():
     if field in hparams and hparams[field] not in valid:
       raise UserError(f"model.{field}={hparams[field]!r} is not one of {list(valid)}.")
-  for field in ("resnet_layers", "posemb_grid"):
+  for field in ("resnet_layers", "posemb_grid", "rope_grid"):
     if hparams.get(field) is not None:
       hparams[field] = tuple(hparams[field])
   if hparams.get("posemb") == "sincos2d" and hparams["hidden_size"] % 4:
     raise UserError(f"posemb='sincos2d' needs hidden_size divisible by 4, not "
                     f"{hparams['hidden_size']}.")
+  if hparams.get("rope", "none") != "none" and (
+      hparams["hidden_size"] // hparams["num_heads"]) % 4:
+    raise UserError(f"rope={hparams['rope']!r} needs a head dimension (hidden_size / "
+                    f"num_heads) divisible by 4, not "
+                    f"{hparams['hidden_size'] // hparams['num_heads']}.")
   if not 0 <= hparams.get("stochastic_depth_rate", 0.0) < 1:
     raise UserError(f"stochastic_depth_rate={hparams['stochastic_depth_rate']} must be in "
                     f"[0, 1).")
