@@ -119,6 +119,17 @@ def test_timm_eva_rotary_models(tmp_path, name, overrides, size):
   path = str(tmp_path / "model.safetensors")
   save_timm(reference, path)
   checkpoint = convert.read(path, timm_model=name)
+  # Written back: the Eva the writer describes loads it strictly (and gives the same
+  # logits, below), and reading it again gives our parameters bit for bit.
+  kwargs = convert.write_timm(checkpoint, str(tmp_path / "back.safetensors"))
+  import functools
+  from safetensors.torch import load_file
+  rebuilt = timm.models.eva.Eva(**kwargs, norm_layer=functools.partial(
+      torch.nn.LayerNorm, eps=timm_format.norm_epsilon(checkpoint.arch))).eval()
+  rebuilt.load_state_dict(load_file(str(tmp_path / "back.safetensors")), strict=True)
+  again = convert.read(str(tmp_path / "back.safetensors"), timm_model=name)
+  for key, value in params_lib.flatten(checkpoint.params).items():
+    np.testing.assert_array_equal(params_lib.flatten(again.params)[key], value, err_msg=key)
   from vit_jax.analysis import features
   from vit_jax.convert.pretrained import model_for
   for factor in (1.0, 1.5, 0.5):
@@ -126,6 +137,7 @@ def test_timm_eva_rotary_models(tmp_path, name, overrides, size):
     images = photos(side)
     with torch.no_grad():
       assert_close(ours(checkpoint, images), reference(nchw(images)).numpy())
+      assert_close(rebuilt(nchw(images)).numpy(), reference(nchw(images)).numpy())
       tokens = reference.forward_features(nchw(images)).numpy()
     out = features.extract(model_for(checkpoint), checkpoint.params, images)
     assert_close(np.concatenate([out["prefix_tokens"], out["patch_tokens"]], axis=1), tokens)
@@ -216,6 +228,35 @@ def test_hf_outputs_and_round_trip(tmp_path, name):
     np.testing.assert_array_equal(params_lib.flatten(reloaded.params)[key], value, err_msg=key)
   loaded = type(reference).from_pretrained(exported).eval()
   assert_close(hf_output(loaded, images), theirs)
+
+
+def test_clip_tokens_and_blocks_match_transformers_and_timm(tmp_path):
+  """CLIP's block outputs (transformers' hidden_states, before the post-LayerNorm) and
+  every final token (timm's forward_features) match, also at a larger input."""
+  from vit_jax.analysis import features
+  from vit_jax.convert.pretrained import model_for
+  t = transformers
+  hf = randomise(t.CLIPVisionModel(t.CLIPVisionConfig(
+      image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+      intermediate_size=128)))
+  checkpoint = convert.read(save_hf(hf, str(tmp_path / "hf")))
+  images = photos(32)
+  with torch.no_grad():
+    out = hf(pixel_values=nchw(images), output_hidden_states=True)
+  ours_out = features.extract(model_for(checkpoint), checkpoint.params, images, blocks=(0, 1))
+  for i in range(2):
+    assert_close(ours_out[f"block_{i}"], out.hidden_states[i + 1].numpy())
+  name = "vit_base_patch16_clip_224.openai"
+  reference = randomise(timm.create_model(name, pretrained=False, img_size=32, depth=2,
+                                          patch_size=8, dynamic_img_size=True))
+  save_timm(reference, str(tmp_path / "clip.safetensors"))
+  checkpoint = convert.read(str(tmp_path / "clip.safetensors"), timm_model=name)
+  for size in (32, 48):
+    images = photos(size)
+    tokens = features.extract(model_for(checkpoint), checkpoint.params, images)
+    with torch.no_grad():
+      theirs = reference.forward_features(nchw(images)).numpy()
+    assert_close(np.concatenate([tokens["prefix_tokens"], tokens["patch_tokens"]], 1), theirs)
 
 
 def test_mae_encoder_from_a_transformers_pretraining_checkpoint(tmp_path):

@@ -58,8 +58,8 @@ def main(argv):
     kwargs = convert.write_timm(checkpoint, out)
     eps = timm_format.norm_epsilon(checkpoint.arch)
     norm = "" if eps == 1e-6 else f", norm_layer=functools.partial(torch.nn.LayerNorm, eps={eps})"
-    print(f"timm: VisionTransformer(**{kwargs}{norm}).load_state_dict(safetensors.torch."
-          f"load_file({out!r}))")
+    print(f"timm: {timm_format.timm_class(checkpoint.arch)}(**{kwargs}{norm})"
+          f".load_state_dict(safetensors.torch.load_file({out!r}))")
   elif FLAGS.to == "openclip":
     convert.write_openclip(checkpoint, out)
     print(f"OpenCLIP: model.visual.load_state_dict({{k.removeprefix('visual.'): v for k, v "

@@ -212,6 +212,24 @@ def _from_eva(state: dict) -> dict:
   return out
 
 
+def _to_eva(state: dict, arch: dict) -> dict:
+  """VisionTransformer names -> Eva's (the inverse of `_from_eva`): q / v biases, the
+  key's dropped (exact, see above); with the MLP sub-LN, SwiGLU's separate fc1_g / fc1_x."""
+  out = {}
+  for key, value in state.items():
+    key = re.sub(r"\.ls([12])\.gamma$", r".gamma_\1", key)
+    if key.endswith(".attn.qkv.bias"):
+      q, _, v = np.split(value, 3)
+      out[key.replace("qkv.bias", "q_bias")], out[key.replace("qkv.bias", "v_bias")] = q, v
+      continue
+    if arch.get("mlp_norm") and re.search(r"\.mlp\.fc1\.(weight|bias)$", key):
+      gate, x = np.split(value, 2)
+      out[key.replace("fc1", "fc1_g")], out[key.replace("fc1", "fc1_x")] = gate, x
+      continue
+    out[key] = value
+  return out
+
+
 def _head_size(state: dict, key: str) -> bool:
   return key in state and state[key].size > 0
 
@@ -261,11 +279,48 @@ def from_params(arch: dict, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray
                     "has no pre-norm (pre_norm=True: CLIP, no bias); export this model to "
                     ".npz instead.")
   rule_list, fused = rules(arch, head="head/kernel" in flat, head_dist="head_dist/kernel" in flat)
-  return layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
+  state = layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
+  return _to_eva(state, arch) if arch.get("rope", "none") != "none" else state
+
+
+def timm_class(arch: dict) -> str:
+  """The timm class that builds this arch from `timm_kwargs`: rotary models are Eva's."""
+  return "timm.models.eva.Eva" if arch.get("rope", "none") != "none" else (
+      "timm.models.vision_transformer.VisionTransformer")
+
+
+def _eva_kwargs(arch: dict, num_classes: int) -> dict[str, Any]:
+  grid = arch.get("posemb_grid") or (14, 14)
+  swiglu = arch.get("mlp_activation") == "swiglu"
+  if arch.get("mlp_activation") not in ("gelu", "swiglu") or arch.get("pre_norm") or (
+      arch.get("distillation_token") or arch.get("classifier") == "map"):
+    raise UserError("timm's Eva has exact GELU or SwiGLU MLPs, no pre-norm, distillation "
+                    "token or MAP head; export this model to .npz instead.")
+  return dict(img_size=grid[0] * arch["patch_size"], patch_size=arch["patch_size"],
+              embed_dim=arch["hidden_size"], depth=arch["num_layers"],
+              num_heads=arch["num_heads"], num_classes=num_classes,
+              # Eva takes int(width * mlp_ratio): half a unit above keeps it exact.
+              mlp_ratio=(arch["mlp_dim"] + 0.5) / arch["hidden_size"], swiglu_mlp=swiglu,
+              scale_mlp=arch.get("mlp_norm", False), qk_norm=arch.get("qk_norm", False),
+              init_values=arch.get("layerscale_init"),
+              class_token=layouts.has_class_token(arch),
+              num_reg_tokens=arch.get("num_registers", 0),
+              use_abs_pos_emb=arch.get("posemb", "learned") == "learned",
+              no_embed_class=not arch.get("posemb_prefix", True), use_rot_pos_emb=True,
+              rope_type="cat" if arch["rope"] == "eva" else "dinov3",
+              rope_rotate_half=arch["rope"] == "dinov3",
+              rope_temperature=arch.get("rope_temperature") or (
+                  10_000.0 if arch["rope"] == "eva" else 100.0),
+              ref_feat_shape=tuple(arch["rope_grid"]) if arch.get("rope_grid") else None,
+              global_pool={"token": "token", "gap": "avg"}[arch.get("classifier", "token")],
+              use_fc_norm=arch.get("fc_norm", False), dynamic_img_size=True)
 
 
 def timm_kwargs(arch: dict, num_classes: int) -> dict[str, Any]:
-  """`timm.models.vision_transformer.VisionTransformer(**kwargs)` for our arch."""
+  """`timm_class(arch)(**kwargs)` for our arch: VisionTransformer, or Eva for rotary
+  embeddings."""
+  if arch.get("rope", "none") != "none":
+    return _eva_kwargs(arch, num_classes)
   grid = arch.get("posemb_grid") or (14, 14)
   kwargs = dict(img_size=grid[0] * arch["patch_size"], patch_size=arch["patch_size"],
                 embed_dim=arch["hidden_size"], depth=arch["num_layers"],

@@ -41,6 +41,10 @@ def check(checkpoint: Checkpoint, *, dtype: str) -> None:
                     f"{checkpoint.arch.get('family')} model"
                     f"{' (hybrid)' if checkpoint.arch.get('resnet_layers') else ''}: export "
                     f"--format=stablehlo instead.")
+  if checkpoint.arch.get("rope", "none") != "none":
+    raise UserError(f"ONNX export goes through timm's VisionTransformer, which has no rotary "
+                    f"embeddings (rope={checkpoint.arch['rope']!r}); export --format=stablehlo "
+                    f"instead.")
   if dtype != "float32":
     raise UserError("ONNX export is float32 (ONNX Runtime's CPU kernels); use "
                     "--format=stablehlo for bfloat16.")
