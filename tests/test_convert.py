@@ -246,6 +246,10 @@ def test_clip_tokens_and_blocks_match_transformers_and_timm(tmp_path):
   ours_out = features.extract(model_for(checkpoint), checkpoint.params, images, blocks=(0, 1))
   for i in range(2):
     assert_close(ours_out[f"block_{i}"], out.hidden_states[i + 1].numpy())
+  images = photos(48)  # transformers' interpolate_pos_encoding at a new size.
+  with torch.no_grad():
+    pooled = hf(pixel_values=nchw(images), interpolate_pos_encoding=True).pooler_output
+  assert_close(ours(checkpoint, images, return_representation=True), pooled.numpy())
   name = "vit_base_patch16_clip_224.openai"
   reference = randomise(timm.create_model(name, pretrained=False, img_size=32, depth=2,
                                           patch_size=8, dynamic_img_size=True))
@@ -324,6 +328,17 @@ def test_openclip_image_tower_and_export(tmp_path, quick_gelu):
   with torch.no_grad():
     assert_close(fresh.encode_image(nchw(images)).numpy(),
                  reference.encode_image(nchw(images)).numpy())
+  # At 48 px: OpenCLIP's own loader (resize_pos_embed into a 48-px model) and ours agree.
+  larger = open_clip.model.CLIP(
+      embed_dim=16, quick_gelu=quick_gelu,
+      vision_cfg=dict(image_size=48, patch_size=8, width=64, layers=2, head_width=16),
+      text_cfg=dict(context_length=8, vocab_size=50, width=32, heads=2, layers=1)).eval()
+  state = reference.state_dict()
+  open_clip.model.resize_pos_embed(state, larger)
+  larger.load_state_dict(state)
+  images = photos(48)
+  with torch.no_grad():
+    assert_close(ours(checkpoint, images), larger.encode_image(nchw(images)).numpy())
 
 
 @pytest.mark.parametrize("gated", [False, True])

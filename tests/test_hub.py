@@ -122,7 +122,7 @@ def test_models_list_names_pretrained_checkpoints_timm_knows(capsys):
   printed = capsys.readouterr().out
   torch_refs.import_references()
   from timm.models._registry import get_pretrained_cfg
-  checked = ("vit_", "deit3_", "deit_")
+  checked = ("vit_", "deit3_", "deit_", "eva02_")
   for name, _, source in KNOWN_NAMES:
     assert name in printed
     if source == "timm":

@@ -62,10 +62,29 @@ KNOWN_NAMES = (
       for size in ("small", "base", "large", "giant")),
     ("timm/vit_base_patch14_reg4_dinov2.lvd142m", "DINOv2 + registers", "timm"),
     ("timm/vit_base_patch16_siglip_224.webli", "SigLIP image tower", "timm"),
+    # timm runs OpenAI's CLIP weights under these names with GELU (as this reader does);
+    # QuickGELU, as they were trained: timm_model="vit_base_patch16_clip_quickgelu_224".
+    *((f"timm/vit_{size}_clip_224.openai", "CLIP image tower (OpenAI)", "timm")
+      for size in ("base_patch16", "large_patch14")),
+    ("timm/vit_base_patch16_clip_224.laion2b", "CLIP image tower (LAION-2B)", "timm"),
+    *((f"timm/vit_{size}_patch16_224.mae", "MAE encoder", "timm") for size in ("base", "large")),
+    *((f"timm/vit_{size}_patch16_dinov3.lvd1689m", "DINOv3", "timm")
+      for size in ("small", "small_plus", "base", "large")),
+    *((f"timm/eva02_{size}_patch14_224.mim_in22k", "EVA-02", "timm")
+      for size in ("tiny", "small", "base", "large")),
+    ("timm/eva02_base_patch14_448.mim_in22k_ft_in22k_in1k", "EVA-02 (ImageNet fine-tuned)",
+     "timm"),
     ("hf-hub:google/vit-base-patch16-224", "ViT", "transformers"),
     ("hf-hub:google/vit-base-patch16-224-in21k", "ViT (ImageNet-21k)", "transformers"),
     ("hf-hub:facebook/deit-base-distilled-patch16-224", "DeiT (distilled)", "transformers"),
     *((f"hf-hub:facebook/dinov2-{size}", "DINOv2", "transformers")
       for size in ("small", "base", "large", "giant")),
     ("hf-hub:facebook/dinov2-with-registers-base", "DINOv2 + registers", "transformers"),
+    *((f"hf-hub:facebook/dinov3-vit{size}16-pretrain-lvd1689m", "DINOv3", "transformers")
+      for size in ("s", "b", "l")),
+    ("hf-hub:facebook/vit-mae-base", "MAE encoder", "transformers"),
+    *((f"hf-hub:openai/clip-vit-{size}", "CLIP image tower (OpenAI)", "transformers")
+      for size in ("base-patch16", "large-patch14")),
+    ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "CLIP image tower (OpenCLIP)",
+     "transformers / OpenCLIP"),
 )

@@ -44,7 +44,7 @@ def infer_arch(state: dict[str, np.ndarray], config: Optional[dict] = None,
               posemb_prefix=True, posemb_grid=(grid, grid), pre_norm=True, patch_bias=False,
               layerscale_init=(1e-5 if "visual.transformer.resblocks.0.ls_1.gamma" in state
                                else None),
-              posemb_resample="bicubic", posemb_antialias=False)
+              posemb_resample="bicubic", posemb_antialias=True)  # its resize_pos_embed.
 
 
 def preprocessing(arch: dict, config: Optional[dict] = None) -> dict:
