@@ -523,6 +523,34 @@ def test_unknown_tensors_are_an_error_not_a_partial_load(tmp_path):
   assert not os.path.exists(tmp_path / "out.npz")
 
 
+def test_finetune_from_a_timm_dinov3_file(tfds_dir, tmp_path):
+  """A timm DINOv3 (rotary embeddings, registers, no absolute embeddings) fine-tunes
+  through the trainer: the run records the rotary arch, keeps the backbone (lr = 0) and
+  puts a fresh head on; reading the run back gives the same features as the file."""
+  from vit_jax.trainer import loop
+  from tests.test_train import tiny
+  name = "vit_small_patch16_dinov3"
+  reference = randomise(timm.create_model(name, pretrained=False, img_size=16, patch_size=4,
+                                          embed_dim=32, num_heads=2, depth=1, num_classes=3))
+  path = tmp_path / "hub" / "model.safetensors"
+  path.parent.mkdir()
+  save_timm(reference, str(path))
+  (path.parent / "config.json").write_text(json.dumps(
+      {"architecture": name, "model_args": {"num_heads": 2}}))  # as push_to_hub writes it.
+  config = tiny(tfds_dir, pretrained=str(path.parent), lr=0.0, total_steps=3, optimizer="sgd",
+                weight_decay=0.0)
+  state = loop.train_and_evaluate(config, tmp_path / "run")
+  params = jax.device_get(state.params)
+  np.testing.assert_array_equal(params["registers"], state_of(reference)["reg_token"])
+  np.testing.assert_array_equal(params["head"]["kernel"], np.zeros((32, 10)))
+  with open(tmp_path / "run" / "config.json") as f:
+    assert json.load(f)["model"]["rope"] == "dinov3"
+  source, run = convert.read(str(path.parent)), convert.read(str(tmp_path / "run"))
+  images = photos(8)
+  assert_close(ours(run, images, return_representation=True),
+               ours(source, images, return_representation=True))
+
+
 def test_finetune_from_hugging_face_directory_needs_no_model_flags(tfds_dir, tmp_path, capsys):
   """A transformers DINOv2-with-registers directory as `pretrained` of the tiny digits
   config: the architecture and ImageNet normalisation come from the checkpoint, the

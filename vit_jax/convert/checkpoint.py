@@ -165,9 +165,16 @@ def is_hf_directory(directory) -> bool:
   return "model_type" in config or "vision_config" in config
 
 
+# Weight files that make a directory a timm or OpenCLIP Hub repository.
+_HUB_WEIGHTS = ("model.safetensors", *openclip_format.WEIGHT_FILES)
+
+
 def is_run_directory(path) -> bool:
-  """A run's workdir or checkpoint directory (a directory, not a Hugging Face one)."""
-  return storage.path(path).is_dir() and not is_hf_directory(path)
+  """A run's workdir or checkpoint directory (a directory, not a Hugging Face model or a
+  timm / OpenCLIP Hub repository)."""
+  path = storage.path(path)
+  return (path.is_dir() and not is_hf_directory(path)
+          and not any((path / name).exists() for name in _HUB_WEIGHTS))
 
 
 def _timm_name(path: epath.Path, timm_model: Optional[str]) -> Optional[str]:
@@ -322,7 +329,7 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
   path = storage.path(path)
   if path.is_dir() and not is_hf_directory(path):
     # A timm Hub repository (config.json names the model) or an OpenCLIP one.
-    for name in ("model.safetensors", *openclip_format.WEIGHT_FILES):
+    for name in _HUB_WEIGHTS:
       if (path / name).exists():
         path = path / name
         break
@@ -343,7 +350,10 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
       return Checkpoint.of(arch, unflatten(flat), preprocessing,
                            f"OpenCLIP image tower {path}")
     name = _timm_name(path, timm_model)
-    arch, flat, preprocessing = timm_format.to_params(state, name=name, num_heads=num_heads)
+    # timm's push_to_hub records the create_model kwargs of a non-standard size.
+    model_args = (read_json(path.parent / "config.json") or {}).get("model_args") or {}
+    arch, flat, preprocessing = timm_format.to_params(
+        state, name=name, num_heads=num_heads or model_args.get("num_heads"))
     preprocessing = {**preprocessing, **_timm_pretrained_cfg(path)}
     return Checkpoint.of(arch, unflatten(flat), preprocessing,
                          f"timm checkpoint {path}" + (f" ({name})" if name else ""))
