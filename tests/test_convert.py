@@ -523,12 +523,14 @@ def test_unknown_tensors_are_an_error_not_a_partial_load(tmp_path):
   assert not os.path.exists(tmp_path / "out.npz")
 
 
-def test_finetune_from_a_timm_dinov3_file(tfds_dir, tmp_path):
-  """A timm DINOv3 (rotary embeddings, registers, no absolute embeddings) fine-tunes
+def test_finetune_a_timm_dinov3_by_hub_name_offline(tfds_dir, tmp_path, monkeypatch):
+  """A timm DINOv3 (rotary embeddings, registers, no absolute embeddings) in the Hub
+  cache, named as `--config.pretrained=hf-hub:...` with HF_HUB_OFFLINE=1, fine-tunes
   through the trainer: the run records the rotary arch, keeps the backbone (lr = 0) and
   puts a fresh head on; reading the run back gives the same features as the file."""
   from vit_jax.trainer import loop
   from tests.test_train import tiny
+  from tests.test_hub import _cache
   name = "vit_small_patch16_dinov3"
   reference = randomise(timm.create_model(name, pretrained=False, img_size=16, patch_size=4,
                                           embed_dim=32, num_heads=2, depth=1, num_classes=3))
@@ -537,8 +539,12 @@ def test_finetune_from_a_timm_dinov3_file(tfds_dir, tmp_path):
   save_timm(reference, str(path))
   (path.parent / "config.json").write_text(json.dumps(
       {"architecture": name, "model_args": {"num_heads": 2}}))  # as push_to_hub writes it.
-  config = tiny(tfds_dir, pretrained=str(path.parent), lr=0.0, total_steps=3, optimizer="sgd",
-                weight_decay=0.0)
+  (tmp_path / "cache").mkdir()
+  _cache(tmp_path / "cache", "someone/tiny-dinov3", path.parent)
+  monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  config = tiny(tfds_dir, pretrained="hf-hub:someone/tiny-dinov3", lr=0.0, total_steps=3,
+                optimizer="sgd", weight_decay=0.0)
   state = loop.train_and_evaluate(config, tmp_path / "run")
   params = jax.device_get(state.params)
   np.testing.assert_array_equal(params["registers"], state_of(reference)["reg_token"])
