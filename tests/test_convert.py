@@ -521,6 +521,11 @@ def test_unknown_tensors_are_an_error_not_a_partial_load(tmp_path):
   assert result.stderr.strip().count("\n") == 0, result.stderr
   assert "blocks.0.mystery.weight" in result.stderr
   assert not os.path.exists(tmp_path / "out.npz")
+  # A rotary Eva file without a name to tell EVA-02 from DINOv3: one line saying so.
+  eva = randomise(timm.create_model("vit_small_patch16_dinov3", pretrained=False, depth=1))
+  save_file(state_of(eva), str(tmp_path / "eva.safetensors"))
+  with pytest.raises(vit_jax.errors.UserError, match=r"needs its model name .* --timm_model"):
+    convert.read(str(tmp_path / "eva.safetensors"), timm_model="my_finetune")
 
 
 def test_finetune_a_timm_dinov3_by_hub_name_offline(tfds_dir, tmp_path, monkeypatch):
