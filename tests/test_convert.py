@@ -15,6 +15,7 @@ from vit_jax.convert import npz_format
 from vit_jax.convert import timm_format
 from vit_jax.models import create_model
 from vit_jax.models import params as params_lib
+from vit_jax.models import posemb as posemb_lib
 from tests.torch_refs import import_references
 
 torch, timm, transformers = import_references()
@@ -81,6 +82,7 @@ TIMM_MODELS = [
     ("vit_base_patch16_siglip_224", dict(depth=2, num_classes=7), 64),
     # CLIP: pre-norm, no patch bias, QuickGELU, LayerNorm eps 1e-5, the projection as head.
     ("vit_base_patch16_clip_quickgelu_224.openai", dict(depth=2), 64),
+    ("vit_base_patch16_224.mae", dict(depth=1), 32),  # MAE's encoder: ImageNet statistics.
 ]
 # timm's Eva class: rotary embeddings. (name, overrides, the size the weights are for.)
 EVA_MODELS = [
@@ -336,6 +338,10 @@ def test_openclip_image_tower_and_export(tmp_path, quick_gelu):
   state = reference.state_dict()
   open_clip.model.resize_pos_embed(state, larger)
   larger.load_state_dict(state)
+  np.testing.assert_allclose(posemb_lib.resize_posemb(
+      params_lib.flatten(checkpoint.params)["Transformer/posembed_input/pos_embedding"],
+      target_grid=(6, 6), method="bicubic", antialias=True),
+      state["visual.positional_embedding"].numpy()[None], atol=1e-5)
   images = photos(48)
   with torch.no_grad():
     assert_close(ours(checkpoint, images), larger.encode_image(nchw(images)).numpy())
@@ -417,6 +423,10 @@ def test_big_vision_resamples_position_embeddings_as_big_vision(tmp_path):
   assert checkpoint.arch["posemb_resample"] == "bilinear_align_corners"
   for size in (48, 24):
     grid = size // 8
+    np.testing.assert_allclose(  # the embeddings themselves, then the logits.
+        posemb_lib.resize_posemb(posemb, target_grid=(grid, grid), num_prefix_tokens=0,
+                                 method="bilinear_align_corners"),
+        _big_vision_resample_posemb(posemb, grid * grid), atol=1e-5)
     zoomed = dict(params, **{"Transformer/posembed_input/pos_embedding":
                              _big_vision_resample_posemb(posemb, grid * grid)})
     native = create_model("vit", num_classes=5, patch_size=8, hidden_size=32, num_layers=1,
