@@ -288,6 +288,12 @@ def test_mae_encoder_from_a_transformers_pretraining_checkpoint(tmp_path):
   assert_close(tokens["block_0"], out.hidden_states[1].numpy())
   assert_close(ours(checkpoint, images, return_representation=True),
                out.last_hidden_state[:, 0].numpy())
+  # Written back: the encoder is a plain ViT, which transformers' ViTModel loads.
+  convert.write_hf(checkpoint, str(tmp_path / "exported"))
+  vit = t.ViTModel.from_pretrained(str(tmp_path / "exported"), add_pooling_layer=False).eval()
+  with torch.no_grad():
+    assert_close(vit(pixel_values=nchw(images)).last_hidden_state.numpy(),
+                 out.last_hidden_state.numpy())
 
 
 def _open_clip():
