@@ -85,11 +85,14 @@ def test_small_data_chooses_its_strength_on_validation_and_resumes(tmp_path, mon
   text = small_data.run(small_data.CONFIG_FILE, "digits", epath.Path(tmp_path), options, 7,
                         ["--config.lr=0.002"])
   assert [c[0] for c in calls] == ["light,flip", "medium,flip", "strong,flip", "medium,flip"]
-  assert all(c[1]["total_steps"] == 7 for c in calls[:3]) and calls[3][1] == {}
+  assert all(c[1]["total_steps"] == 7 for c in calls[:3])
+  # Refit: the chosen option trains on the training split and its validation cut, joined.
+  assert calls[3][1] == {"train_split": "train", "val_split": ""}
   assert all(c[1]["evals.fewshot.every"] == -1 for c in calls[:3])
   assert all(c[2] == ["--config.lr=0.002"] for c in calls)
   assert "| medium,flip (chosen) | 0.9000 |" in text
-  assert "val_accuracy 0.9000, test_accuracy 0.8500" in text
+  assert "refit on the training and validation images" in text
+  assert "test_accuracy 0.8500" in text
   assert (tmp_path / "results.md").read_text() == text
   assert small_data.run(small_data.CONFIG_FILE, "digits", epath.Path(tmp_path), options, 7,
                         []) == text
@@ -101,6 +104,10 @@ def test_small_data_chooses_its_strength_on_validation_and_resumes(tmp_path, mon
   assert small_data.candidates("cifar10", ["light"], ["auto"]) == ["light,flip"]
   assert small_data.candidates("folder:/x", ["light", "medium"], ["auto"]) == [
       "light,noflip", "medium,noflip", "light,flip", "medium,flip"]
+  # Without refit the chosen option keeps its validation split, and reports it.
+  text = small_data.run(small_data.CONFIG_FILE, "digits", epath.Path(tmp_path / "b"), options,
+                        7, [], refit=False)
+  assert calls[-1][1] == {} and "val_accuracy 0.9000: test_accuracy 0.8500" in text
 
 
 def test_small_data_strengths_differ_in_augmentation_only():
