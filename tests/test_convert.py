@@ -1,5 +1,6 @@
 """Checkpoint conversion against the reference implementations: timm and transformers
 models built offline with random weights, converted, and compared on real images."""
+import functools
 import json
 import os
 import subprocess
@@ -57,7 +58,18 @@ def state_of(module) -> dict:
 def ours(checkpoint: convert.Checkpoint, images, **kwargs):
   model = create_model(checkpoint.arch["family"], num_classes=checkpoint.num_classes,
                        **{k: v for k, v in checkpoint.arch.items() if k != "family"})
-  return np.asarray(model.apply({"params": checkpoint.params}, images, **kwargs))
+  # Jitted: one compile per input shape, not one per operation.
+  return np.asarray(jax.jit(functools.partial(model.apply, **kwargs))(
+      {"params": checkpoint.params}, images))
+
+
+def tokens_of(checkpoint: convert.Checkpoint, images, blocks=()):
+  """`features.extract` of a checkpoint, jitted (as cli.features runs it)."""
+  from vit_jax.analysis import features
+  from vit_jax.convert.pretrained import model_for
+  model = model_for(checkpoint)
+  return jax.jit(lambda p, x: features.extract(model, p, x, blocks=blocks))(
+      checkpoint.params, images)
 
 
 def assert_close(a, b):
@@ -132,8 +144,6 @@ def test_timm_eva_rotary_models(tmp_path, name, overrides, size):
   again = convert.read(str(tmp_path / "back.safetensors"), timm_model=name)
   for key, value in params_lib.flatten(checkpoint.params).items():
     np.testing.assert_array_equal(params_lib.flatten(again.params)[key], value, err_msg=key)
-  from vit_jax.analysis import features
-  from vit_jax.convert.pretrained import model_for
   for factor in (1.0, 1.5, 0.5):
     side = int(size * factor) // checkpoint.arch["patch_size"] * checkpoint.arch["patch_size"]
     images = photos(side)
@@ -141,7 +151,7 @@ def test_timm_eva_rotary_models(tmp_path, name, overrides, size):
       assert_close(ours(checkpoint, images), reference(nchw(images)).numpy())
       assert_close(rebuilt(nchw(images)).numpy(), reference(nchw(images)).numpy())
       tokens = reference.forward_features(nchw(images)).numpy()
-    out = features.extract(model_for(checkpoint), checkpoint.params, images)
+    out = tokens_of(checkpoint, images)
     assert_close(np.concatenate([out["prefix_tokens"], out["patch_tokens"]], axis=1), tokens)
 
 
@@ -235,8 +245,6 @@ def test_hf_outputs_and_round_trip(tmp_path, name):
 def test_clip_tokens_and_blocks_match_transformers_and_timm(tmp_path):
   """CLIP's block outputs (transformers' hidden_states, before the post-LayerNorm) and
   every final token (timm's forward_features) match, also at a larger input."""
-  from vit_jax.analysis import features
-  from vit_jax.convert.pretrained import model_for
   t = transformers
   hf = randomise(t.CLIPVisionModel(t.CLIPVisionConfig(
       image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -245,7 +253,7 @@ def test_clip_tokens_and_blocks_match_transformers_and_timm(tmp_path):
   images = photos(32)
   with torch.no_grad():
     out = hf(pixel_values=nchw(images), output_hidden_states=True)
-  ours_out = features.extract(model_for(checkpoint), checkpoint.params, images, blocks=(0, 1))
+  ours_out = tokens_of(checkpoint, images, blocks=(0, 1))
   for i in range(2):
     assert_close(ours_out[f"block_{i}"], out.hidden_states[i + 1].numpy())
   images = photos(48)  # transformers' interpolate_pos_encoding at a new size.
@@ -259,7 +267,7 @@ def test_clip_tokens_and_blocks_match_transformers_and_timm(tmp_path):
   checkpoint = convert.read(str(tmp_path / "clip.safetensors"), timm_model=name)
   for size in (32, 48):
     images = photos(size)
-    tokens = features.extract(model_for(checkpoint), checkpoint.params, images)
+    tokens = tokens_of(checkpoint, images)
     with torch.no_grad():
       theirs = reference.forward_features(nchw(images)).numpy()
     assert_close(np.concatenate([tokens["prefix_tokens"], tokens["patch_tokens"]], 1), theirs)
@@ -281,9 +289,7 @@ def test_mae_encoder_from_a_transformers_pretraining_checkpoint(tmp_path):
   with torch.no_grad():
     out = reference.vit(pixel_values=nchw(images), noise=torch.arange(16.0).expand(2, 16),
                         output_hidden_states=True)
-  from vit_jax.analysis import features
-  from vit_jax.convert.pretrained import model_for
-  tokens = features.extract(model_for(checkpoint), checkpoint.params, images, blocks=(0,))
+  tokens = tokens_of(checkpoint, images, blocks=(0,))
   assert_close(tokens["patch_tokens"], out.last_hidden_state[:, 1:].numpy())
   assert_close(tokens["block_0"], out.hidden_states[1].numpy())
   assert_close(ours(checkpoint, images, return_representation=True),
@@ -366,8 +372,6 @@ def test_hf_dinov3_tokens_any_size_and_round_trip(tmp_path, gated):
                              hidden_act="silu" if gated else "gelu")
   reference = randomise(t.DINOv3ViTModel(config))
   checkpoint = convert.read(save_hf(reference, str(tmp_path / "hf")))
-  from vit_jax.analysis import features
-  from vit_jax.convert.pretrained import model_for
   exported = str(tmp_path / "exported")
   convert.write_hf(checkpoint, exported)
   loaded = t.DINOv3ViTModel.from_pretrained(exported).eval()
@@ -378,7 +382,7 @@ def test_hf_dinov3_tokens_any_size_and_round_trip(tmp_path, gated):
       again = loaded(pixel_values=nchw(images))
     assert_close(ours(checkpoint, images, return_representation=True),
                  out.pooler_output.numpy())
-    tokens = features.extract(model_for(checkpoint), checkpoint.params, images, blocks=(0, 1))
+    tokens = tokens_of(checkpoint, images, blocks=(0, 1))
     assert_close(tokens["patch_tokens"], out.last_hidden_state[:, 3:].numpy())
     for i in range(2):
       assert_close(tokens[f"block_{i}"], out.hidden_states[i + 1].numpy())
@@ -411,8 +415,8 @@ def test_big_vision_resamples_position_embeddings_as_big_vision(tmp_path):
   model = create_model("vit", num_classes=5, patch_size=8, hidden_size=32, num_layers=1,
                        num_heads=2, mlp_dim=64, classifier="gap", class_token=False,
                        posemb_prefix=False)
-  params = params_lib.flatten(jax.tree.map(np.asarray, model.init(
-      jax.random.key(0), np.zeros((1, 32, 32, 3)))["params"]))
+  params = params_lib.flatten(jax.eval_shape(
+      model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)))["params"])
   params = {k: np.random.default_rng(len(k)).normal(size=v.shape).astype(np.float32) * 0.2
             for k, v in params.items()}
   posemb = params.pop("Transformer/posembed_input/pos_embedding")
@@ -439,7 +443,8 @@ def test_big_vision_resamples_position_embeddings_as_big_vision(tmp_path):
                           num_heads=2, mlp_dim=64, classifier="gap", class_token=False,
                           posemb_prefix=False)
     images = photos(size)
-    expected = np.asarray(native.apply({"params": params_lib.unflatten(zoomed)}, images))
+    expected = np.asarray(jax.jit(native.apply)({"params": params_lib.unflatten(zoomed)},
+                                                images))
     assert_close(ours(checkpoint, images), expected)
 
 
