@@ -32,7 +32,8 @@ Measured on the 2-core CPU (test accuracy, wall time; baselines on the same pixe
   pooling, 643 s); `python -m vit_jax.cli.small_data` chose light without flips on
   validation and reached 85.9% in 1,069 s all told, and 86.55% in 1,159 s once the choice
   is refit on the training and validation images (its default); logistic regression
-  82.25%.
+  82.25%. A synthetic ten-shape folder (scripts/make_shapes_folder.py, 32 px RGB): 92.35%
+  in 1,195 s all told (chose light with flips); logistic regression 13.25%.
 """
 from vit_jax import config as config_lib
 from vit_jax.data.folder_stats import folder_stats
