@@ -177,19 +177,18 @@ def is_run_directory(path) -> bool:
           and not any((path / name).exists() for name in _HUB_WEIGHTS))
 
 
-def _timm_name(path: epath.Path, timm_model: Optional[str]) -> Optional[str]:
-  """The timm model name: given, or from a Hub-style config.json beside the file."""
+def _timm_name(path: epath.Path, config: dict, timm_model: Optional[str]) -> Optional[str]:
+  """The timm model name: given, or from the Hub-style config.json beside the file."""
   if timm_model:
     return timm_model
-  config = read_json(path.parent / "config.json") or {}
   name = config.get("architecture") or config.get("model_name")
   return name or path.parent.name or None
 
 
-def _timm_pretrained_cfg(weights: epath.Path) -> dict[str, Any]:
+def _timm_pretrained_cfg(config: dict) -> dict[str, Any]:
   """The preprocessing timm wrote beside its weights (a Hub config.json's pretrained_cfg):
   it replaces what the model name suggests."""
-  cfg = (read_json(weights.parent / "config.json") or {}).get("pretrained_cfg") or {}
+  cfg = config.get("pretrained_cfg") or {}
   record = {k: tuple(cfg[k]) for k in ("mean", "std") if k in cfg}
   if cfg.get("input_size"):
     record["resolution"] = int(cfg["input_size"][-1])
@@ -349,12 +348,13 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
           state, read_json(path.parent / "open_clip_config.json"), num_heads)
       return Checkpoint.of(arch, unflatten(flat), preprocessing,
                            f"OpenCLIP image tower {path}")
-    name = _timm_name(path, timm_model)
+    hub_config = read_json(path.parent / "config.json") or {}
+    name = _timm_name(path, hub_config, timm_model)
     # timm's push_to_hub records the create_model kwargs of a non-standard size.
-    model_args = (read_json(path.parent / "config.json") or {}).get("model_args") or {}
+    model_args = hub_config.get("model_args") or {}
     arch, flat, preprocessing = timm_format.to_params(
         state, name=name, num_heads=num_heads or model_args.get("num_heads"))
-    preprocessing = {**preprocessing, **_timm_pretrained_cfg(path)}
+    preprocessing = {**preprocessing, **_timm_pretrained_cfg(hub_config)}
     return Checkpoint.of(arch, unflatten(flat), preprocessing,
                          f"timm checkpoint {path}" + (f" ({name})" if name else ""))
   raise UserError(f"Cannot tell the format of {path!r}: expected a .npz, a .safetensors / "

@@ -229,12 +229,11 @@ def to_params(config: dict, state: dict[str, np.ndarray],
                   if k.endswith("classifier.weight") or k == "visual_projection.weight")
   if kind == "vit_mae" and any(k.startswith("decoder.") for k in state):
     notes.append("dropped MAE's pre-training decoder; the encoder is kept")
-  flat_head = "visual_projection" in present
   rule_list, fused = rules(arch, kind, prefix, present)
   flat = layouts.import_state(state, rule_list, heads=arch["num_heads"], fused=fused,
                               ignore=_ignored, source=f"{kind} checkpoint")
-  if flat_head:
-    flat["head/bias"] = np.zeros(flat["head/kernel"].shape[-1], np.float32)
+  if kind == "clip_vision_model":
+    flat = layouts.with_zero_head_bias(flat)
   return arch, flat, preprocessing(config, processor), notes
 
 
@@ -309,11 +308,8 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
                   num_register_tokens=arch.get("num_registers", 0))
     has_head = False
   if kind == "clip_vision_model" and has_head:
-    if np.any(flat.get("head/bias", 0) != 0):
-      raise UserError("CLIP's visual projection has no bias but this head's is non-zero (a "
-                      "classifier, not the projection); export to timm or .npz instead.")
+    flat = layouts.without_head_bias(flat, "CLIP's visual")
     config["projection_dim"] = flat["head/kernel"].shape[-1]
-    flat = {k: v for k, v in flat.items() if k != "head/bias"}
   prefix = {"siglip_vision_model": "vision_model.", "clip_vision_model": "vision_model.",
             "vit": "vit." if has_head else "",
             "deit": "deit." if has_head else ""}.get(kind, "")

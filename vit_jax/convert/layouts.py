@@ -131,3 +131,21 @@ def heads(ours: str, theirs: str, *, out: bool = False) -> list[tuple[str, str, 
     return [(f"{ours}/kernel", f"{theirs}.weight", "heads_out"), (f"{ours}/bias", f"{theirs}.bias", "same")]
   return [(f"{ours}/kernel", f"{theirs}.weight", "heads_in"),
           (f"{ours}/bias", f"{theirs}.bias", "heads_bias")]
+
+
+# CLIP's projection (transformers' visual_projection, OpenCLIP's proj) is a bias-free
+# linear layer; here it is the head, with a bias of zeros.
+def with_zero_head_bias(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  if "head/kernel" in flat:
+    flat = {**flat, "head/bias": np.zeros(flat["head/kernel"].shape[-1], np.float32)}
+  return flat
+
+
+def without_head_bias(flat: Mapping[str, np.ndarray], target: str) -> dict[str, np.ndarray]:
+  """The head as a bias-free projection: its bias must be zero (else it is a classifier)."""
+  flat = dict(flat)
+  bias = flat.pop("head/bias", None)
+  if bias is not None and np.any(bias != 0):
+    raise UserError(f"{target}'s projection has no bias but this head's is non-zero (a "
+                    f"classifier, not the projection); export to timm or .npz instead.")
+  return flat

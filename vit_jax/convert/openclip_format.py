@@ -78,10 +78,9 @@ def rules(arch: dict, *, head: bool) -> tuple[list[Rule], list[layouts.Fused]]:
     block += [(f"{ours}/LayerScale_attention/scale", f"{theirs}.ls_1.gamma", "same"),
               (f"{ours}/LayerScale_mlp/scale", f"{theirs}.ls_2.gamma", "same")]
   fused = [layouts.Fused(f"visual.transformer.resblocks.{i}.attn.in_proj_{p}",
-                         tuple(f"visual.transformer.resblocks.{i}.attn.{n}.{suffix}"
+                         tuple(f"visual.transformer.resblocks.{i}.attn.{n}.{p}"
                                for n in "qkv"))
-           for i in range(arch["num_layers"])
-           for p, suffix in (("weight", "weight"), ("bias", "bias"))]
+           for i in range(arch["num_layers"]) for p in ("weight", "bias")]
   return [Rule(*r) for r in top] + layouts.block_rules(arch["num_layers"], block), fused
 
 
@@ -93,9 +92,7 @@ def to_params(state: dict[str, np.ndarray], config: Optional[dict] = None,
   flat = layouts.import_state(state, rule_list, heads=arch["num_heads"], fused=fused,
                               ignore=lambda k: not k.startswith("visual."),
                               source="OpenCLIP state dict")
-  if "head/kernel" in flat:
-    flat["head/bias"] = np.zeros(flat["head/kernel"].shape[-1], np.float32)
-  return arch, flat, preprocessing(arch, config)
+  return arch, layouts.with_zero_head_bias(flat), preprocessing(arch, config)
 
 
 def from_params(arch: dict, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -110,10 +107,6 @@ def from_params(arch: dict, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray
     raise UserError("OpenCLIP's image tower is a pre-norm ViT with a [class] token, no "
                     "patch-embedding bias and a (Quick)GELU MLP; export this model to timm "
                     "or .npz instead.")
-  flat = dict(flat)
-  bias = flat.pop("head/bias", None)
-  if bias is not None and np.any(bias != 0):
-    raise UserError("OpenCLIP's projection has no bias but this head's is non-zero (a "
-                    "classifier, not the projection); export to timm or .npz instead.")
+  flat = layouts.without_head_bias(flat, "OpenCLIP")
   rule_list, fused = rules(arch, head="head/kernel" in flat)
   return layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
