@@ -59,9 +59,9 @@ def test_a_diverged_run_restarts_from_its_newest_healthy_checkpoint(tfds_dir, tm
     loop.train_and_evaluate(tiny(tfds_dir, total_steps=24, resume_step=7), workdir)
 
 
-def _nan_once_before(step_to_poison: int):
+def _nan_once_before(step_to_poison: int, times: int = 1):
   """A fault injector around the compiled train step: the parameters going into step
-  `step_to_poison` are NaN, the first time only (a transient fault, like a bad batch)."""
+  `step_to_poison` are NaN, the first `times` times only (a transient fault)."""
   real = loop._compile_train_step  # pylint: disable=protected-access
   fired = []
 
@@ -73,7 +73,7 @@ def _nan_once_before(step_to_poison: int):
       return getattr(self.compiled, name)
 
     def __call__(self, state, batch):
-      if not fired and int(state.step) == step_to_poison - 1:
+      if len(fired) < times and int(state.step) == step_to_poison - 1:
         fired.append(True)
         state = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
       return self.compiled(state, batch)
@@ -88,10 +88,29 @@ def test_rollback_restores_the_newest_healthy_step_skips_batches_and_finishes(
   state = loop.train_and_evaluate(config, tmp_path)
   out = capsys.readouterr().out
   assert "non-finite step 8: rolled back to step 6" in out
-  assert "skipping the next 2 batches (rollback 1 of 1)" in out
+  assert "skipping the next 2 batches (the batches of steps 7-8 are not used; rollback 1 of 1)" in out
   assert int(state.step) == 12 and _finite(state)
   steps = [m["step"] for m in helpers.read_metrics(tmp_path) if "train_loss" in m]
   assert steps == sorted(set(steps)) and steps[-1] == 12  # each step recorded once.
+
+
+def test_each_rollback_reads_a_stretch_of_the_stream_no_other_try_read(
+    tfds_dir, tmp_path, capsys, monkeypatch):
+  """Three divergences at the same step: rollback k skips k x rollback_skip_batches, so
+  the step after each rollback trains on another batch (before: three exact replays)."""
+  monkeypatch.setattr(loop, "_compile_train_step", _nan_once_before(8, times=3))
+  config = tiny(tfds_dir, total_steps=10, checkpoint_every=3, on_divergence="rollback",
+                rollback_skip_batches=2, max_rollbacks=3)
+  state = loop.train_and_evaluate(config, tmp_path)
+  out = capsys.readouterr().out
+  for k in (1, 2, 3):
+    assert (f"skipping the next {2 * k} batches (the batches of steps 7-{6 + 2 * k} are not "
+            f"used; rollback {k} of 3)") in out
+  # Step 7's loss after each rollback (and before the first): four different batches.
+  step7 = [line.split("loss ")[1].split(" ")[0] for line in out.splitlines()
+           if "] step 7/10 " in line]
+  assert len(step7) == 4 and len(set(step7)) == 4, step7
+  assert int(state.step) == 10 and _finite(state)
 
 
 def test_storage_problems_fail_before_compiling_and_write_nothing(tfds_dir, tmp_path,
@@ -119,7 +138,8 @@ def test_storage_problems_fail_before_compiling_and_write_nothing(tfds_dir, tmp_
   assert "Compiled" not in capsys.readouterr().out
   # A disk without room for two checkpoints: one line before anything is written.
   monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 100))  # pylint: disable=protected-access
-  with pytest.raises(UserError, match=r"GiB free, but each checkpoint takes about"):
+  with pytest.raises(UserError, match=r"100 bytes free, but each checkpoint takes about "
+                                      r"0\.\d\d MiB"):  # MiB where GiB rounds to 0.00.
     loop.train_and_evaluate(tiny(tfds_dir, total_steps=10), tmp_path / "full")
   assert not (tmp_path / "full").exists() or not os.listdir(tmp_path / "full")
 

@@ -160,11 +160,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.skip_nonfinite_steps = False
   # After a non-finite step: 'stop' (a rerun resumes from the newest healthy checkpoint)
   # or 'rollback': restore the newest healthy checkpoint, skip the next
-  # `rollback_skip_batches` batches and go on, at most `max_rollbacks` times.
+  # k x `rollback_skip_batches` batches at rollback k (each retry reads new data) and go
+  # on, at most `max_rollbacks` times.
   c.on_divergence = "stop"
   c.rollback_skip_batches = 100
   c.max_rollbacks = 3
   c.resume_step = placeholder(int)  # resume from this intact step (newer ones set aside).
+  c.start_over = False  # True: train from step 0 where every checkpoint is damaged.
 
   # Devices: mesh axes (data, fsdp, model); -1 takes the remaining devices.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
@@ -182,6 +184,9 @@ def base_config() -> ml_collections.ConfigDict:
   # dotted module path; `every` N runs it every N steps and at the end (0: only at the
   # end, -1: never). Scalars are written as <name>_<metric>, e.g. test_accuracy.
   c.evals = ml_collections.ConfigDict({"test": classification_eval(every=1000)})
+  # An unreadable image in an eval split is skipped and counted (<name>_skipped_examples
+  # in the eval line and summary); True: it is an error instead.
+  c.strict_eval = False
   return c
 
 

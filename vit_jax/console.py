@@ -17,7 +17,10 @@ def _is_first_process() -> bool:
 
 def line(text: str, *, every_process: bool = False) -> None:
   if every_process or _is_first_process():
-    print(text, flush=True)
+    # One write: a signal handled between a text and its newline (Ctrl-C twice) would
+    # glue the next line, an error's, to this one.
+    sys.stdout.write(f"{text}\n")
+    sys.stdout.flush()
 
 
 def warn(text: str, *, every_process: bool = False) -> None:

@@ -85,10 +85,15 @@ def _exit_with_error(error: BaseException, code: int | None = None) -> None:
   """One line: `error: ...` on stderr (exit 2, or the error's own `exit_code`); an exit
   code of 0 (stopped on request, nothing lost) prints the line on stdout instead."""
   code = getattr(error, "exit_code", USER_ERROR_EXIT_CODE) if code is None else code
+  sys.stdout.flush()  # what was printed before ends its line before the error's.
   if code == 0:
-    print(str(error), flush=True)
+    sys.stdout.write(f"{error}\n")
   else:
-    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"error: {error}\n")
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if getattr(error, "exit_now", False):
+    os._exit(code)  # pylint: disable=protected-access
   sys.exit(code)
 
 

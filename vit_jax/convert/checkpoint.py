@@ -26,7 +26,7 @@ from vit_jax import config as config_lib
 from vit_jax import sharding, storage
 from vit_jax.convert import (big_vision_format, hf_format, hub, npz_format,
                              openclip_format, run_format, timm_format)
-from vit_jax.errors import UserError
+from vit_jax.errors import UserError, first_line
 from vit_jax.models import MODEL_PRESETS, family_module, resolve_family, resolve_model_name
 from vit_jax.models import family as family_lib
 from vit_jax.models import lora
@@ -141,13 +141,24 @@ def _load_tensors(path: epath.Path) -> dict[str, np.ndarray]:
   """A .safetensors (numpy, no torch) or a torch pickle (.pth, .bin, .pt)."""
   if path.name.endswith(".safetensors"):
     from safetensors.numpy import load  # pylint: disable=g-import-not-at-top
-    return load(path.read_bytes())
+    try:
+      return load(path.read_bytes())
+    except Exception as e:  # pylint: disable=broad-except  (SafetensorError, bad JSON)
+      raise UserError(f"{path} is not a readable .safetensors file ({first_line(e, 160)}): "
+                      f"it is damaged or cut short; download or write it again.") from None
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise UserError(f"{path} is a torch pickle: reading it needs torch (pip install torch), "
                     f"or convert the .safetensors version instead.") from None
-  state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+  try:
+    state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except  (UnpicklingError, bad zip)
+    why = ("it holds more than tensors, and torch's weights-only loader refused it (no "
+           "code in a checkpoint is ever run): save its state_dict, or use a .safetensors "
+           "version" if "weights only" in str(e).lower() else
+           f"damaged or not a torch file ({first_line(e, 160)}): download or write it again")
+    raise UserError(f"{path} cannot be read: {why}.") from None
   for key in ("state_dict", "model", "module"):  # training checkpoints wrap the weights.
     if isinstance(state, dict) and key in state and isinstance(state[key], dict):
       state = state[key]

@@ -22,6 +22,8 @@ def folder_stats(directory: str, *, sample: int = 200) -> FolderStats:
   """Counts DIR/train/<class>/* and reads the sizes of up to `sample` of them. A folder
   that is missing or empty gives zeros (the trainer then says what is wrong)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top  (configs import this module)
+  from vit_jax import console  # pylint: disable=g-import-not-at-top
+  from vit_jax.pp import images  # pylint: disable=g-import-not-at-top
   train = storage.path(directory) / "train"
   if not train.is_dir():
     return FolderStats(0, 0, 0)
@@ -34,8 +36,9 @@ def folder_stats(directory: str, *, sample: int = 200) -> FolderStats:
     try:
       with Image.open(io.BytesIO(storage.read_bytes(path))) as image:
         sides.append(min(image.size))
-    except OSError:
-      continue  # unreadable: the trainer skips it with a warning.
+    except images.DECODE_ERRORS as e:  # the trainer skips it too, as the warning says.
+      console.warn(f"skipping {images.UnreadableImageError.of(str(path), e)} (not used to "
+                   f"size the run; training goes on without it).")
   return FolderStats(len(files), len(classes), int(statistics.median(sides)) if sides else 0)
 
 

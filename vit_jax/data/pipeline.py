@@ -144,14 +144,15 @@ class _Chunk:
 class SkipLog:
   """Unreadable files met by one stream: one warning per file, every skip counted."""
 
-  def __init__(self):
+  def __init__(self, consequence: str = "training goes on without it"):
     self.files: set[str] = set()
     self.count = 0
+    self.consequence = consequence
 
   def report(self, element: dict) -> None:
     if element["skipped"] not in self.files:
       self.files.add(element["skipped"])
-      console.warn(f"skipping {element['reason']} (training goes on without it).")
+      console.warn(f"skipping {element['reason']} ({self.consequence}).")
     self.count += 1
 
 
@@ -406,10 +407,12 @@ class EvalData:
   """A padded eval split: `num_batches` local batches with 'mask' (0 on padding)."""
 
   def __init__(self, source: Source, records: grain.MapDataset, *, local_batch: int,
-               num_batches: int, pp: str, padding: dict, pp_modules: Sequence[str] = ()):
+               num_batches: int, pp: str, padding: dict, pp_modules: Sequence[str] = (),
+               num_examples: Optional[int] = None):
     self.source, self.records, self.pp, self.pp_modules = source, records, pp, pp_modules
     self.local_batch, self.num_batches, self.padding = local_batch, num_batches, padding
-    self.skips = SkipLog()  # across passes: one warning per unreadable file.
+    self.num_examples = num_examples  # in the whole split, all processes' parts.
+    self.skips = SkipLog("evaluated without it: the eval lines count the examples used")
 
   def __iter__(self) -> Iterator[dict]:
     dataset = self.records.map_with_index(
@@ -438,4 +441,4 @@ def eval_dataset(source: Source, *, split: str, global_batch_size: int, pp: str,
   padding = {**{k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()},
              "mask": np.float32(0)}
   return EvalData(source, local, local_batch=local_batch, num_batches=num_batches, pp=pp,
-                  padding=padding, pp_modules=pp_modules)
+                  padding=padding, pp_modules=pp_modules, num_examples=len(records))

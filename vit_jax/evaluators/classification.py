@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax.data import device_feed
+from vit_jax.errors import UserError
 from vit_jax.losses import correct_predictions, loss_fn
 
 
@@ -51,7 +52,9 @@ def confusion_image(confusion: np.ndarray, min_size: int = 256) -> np.ndarray:
 
 class Evaluator:
   """Settings: dataset ('' = the run's), split ('' = test_split), pp ('' = pp_eval),
-  batch_size (0 = eval_batch_size), per_class. Results: loss, accuracy, examples; with
+  batch_size (0 = eval_batch_size), per_class. Results: loss, accuracy, examples (and
+  skipped_examples where unreadable images left the split short; an error with the
+  config's `strict_eval`); with
   `per_class`, also worst_class_accuracy, the confusion matrix as a table (written to
   `<name>_confusion.csv` in the workdir, with each class's accuracy) and as an image."""
 
@@ -61,6 +64,8 @@ class Evaluator:
     self.mesh = context.built.mesh
     self.per_class = per_class
     self.label_names = getattr(context.source(dataset), "label_names", None)
+    self.strict = bool(context.config.get("strict_eval", False))
+    self.split = split or context.config.test_split
     self.eval_step = context.built.jit_on_params(
         make_eval_step(context.model, loss=context.config.loss, confusion=per_class))
 
@@ -70,6 +75,15 @@ class Evaluator:
     results = {"loss": float(totals["loss_sum"]) / count,
                "accuracy": float(totals["correct_sum"]) / count,
                "examples": float(totals["count"])}
+    expected = getattr(self.data, "num_examples", None)
+    if expected is not None and totals["count"] < expected:
+      missing = expected - int(round(float(totals["count"])))
+      if self.strict:
+        raise UserError(f"strict_eval=True: {missing} of the {expected} examples of split "
+                        f"{self.split!r} are unreadable (named in the warnings above); fix "
+                        f"or remove them, or set --config.strict_eval=False to evaluate "
+                        f"on the rest.")
+      results["skipped_examples"] = float(missing)  # said in the eval line and summary.
     if self.per_class:
       confusion = np.asarray(totals["confusion"]).round().astype(np.int64)
       present = confusion.sum(1) > 0

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from vit_jax import storage
+from vit_jax.errors import without_object_reprs
 
 
 class UnreadableImageError(ValueError):
@@ -18,7 +19,21 @@ class UnreadableImageError(ValueError):
 
   @classmethod
   def of(cls, name: str, error: BaseException) -> "UnreadableImageError":
-    return cls(f"unreadable image {name}: {error}", name)
+    return cls(f"unreadable image {name}: {reason(error)}", name)
+
+
+# What PIL raises for a file it cannot decode (a decompression bomb is not an OSError).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def reason(error: BaseException) -> str:
+  """Why PIL could not read a file, in words (no `<_io.BytesIO object at 0x...>`)."""
+  if isinstance(error, Image.UnidentifiedImageError):
+    return "not an image file PIL can identify (wrong format, empty or cut short)"
+  if isinstance(error, Image.DecompressionBombError):
+    return (f"{error}".split(", could be")[0] + " (PIL's guard against decompression "
+            f"bombs; resize it, or raise PIL.Image.MAX_IMAGE_PIXELS)")
+  return without_object_reprs(str(error)) or type(error).__name__
 
 
 def load_image(path: str) -> np.ndarray:
@@ -38,7 +53,7 @@ def _decode(file, name: str, *, keep_gray: bool) -> np.ndarray:
       if keep_gray and image.mode == "L":
         return np.asarray(image, np.uint8)[..., None]
       return to_rgb_uint8(image)
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+  except DECODE_ERRORS as e:
     raise UnreadableImageError.of(name, e) from None
 
 

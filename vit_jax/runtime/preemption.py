@@ -20,6 +20,10 @@ _NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT (Ctrl-C)"}
 class StopRequested(UserError):
   """A signal stopped the run before its first step; nothing to save."""
 
+  # Nothing was written: the command may end the process at once (a compile thread
+  # may still be running; waiting for it is what the signal asked not to do).
+  exit_now = True
+
   def __init__(self, message: str, exit_code: int):
     super().__init__(message)
     self.exit_code = exit_code

@@ -34,7 +34,7 @@ from orbax.checkpoint._src.checkpoint_managers import preservation_policy as pre
 from vit_jax import console, storage
 from vit_jax.convert import run_format
 from vit_jax.data.pipeline import InputState
-from vit_jax.errors import UserError
+from vit_jax.errors import UserError, first_line, os_cause
 from vit_jax.models import params as params_lib
 from vit_jax.trainer import checksums
 from vit_jax.trainer.health import Health
@@ -51,11 +51,6 @@ class CheckpointSaveError(UserError):
 
 class DamagedCheckpointError(Exception):
   """A step's files read back but its arrays are not what was saved."""
-
-
-def first_line(error: BaseException) -> str:
-  text = str(error).strip()
-  return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
 
 
 @dataclasses.dataclass
@@ -169,27 +164,34 @@ class TrainCheckpointer:
     self.check()
     return saved
 
-  def check(self) -> None:
+  def check(self, step: Optional[int] = None) -> None:
     """Raises CheckpointSaveError (partial files removed) if a background save failed;
-    cheap enough to call every step."""
+    cheap enough to call at every step boundary (`step`, for the message). Orbax hands
+    a failed write to its finalize thread, which keeps it until someone waits: a save
+    that is no longer in progress is waited for here, so its failure is seen at once."""
     try:
       self.manager.check_for_errors()
+      if self._pending_step is not None and not self.manager.is_saving_in_progress():
+        self.manager.wait_until_finished()  # returns at once; raises a failed save's error.
+        self._pending_step = None
     except Exception as e:  # pylint: disable=broad-except
-      self._stop(self._pending_step, e)
+      self._stop(self._pending_step, e, at_step=step)
 
-  def _stop(self, step: Optional[int], error: BaseException) -> None:
+  def _stop(self, step: Optional[int], error: BaseException, *,
+            at_step: Optional[int] = None) -> None:
     self._failed = True
     with contextlib.suppress(Exception):  # the same failure again, from other threads.
       self.manager.wait_until_finished()
     self._remove_partial_files()
     self.manager.reload()
     latest = self.manager.latest_step()
+    cause = os_cause(error) or storage.describe_error(self.directory, error)[:120]
+    stopped = f" at step {at_step}" if at_step is not None else ""
     raise CheckpointSaveError(
-        f"Saving the checkpoint of step {step} in {self.directory} failed "
-        f"({storage.describe_error(self.directory, error)}); the run stopped and the "
-        f"partial files were removed. The newest complete checkpoint is "
-        f"{'step ' + str(latest) if latest is not None else 'none'}: fix the cause (disk "
-        f"space, permissions) and run the same command to resume.") from None
+        f"saving checkpoint {step} in {self.directory} failed ({cause}); stopped{stopped}, "
+        f"partial files removed, newest complete checkpoint: "
+        f"{'step ' + str(latest) if latest is not None else 'none'}. Fix the cause and run "
+        f"the same command to resume.") from None
 
   def _partial_saves(self) -> list:
     """Unfinished saves: `<step>.orbax-checkpoint-tmp*` folders (local disks, where orbax
@@ -311,6 +313,14 @@ class TrainCheckpointer:
     if jax.process_index() == 0:
       with contextlib.suppress(FileNotFoundError, OSError):
         (self.directory / DIVERGENCE_FILE).unlink()
+
+  def discard_if_empty(self) -> None:
+    """Closes, and removes the folder if this run created it and saved nothing."""
+    self.manager.close()
+    if jax.process_index() == 0 and not storage.is_remote(self.directory):
+      with contextlib.suppress(OSError):
+        if self.directory.is_dir() and not any(self.directory.iterdir()):
+          self.directory.rmdir()
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

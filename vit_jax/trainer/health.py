@@ -6,7 +6,10 @@ that loss is its verdict. One whose loss is not finite, or above the normal rang
 The range is robust to batch noise and to the divergence itself: the median of the last
 `STEPS` healthy steps' losses plus the larger of 6 median absolute deviations, a quarter
 of the median and 0.05. With fewer than `MIN_STEPS` losses seen, any finite loss is
-healthy.
+healthy. The range never drifts up with a slowly collapsing run: once `ANCHOR_STEPS`
+losses are known, the lowest median seen (and the spread measured then) is the anchor,
+and a loss above the anchor's range is suspect however many steps it took to get there
+(a run that collapses to chance loss step by step stays suspect).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import Optional, Sequence
 
 STEPS = 200
 MIN_STEPS = 8
+ANCHOR_STEPS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,17 +39,26 @@ class Health:
 
 class LossMonitor:
   """Recent healthy losses; `assess` judges one step's loss (and remembers it when it is
-  healthy: a diverging stretch never becomes the reference)."""
+  healthy: a diverging stretch never becomes the reference). `anchor`: (median, spread)
+  of the best stretch so far, saved with each checkpoint."""
 
-  def __init__(self, losses: Sequence[float] = ()):
+  def __init__(self, losses: Sequence[float] = (), anchor: Optional[Sequence[float]] = None):
     self.losses = [float(v) for v in losses][-STEPS:]
+    self.anchor = tuple(float(v) for v in anchor) if anchor else None
 
-  def limit(self) -> Optional[float]:
+  def _range(self) -> Optional[tuple[float, float]]:
+    """(median, spread) of the recent healthy losses."""
     if len(self.losses) < MIN_STEPS:
       return None
     median = statistics.median(self.losses)
-    spread = statistics.median(abs(v - median) for v in self.losses)
-    return median + max(6 * spread, 0.25 * abs(median), 0.05)
+    return median, statistics.median(abs(v - median) for v in self.losses)
+
+  def limit(self) -> Optional[float]:
+    current = self._range()
+    if current is None:
+      return None
+    return min(median + max(6 * spread, 0.25 * abs(median), 0.05)
+               for median, spread in filter(None, (current, self.anchor)))
 
   def assess(self, loss: float, *, nonfinite: bool = False) -> Health:
     if nonfinite or not math.isfinite(loss):
@@ -55,6 +68,10 @@ class LossMonitor:
       return Health(False, loss, f"the next step's loss {loss:.4g} is above its normal range "
                                  f"(at most {limit:.4g}; median {statistics.median(self.losses):.4g})")
     self.losses = (self.losses + [loss])[-STEPS:]
+    if len(self.losses) >= ANCHOR_STEPS:
+      current = self._range()
+      if self.anchor is None or current[0] < self.anchor[0]:
+        self.anchor = current
     return Health(True, loss)
 
   def observe(self, history: Sequence[tuple[int, dict]]) -> None:

@@ -10,6 +10,7 @@ a GPU and a multi-host pod.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Optional
 
@@ -55,18 +56,23 @@ def _run(run: setup.Setup, evaluators, workdir: str, lock, stop) -> TrainState:
   settings = _input_settings(config, shards)
   start = resume.initial_state(config, built, workdir, settings, run.pretrained)
   state, start_step = start.state, int(start.state.step)
-  _write_run_files(config, built, workdir)
   console.line(_header(config, built, source, shards, workdir))
   if jax.process_count() > 1:
     console.line(f"process {jax.process_index()} reads data shard(s) "
                  f"{list(shards.local_shards)} of {shards.num_shards}", every_process=True)
-  writer = metric_writers.create_writer(workdir, start_step=start_step, config=config)
   if start_step >= config.total_steps:
+    _write_run_files(config, built, workdir)
+    writer = metric_writers.create_writer(workdir, start_step=start_step, config=config)
     return _finish_or_nothing(config, workdir, start, evaluators, writer)
   spec = pipeline.example_spec(source, split=config.train_split, pp=built.host_pp_train,
                                pp_modules=config.pp_modules)
-  train_step = _compile_train_step(built, spec)
-  stop.check_before_start()
+  try:  # a stop while compiling ends the run now, leaving nothing behind.
+    train_step = _compile_train_step(built, spec, stop)
+  except preemption.StopRequested:
+    start.checkpointer.discard_if_empty()
+    raise
+  _write_run_files(config, built, workdir)
+  writer = metric_writers.create_writer(workdir, start_step=start_step, config=config)
 
   def stream(step: int, positions=None) -> pipeline.TrainStream:
     return pipeline.TrainStream(
@@ -118,15 +124,39 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
           f"tensorboard --logdir={workdir})")
 
 
-def _compile_train_step(built: build_lib.Built, example_spec: dict):
-  """`example_spec`: {'image', 'label'} -> (shape, dtype) of one example's fields."""
+def _compile_train_step(built: build_lib.Built, example_spec: dict, stop=None):
+  """`example_spec`: {'image', 'label'} -> (shape, dtype) of one example's fields. The
+  compiler runs on a thread of its own, so a signal stops the run at once (`stop`
+  raises StopRequested), not minutes later when a large model's compile is done."""
   start = time.perf_counter()
   shape, dtype = example_spec["label"]
-  compiled = built.compile_train_step(label_shape=tuple(shape),
-                                      integer_labels=np.issubdtype(dtype, np.integer),
-                                      image_dtype=example_spec["image"][1])
+  compiled = _while_watching(lambda: built.compile_train_step(
+      label_shape=tuple(shape), integer_labels=np.issubdtype(dtype, np.integer),
+      image_dtype=example_spec["image"][1]), stop)
   console.line(f"Compiled the train step in {time.perf_counter() - start:.1f}s")
   return compiled
+
+
+def _while_watching(work, stop):
+  """work() on a daemon thread while the main thread, free to run signal handlers,
+  checks `stop` every 0.1 s."""
+  if stop is None:
+    return work()
+  outcome = {}
+
+  def target():
+    try:
+      outcome["value"] = work()
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised below)
+      outcome["error"] = e
+  thread = threading.Thread(target=target, name="compile", daemon=True)
+  thread.start()
+  while thread.is_alive():
+    thread.join(0.1)
+    stop.check_before_start()
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome["value"]
 
 
 def _progress(config, built: build_lib.Built, compiled, start_step: int) -> progress.Progress:
@@ -225,10 +255,14 @@ class _Loop:
     self.train_data = self.stream(step, input_state and input_state.get("positions"))
     self.batches = device_feed.prefetch_to_mesh(self.train_data, self.built.mesh)
     self.skipped_images = 0
-    self.history = []
+    # A stop's window not yet logged comes back with its checkpoint: the next log line
+    # averages the same steps as an uninterrupted run's.
+    self.history = step_history.from_record((record or {}).get("pending_metrics"))
     # A resumed step never judged (a run's last checkpoint): its first step judges it.
     self.unjudged = step if step and self.checkpointer.health(step) is None else None
-    self.monitor = health_lib.LossMonitor((record or {}).get("recent_losses", []))
+    record = record or {}
+    self.monitor = health_lib.LossMonitor(record.get("recent_losses", []),
+                                          record.get("loss_anchor"))
 
   def run(self, state, start: resume.Start) -> TrainState:
     c = self.config
@@ -258,15 +292,19 @@ class _Loop:
       state, step_metrics = self.train_step(state, next(self.batches))
       step += 1
       self.history.append((step, step_metrics))
-      self.checkpointer.check()  # a failed background save stops the run at once.
+      self.checkpointer.check(step)  # a failed background save stops the run here.
       should_save = step % c.checkpoint_every == 0 or step == c.total_steps
       stopping = self.stop.reached(step)
-      if step % c.log_every == 0 or should_save or stopping:
+      pending = []
+      if step % c.log_every == 0 or should_save:
         self.log(step, meter)
+      elif stopping:  # shown, and kept with the checkpoint for the resumed run to log.
+        pending = self.peek(step)
       elif step == first:  # a first sign of life; a resumed run records what an
         self.log(step, meter) if first == 1 else self.peek(step)  # uninterrupted one does.
+      other_work = time.perf_counter()
       if should_save or stopping:
-        self.save(step, state, force=stopping)
+        self.save(step, state, force=stopping, pending=pending)
       if stopping:
         self.checkpointer.wait()
         console.line(f"Stopped by {self.stop.name} at step {step} with a checkpoint; run "
@@ -275,13 +313,16 @@ class _Loop:
       last = _evaluate(self.evaluators, self.writer, step, state,
                        final=step == c.total_steps, workdir=self.workdir)
       self.last_eval = last or self.last_eval
+      meter.exclude(time.perf_counter() - other_work)  # img/s is the training rate.
     return state
 
-  def save(self, step: int, state, *, force: bool) -> None:
+  def save(self, step: int, state, *, force: bool, pending=()) -> None:
     self.writer.flush()  # metrics up to a checkpoint are kept with it (buckets).
-    # Saves follow a log line, so no per-step metric is pending: a resume records the
-    # same windows as an uninterrupted run.
-    record = {"input": self.settings, "recent_losses": self.monitor.losses}
+    # Saves follow a log line, or (a stop between log lines) keep the `pending` window:
+    # a resume records the same windows as an uninterrupted run.
+    record = {"input": self.settings, "recent_losses": self.monitor.losses,
+              "loss_anchor": self.monitor.anchor,
+              "pending_metrics": step_history.to_record(list(pending))}
     self.checkpointer.save(step, state, record, self.train_data.state(step), force=force)
     self.unjudged = step
     console.line(f"Saving checkpoint at step {step}")
@@ -333,16 +374,18 @@ class _Loop:
     self.writer.write_scalars(step, scalars)
     console.line(progress.Progress.line(step, self.config.total_steps, scalars))
 
-  def peek(self, step: int) -> None:
+  def peek(self, step: int) -> list:
     """The progress line of the steps so far, checked but not recorded (a resumed run
     then records the same windows as an uninterrupted one)."""
     history = self._window()
     scalars = step_history.mean_metrics(history, skip_nonfinite=self.config.skip_nonfinite_steps)
     console.line(progress.Progress.line(step, self.config.total_steps, scalars))
+    return history
 
   def _roll_back(self, error: NonFiniteStepError) -> TrainState:
     """After a non-finite step (on_divergence='rollback'): the newest healthy checkpoint,
-    the next `rollback_skip_batches` batches skipped."""
+    and the stream moved on past what the earlier tries read: rollback k skips the next
+    k x `rollback_skip_batches` batches, so no retry replays another's batches."""
     self.rollbacks += 1
     self.checkpointer.wait()
     restored = self.checkpointer.restore_newest(self.built.state.abstract, healthy_only=True)
@@ -352,7 +395,8 @@ class _Loop:
       self.checkpointer.set_aside(step, checkpointer_lib.SUSPECT, "suspect (saved before "
                                   "the divergence)")
     input_state = self.checkpointer.restore_input(restored.step)
-    skip, shard_batch = self.config.rollback_skip_batches, self.train_data.shard_batch
+    skip = self.config.rollback_skip_batches * self.rollbacks
+    shard_batch = self.train_data.shard_batch
     positions = (input_state or {}).get("positions") or {
         shard: restored.step * shard_batch for shard in self.train_data.positions}
     input_state = {"positions": {k: v + skip * shard_batch for k, v in positions.items()}}
@@ -362,8 +406,9 @@ class _Loop:
                                                config=self.config)
     self._open_stream(restored.step, input_state, restored.record)
     console.warn(f"non-finite step {error.step}: rolled back to step {restored.step}, the "
-                 f"newest healthy checkpoint, skipping the next {skip} batches (rollback "
-                 f"{self.rollbacks} of {self.config.max_rollbacks}).")
+                 f"newest healthy checkpoint, skipping the next {skip} batches (the "
+                 f"batches of steps {restored.step + 1}-{restored.step + skip} are not "
+                 f"used; rollback {self.rollbacks} of {self.config.max_rollbacks}).")
     return restored.state
 
   def close(self) -> None:

@@ -46,9 +46,16 @@ def check_storage(workdir: str, *, state_bytes: int) -> None:
     storage.check_writable(checkpoints, what="the checkpoints folder")
   free = storage.free_bytes(workdir)
   if free is not None and free < 2 * state_bytes:
-    raise UserError(f"--workdir={workdir}: {free / 2**30:.2f} GiB free, but each checkpoint "
-                    f"takes about {state_bytes / 2**30:.2f} GiB; free some space (at least "
-                    f"{2 * state_bytes / 2**30:.2f} GiB) or use another --workdir.")
+    raise UserError(f"--workdir={workdir}: {_size(free)} free, but each checkpoint "
+                    f"takes about {_size(state_bytes)}; free some space (at least "
+                    f"{_size(2 * state_bytes)}) or use another --workdir.")
+
+
+def _size(num_bytes: int) -> str:
+  """In GiB, or in MiB (or bytes) where GiB would round to 0.00."""
+  if num_bytes >= 2**30 / 100:
+    return f"{num_bytes / 2**30:.2f} GiB"
+  return f"{num_bytes / 2**20:.2f} MiB" if num_bytes >= 2**20 / 100 else f"{num_bytes} bytes"
 
 
 def check_workdir(workdir: str) -> str:

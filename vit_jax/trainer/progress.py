@@ -16,6 +16,12 @@ class Progress:
     self.flops_per_step, self.peak_flops = flops_per_step, peak_flops
     self._last_step, self._last_time = start_step, None
 
+  def exclude(self, seconds: float) -> None:
+    """Time spent on other work since the last log point (a save, an evaluation): not
+    training, so not in the rate."""
+    if self._last_time is not None:
+      self._last_time += seconds
+
   def measure(self, step: int) -> dict[str, float]:
     now = time.perf_counter()
     if self._last_time is None:  # the first step: the clock starts now.
@@ -64,8 +70,18 @@ def summary_line(*, steps: int, seconds: float, batch_size: int,
                       if not k.endswith("examples"))
   skipped = (f" ({skipped_steps} of them skipped as non-finite: their updates were dropped)"
              if skipped_steps else "")
+  short = [_short_split(key[:-len("_skipped_examples")], final_eval)
+           for key, value in sorted(final_eval.items())
+           if key.endswith("_skipped_examples") and value]
   return (f"Done: {steps} steps{skipped} in {_duration(seconds)} ({rate:,.0f} img/s)"
-          f"{'; ' + results if results else ''}; checkpoints in {checkpoint_dir}")
+          f"{'; ' + results if results else ''}{''.join('; ' + s for s in short)}; "
+          f"checkpoints in {checkpoint_dir}")
+
+
+def _short_split(name: str, scalars: Mapping[str, float]) -> str:
+  """'test on 50 of 51 examples (1 unreadable, skipped)'."""
+  used, skipped = int(scalars.get(f"{name}_examples", 0)), int(scalars[f"{name}_skipped_examples"])
+  return f"{name} on {used} of {used + skipped} examples ({skipped} unreadable, skipped)"
 
 
 def eval_line(step: int, scalars: Mapping[str, float]) -> str:

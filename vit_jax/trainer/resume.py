@@ -6,6 +6,7 @@ again. Each choice is one console line saying which step and why."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Optional
 
 import jax
@@ -28,6 +29,9 @@ class Start:
 def _resume(config, built, directory, input_settings: dict) -> Optional[Start]:
   saver = checkpointer_lib.TrainCheckpointer(directory, keep=config.keep_checkpoints)
   divergence = saver.divergence()
+  if divergence is not None and _is_stale(divergence, saver.steps()):
+    saver.clear_divergence()  # a later run trained past it: it describes nothing here.
+    divergence = None
   restored = saver.restore_newest(built.state.abstract, step=config.get("resume_step"),
                                   healthy_only=divergence is not None)
   if restored is None:
@@ -55,6 +59,32 @@ def _resume(config, built, directory, input_settings: dict) -> Optional[Start]:
   return Start(saver, restored.state, saver.restore_input(restored.step), restored.record)
 
 
+def _is_stale(divergence: dict, steps: list[int]) -> bool:
+  """A non-finite step is never saved, so a checkpoint at or after the marked step was
+  made by a later run."""
+  step = divergence.get("step")
+  return isinstance(step, int) and bool(steps) and max(steps) >= step
+
+
+def _check_nothing_lost(config, directory) -> None:
+  """Before a fresh start in a checkpoints folder with no intact step: a folder whose
+  every checkpoint is damaged is an error (training would silently start over), unless
+  `start_over`; a divergence marker of a run that never saved describes nothing left."""
+  damaged = sorted({int(m.group(1)) for p in directory.iterdir()
+                    if (m := re.fullmatch(r"(\d+)\.damaged\d*", p.name))})
+  if damaged and not config.get("start_over"):
+    raise UserError(
+        f"every checkpoint in {directory} is damaged (step(s) {damaged}, set aside as "
+        f"<step>.damaged): nothing to resume. To train again from step 0 here, add "
+        f"--config.start_over=True; or use a new --workdir.")
+  if damaged:
+    console.warn(f"start_over=True: training from step 0; the damaged checkpoints "
+                 f"{damaged} stay set aside in {directory}.")
+  marker = directory / checkpointer_lib.DIVERGENCE_FILE
+  if marker.exists() and jax.process_index() == 0:
+    marker.unlink()
+
+
 def initial_state(config, built, workdir: str, input_settings: dict, pretrained) -> Start:
   """Nothing is written before this has succeeded (the checkpointer creates its folder)."""
   directory = storage.path(workdir) / "checkpoints"
@@ -62,6 +92,7 @@ def initial_state(config, built, workdir: str, input_settings: dict, pretrained)
     resumed = _resume(config, built, directory, input_settings)
     if resumed is not None:
       return resumed
+    _check_nothing_lost(config, directory)
   elif config.get("resume_step") is not None:
     raise UserError(f"resume_step={config.resume_step}: {workdir} has no checkpoints yet.")
   state = built.init_state(jax.random.key(config.seed))

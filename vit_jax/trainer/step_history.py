@@ -53,3 +53,20 @@ def mean_metrics(history: list[tuple[int, dict]], *, skip_nonfinite: bool) -> di
   if skip_nonfinite:
     means["skipped_steps"] = float(sum(bool(values["nonfinite"]) for _, values in history))
   return means
+
+
+def to_record(history: list[tuple[int, dict]]) -> dict:
+  """Fetched per-step metrics as JSON (a stop's window not yet logged, kept with its
+  checkpoint): values, and their dtypes so that `from_record` gives back the same numbers."""
+  dtypes = {k: np.asarray(v).dtype.name for k, v in history[0][1].items()} if history else {}
+  return {"dtypes": dtypes,
+          "steps": [[step, {k: np.asarray(v).item() for k, v in values.items()}]
+                    for step, values in history]}
+
+
+def from_record(record: dict | None) -> list[tuple[int, dict]]:
+  if not record:
+    return []
+  dtypes = record["dtypes"]
+  return [(int(step), {k: np.asarray(v, dtype=dtypes[k]) for k, v in values.items()})
+          for step, values in record["steps"]]
