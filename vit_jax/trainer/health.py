@@ -3,13 +3,17 @@ each checkpoint: the state saved at step s is what step s+1 computes its loss wi
 that loss is its verdict. One whose loss is not finite, or above the normal range, is
 *suspect*; after a divergence the run resumes (or rolls back) to the newest healthy one.
 
-The range is robust to batch noise and to the divergence itself: the median of the last
-`STEPS` healthy steps' losses plus the larger of 6 median absolute deviations, a quarter
-of the median and 0.05. With fewer than `MIN_STEPS` losses seen, any finite loss is
-healthy. The range never drifts up with a slowly collapsing run: once `ANCHOR_STEPS`
-losses are known, the lowest median seen (and the spread measured then) is the anchor,
-and a loss above the anchor's range is suspect however many steps it took to get there
-(a run that collapses to chance loss step by step stays suspect).
+The range is robust to batch noise, to the loss's own descent and to the divergence
+itself: the level (median of the last `LEVEL_STEPS` healthy losses) plus the larger of 4
+noise deviations (the spread of step-to-step differences, which a falling trend does not
+inflate), a quarter of the level and 0.05. With fewer than `MIN_STEPS` losses seen, any
+finite loss is healthy. The range never drifts up with a slowly collapsing run: once
+`ANCHOR_STEPS` losses are known, the lowest level seen (with the noise measured then) is
+the anchor, and a loss above the anchor's range is suspect however many steps it took to
+get there (a run that sinks to chance loss step by step stays suspect). Where the chance
+loss is known (softmax: ln C, the loss of a uniform guess) and the run was clearly below
+it, the range ends half-way between the anchor and chance: a model that forgot what it
+learnt is never healthy, however close to chance it had been.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Optional, Sequence
 
 STEPS = 200
 MIN_STEPS = 8
+LEVEL_STEPS = 20
 ANCHOR_STEPS = 32
 
 
@@ -42,23 +47,31 @@ class LossMonitor:
   healthy: a diverging stretch never becomes the reference). `anchor`: (median, spread)
   of the best stretch so far, saved with each checkpoint."""
 
-  def __init__(self, losses: Sequence[float] = (), anchor: Optional[Sequence[float]] = None):
+  def __init__(self, losses: Sequence[float] = (), anchor: Optional[Sequence[float]] = None,
+               *, chance: Optional[float] = None):
     self.losses = [float(v) for v in losses][-STEPS:]
     self.anchor = tuple(float(v) for v in anchor) if anchor else None
+    self.chance = chance
 
   def _range(self) -> Optional[tuple[float, float]]:
-    """(median, spread) of the recent healthy losses."""
+    """(level, noise) of the recent healthy losses: their recent median, and the typical
+    step-to-step change / 0.954 (the standard deviation, for Gaussian batch noise)."""
     if len(self.losses) < MIN_STEPS:
       return None
-    median = statistics.median(self.losses)
-    return median, statistics.median(abs(v - median) for v in self.losses)
+    steps = [abs(b - a) for a, b in zip(self.losses, self.losses[1:])]
+    return statistics.median(self.losses[-LEVEL_STEPS:]), statistics.median(steps) / 0.954
 
   def limit(self) -> Optional[float]:
     current = self._range()
     if current is None:
       return None
-    return min(median + max(6 * spread, 0.25 * abs(median), 0.05)
-               for median, spread in filter(None, (current, self.anchor)))
+    limits = [level + max(4 * noise, 0.25 * abs(level), 0.05)
+              for level, noise in filter(None, (current, self.anchor))]
+    if self.chance is not None and self.anchor is not None:
+      level, noise = self.anchor
+      if level < self.chance - 4 * noise:  # it had learnt something: chance is a collapse.
+        limits.append((level + self.chance) / 2)
+    return min(limits)
 
   def assess(self, loss: float, *, nonfinite: bool = False) -> Health:
     if nonfinite or not math.isfinite(loss):
@@ -66,7 +79,7 @@ class LossMonitor:
     limit = self.limit()
     if limit is not None and loss > limit:
       return Health(False, loss, f"the next step's loss {loss:.4g} is above its normal range "
-                                 f"(at most {limit:.4g}; median {statistics.median(self.losses):.4g})")
+                                 f"(at most {limit:.4g}; recent median {self._range()[0]:.4g})")
     self.losses = (self.losses + [loss])[-STEPS:]
     if len(self.losses) >= ANCHOR_STEPS:
       current = self._range()
@@ -78,3 +91,11 @@ class LossMonitor:
     """Learns from a window's per-step losses (the non-finite and abnormal ones left out)."""
     for _, values in history:
       self.assess(float(values["train_loss"]), nonfinite=bool(values["nonfinite"]))
+
+
+def chance_loss(loss: str, num_classes: Optional[int]) -> Optional[float]:
+  """The loss of a uniform guess: ln C for softmax cross-entropy (whatever the targets:
+  smoothed or mixed labels too); None where it depends on the labels (sigmoid)."""
+  if loss == "softmax" and num_classes and num_classes > 1:
+    return math.log(num_classes)
+  return None

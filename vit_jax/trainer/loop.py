@@ -83,7 +83,8 @@ def _run(run: setup.Setup, evaluators, workdir: str, lock, stop) -> TrainState:
         pp_modules=config.pp_modules, spec=spec)
 
   loop = _Loop(config, built, train_step, evaluators, start.checkpointer, lock, writer,
-               settings, stream, stop, workdir)
+               settings, stream, stop, workdir,
+               chance=health_lib.chance_loss(config.loss, source.num_classes))
   try:
     return loop.run(state, start)
   finally:
@@ -233,18 +234,19 @@ class _Loop:
   stopping on request and rolling back after a divergence."""
 
   def __init__(self, config, built, train_step, evaluators, checkpointer, lock, writer,
-               settings: dict, stream, stop, workdir: str):
+               settings: dict, stream, stop, workdir: str, chance=None):
     self.config, self.built, self.train_step = config, built, train_step
     self.evaluators, self.checkpointer, self.writer = evaluators, checkpointer, writer
     self.lock, self.settings, self.stream, self.stop = lock, settings, stream, stop
-    self.workdir = workdir
+    self.workdir, self.chance = workdir, chance  # chance: the loss of a uniform guess.
     self.history: list[tuple[int, dict]] = []
-    self.monitor = health_lib.LossMonitor()
+    self.monitor = health_lib.LossMonitor(chance=chance)
     self.unjudged: Optional[int] = None  # the step saved last, until its next step is seen.
     self.train_data = self.batches = None
     self.skipped_images = 0  # reported so far.
     self.skipped_steps = 0   # non-finite updates dropped (skip_nonfinite_steps).
     self.rollbacks = 0
+    self.suspects: list[int] = []  # the suspect checkpoints since the last healthy one.
     self.last_eval: dict[str, float] = {}
 
   def _open_stream(self, step: int, input_state, record) -> None:
@@ -262,7 +264,7 @@ class _Loop:
     self.unjudged = step if step and self.checkpointer.health(step) is None else None
     record = record or {}
     self.monitor = health_lib.LossMonitor(record.get("recent_losses", []),
-                                          record.get("loss_anchor"))
+                                          record.get("loss_anchor"), chance=self.chance)
 
   def run(self, state, start: resume.Start) -> TrainState:
     c = self.config
@@ -335,11 +337,22 @@ class _Loop:
         verdict = self.monitor.assess(float(values["train_loss"]),
                                       nonfinite=bool(values["nonfinite"]))
         self.checkpointer.judge(self.unjudged, verdict)
-        if not verdict.healthy:
-          console.warn(f"the checkpoint of step {self.unjudged} is suspect: {verdict.why}.")
+        self._say_verdict(self.unjudged, verdict)
         self.unjudged = None
       else:
         self.monitor.assess(float(values["train_loss"]), nonfinite=bool(values["nonfinite"]))
+
+  def _say_verdict(self, step: int, verdict) -> None:
+    """The first suspect checkpoint in a row in full, then one line every 10th."""
+    self.suspects = [] if verdict.healthy else [*self.suspects, step]
+    if len(self.suspects) == 1:
+      console.warn(f"the checkpoint of step {step} is suspect: {verdict.why}.")
+    elif self.suspects and len(self.suspects) % 10 == 0:
+      kept = self.checkpointer.newest_healthy_before_suspect(self.checkpointer.steps())
+      console.warn(f"{len(self.suspects)} checkpoints in a row are suspect (steps "
+                   f"{self.suspects[0]}-{step}; now: {verdict.why}); "
+                   + (f"the newest healthy one, step {kept}, is kept." if kept is not None
+                      else "none older is healthy."))
 
   def _window(self):
     """The pending per-step metrics (one device sync), checked: a non-finite step stops
