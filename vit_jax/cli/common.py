@@ -93,6 +93,9 @@ def _exit_with_error(error: BaseException, code: int | None = None) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   if getattr(error, "exit_now", False):
+    distributed = sys.modules.get("vit_jax.runtime.distributed")
+    if distributed is not None:
+      distributed.flush_console()
     os._exit(code)  # pylint: disable=protected-access
   sys.exit(code)
 

@@ -5,6 +5,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import re
 import sys
 import threading
 import time
@@ -62,6 +63,8 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
   finally:
     watchdog.cancel()
   if jax.process_count() > 1:
+    if jax.devices()[0].platform == "cpu":
+      _GLOO_FILTER.append(_DropGlooLines())
     _WATCH.append(_PeerWatch(heartbeat_timeout))
     _WATCH[0].start()
     atexit.register(_WATCH[0].finish)  # runs before JAX's own shutdown (registered earlier).
@@ -69,6 +72,64 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
 
 
 _WATCH: list["_PeerWatch"] = []  # this process's peer watch, once started.
+_GLOO_FILTER: list["_DropGlooLines"] = []
+
+
+class _DropGlooLines:
+  """gloo (the CPU collectives) prints '[Gloo] Rank N is connected to 1 peer ranks...'
+  on file descriptor 1 from C++, each time a group of devices first communicates (lazily,
+  mid-run): fd 1 becomes a pipe, and a thread forwards everything but that message to
+  the real stdout. `close()` (at exit, or before an `os._exit`) drains it."""
+
+  MESSAGE = re.compile(rb"\[Gloo\] Rank \d+ is connected to \d+ peer ranks\. Expected "
+                       rb"number of connected peer ranks is : \d+")
+  DRAINED = b"[vit_jax: drained]"  # written last by `close`: all before it was forwarded.
+
+  def __init__(self):
+    sys.stdout.flush()
+    self._stdout = os.dup(1)
+    read, write = os.pipe()
+    os.dup2(write, 1)
+    os.close(write)
+    self._drained = threading.Event()
+    self._thread = threading.Thread(target=self._forward, args=(read,), daemon=True,
+                                    name="gloo-line-filter")
+    self._thread.start()
+    atexit.register(self.close)
+
+  def _forward(self, read: int) -> None:
+    pending = b""
+    while chunk := os.read(read, 1 << 16):
+      *lines, pending = (pending + chunk).split(b"\n")
+      kept = []
+      for line in lines:
+        if line == self.DRAINED:
+          self._drained.set()
+          continue
+        rest = self.MESSAGE.sub(b"", line)  # threads may interleave: only the message goes.
+        if rest or not self.MESSAGE.search(line):
+          kept.append(rest + b"\n")
+      if kept:
+        os.write(self._stdout, b"".join(kept))
+    self._drained.set()
+
+  def close(self) -> None:
+    if self._stdout is None:
+      return
+    with contextlib.suppress(ValueError, OSError):
+      sys.stdout.flush()
+    # Input workers (and multiprocessing's resource tracker) may hold the pipe open too,
+    # so the end is a marker, not end-of-file.
+    os.write(1, b"\n" + self.DRAINED + b"\n")
+    self._drained.wait(timeout=5)
+    os.dup2(self._stdout, 1)
+    self._stdout = None
+
+
+def flush_console() -> None:
+  """What this process printed reaches the terminal now (call before `os._exit`)."""
+  for line_filter in _GLOO_FILTER:
+    line_filter.close()
 
 
 def on_runtime_failure(*unused_status) -> None:
@@ -250,4 +311,5 @@ def _on_cpp_terminate(report: Callable[[], bool]) -> None:
 
 def _exit_with(message: str, code: int = 2) -> None:
   print(message, file=sys.stderr, flush=True)
+  flush_console()
   os._exit(code)  # pylint: disable=protected-access
