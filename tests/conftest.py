@@ -8,6 +8,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TF must never take an accelerator.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# libtpu (the TPU compiler, for deviceless TPU topologies) takes a lock per machine unless
+# told that several processes (pytest -n 2) may load it.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 # Set in the first process (xdist's controller) and inherited by its workers: one cache per
 # test session, starting empty as on a fresh CI machine.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:

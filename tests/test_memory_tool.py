@@ -16,10 +16,11 @@ def test_h14_on_64_simulated_devices(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   plan = json.loads(out.read_text())
   assert plan["num_params"] == 632_045_800 and plan["mesh"]["fsdp"] == 8
-  # FSDP splits every parameter with an 'embed' axis 8 ways (the data axis replicates);
-  # parameters without one stay whole: the 1000-class head, and per block the MLP's hidden
-  # bias and the query/key/value biases (sharded over 'model' only, size 1 here).
-  whole = (1280 * 1000 + 1000) + 32 * (5120 + 3 * 1280)
+  # FSDP splits every parameter with an 'embed' axis 8 ways (the data axis replicates),
+  # the head's kernel too; parameters without one stay whole: the head's bias, and per
+  # block the MLP's hidden bias and the query/key/value biases (sharded over 'model' only,
+  # size 1 here).
+  whole = 1000 + 32 * (5120 + 3 * 1280)
   expected = (plan["num_params"] - whole) * 4 / 8 + whole * 4
   assert plan["params_bytes"] == expected
   # Adam: first moment in bfloat16 (pretrain config), second in float32, plus two
@@ -57,7 +58,7 @@ def test_boolean_and_tuple_overrides_take_effect(tmp_path):
                    "--config.sharding_rules=(('act_batch', ('data', 'fsdp')),)")
   assert unsharded["params_bytes"] == sharded["num_params"] * 4
   # Sharded 8 ways but for what has no 'embed' axis (as for ViT-H/14 above).
-  whole = 192 * 1000 + 1000 + 2 * (768 + 3 * 192)
+  whole = 1000 + 2 * (768 + 3 * 192)
   assert sharded["params_bytes"] == (sharded["num_params"] - whole) * 4 / 8 + whole * 4
 
 

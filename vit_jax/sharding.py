@@ -89,32 +89,60 @@ def check_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:
 
 
 def param_shardings(boxed_params: Any, mesh: Mesh, rules: Rules) -> Any:
-  """Boxed (nn.LogicallyPartitioned) abstract params -> tree of NamedShardings by rule;
-  a dimension the mesh axes do not divide (a 10-class head over 8 devices) is replicated,
-  and each such fallback is logged once."""
+  """Boxed (nn.LogicallyPartitioned) abstract params -> tree of NamedShardings by rule.
+  A dimension its mesh axes do not divide (ViT-g's width 1408 over 256 chips) hands them
+  to the largest other dimension they do divide (big_vision's FSDP rule), so a pod shards
+  what 8 devices shard; only what no dimension can take (a 10-class head over 8 devices)
+  is replicated. Each such change is logged once."""
   specs = nn.get_partition_spec(boxed_params)
   shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
-  return jax.tree_util.tree_map_with_path(_divisible_or_replicated, nn.unbox(boxed_params),
+  return jax.tree_util.tree_map_with_path(_divisible_or_moved, nn.unbox(boxed_params),
                                           shardings)
 
 
 _logged_fallbacks: set[tuple[str, int, tuple]] = set()
 
 
-def _divisible_or_replicated(path, leaf, sharding: NamedSharding) -> NamedSharding:
+def _axis_names(axes) -> tuple[str, ...]:
+  return tuple(n for n in (axes if isinstance(axes, tuple) else (axes,)) if n is not None)
+
+
+def _divisible_or_moved(path, leaf, sharding: NamedSharding) -> NamedSharding:
+  mesh = sharding.mesh.shape
+  size = lambda axes: math.prod(mesh[n] for n in _axis_names(axes))  # noqa: E731
   spec = list(sharding.spec) + [None] * (len(leaf.shape) - len(sharding.spec))
   for i, axes in enumerate(spec):
-    names = axes if isinstance(axes, tuple) else (axes,)
-    size = math.prod(sharding.mesh.shape[n] for n in names if n is not None)
-    if axes is not None and leaf.shape[i] % size:
-      name = jax.tree_util.keystr(path, simple=True, separator="/")
-      key = (name, i, tuple(sharding.mesh.shape.items()))
-      if key not in _logged_fallbacks:
-        _logged_fallbacks.add(key)
-        logging.info("Sharding: %s dimension %d (size %d) is not divisible by mesh axes %s "
-                     "(%d devices): replicated.", name, i, leaf.shape[i], axes, size)
-      spec[i] = None
+    if axes is None or leaf.shape[i] % size(axes) == 0:
+      continue
+    spec[i] = None
+    moving = tuple(n for n in _axis_names(axes) if mesh[n] > 1)
+    takers = [j for j in range(len(spec)) if j != i and moving
+              and leaf.shape[j] % (size(spec[j]) * size(moving)) == 0]
+    target = max(takers, key=lambda j: leaf.shape[j]) if takers else None
+    if target is not None:
+      spec[target] = (*_axis_names(spec[target]), *moving)
+      spec[target] = spec[target][0] if len(spec[target]) == 1 else spec[target]
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    key = (name, i, tuple(mesh.items()))
+    if key not in _logged_fallbacks:
+      _logged_fallbacks.add(key)
+      logging.info("Sharding: %s dimension %d (size %d) is not divisible by mesh axes %s "
+                   "(%d devices): %s.", name, i, leaf.shape[i], axes, size(axes),
+                   f"sharded over dimension {target} (size {leaf.shape[target]}) instead"
+                   if target is not None else "replicated")
   return NamedSharding(sharding.mesh, PartitionSpec(*spec))
+
+
+def unsharded_fraction(abstract: Any, axis: str) -> float:
+  """The fraction of the bytes of `abstract` (ShapeDtypeStructs with shardings) that is
+  not split over mesh `axis`: each device holds a whole copy of it."""
+  total = whole = 0
+  for x in jax.tree.leaves(abstract):
+    nbytes = math.prod(x.shape) * x.dtype.itemsize
+    total += nbytes
+    if not any(axis in _axis_names(axes) for axes in x.sharding.spec):
+      whole += nbytes
+  return whole / total if total else 0.0
 
 
 def place(tree: Any, shardings: Any) -> Any:

@@ -145,6 +145,14 @@ def _import_tensorflow(*, quiet: bool) -> None:
     import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
 
 
+def stderr_quiet():
+  """File descriptor 2 on /dev/null for the block, unless --verbosity=0 (C++ libraries'
+  own warnings: TensorFlow's banners, libtpu's notes on the TPU VM it is not on)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 0
+  return contextlib.nullcontext() if verbose else _stderr_to_devnull()
+
+
 @contextlib.contextmanager
 def _stderr_to_devnull():
   sys.stderr.flush()

@@ -507,8 +507,10 @@ class VisionTransformer(nn.Module):
     return jnp.tile(token.astype(dtype), (batch, 1, 1))
 
   def _dense(self, features: int, name: str, kernel_init, bias_init, axis: str):
+    # The input side is the token width: FSDP splits it (a pod's 1000-class head would
+    # otherwise be a whole copy, with its optimizer state, on every chip).
     return nn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype,
-                    kernel_init=partitioned(kernel_init, (None, axis)),
+                    kernel_init=partitioned(kernel_init, ("embed", axis)),
                     bias_init=partitioned(bias_init, (axis,)), name=name)
 
   def _pool(self, x):

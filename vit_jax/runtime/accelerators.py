@@ -12,16 +12,18 @@ class Chip:
   kinds: tuple[str, ...]    # substrings of jax's `device_kind` that mean this chip.
   peak_bf16_flops: float    # dense, per JAX device (vendor datasheets; GPUs SXM).
   memory_bytes: int         # HBM per JAX device (TPU v3: per core).
+  hbm_bandwidth: float      # bytes/s per JAX device (datasheets): the roofline's other roof.
 
 
 CHIPS = (
-    Chip("TPU v3", ("TPU v3",), 123e12, 16 * 2**30),
-    Chip("TPU v4", ("TPU v4",), 275e12, 32 * 2**30),
-    Chip("TPU v5e", ("TPU v5 lite", "TPU v5e"), 197e12, 16 * 2**30),
-    Chip("TPU v5p", ("TPU v5p", "TPU v5"), 459e12, 95 * 2**30),
-    Chip("A100-80G", ("A100",), 312e12, 80 * 2**30),
-    Chip("H100", ("H100",), 989e12, 80 * 2**30),
-    Chip("H200", ("H200",), 989e12, 141 * 2**30),
+    Chip("TPU v3", ("TPU v3",), 123e12, 16 * 2**30, 450e9),
+    Chip("TPU v4", ("TPU v4",), 275e12, 32 * 2**30, 1228e9),
+    Chip("TPU v5e", ("TPU v5 lite", "TPU v5e"), 197e12, 16 * 2**30, 819e9),
+    Chip("TPU v5p", ("TPU v5p", "TPU v5"), 459e12, 95 * 2**30, 2765e9),
+    Chip("TPU v6e", ("TPU v6 lite", "TPU v6e"), 918e12, 32 * 2**30, 1640e9),
+    Chip("A100-80G", ("A100",), 312e12, 80 * 2**30, 2039e9),
+    Chip("H100", ("H100",), 989e12, 80 * 2**30, 3350e9),
+    Chip("H200", ("H200",), 989e12, 141 * 2**30, 4800e9),
 )
 
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from vit_jax import console
 from vit_jax import sharding as sharding_lib
 from vit_jax.models import create_model, lora
 from vit_jax.pp import builder
@@ -119,5 +120,21 @@ def build(config, mesh: Mesh, *, num_classes: int | None,
   spec = state_lib.make_state_spec(model, tx, mesh, tuple(image_shape),
                                    jax.random.key(config.seed), rules,
                                    ema=bool(config.get("ema_decay")))
+  _warn_if_fsdp_leaves_copies(spec, mesh)
   return Built(config, mesh, rules, model, tx, schedule, tuple(image_shape), spec,
                input_affine=device_pp_split(config)[1])
+
+
+def _warn_if_fsdp_leaves_copies(spec: state_lib.StateSpec, mesh: Mesh,
+                                min_devices: int = 16, limit: float = 0.05) -> None:
+  """At pod sizes a state that FSDP does not split is a whole copy per chip: said on the
+  console (the per-parameter details are in the INFO log)."""
+  if mesh.shape["fsdp"] < min_devices:
+    return
+  whole = sharding_lib.unsharded_fraction(spec.abstract, "fsdp")
+  if whole > limit:
+    console.warn(
+        f"{whole:.0%} of the training state ({whole * spec.num_bytes / 2**30:.2f} GiB) is "
+        f"not split over the {mesh.shape['fsdp']}-way fsdp axis (no dimension of those "
+        f"arrays divides it): every chip holds a copy. Choose an fsdp size that divides the "
+        f"model's widths, or split the heads over 'model' (--config.mesh.model=N).")

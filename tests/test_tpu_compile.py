@@ -1,0 +1,118 @@
+"""The TPU compiler in the loop, on a machine without a TPU: the trainer's own step compiled
+by libtpu for a deviceless TPU topology (the planner's --topology), and FSDP that shards at
+pod sizes (checked on abstract meshes of 256 and 512 devices: no devices needed)."""
+import json
+import math
+
+import jax
+import pytest
+from jax.sharding import AbstractMesh, AxisType
+
+from tests import helpers
+from vit_jax import config as config_lib
+from vit_jax import sharding as sharding_lib
+from vit_jax.bench import memory_plan
+from vit_jax.errors import UserError
+from vit_jax.trainer import build as build_lib
+
+
+def test_a_small_config_compiles_for_a_v5e_topology_through_the_trainer_build(tmp_path):
+  out = tmp_path / "plan.json"
+  result = helpers.run_subprocess(
+      ["-m", "vit_jax.cli.memory", "--config=configs/pretrain_large.py:ti16,imagenet2012",
+       "--topology=v5e:2x2", "--config.batch_size=8", "--resolution=32",
+       "--config.model.num_layers=2", f"--json={out}"], timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr.strip() == "", result.stderr[-2000:]  # libtpu's notes kept off.
+  plan = json.loads(out.read_text())
+  assert plan["device_kind"] == "TPU v5 lite" and plan["devices"] == 4
+  assert plan["mesh"] == {"data": 1, "fsdp": 4, "model": 1}
+  assert 0 < plan["total_bytes"] < 16 * 2**30 and plan["temp_bytes"] > 0
+  # The TPU compiler's FLOPs against 3x the analytical forward (matmuls + attention).
+  ratio = plan["flops_per_device"] / plan["analytical_flops_per_device"]
+  assert 0.8 < ratio < 1.5, ratio  # (a tiny model: the head and norms weigh more)
+  assert plan["collectives"]["all-gather"]["count"] > 0  # FSDP gathers its weights.
+  assert "| TPU v5e | 16 GiB | yes |" in result.stdout
+  assert "roofline (TPU v5e: 197 TFLOP/s bf16, 819 GB/s HBM)" in result.stdout
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--topology=v9:2x2"], "--topology='v9:2x2' is not a TPU topology name"),
+    (["--topology=v5e:2x2x2"], "is not a TPU topology name"),
+    ([], "give --topology=NAME"),
+    (["--topology=v5e:2x2", "--num_devices=4"], "not both or neither"),
+])
+def test_bad_planner_input_is_one_line(flags, message):
+  result = helpers.run_subprocess(
+      ["-m", "vit_jax.cli.memory", "--config=configs/pretrain.py:ti16,imagenet2012", *flags])
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+  assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+
+
+def test_without_libtpu_the_topology_names_the_pip_line(monkeypatch):
+  real = memory_plan.importlib.util.find_spec
+  monkeypatch.setattr(memory_plan.importlib.util, "find_spec",
+                      lambda name: None if name == "libtpu" else real(name))
+  with pytest.raises(UserError, match=r"pip install 'jax\[tpu\]==" + jax.__version__):
+    memory_plan.topology_devices("v5e:2x2")
+
+
+def test_collectives_are_read_from_compiled_hlo():
+  hlo = """
+  %all-gather.3 = bf16[16,1408]{1,0} all-gather(bf16[1,1408]{1,0} %p), dimensions={0}
+  %ar = (f32[128]{0}, f32[64,2]{1,0}) all-reduce(f32[128]{0} %a, f32[64,2]{1,0} %b)
+  %ags = (bf16[4]{0}, bf16[64]{0}) all-gather-start(bf16[4]{0} %x), dimensions={0}
+  %agd = bf16[64]{0} all-gather-done((bf16[4]{0}, bf16[64]{0}) %ags)
+  """
+  found = memory_plan.collectives(hlo)
+  assert found == {"all-gather": {"count": 2, "bytes": 16 * 1408 * 2 + 64 * 2},
+                   "all-reduce": {"count": 1, "bytes": 128 * 4 + 128 * 4}}
+
+
+def _abstract_state(config_arg: str, mesh_shape: tuple[int, int, int], **overrides):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location("pretrain_large",
+                                                f"{helpers.REPO}/configs/pretrain_large.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(config_arg).unlock()
+  for key, value in overrides.items():
+    setattr(config, key, value)
+  mesh = AbstractMesh(mesh_shape, sharding_lib.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+  return build_lib.build(config, mesh, num_classes=1000, image_shape=(224, 224, 3)).state.abstract
+
+
+def _per_device_over_even_share(abstract, devices: int) -> float:
+  leaves = jax.tree.leaves((abstract.params, abstract.opt_state))
+  per = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in leaves)
+  total = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
+  return per / (total / devices)
+
+
+@pytest.mark.parametrize("model,mesh_shape", [("g14", (1, 16, 16)), ("G14", (1, 32, 16))])
+def test_pod_sized_fsdp_holds_at_most_1_1x_an_even_share_per_chip(model, mesh_shape):
+  """g/14 on 256 chips and G/14 on 512 (v5p-512), FSDP x 16-way heads/MLP: parameters and
+  optimizer state per chip within 1.1x of total / chips (before: fully replicated)."""
+  abstract = _abstract_state(f"{model},imagenet2012", mesh_shape, batch_size=4096)
+  assert _per_device_over_even_share(abstract, math.prod(mesh_shape)) <= 1.1
+
+
+def test_a_dimension_fsdp_does_not_divide_hands_it_to_one_it_does(capsys):
+  mesh = AbstractMesh((1, 8, 1), sharding_lib.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+  shardings = sharding_lib.param_shardings(
+      {"w": _boxed((36, 64), ("embed", None)), "qkv": _boxed((36, 3, 12), ("embed", "heads", "kv")),
+       "v": _boxed((36, 16, 40), ("embed", None, "mlp"))}, mesh, config_lib.DEFAULT_SHARDING_RULES)
+  assert tuple(shardings["w"].spec) == (None, "fsdp")        # moved to the dimension of 64.
+  assert tuple(shardings["qkv"].spec) == (None, "model", None)  # nothing takes fsdp.
+  # The largest dimension that divides (40), beside the axis it already had.
+  assert tuple(shardings["v"].spec) == (None, None, ("model", "fsdp"))
+  # At pod sizes, a state FSDP cannot split is said on the console.
+  abstract = _abstract_state("g14,imagenet2012", (1, 256, 1), batch_size=4096)
+  assert "of the training state" in capsys.readouterr().out
+  assert 0.25 < sharding_lib.unsharded_fraction(abstract, "fsdp") < 0.4  # attention's q/k/v/out
+
+
+def _boxed(shape, names):
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  return nn.LogicallyPartitioned(jax.ShapeDtypeStruct(shape, jax.numpy.float32), names)
