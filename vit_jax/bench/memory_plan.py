@@ -99,6 +99,9 @@ def plan(config, devices, *, resolution: int, num_classes: int) -> dict:
   result["total_bytes"] = (result["argument_bytes"] + result["output_bytes"]
                            - result["alias_bytes"] + result["temp_bytes"] + result["code_bytes"])
   result.update(_costs(compiled))
+  # XLA's cost analysis counts a loop's body once: a scanned encoder's FLOPs and bytes
+  # are those of one block, not of all of them.
+  result["costs_count_one_block"] = bool(config.model.get("scan_layers"))
   result["analytical_flops_per_device"] = _analytical_flops(built, config.batch_size) / len(devices)
   result["collectives"] = collectives(compiled.as_text())
   return result
@@ -143,7 +146,7 @@ def collectives(hlo: str) -> dict[str, dict[str, int]]:
 def roofline(result: dict, chip) -> Optional[dict]:
   """Step time and images/s at the chip's roofs (FLOPs at peak bf16, bytes at HBM
   bandwidth; the slower bounds the step), and the MFU that would be."""
-  if chip is None or not result.get("flops_per_device"):
+  if chip is None or not result.get("flops_per_device") or result.get("costs_count_one_block"):
     return None
   compute = result["flops_per_device"] / chip.peak_bf16_flops
   memory = result["bytes_accessed_per_device"] / chip.hbm_bandwidth

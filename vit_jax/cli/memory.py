@@ -59,8 +59,9 @@ def print_plan(result: dict, chip=None) -> None:
                     ("code_bytes", "generated code"),
                     ("total_bytes", "total (arguments + outputs - donated + temporaries + code)")):
     print(f"| {name} | {gib(result[key])} |")
-  print(f"\nnot split over fsdp (a copy on every device): "
-        f"{result['unsharded_state_fraction']:.1%} of the state")
+  if result["mesh"].get("fsdp", 1) > 1:
+    print(f"\nnot split over fsdp (a copy on every device): "
+          f"{result['unsharded_state_fraction']:.1%} of the state")
   chips = [chip] if chip is not None else CHIPS
   print("\n| chip | HBM | fits |\n|---|---|---|")
   for c in chips:
@@ -70,6 +71,10 @@ def print_plan(result: dict, chip=None) -> None:
     return
   flops, analytical = result["flops_per_device"], result["analytical_flops_per_device"]
   ratio = f" ({flops / analytical:.2f}x of 3x the analytical forward)" if analytical else ""
+  if result.get("costs_count_one_block"):
+    ratio = (" (the compiler counts the scanned blocks' loop body once: this is not the "
+             "whole step, and no roofline is drawn from it; plan with "
+             "--config.model.scan_layers=False for that)")
   print(f"\ncompiled per device and step: {flops / 1e12:.3f} TFLOP{ratio}, "
         f"{result['bytes_accessed_per_device'] / 1e9:.2f} GB accessed; per image "
         f"{flops * result['devices'] / result['batch'] / 1e9:.2f} GFLOP; compiled in "
