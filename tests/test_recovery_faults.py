@@ -48,14 +48,16 @@ def test_a_failed_save_stops_the_run_at_the_next_step_boundary_in_one_short_line
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
   line = lines[0]
-  assert line.startswith("error: saving checkpoint 200 ") and len(line) <= 300, line
-  assert "No space left on device" in line and "newest complete checkpoint: step 100" in line
+  assert line.startswith("error: saving checkpoint ") and len(line) <= 300, line
+  failed = int(line.split("saving checkpoint ")[1].split(" ")[0])  # the disk's size says.
+  assert "No space left on device" in line
+  assert f"newest complete checkpoint: step {failed - 100}" in line
   stopped = int(line.split("stopped at step ")[1].split(",")[0])
-  # Seen at a step boundary after the save, not at the next save (step 300).
-  assert 200 < stopped < 300, line
-  assert "Saving checkpoint at step 300" not in result.stdout
+  # Seen at a step boundary after the save, not at the next save.
+  assert failed < stopped < failed + 100, line
+  assert f"Saving checkpoint at step {failed + 100}" not in result.stdout
   names = os.listdir(small_disk / "run" / "checkpoints")
-  assert "100" in names and not [n for n in names if "tmp" in n], names
+  assert str(failed - 100) in names and not [n for n in names if "tmp" in n], names
 
 
 # --- 2. Rollbacks: tests/test_recovery.py (each rollback reads another stretch) -----------

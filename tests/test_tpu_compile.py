@@ -21,7 +21,8 @@ def test_a_small_config_compiles_for_a_v5e_topology_through_the_trainer_build(tm
   result = helpers.run_subprocess(
       ["-m", "vit_jax.cli.memory", "--config=configs/pretrain_large.py:ti16,imagenet2012",
        "--topology=v5e:2x2", "--config.batch_size=8", "--resolution=32",
-       "--config.model.num_layers=2", f"--json={out}"], timeout=600)
+       "--config.model.num_layers=2", "--config.model.scan_layers=False", f"--json={out}"],
+      timeout=600)  # unrolled: the compiler's costs cover the whole step.
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stderr.strip() == "", result.stderr[-2000:]  # libtpu's notes kept off.
   plan = json.loads(out.read_text())
@@ -30,7 +31,8 @@ def test_a_small_config_compiles_for_a_v5e_topology_through_the_trainer_build(tm
   assert 0 < plan["total_bytes"] < 16 * 2**30 and plan["temp_bytes"] > 0
   # The TPU compiler's FLOPs against 3x the analytical forward (matmuls + attention).
   ratio = plan["flops_per_device"] / plan["analytical_flops_per_device"]
-  assert 0.8 < ratio < 1.5, ratio  # (a tiny model: the head and norms weigh more)
+  # (a tiny model: element-wise ops, the head and norms weigh more than at B/16)
+  assert 0.9 < ratio < 2.5, ratio
   assert plan["collectives"]["all-gather"]["count"] > 0  # FSDP gathers its weights.
   assert "| TPU v5e | 16 GiB | yes |" in result.stdout
   assert "roofline (TPU v5e: 197 TFLOP/s bf16, 819 GB/s HBM)" in result.stdout

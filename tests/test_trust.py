@@ -93,8 +93,8 @@ def test_failed_save_stops_the_run_and_removes_its_partial_files(tfds_dir, tmp_p
     return real(self, item, directory)
   monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", full_disk)
   with pytest.raises(checkpointer.CheckpointSaveError,
-                     match=r"step 10 .* failed \(OSError: \[Errno 28\] No space left on device\)"
-                     r".*newest complete checkpoint is step 5"):
+                     match=r"saving checkpoint 10 .* failed \(No space left on device\)"
+                     r".*newest complete checkpoint: step 5"):
     loop.train_and_evaluate(tiny(tfds_dir, total_steps=15), tmp_path)
   assert _steps_on_disk(tmp_path) == [5]
   assert not [n for n in os.listdir(tmp_path / "checkpoints") if "tmp" in n]  # no partial files.

@@ -83,6 +83,10 @@ class _DropGlooLines:
 
   MESSAGE = re.compile(rb"\[Gloo\] Rank \d+ is connected to \d+ peer ranks\. Expected "
                        rb"number of connected peer ranks is : \d+")
+  # The message's pieces: C++ writes each `<<` apart, so two gloo threads printing at once
+  # interleave them ('[Gloo] Rank [Gloo] Rank 01 is connected to ...').
+  PIECES = re.compile(rb"\[Gloo\] Rank|is connected to|peer ranks\.|Expected number of "
+                      rb"connected peer ranks is :|[\d\s]")
   DRAINED = b"[vit_jax: drained]"  # written last by `close`: all before it was forwarded.
 
   def __init__(self):
@@ -106,8 +110,10 @@ class _DropGlooLines:
         if line == self.DRAINED:
           self._drained.set()
           continue
-        rest = self.MESSAGE.sub(b"", line)  # threads may interleave: only the message goes.
-        if rest or not self.MESSAGE.search(line):
+        rest = self.MESSAGE.sub(b"", line)
+        if b"[Gloo]" in rest and not self.PIECES.sub(b"", rest):
+          rest = b""  # only pieces of the message, interleaved.
+        if rest or line == rest:  # a line that was nothing but the message goes.
           kept.append(rest + b"\n")
       if kept:
         os.write(self._stdout, b"".join(kept))
