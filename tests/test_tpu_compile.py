@@ -118,3 +118,21 @@ def test_a_dimension_fsdp_does_not_divide_hands_it_to_one_it_does(capsys):
 def _boxed(shape, names):
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   return nn.LogicallyPartitioned(jax.ShapeDtypeStruct(shape, jax.numpy.float32), names)
+
+
+def test_libtpu_on_a_machine_without_a_tpu_is_not_tried(tfds_dir, tmp_path):
+  from vit_jax.runtime import accelerators  # pylint: disable=import-outside-toplevel
+  none = lambda pattern: False  # noqa: E731
+  assert accelerators.platforms_without_an_absent_tpu(none, libtpu_installed=True) == "cpu"
+  assert accelerators.platforms_without_an_absent_tpu(
+      lambda p: "nvidia" in p, libtpu_installed=True) == "cuda,cpu"
+  assert accelerators.platforms_without_an_absent_tpu(
+      lambda p: "accel" in p, libtpu_installed=True) is None  # a TPU VM: JAX's own choice.
+  assert accelerators.platforms_without_an_absent_tpu(none, libtpu_installed=False) is None
+  # A run as a user types it (no JAX_PLATFORMS), libtpu installed: not a line on stderr.
+  import subprocess  # pylint: disable=import-outside-toplevel
+  env = {k: v for k, v in helpers.cli_env(1).items() if k != "JAX_PLATFORMS"}
+  result = subprocess.run(helpers.cli_args(tmp_path / "run", f"--config.data_dir={tfds_dir}",
+                                           "--config.total_steps=2"),
+                          env=env, cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0 and result.stderr.strip() == "", result.stderr[-2000:]

@@ -21,6 +21,7 @@ def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> 
     out-of-memory must stay visible).
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  _skip_an_absent_tpu()
   from absl import app, flags  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
@@ -39,6 +40,19 @@ def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> 
       _report_a_dead_peer()
       raise
   app.run(guarded, flags_parser=_parse_flags)
+
+
+def _skip_an_absent_tpu() -> None:
+  """libtpu installed but no TPU here: JAX is not to try one (see accelerators)."""
+  if "JAX_PLATFORMS" in os.environ:
+    return
+  from vit_jax.runtime import accelerators  # pylint: disable=g-import-not-at-top
+  platforms = accelerators.platforms_without_an_absent_tpu()
+  if platforms:
+    os.environ["JAX_PLATFORMS"] = platforms
+    jax = sys.modules.get("jax")  # imported already: its backends start later, at first use.
+    if jax is not None:
+      jax.config.update("jax_platforms", platforms)
 
 
 def _report_a_dead_peer() -> None:

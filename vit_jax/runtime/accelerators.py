@@ -70,3 +70,18 @@ def unused_accelerator_warning(platform: str, exists=None) -> Optional[str]:
     return None
   return (f"this machine has a {found} but JAX sees only the CPU (training will be slow): "
           f"{INSTALL_LINES[found]} (see the README's Install section).")
+
+
+def platforms_without_an_absent_tpu(exists=None, libtpu_installed=None) -> Optional[str]:
+  """With libtpu installed (the `[test]` extra, for deviceless TPU compiles) on a machine
+  with no TPU, JAX would try the TPU first and libtpu print its notes about the TPU VM it
+  is not on: the platforms to use instead ('cpu', or 'cuda,cpu' beside an NVIDIA GPU);
+  None where nothing needs changing."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  exists = exists or (lambda pattern: bool(glob.glob(pattern)))
+  if libtpu_installed is None:
+    libtpu_installed = importlib.util.find_spec("libtpu") is not None
+  if not libtpu_installed or exists("/dev/accel[0-9]*") or exists("/dev/vfio/[0-9]*"):
+    return None
+  return "cuda,cpu" if exists("/dev/nvidia[0-9]*") else "cpu"
