@@ -133,6 +133,6 @@ def test_libtpu_on_a_machine_without_a_tpu_is_not_tried(tfds_dir, tmp_path):
   import subprocess  # pylint: disable=import-outside-toplevel
   env = {k: v for k, v in helpers.cli_env(1).items() if k != "JAX_PLATFORMS"}
   result = subprocess.run(helpers.cli_args(tmp_path / "run", f"--config.data_dir={tfds_dir}",
-                                           "--config.total_steps=2"),
+                                           "--config.total_steps=3"),
                           env=env, cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0 and result.stderr.strip() == "", result.stderr[-2000:]
