@@ -172,8 +172,7 @@ def max_batch(config, devices, *, resolution: int, num_classes: int, chip,
     result = plan(trial, devices, resolution=resolution, num_classes=num_classes)
     return result.get("fits", True) and result["total_bytes"] <= chip.memory_bytes
 
-  good, bad = 0, None
-  batch = unit
+  good, batch = 0, unit
   while batch <= limit and fits(batch):
     good, batch = batch, batch * 2
   bad = batch

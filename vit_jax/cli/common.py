@@ -25,7 +25,7 @@ def run(main: Callable[[list[str]], None], *, uses_tensorflow: bool = False) -> 
   from absl import app, flags  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
-    verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 0
+    verbose = _verbose()
     if not verbose:
       _quiet_libraries()
     try:
@@ -162,9 +162,13 @@ def _import_tensorflow(*, quiet: bool) -> None:
 def stderr_quiet():
   """File descriptor 2 on /dev/null for the block, unless --verbosity=0 (C++ libraries'
   own warnings: TensorFlow's banners, libtpu's notes on the TPU VM it is not on)."""
+  return contextlib.nullcontext() if _verbose() else _stderr_to_devnull()
+
+
+def _verbose() -> bool:
+  """--verbosity=0 (or more) given: library logs and banners shown."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 0
-  return contextlib.nullcontext() if verbose else _stderr_to_devnull()
+  return flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 0
 
 
 @contextlib.contextmanager

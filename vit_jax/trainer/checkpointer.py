@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import time
 from typing import Any, Optional
 
@@ -310,9 +311,7 @@ class TrainCheckpointer:
       return {"step": None, "why": "unknown"}
 
   def clear_divergence(self) -> None:
-    if jax.process_index() == 0:
-      with contextlib.suppress(FileNotFoundError, OSError):
-        (self.directory / DIVERGENCE_FILE).unlink()
+    clear_divergence(self.directory)
 
   def discard_if_empty(self) -> None:
     """Closes, and removes the folder if this run created it and saved nothing."""
@@ -330,6 +329,20 @@ class TrainCheckpointer:
       self.manager.wait_until_finished()
       self.check()
     self.manager.close()
+
+
+def clear_divergence(directory) -> None:
+  """Removes a checkpoints folder's divergence marker (process 0), if there is one."""
+  if jax.process_index() == 0:
+    with contextlib.suppress(FileNotFoundError, OSError):
+      (storage.path(directory) / DIVERGENCE_FILE).unlink()
+
+
+def set_aside_steps(directory, suffix: str) -> list[int]:
+  """The steps `set_aside` moved to `<step><suffix>` (or `<step><suffix>N`)."""
+  pattern = re.compile(rf"(\d+){re.escape(suffix)}\d*")
+  return sorted({int(m.group(1)) for p in storage.path(directory).iterdir()
+                 if (m := pattern.fullmatch(p.name))})
 
 
 def _misfit(directory, step: int, abstract_state: Any, error: Exception) -> str:

@@ -257,12 +257,12 @@ class _Loop:
     self.train_data = self.stream(step, input_state and input_state.get("positions"))
     self.batches = device_feed.prefetch_to_mesh(self.train_data, self.built.mesh)
     self.skipped_images = 0
+    record = record or {}
     # A stop's window not yet logged comes back with its checkpoint: the next log line
     # averages the same steps as an uninterrupted run's.
-    self.history = step_history.from_record((record or {}).get("pending_metrics"))
+    self.history = step_history.from_record(record.get("pending_metrics"))
     # A resumed step never judged (a run's last checkpoint): its first step judges it.
     self.unjudged = step if step and self.checkpointer.health(step) is None else None
-    record = record or {}
     self.monitor = health_lib.LossMonitor(record.get("recent_losses", []),
                                           record.get("loss_anchor"), chance=self.chance)
 

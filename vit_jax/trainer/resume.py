@@ -6,7 +6,6 @@ again. Each choice is one console line saying which step and why."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Optional
 
 import jax
@@ -70,8 +69,7 @@ def _check_nothing_lost(config, directory) -> None:
   """Before a fresh start in a checkpoints folder with no intact step: a folder whose
   every checkpoint is damaged is an error (training would silently start over), unless
   `start_over`; a divergence marker of a run that never saved describes nothing left."""
-  damaged = sorted({int(m.group(1)) for p in directory.iterdir()
-                    if (m := re.fullmatch(r"(\d+)\.damaged\d*", p.name))})
+  damaged = checkpointer_lib.set_aside_steps(directory, checkpointer_lib.DAMAGED)
   if damaged and not config.get("start_over"):
     raise UserError(
         f"every checkpoint in {directory} is damaged (step(s) {damaged}, set aside as "
@@ -80,9 +78,7 @@ def _check_nothing_lost(config, directory) -> None:
   if damaged:
     console.warn(f"start_over=True: training from step 0; the damaged checkpoints "
                  f"{damaged} stay set aside in {directory}.")
-  marker = directory / checkpointer_lib.DIVERGENCE_FILE
-  if marker.exists() and jax.process_index() == 0:
-    marker.unlink()
+  checkpointer_lib.clear_divergence(directory)
 
 
 def initial_state(config, built, workdir: str, input_settings: dict, pretrained) -> Start:
