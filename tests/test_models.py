@@ -198,13 +198,14 @@ def test_npz_and_finetuning_work_across_layer_layouts(tmp_path):
 def test_padded_fused_attention_is_exact(length):
   """The cuDNN path pads the tokens (197 -> 200) and masks the padded keys: the result must
   equal unpadded attention. Checked with the XLA implementation, which runs on CPU."""
-  from vit_jax.models import vit
+  from vit_jax.models import attention
   q, k, v = (jax.random.normal(jax.random.key(i), (2, length, 3, 16)) for i in range(3))
   reference = jax.nn.dot_product_attention(q, k, v, implementation="xla")
-  padded = vit.fused_attention(q, k, v, implementation="xla", pad_to=vit.CUDNN_SEQUENCE_MULTIPLE)
+  padded = attention.fused_attention(q, k, v, implementation="xla",
+                                     pad_to=attention.CUDNN_SEQUENCE_MULTIPLE)
   assert padded.shape == reference.shape
   np.testing.assert_allclose(padded, reference, atol=1e-6)
-  wide = vit.fused_attention(q, k, v, implementation="xla", pad_to=128)
+  wide = attention.fused_attention(q, k, v, implementation="xla", pad_to=128)
   np.testing.assert_allclose(wide, reference, atol=1e-6)
 
 

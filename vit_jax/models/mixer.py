@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from vit_jax.errors import UserError
 from vit_jax.models.hparams import checked
+from vit_jax.models.patch_embed import PatchEmbedding
 
 Dtype = Any
 partitioned = nn.with_logical_partitioning
@@ -79,13 +80,12 @@ class MlpMixer(nn.Module):
     if images.shape[1] % self.patch_size or images.shape[2] % self.patch_size:
       raise UserError(f"Image size {images.shape[1]}x{images.shape[2]} is not divisible by "
                       f"patch_size={self.patch_size}.")
-    x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
-                strides=(self.patch_size, self.patch_size), dtype=self.dtype,
-                param_dtype=self.param_dtype, name="stem",
-                kernel_init=partitioned(nn.initializers.lecun_normal(),
-                                        (None, None, None, "embed")),
-                bias_init=partitioned(nn.initializers.zeros, ("embed",)))(
-                    images.astype(self.dtype))
+    x = PatchEmbedding(self.hidden_size, self.patch_size, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name="stem",
+                       kernel_init=partitioned(nn.initializers.lecun_normal(),
+                                               (None, None, None, "embed")),
+                       bias_init=partitioned(nn.initializers.zeros, ("embed",)))(
+                           images.astype(self.dtype))
     x = x.reshape(x.shape[0], -1, x.shape[-1])
     for i in range(self.num_layers):
       x = MixerBlock(self.tokens_mlp_dim, self.channels_mlp_dim, dtype=self.dtype,
@@ -125,7 +125,7 @@ _VIT_ONLY_DEFAULTS = ("dropout_rate", "attention_dropout_rate", "stochastic_dept
 def create(*, num_classes: Optional[int], **hparams) -> MlpMixer:
   for field in _VIT_ONLY_DEFAULTS:
     value = hparams.pop(field, None)
-    if value not in (None, 0, 0.0, False, "none", "einsum", "token", "gap"):
+    if value not in (None, 0, 0.0, False, "none", "auto", "einsum", "token", "gap"):
       raise UserError(f"model.{field}={value!r} has no meaning for an MLP-Mixer.")
   hparams = checked(MlpMixer, hparams, family="mixer", example="Mixer-B_16")
   return MlpMixer(num_classes=num_classes, **hparams)

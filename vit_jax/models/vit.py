@@ -15,10 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.errors import UserError
+from vit_jax.models import attention as attention_lib
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models import rope as rope_lib
 from vit_jax.models.hparams import checked
 from vit_jax.models import resnet
+from vit_jax.models.dropout import Dropout
+from vit_jax.models.patch_embed import PatchEmbedding
 # The family contract's optional parts (see vit_jax/models/family.py).
 from vit_jax.models.vit_layout import (  # noqa: F401  pylint: disable=unused-import
     adapt_pretrained, arch_from_params, per_layer_params)
@@ -39,7 +42,6 @@ REMAT_POLICIES: dict[str, Optional[Callable]] = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
 # token: the [class] token; gap: the mean of the patch tokens; map: multi-head attention
 # pooling (big_vision's MAP head, SigLIP).
 CLASSIFIERS = ("token", "gap", "map")
@@ -86,7 +88,7 @@ class MlpBlock(nn.Module):
     else:
       x = activation(x, self.activation)
     x = constrain(x, ("act_batch", "act_length", "act_mlp"))
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    x = Dropout(self.dropout_rate)(x, deterministic=deterministic)
     if self.norm:
       x = nn.LayerNorm(epsilon=self.layernorm_epsilon, dtype=self.dtype,
                        param_dtype=self.param_dtype,
@@ -94,29 +96,7 @@ class MlpBlock(nn.Module):
                        bias_init=partitioned(nn.initializers.zeros, ("mlp",)), name="norm")(x)
     x = dense(hidden, kernel_init=partitioned(_kernel_init, ("mlp", "embed")),
               bias_init=partitioned(_bias_init, ("embed",)), name="Dense_1")(x)
-    return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-
-
-# cuDNN's flash attention takes only some sequence lengths in training (jax 0.11: even
-# ones); ViT's 1 + 14*14 = 197 tokens are not. Tokens are padded to a multiple of this
-# and the padded keys masked out: exact. Measured on an H100 (B/16, batch 256): a
-# multiple of 8 (200 tokens) 3,129 img/s, of 2 the same, of 64 (256 tokens) 3,077.
-CUDNN_SEQUENCE_MULTIPLE = 8
-
-
-def fused_attention(query, key, value, *, implementation: str, pad_to: int = 1):
-  """`jax.nn.dot_product_attention` on (B, T, heads, head_dim), the sequence padded to a
-  multiple of `pad_to` with the padded keys masked out (the result is unchanged)."""
-  length = query.shape[1]
-  padded = -(-length // pad_to) * pad_to
-  if padded == length:
-    return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
-  pad = lambda x: jnp.pad(x, ((0, 0), (0, padded - length), (0, 0), (0, 0)))  # noqa: E731
-  lengths = jnp.full((query.shape[0],), length, jnp.int32)
-  out = jax.nn.dot_product_attention(pad(query), pad(key), pad(value),
-                                     key_value_seq_lengths=lengths,
-                                     implementation=implementation)
-  return out[:, :length]
+    return Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
 
 class HeadsProjection(nn.Module):
@@ -148,10 +128,12 @@ class HeadsProjection(nn.Module):
 class MultiHeadDotProductAttention(nn.Module):
   """Self-attention with the published parameter layout (query/key/value/out).
 
-  `implementation`: 'einsum' spells out softmax(QK^T)V (supports attention dropout and
-  records the attention weights with `sow` when the 'intermediates' collection is
-  mutable, which costs nothing otherwise); 'xla' / 'cudnn' call
-  `jax.nn.dot_product_attention` (cuDNN flash attention on GPU).
+  `implementation` (models/attention.py): 'einsum' spells out softmax(QK^T)V (supports
+  attention dropout and records the attention weights with `sow` when the
+  'intermediates' collection is mutable, which costs nothing otherwise); 'xla' / 'cudnn'
+  call `jax.nn.dot_product_attention` (cuDNN flash attention on GPU); 'pallas' the TPU
+  flash attention kernel; 'auto' the fastest exact one for the backend, einsum where
+  attention dropout or attention maps need it.
   """
   num_heads: int
   dropout_rate: float = 0.0
@@ -185,21 +167,26 @@ class MultiHeadDotProductAttention(nn.Module):
       query = rope_lib.apply(query, rope_table, self.rope)
       key = rope_lib.apply(key, rope_table, self.rope)
 
-    if self.implementation == "einsum":
-      query = query / jnp.sqrt(head_dim).astype(self.dtype)
-      logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
-      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    implementation = self.implementation
+    if implementation == "auto":
+      wants_einsum = ((self.dropout_rate and not deterministic)
+                      or self.is_mutable_collection("intermediates"))
+      implementation = "einsum" if wants_einsum else attention_lib.resolve(
+          "auto", platform=jax.default_backend(), dtype=self.dtype)
+    if implementation == "einsum":
+      out, weights = attention_lib.einsum_attention(
+          query, key, value, dtype=self.dtype,
+          dropout=functools.partial(Dropout(self.dropout_rate), deterministic=deterministic))
       self.sow("intermediates", "attention_weights", weights)
-      weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
-      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), value)
     else:
       if self.dropout_rate and not deterministic:
         raise UserError(
             f"attention_dropout_rate={self.dropout_rate} needs attention_implementation="
-            f"'einsum'; '{self.implementation}' has no attention dropout.")
-      out = fused_attention(query, key, value, implementation=self.implementation,
-                            pad_to=CUDNN_SEQUENCE_MULTIPLE if self.implementation == "cudnn"
-                            else 1)
+            f"'einsum' (or 'auto'); '{implementation}' has no attention dropout.")
+      if implementation == "pallas":
+        out = attention_lib.pallas_attention(query, key, value)
+      else:
+        out = attention_lib.fused_attention(query, key, value, implementation=implementation)
     out = constrain(out, heads_axes)
     return HeadsProjection("...hk,hkd->...d", (self.num_heads, head_dim, hidden),
                            ("heads", "kv", "embed"), fan_in_dims=2, dtype=self.dtype,
@@ -225,7 +212,7 @@ class Encoder1DBlock(nn.Module):
   num_heads: int
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
-  attention_implementation: str = "einsum"
+  attention_implementation: str = "auto"
   layerscale_init: Optional[float] = None
   qk_norm: bool = False
   mlp_activation: str = "gelu_tanh"
@@ -258,7 +245,7 @@ class Encoder1DBlock(nn.Module):
         layernorm_epsilon=self.layernorm_epsilon, rope=self.rope, dtype=self.dtype,
         param_dtype=self.param_dtype, name="MultiHeadDotProductAttention_1")(
             y, deterministic=deterministic, rope_table=rope_table)
-    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = self._residual(x, y, "LayerScale_attention", deterministic)
     y = norm("LayerNorm_2")(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, activation=self.mlp_activation, norm=self.mlp_norm,
@@ -351,7 +338,7 @@ class Encoder(nn.Module):
                                   temperature=self.rope_temperature, ref_grid=self.rope_grid)
     prefix, patches = self._embed_positions(prefix, patches)
     x = jnp.concatenate([prefix, registers, patches], axis=1)
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    x = Dropout(self.dropout_rate)(x, deterministic=not train)
     if self.pre_norm:
       x = layer_norm("pre_norm", self.block["layernorm_epsilon"], self.dtype,
                      self.param_dtype)(x)
@@ -457,7 +444,7 @@ class VisionTransformer(nn.Module):
   resnet_width_factor: float = 1.0
   head_kernel_init_std: float = 0.0
   head_bias_init: float = 0.0
-  attention_implementation: str = "einsum"
+  attention_implementation: str = "auto"  # models/attention.py: the fastest exact kernel.
   remat_policy: str = "none"
   scan_layers: bool = False
   dtype: Dtype = jnp.float32
@@ -534,13 +521,12 @@ class VisionTransformer(nn.Module):
                              width_factor=self.resnet_width_factor, dtype=self.dtype,
                              param_dtype=self.param_dtype)
     self._check_divisible(images, *x.shape[1:3])
-    x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
-                strides=(self.patch_size, self.patch_size), padding="VALID",
-                use_bias=self.patch_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                kernel_init=partitioned(nn.initializers.lecun_normal(),
-                                        (None, None, None, "embed")),
-                bias_init=partitioned(nn.initializers.zeros, ("embed",)),
-                name="embedding")(x)
+    x = PatchEmbedding(self.hidden_size, self.patch_size, use_bias=self.patch_bias,
+                       dtype=self.dtype, param_dtype=self.param_dtype,
+                       kernel_init=partitioned(nn.initializers.lecun_normal(),
+                                               (None, None, None, "embed")),
+                       bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+                       name="embedding")(x)
     batch = x.shape[0]
     prefix = [self._token("cls", 1, batch, x.dtype)] if self.has_class_token else []
     if self.distillation_token:
@@ -583,7 +569,7 @@ class VisionTransformer(nn.Module):
     return logits.astype(jnp.float32)
 
 
-_CHOICES = {"classifier": CLASSIFIERS, "attention_implementation": ATTENTION_IMPLEMENTATIONS,
+_CHOICES = {"classifier": CLASSIFIERS, "attention_implementation": attention_lib.IMPLEMENTATIONS,
             "remat_policy": tuple(REMAT_POLICIES), "posemb": POSEMB_KINDS,
             "posemb_resample": posemb_lib.RESAMPLE_METHODS, "mlp_activation": MLP_ACTIVATIONS,
             "rope": rope_lib.KINDS}

@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 
 from vit_jax import console
 from vit_jax import sharding as sharding_lib
-from vit_jax.models import create_model, lora
+from vit_jax.models import attention, create_model, lora
 from vit_jax.pp import builder
 from vit_jax.pp.ops_image import Affine
 from vit_jax.trainer import optim, param_groups, steps
@@ -109,7 +109,8 @@ def build(config, mesh: Mesh, *, num_classes: int | None,
           image_shape: tuple[int, ...]) -> Built:
   """Model, optimizer and sharded state spec for `config` on `mesh` (no arrays made yet)."""
   rules = sharding_lib.check_rules(config.sharding_rules)
-  model = create_model(config.model_name, num_classes=num_classes, **config.model)
+  model = create_model(config.model_name, num_classes=num_classes,
+                       **_for_platform(config.model, mesh))
   adapters = lora.LoraSpec.from_config(config)
   if adapters is not None:
     model = lora.LoraModel(model, adapters)
@@ -123,6 +124,17 @@ def build(config, mesh: Mesh, *, num_classes: int | None,
   _warn_if_fsdp_leaves_copies(spec, mesh)
   return Built(config, mesh, rules, model, tx, schedule, tuple(image_shape), spec,
                input_affine=device_pp_split(config)[1])
+
+
+def _for_platform(model_config, mesh: Mesh) -> dict:
+  """The model's hyper-parameters with attention_implementation='auto' resolved for the
+  mesh's devices (a TPU topology compiled from a CPU host is TPU)."""
+  hparams = dict(model_config)
+  if hparams.get("attention_implementation") == "auto":
+    hparams["attention_implementation"] = attention.resolve(
+        "auto", platform=mesh.devices.flat[0].platform, dtype=hparams.get("dtype", "float32"),
+        attention_dropout=bool(hparams.get("attention_dropout_rate")))
+  return hparams
 
 
 def _warn_if_fsdp_leaves_copies(spec: state_lib.StateSpec, mesh: Mesh,
