@@ -327,3 +327,68 @@ def test_cutmix_pastes_a_box_and_mixes_targets_by_its_area():
     np.testing.assert_allclose(np.asarray(mixed_targets),
                                (1 - pasted) * targets + pasted * np.roll(targets, 1, axis=0),
                                atol=1e-6)
+
+
+def test_patch_embedding_is_the_strided_convolution_with_its_init():
+  """Patchify + matmul gives the PxP stride-P convolution's output, and its parameters
+  are created as nn.Conv creates them (checkpoints and seeds unchanged)."""
+  from vit_jax.models.patch_embed import PatchEmbedding
+  images = jax.random.normal(jax.random.key(0), (2, 12, 8, 3))
+  conv = nn.Conv(5, (4, 4), strides=(4, 4), padding="VALID")
+  conv_params = conv.init(jax.random.key(1), images)["params"]
+  ours = PatchEmbedding(5, 4)
+  params = ours.init(jax.random.key(1), images)["params"]
+  np.testing.assert_array_equal(params["kernel"], conv_params["kernel"])
+  np.testing.assert_allclose(ours.apply({"params": params}, images),
+                             conv.apply({"params": conv_params}, images), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 97, 128), (64, 97, 31)])
+def test_dropout_keeps_the_rate_and_the_expectation(shape):
+  """Two decisions per 32-bit word (even last axis) or one (odd): the kept fraction is
+  1 - rate and kept values are scaled so that the mean is unchanged."""
+  from vit_jax.models.dropout import Dropout
+  x = jnp.ones(shape)
+  out = Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(3)})
+  kept = np.asarray(out != 0)
+  assert abs(kept.mean() - 0.9) < 0.005, kept.mean()
+  assert float(out.mean()) == pytest.approx(1.0, abs=0.01)
+  # Both halves of each word are used independently: their agreement is chance's.
+  half = shape[-1] // 2
+  if shape[-1] % 2 == 0:
+    agree = (kept[..., :half] == kept[..., half:]).mean()
+    assert abs(agree - (0.9**2 + 0.1**2)) < 0.01, agree
+  assert (Dropout(0.1).apply({}, x, deterministic=True) == x).all()
+
+
+def test_auto_attention_resolves_per_platform():
+  from vit_jax.models import attention
+  assert attention.resolve("auto", platform="tpu", dtype="float32") == "pallas"
+  assert attention.resolve("auto", platform="gpu", dtype="bfloat16") == "cudnn"
+  assert attention.resolve("auto", platform="gpu", dtype="float32") == "einsum"
+  assert attention.resolve("auto", platform="cpu", dtype="bfloat16") == "einsum"
+  assert attention.resolve("auto", platform="tpu", dtype="bfloat16",
+                           attention_dropout=True) == "einsum"
+  assert attention.resolve("xla", platform="tpu", dtype="float32") == "xla"
+
+
+def test_pallas_tpu_attention_matches_einsum_in_interpret_mode():
+  """The Pallas TPU flash attention kernel (run by Pallas's TPU interpreter on the CPU):
+  17 tokens padded to a 128-token block with the padded keys masked, logits and
+  gradients equal to einsum attention's. (Sharded, the kernel runs per shard inside
+  shard_map: compiled for a TPU topology in test_tpu_compile; the interpreter does not
+  run inside a partitioned CPU program.)"""
+  from jax.experimental.pallas import tpu as pltpu
+  einsum = create_model("ViT-test", num_classes=5, head_kernel_init_std=0.02,
+                        attention_implementation="einsum")
+  pallas = einsum.clone(attention_implementation="pallas")
+  images = jax.random.uniform(jax.random.key(0), (8, 16, 16, 3), minval=-1, maxval=1)
+  params = nn.unbox(einsum.init(jax.random.key(1), images)["params"])
+  loss = lambda model: lambda p: (model.apply({"params": p}, images) ** 2).sum()  # noqa: E731
+  with pltpu.force_tpu_interpret_mode():
+    logits = pallas.apply({"params": params}, images)
+    grads = jax.grad(loss(pallas))(params)
+  reference = einsum.apply({"params": params}, images)
+  np.testing.assert_allclose(logits, reference, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grads,
+               jax.grad(loss(einsum))(params))

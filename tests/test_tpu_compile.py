@@ -21,7 +21,8 @@ def test_a_small_config_compiles_for_a_v5e_topology_through_the_trainer_build(tm
   result = helpers.run_subprocess(
       ["-m", "vit_jax.cli.memory", "--config=configs/pretrain_large.py:ti16,imagenet2012",
        "--topology=v5e:2x2", "--config.batch_size=8", "--resolution=32",
-       "--config.model.num_layers=2", "--config.model.scan_layers=False", f"--json={out}"],
+       "--config.model.num_layers=2", "--config.model.scan_layers=False",
+       "--config.model.attention_implementation=einsum", f"--json={out}"],
       timeout=600)  # unrolled: the compiler's costs cover the whole step.
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stderr.strip() == "", result.stderr[-2000:]  # libtpu's notes kept off.
@@ -136,3 +137,69 @@ def test_libtpu_on_a_machine_without_a_tpu_is_not_tried(tfds_dir, tmp_path):
                                            "--config.total_steps=3"),
                           env=env, cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0 and result.stderr.strip() == "", result.stderr[-2000:]
+
+
+def _plan(config_arg: str, **overrides):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path, _, argument = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("plan_config", f"{helpers.REPO}/{path}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(argument)
+  with config.unlocked():
+    for key, value in overrides.items():
+      node, *rest = key.split(".")
+      if rest:
+        config[node][rest[0]] = value
+      else:
+        config[key] = value
+  return config
+
+
+def test_a_scanned_encoder_plan_counts_every_block_and_gathers_per_block():
+  """XLA's cost analysis counts a loop body once; the planner's whole-step FLOPs and
+  bytes for scanned blocks (from 1 and 2 unrolled blocks) equal the unrolled program's.
+  Under FSDP the scanned program gathers one block's weights at a time, never the
+  stacked (num_layers x) arrays."""
+  devices = memory_plan.topology_devices("v5e:2x2")
+  common = {"batch_size": 8, "model.num_layers": 3, "model.attention_implementation": "einsum"}
+  scanned = memory_plan.plan(_plan("configs/pretrain_large.py:ti16,imagenet2012", **common),
+                             devices, resolution=32, num_classes=10)
+  unrolled = memory_plan.plan(
+      _plan("configs/pretrain_large.py:ti16,imagenet2012", **common,
+            **{"model.scan_layers": False}), devices, resolution=32, num_classes=10)
+  assert scanned["costs_from_unrolled_blocks"]
+  assert scanned["flops_per_device"] == pytest.approx(unrolled["flops_per_device"], rel=0.02)
+  assert scanned["bytes_accessed_per_device"] == pytest.approx(
+      unrolled["bytes_accessed_per_device"], rel=0.1)
+  assert scanned["collectives"]["all-gather"]["count"] == pytest.approx(
+      unrolled["collectives"]["all-gather"]["count"], abs=3)
+  # The largest gathered array is one block's MLP kernel (192 x 768, bf16 or f32), not
+  # the three blocks' stacked kernel.
+  one_kernel_f32 = 192 * 768 * 4
+  assert scanned["collectives_in_program"]["all-gather"]["largest"] <= one_kernel_f32
+  # bfloat16 compute: no float32 matmul operands.
+  assert set(scanned["matmul_operand_dtypes"]) == {"bf16"}, scanned["matmul_operand_dtypes"]
+
+
+def test_pallas_flash_attention_compiles_for_v5e_inside_the_train_step():
+  """attention_implementation='auto' is the Pallas TPU kernel on a TPU topology: the
+  trainer's step (FSDP over 4 chips: the kernel runs per shard) compiles with it."""
+  devices = memory_plan.topology_devices("v5e:2x2")
+  plan = memory_plan.plan(_plan("configs/pretrain.py:ti16,imagenet2012", batch_size=8,
+                                **{"model.num_layers": 1, "mesh.data": 1, "mesh.fsdp": 4}),
+                          devices, resolution=32, num_classes=10)
+  assert plan["attention_implementation"] == "pallas"
+  assert plan["tpu_kernels"] >= 2  # the kernel forward, and its backward.
+  assert plan["total_bytes"] < 16 * 2**30
+
+
+def test_matmul_operand_dtypes_are_read_from_compiled_hlo():
+  hlo = """
+  %p.1 = bf16[8,192]{1,0} parameter(0)
+  %p.2 = f32[192,768]{1,0} parameter(1)
+  %p.3 = bf16[192,768]{1,0} parameter(2)
+  %convolution.5 = f32[8,768]{1,0} convolution(%p.1, %p.3), dim_labels=bf_io->bf
+  %dot.1 = f32[8,768]{1,0} dot(%p.1, %p.2), lhs_contracting_dims={1}
+  """
+  assert memory_plan.matmul_dtypes(hlo) == {"bf16": 1, "bf16/f32": 1}

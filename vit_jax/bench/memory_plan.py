@@ -99,12 +99,50 @@ def plan(config, devices, *, resolution: int, num_classes: int) -> dict:
   result["total_bytes"] = (result["argument_bytes"] + result["output_bytes"]
                            - result["alias_bytes"] + result["temp_bytes"] + result["code_bytes"])
   result.update(_costs(compiled))
-  # XLA's cost analysis counts a loop's body once: a scanned encoder's FLOPs and bytes
-  # are those of one block, not of all of them.
-  result["costs_count_one_block"] = bool(config.model.get("scan_layers"))
+  hlo = compiled.as_text()
+  result["collectives"] = collectives(hlo)
+  result["matmul_operand_dtypes"] = matmul_dtypes(hlo)
+  # Pallas kernels (Mosaic) in the program: the TPU flash attention, where chosen.
+  result["tpu_kernels"] = hlo.count('custom_call_target="tpu_custom_call"')
+  result["attention_implementation"] = getattr(getattr(built.model, "base", built.model),
+                                               "attention_implementation", None)
   result["analytical_flops_per_device"] = _analytical_flops(built, config.batch_size) / len(devices)
-  result["collectives"] = collectives(compiled.as_text())
+  if config.model.get("scan_layers") and "flops_per_device" in result:
+    # XLA's cost analysis counts a loop's body once: a scanned encoder's costs are those
+    # of one block. The whole step's: one and two unrolled blocks compiled, the second
+    # block's costs (the difference) counted num_layers - 1 more times.
+    result["collectives_in_program"] = result["collectives"]
+    result.update(_scanned_costs(config, devices, resolution=resolution,
+                                 num_classes=num_classes))
   return result
+
+
+def _scanned_costs(config, devices, *, resolution: int, num_classes: int) -> dict:
+  layers = config.model.num_layers
+  costs = []
+  for count in (1, 2):
+    trial = config.copy_and_resolve_references()
+    with trial.unlocked():
+      trial.model.num_layers, trial.model.scan_layers = count, False
+    costs.append(plan(trial, devices, resolution=resolution, num_classes=num_classes))
+  one, two = costs
+  if "flops_per_device" not in one or "flops_per_device" not in two:
+    # No whole-step costs (the unrolled blocks did not compile): none shown.
+    return {"flops_per_device": None, "bytes_accessed_per_device": None}
+  extrapolate = lambda key: one[key] + (layers - 1) * (two[key] - one[key])  # noqa: E731
+  kinds = set(one["collectives"]) | set(two["collectives"])
+  found = {}
+  for kind in kinds:
+    a = one["collectives"].get(kind, {"count": 0, "bytes": 0, "largest": 0})
+    b = two["collectives"].get(kind, {"count": 0, "bytes": 0, "largest": 0})
+    found[kind] = {"count": a["count"] + (layers - 1) * (b["count"] - a["count"]),
+                   "bytes": a["bytes"] + (layers - 1) * (b["bytes"] - a["bytes"]),
+                   "largest": max(a["largest"], b["largest"])}
+  return {"flops_per_device": extrapolate("flops_per_device"),
+          "bytes_accessed_per_device": extrapolate("bytes_accessed_per_device"),
+          "collectives": {k: v for k, v in sorted(found.items()) if v["count"]},
+          "costs_from_unrolled_blocks": True,
+          "cost_compile_seconds": one["compile_seconds"] + two["compile_seconds"]}
 
 
 def _costs(compiled) -> dict:
@@ -126,10 +164,11 @@ def _analytical_flops(built, batch: int) -> float:
 
 
 def collectives(hlo: str) -> dict[str, dict[str, int]]:
-  """{kind: {'count', 'bytes'}} of the collectives in compiled HLO text, per device: each
-  op's result shapes (an async op counted once, at its start). Static counts: the body of
-  a loop (scanned blocks) is counted once, not once per iteration."""
-  found = {kind: {"count": 0, "bytes": 0} for kind in COLLECTIVES}
+  """{kind: {'count', 'bytes', 'largest'}} of the collectives in compiled HLO text, per
+  device: each op's result shapes (an async op counted once, at its start), and the
+  largest single result. Static counts: the body of a loop (scanned blocks) is counted
+  once, not once per iteration."""
+  found = {kind: {"count": 0, "bytes": 0, "largest": 0} for kind in COLLECTIVES}
   pattern = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(-start)?\(")
   for line in hlo.splitlines():
     match = pattern.search(line)
@@ -139,14 +178,32 @@ def collectives(hlo: str) -> dict[str, dict[str, int]]:
               for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", match.group(1))]
     found[match.group(2)]["count"] += 1
     # An async start returns (operand, result, ...): the result is the largest.
-    found[match.group(2)]["bytes"] += max(shapes) if match.group(3) else sum(shapes)
+    size = max(shapes) if match.group(3) else sum(shapes)
+    found[match.group(2)]["bytes"] += size
+    found[match.group(2)]["largest"] = max(found[match.group(2)]["largest"], max(shapes))
   return {k: v for k, v in found.items() if v["count"]}
+
+
+def matmul_dtypes(hlo: str) -> dict[str, int]:
+  """{operand dtype: count} of the matmuls (dot, convolution) in compiled HLO text: a
+  config that computes in bfloat16 should show no f32 (accumulation in f32 is the
+  result type, not the operands')."""
+  # Compiled HLO names its operands without their types: each name's type from where
+  # it is defined.
+  types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", hlo))
+  found: dict[str, int] = {}
+  for operands in re.findall(r"\s(?:dot|convolution)\(([^)]*)\)", hlo):
+    names = re.findall(r"%([\w.\-]+)", operands)
+    dtypes = sorted({types.get(name, "?") for name in names}) or ["?"]
+    key = "/".join(dtypes)
+    found[key] = found.get(key, 0) + 1
+  return found
 
 
 def roofline(result: dict, chip) -> Optional[dict]:
   """Step time and images/s at the chip's roofs (FLOPs at peak bf16, bytes at HBM
   bandwidth; the slower bounds the step), and the MFU that would be."""
-  if chip is None or not result.get("flops_per_device") or result.get("costs_count_one_block"):
+  if chip is None or not result.get("flops_per_device"):
     return None
   compute = result["flops_per_device"] / chip.peak_bf16_flops
   memory = result["bytes_accessed_per_device"] / chip.hbm_bandwidth

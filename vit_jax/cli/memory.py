@@ -67,18 +67,20 @@ def print_plan(result: dict, chip=None) -> None:
   for c in chips:
     print(f"| {c.name} | {c.memory_bytes / 2**30:.0f} GiB | "
           f"{'yes' if result['total_bytes'] < 0.9 * c.memory_bytes else 'no'} |")
-  if chip is None or "flops_per_device" not in result:
+  if chip is None or not result.get("flops_per_device"):
     return
   flops, analytical = result["flops_per_device"], result["analytical_flops_per_device"]
   ratio = f" ({flops / analytical:.2f}x of 3x the analytical forward)" if analytical else ""
-  if result.get("costs_count_one_block"):
-    ratio = (" (the compiler counts the scanned blocks' loop body once: this is not the "
-             "whole step, and no roofline is drawn from it; plan with "
-             "--config.model.scan_layers=False for that)")
+  scanned = (f"; the scanned blocks' costs from 1 and 2 unrolled blocks, compiled in "
+             f"{result['cost_compile_seconds']:.0f} s"
+             if result.get("costs_from_unrolled_blocks") else "")
   print(f"\ncompiled per device and step: {flops / 1e12:.3f} TFLOP{ratio}, "
         f"{result['bytes_accessed_per_device'] / 1e9:.2f} GB accessed; per image "
         f"{flops * result['devices'] / result['batch'] / 1e9:.2f} GFLOP; compiled in "
-        f"{result['compile_seconds']:.0f} s")
+        f"{result['compile_seconds']:.0f} s{scanned}")
+  dtypes = ", ".join(f"{n} {dtype}" for dtype, n in sorted(result["matmul_operand_dtypes"].items()))
+  print(f"attention: {result['attention_implementation']}; matmuls by operand dtype: "
+        f"{dtypes or 'none'}")
   line = memory_plan.roofline(result, chip)
   if line:
     mfu = f", MFU ceiling {line['mfu']:.0%}" if "mfu" in line else ""
@@ -86,9 +88,10 @@ def print_plan(result: dict, chip=None) -> None:
           f"{chip.hbm_bandwidth / 1e9:.0f} GB/s HBM): {line['step_seconds'] * 1e3:.1f} ms per "
           f"step ({line['bound']}-bound), {line['images_per_second']:,.0f} img/s{mfu}")
   if result["collectives"]:
-    print("\n| collective (per device, static count) | ops | bytes |\n|---|---|---|")
+    print("\n| collective (per device and step) | ops | bytes | largest one |\n|---|---|---|---|")
     for kind, found in result["collectives"].items():
-      print(f"| {kind} | {found['count']} | {gib(found['bytes'])} |")
+      print(f"| {kind} | {found['count']} | {gib(found['bytes'])} | "
+            f"{found['largest'] / 2**20:.2f} MiB |")
 
 
 def main(argv) -> None:
