@@ -23,18 +23,11 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 # (name, config file, config argument, topology, slices, resolution, classes, overrides)
 LARGE_MESH = {"mesh.data": 1, "mesh.fsdp": 16, "mesh.model": 16}
 ROWS = []
-for _model in ("b16", "l16"):
-  for _topology, _label in (("v4:2x2x4", "v4-32"), ("v5e:16x16", "v5e-256"),
-                            ("v5p:4x4x4", "v5p-128"), ("v6e:16x16", "v6e-256")):
-    ROWS.append((f"pretrain_{_model}_{_label}", "pretrain.py", f"{_model},imagenet2012",
-                 _topology, 1, 224, 1000, {"batch_size": 4096}))
-for _model in ("h14", "g14", "G14"):
-  ROWS.append((f"pretrain_large_{_model}_v5p-512", "pretrain_large.py",
-               f"{_model},imagenet2012", "v5p:8x8x4", 1, 224, 1000,
-               {"batch_size": 4096, **LARGE_MESH}))
-  ROWS.append((f"pretrain_large_{_model}_2x_v5e-256", "pretrain_large.py",
-               f"{_model},imagenet2012", "v5e:16x16", 2, 224, 1000,
-               {"batch_size": 4096, "mesh.data": 2, "mesh.fsdp": 16, "mesh.model": 16}))
+_PODS = (("v4:2x2x4", "v4-32"), ("v5e:16x16", "v5e-256"), ("v5p:4x4x4", "v5p-128"),
+         ("v6e:16x16", "v6e-256"))
+for _topology, _label in _PODS:
+  ROWS.append((f"pretrain_b16_{_label}", "pretrain.py", "b16,imagenet2012", _topology, 1,
+               224, 1000, {"batch_size": 4096}))
 for _topology, _label in (("v5e:2x4", "v5e-8"), ("v4:2x2x1", "v4-8")):
   ROWS.append((f"finetune_b16_cifar10_384_{_label}", "finetune.py", "b16,cifar10", _topology,
                1, 384, 10, {"batch_size": 512}))
@@ -43,6 +36,16 @@ for _resolution, _attention in ((224, "einsum"), (384, "einsum"), (384, "pallas"
   ROWS.append((f"attention_b16_{_resolution}px_{_attention}_v5e-256", "pretrain.py",
                "b16,imagenet2012", "v5e:16x16", 1, _resolution, 1000,
                {"batch_size": 4096, "model.attention_implementation": _attention}))
+for _model in ("g14", "h14", "G14"):
+  ROWS.append((f"pretrain_large_{_model}_v5p-512", "pretrain_large.py",
+               f"{_model},imagenet2012", "v5p:8x8x4", 1, 224, 1000,
+               {"batch_size": 4096, **LARGE_MESH}))
+  ROWS.append((f"pretrain_large_{_model}_2x_v5e-256", "pretrain_large.py",
+               f"{_model},imagenet2012", "v5e:16x16", 2, 224, 1000,
+               {"batch_size": 4096, "mesh.data": 2, "mesh.fsdp": 16, "mesh.model": 16}))
+for _topology, _label in _PODS:
+  ROWS.append((f"pretrain_l16_{_label}", "pretrain.py", "l16,imagenet2012", _topology, 1,
+               224, 1000, {"batch_size": 4096}))
 
 
 def _config(path: str, argument: str, overrides: dict):
@@ -81,7 +84,7 @@ def main() -> None:
     devices = memory_plan.topology_devices(topology, num_slices=slices)
     result = memory_plan.plan(_config(path, argument, overrides), devices,
                               resolution=resolution, num_classes=classes)
-    chip = accelerators.chip_of(devices[0].device_kind)
+    chip = accelerators.chip_of_device(devices[0])
     result.update(config=f"{path}:{argument}", topology=topology, slices=slices,
                   overrides=overrides, wall_seconds=time.perf_counter() - start,
                   date=time.strftime("%Y-%m-%d"), roofline=memory_plan.roofline(result, chip),

@@ -112,7 +112,7 @@ def main(argv) -> None:
   else:
     jax.config.update("jax_num_cpu_devices", FLAGS.num_devices)
     devices = jax.devices()
-  chip = accelerators.chip_of(devices[0].device_kind) if FLAGS.topology else None
+  chip = accelerators.chip_of_device(devices[0]) if FLAGS.topology else None
   result = memory_plan.plan(FLAGS.config, devices, resolution=FLAGS.resolution,
                             num_classes=FLAGS.num_classes)
   print_plan(result, chip)

@@ -13,13 +13,14 @@ class Chip:
   peak_bf16_flops: float    # dense, per JAX device (vendor datasheets; GPUs SXM).
   memory_bytes: int         # HBM per JAX device (TPU v3: per core).
   hbm_bandwidth: float      # bytes/s per JAX device (datasheets): the roofline's other roof.
+  cores_per_chip: int = 1   # TensorCores per chip that JAX shows as one device (megacore).
 
 
 CHIPS = (
     Chip("TPU v3", ("TPU v3",), 123e12, 16 * 2**30, 450e9),
-    Chip("TPU v4", ("TPU v4",), 275e12, 32 * 2**30, 1228e9),
+    Chip("TPU v4", ("TPU v4",), 275e12, 32 * 2**30, 1228e9, cores_per_chip=2),
     Chip("TPU v5e", ("TPU v5 lite", "TPU v5e"), 197e12, 16 * 2**30, 819e9),
-    Chip("TPU v5p", ("TPU v5p", "TPU v5"), 459e12, 95 * 2**30, 2765e9),
+    Chip("TPU v5p", ("TPU v5p", "TPU v5"), 459e12, 95 * 2**30, 2765e9, cores_per_chip=2),
     Chip("TPU v6e", ("TPU v6 lite", "TPU v6e"), 918e12, 32 * 2**30, 1640e9),
     Chip("A100-80G", ("A100",), 312e12, 80 * 2**30, 2039e9),
     Chip("H100", ("H100",), 989e12, 80 * 2**30, 3350e9),
@@ -34,12 +35,27 @@ def chip_of(device_kind: str) -> Optional[Chip]:
   return max(matches, key=lambda m: m[0])[1] if matches else None
 
 
+def chip_of_device(device) -> Optional[Chip]:
+  """The chip table's entry for one JAX device: a whole chip where JAX shows a megacore
+  chip as one device (TPU VMs; deviceless v5p topologies), one TensorCore's share where it
+  shows each core as a device (deviceless v4 topologies: `num_cores` 1)."""
+  chip = chip_of(device.device_kind)
+  cores = getattr(device, "num_cores", None)
+  if chip is None or chip.cores_per_chip == 1 or cores is None or cores >= chip.cores_per_chip:
+    return chip
+  share = cores / chip.cores_per_chip
+  return dataclasses.replace(chip, name=f"{chip.name} core", cores_per_chip=cores,
+                             peak_bf16_flops=chip.peak_bf16_flops * share,
+                             memory_bytes=int(chip.memory_bytes * share),
+                             hbm_bandwidth=chip.hbm_bandwidth * share)
+
+
 def peak_flops(device=None) -> Optional[float]:
   """Peak bf16 FLOP/s of one device, or None (CPU and unknown chips: MFU shown as n/a)."""
   if device is None:
     import jax  # pylint: disable=g-import-not-at-top  (this table needs no JAX)
     device = jax.devices()[0]
-  chip = chip_of(device.device_kind)
+  chip = chip_of_device(device)
   return chip.peak_bf16_flops if chip else None
 
 
