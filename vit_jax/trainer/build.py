@@ -131,8 +131,10 @@ def _for_platform(model_config, mesh: Mesh) -> dict:
   mesh's devices (a TPU topology compiled from a CPU host is TPU)."""
   hparams = dict(model_config)
   if hparams.get("attention_implementation") == "auto":
+    platform = (jax.default_backend() if isinstance(mesh, jax.sharding.AbstractMesh)
+                else mesh.devices.flat[0].platform)
     hparams["attention_implementation"] = attention.resolve(
-        "auto", platform=mesh.devices.flat[0].platform, dtype=hparams.get("dtype", "float32"),
+        "auto", platform=platform, dtype=hparams.get("dtype", "float32"),
         attention_dropout=bool(hparams.get("attention_dropout_rate")))
   return hparams
 
