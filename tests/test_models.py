@@ -363,13 +363,15 @@ def test_dropout_keeps_the_rate_and_the_expectation(shape):
 
 def test_auto_attention_resolves_per_platform():
   from vit_jax.models import attention
-  assert attention.resolve("auto", platform="tpu", dtype="float32") == "pallas"
-  assert attention.resolve("auto", platform="gpu", dtype="bfloat16") == "cudnn"
-  assert attention.resolve("auto", platform="gpu", dtype="float32") == "einsum"
-  assert attention.resolve("auto", platform="cpu", dtype="bfloat16") == "einsum"
-  assert attention.resolve("auto", platform="tpu", dtype="bfloat16",
-                           attention_dropout=True) == "einsum"
-  assert attention.resolve("xla", platform="tpu", dtype="float32") == "xla"
+  resolve = lambda platform, dtype, tokens=577, **kw: attention.resolve(  # noqa: E731
+      "auto", platform=platform, dtype=dtype, num_tokens=tokens, **kw)
+  assert resolve("tpu", "float32") == "pallas"
+  assert resolve("tpu", "bfloat16", tokens=197) == "einsum"  # the kernel does not pay.
+  assert resolve("gpu", "bfloat16", tokens=197) == "cudnn"
+  assert resolve("gpu", "float32") == "einsum"
+  assert resolve("cpu", "bfloat16") == "einsum"
+  assert resolve("tpu", "bfloat16", attention_dropout=True) == "einsum"
+  assert attention.resolve("xla", platform="tpu", dtype="float32", num_tokens=9) == "xla"
 
 
 def test_pallas_tpu_attention_matches_einsum_in_interpret_mode():

@@ -184,12 +184,14 @@ def test_a_scanned_encoder_plan_counts_every_block_and_gathers_per_block():
 
 
 def test_pallas_flash_attention_compiles_for_v5e_inside_the_train_step():
-  """attention_implementation='auto' is the Pallas TPU kernel on a TPU topology: the
-  trainer's step (FSDP over 4 chips: the kernel runs per shard) compiles with it."""
+  """attention_implementation='auto' is the Pallas TPU kernel on a TPU topology for long
+  sequences (24 x 24 patches + [class]): the trainer's step (FSDP over 4 chips: the
+  kernel runs per shard) compiles with it."""
   devices = memory_plan.topology_devices("v5e:2x2")
   plan = memory_plan.plan(_plan("configs/pretrain.py:ti16,imagenet2012", batch_size=8,
-                                **{"model.num_layers": 1, "mesh.data": 1, "mesh.fsdp": 4}),
-                          devices, resolution=32, num_classes=10)
+                                **{"model.num_layers": 1, "model.patch_size": 2,
+                                   "mesh.data": 1, "mesh.fsdp": 4}),
+                          devices, resolution=48, num_classes=10)
   assert plan["attention_implementation"] == "pallas"
   assert plan["tpu_kernels"] >= 2  # the kernel forward, and its backward.
   assert plan["total_bytes"] < 16 * 2**30

@@ -9,8 +9,11 @@ devices, printing per-device bytes next to each chip's HBM.
 
 With --topology (pip install 'jax[tpu]' brings libtpu; no TPU needed) every figure is the
 TPU compiler's: HBM per chip (arguments, outputs, donated, temporaries, code), FLOPs and
-bytes accessed per step, the collectives in the compiled program, and a roofline (FLOPs
-at the chip's peak bf16 rate, bytes at its HBM bandwidth: a ceiling, not a measurement).
+bytes accessed per step, the matmuls' operand dtypes, the attention kernel, the
+collectives per step (count, bytes, largest single one), and a roofline (FLOPs at the
+chip's peak bf16 rate, bytes at its HBM bandwidth: a ceiling, not a measurement). For
+scanned blocks (XLA's cost analysis counts a loop body once) the whole step's costs come
+from one and two unrolled blocks, compiled beside it.
 With --num_devices the activations are XLA:CPU's view, a close estimate of what an
 accelerator backend allocates. Parameters and optimizer state are counted exactly from
 their shardings. The batch is global.
@@ -79,8 +82,10 @@ def print_plan(result: dict, chip=None) -> None:
         f"{flops * result['devices'] / result['batch'] / 1e9:.2f} GFLOP; compiled in "
         f"{result['compile_seconds']:.0f} s{scanned}")
   dtypes = ", ".join(f"{n} {dtype}" for dtype, n in sorted(result["matmul_operand_dtypes"].items()))
-  print(f"attention: {result['attention_implementation']}; matmuls by operand dtype: "
-        f"{dtypes or 'none'}")
+  kernels = (f" ({result['tpu_kernels']} Pallas kernels: XLA counts the forward kernel's own "
+             f"FLOP estimate, not the backward kernels')" if result.get("tpu_kernels") else "")
+  print(f"attention: {result['attention_implementation']}{kernels}; matmuls by operand "
+        f"dtype: {dtypes or 'none'}")
   line = memory_plan.roofline(result, chip)
   if line:
     mfu = f", MFU ceiling {line['mfu']:.0%}" if "mfu" in line else ""

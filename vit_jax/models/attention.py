@@ -5,7 +5,8 @@ and the rule that picks the fastest one for the accelerator.
 - 'xla' / 'cudnn': `jax.nn.dot_product_attention` (cuDNN's flash attention on a GPU).
 - 'pallas': the Pallas TPU flash attention kernel (`jax.experimental.pallas.ops.tpu`),
   run per shard inside `jax.shard_map` (Mosaic kernels are not partitioned by XLA).
-- 'auto': 'pallas' on TPU, 'cudnn' on GPU for half-precision activations, else 'einsum'.
+- 'auto': 'pallas' on TPU for sequences of PALLAS_MIN_TOKENS or more, 'cudnn' on GPU for
+  half-precision activations, else 'einsum'.
 
 The fused kernels take only some sequence lengths (cuDNN in training: multiples of 8;
 the TPU kernel: multiples of its 128-token blocks), and ViT's 1 + 14 * 14 = 197 tokens are
@@ -25,18 +26,23 @@ IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn", "pallas")
 CUDNN_SEQUENCE_MULTIPLE = 8
 # The TPU kernel's blocks along the sequence (the lane width of a TPU vector register).
 PALLAS_BLOCK = 128
+# Where the TPU kernel pays (the TPU compiler's view, B/16 pre-training step, batch 16 per
+# v5e chip, 2026-12-06, BENCHMARKS.md): at 224 px (197 tokens, padded to 256) it reads 7%
+# more bytes and holds 28% more HBM than einsum; at 384 px (577 tokens) 18% fewer bytes
+# (roofline +21% img/s) for 13% more HBM (its softmax statistics are lane-padded).
+PALLAS_MIN_TOKENS = 512
 
 
-def resolve(implementation: str, *, platform: str, dtype,
+def resolve(implementation: str, *, platform: str, dtype, num_tokens: int,
             attention_dropout: bool = False) -> str:
-  """The kernel 'auto' stands for on `platform` ('tpu', 'gpu', 'cpu') for activations
-  of `dtype` ('einsum' where attention dropout needs it); any other choice is kept."""
+  """The kernel 'auto' stands for on `platform` ('tpu', 'gpu', 'cpu') for `num_tokens`
+  tokens of `dtype` ('einsum' where attention dropout needs it); other choices are kept."""
   if implementation != "auto":
     return implementation
   if attention_dropout:
     return "einsum"
   if platform == "tpu":
-    return "pallas"
+    return "pallas" if num_tokens >= PALLAS_MIN_TOKENS else "einsum"
   if platform in ("gpu", "cuda") and jnp.dtype(dtype).itemsize == 2:
     return "cudnn"  # cuDNN's flash attention takes float16 / bfloat16 only.
   return "einsum"

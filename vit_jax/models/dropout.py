@@ -27,8 +27,9 @@ def keep_mask(rng: jax.Array, shape: tuple[int, ...], keep: float) -> jax.Array:
   # The low halves decide the first half of the last axis, the high halves the second:
   # element-wise work XLA fuses into the consumer (no bits written to memory).
   words = jax.random.bits(rng, (*shape[:-1], shape[-1] // 2), jnp.uint32)
-  return jnp.concatenate([(words & (_LEVELS - 1)) < threshold, (words >> 16) < threshold],
+  mask = jnp.concatenate([(words & (_LEVELS - 1)) < threshold, (words >> 16) < threshold],
                          axis=-1)
+  return jax.lax.optimization_barrier(mask)
 
 
 class Dropout(nn.Module):

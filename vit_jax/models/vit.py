@@ -172,7 +172,7 @@ class MultiHeadDotProductAttention(nn.Module):
       wants_einsum = ((self.dropout_rate and not deterministic)
                       or self.is_mutable_collection("intermediates"))
       implementation = "einsum" if wants_einsum else attention_lib.resolve(
-          "auto", platform=jax.default_backend(), dtype=self.dtype)
+          "auto", platform=jax.default_backend(), dtype=self.dtype, num_tokens=key.shape[1])
     if implementation == "einsum":
       out, weights = attention_lib.einsum_attention(
           query, key, value, dtype=self.dtype,

@@ -109,8 +109,8 @@ def build(config, mesh: Mesh, *, num_classes: int | None,
           image_shape: tuple[int, ...]) -> Built:
   """Model, optimizer and sharded state spec for `config` on `mesh` (no arrays made yet)."""
   rules = sharding_lib.check_rules(config.sharding_rules)
-  model = create_model(config.model_name, num_classes=num_classes,
-                       **_for_platform(config.model, mesh))
+  model = _for_platform(create_model(config.model_name, num_classes=num_classes,
+                                     **config.model), mesh, image_shape)
   adapters = lora.LoraSpec.from_config(config)
   if adapters is not None:
     model = lora.LoraModel(model, adapters)
@@ -126,17 +126,18 @@ def build(config, mesh: Mesh, *, num_classes: int | None,
                input_affine=device_pp_split(config)[1])
 
 
-def _for_platform(model_config, mesh: Mesh) -> dict:
-  """The model's hyper-parameters with attention_implementation='auto' resolved for the
-  mesh's devices (a TPU topology compiled from a CPU host is TPU)."""
-  hparams = dict(model_config)
-  if hparams.get("attention_implementation") == "auto":
-    platform = (jax.default_backend() if isinstance(mesh, jax.sharding.AbstractMesh)
-                else mesh.devices.flat[0].platform)
-    hparams["attention_implementation"] = attention.resolve(
-        "auto", platform=platform, dtype=hparams.get("dtype", "float32"),
-        attention_dropout=bool(hparams.get("attention_dropout_rate")))
-  return hparams
+def _for_platform(model, mesh: Mesh, image_shape: tuple[int, ...]):
+  """The model with attention_implementation='auto' resolved for the mesh's devices (a
+  TPU topology compiled from a CPU host is TPU) and the model's sequence length."""
+  if getattr(model, "attention_implementation", None) != "auto":
+    return model
+  platform = (jax.default_backend() if isinstance(mesh, jax.sharding.AbstractMesh)
+              else mesh.devices.flat[0].platform)
+  grid = model.patch_grid(*image_shape[:2])
+  return model.clone(attention_implementation=attention.resolve(
+      "auto", platform=platform, dtype=model.dtype,
+      num_tokens=grid[0] * grid[1] + model.num_prefix_tokens,
+      attention_dropout=bool(model.attention_dropout_rate)))
 
 
 def _warn_if_fsdp_leaves_copies(spec: state_lib.StateSpec, mesh: Mesh,
