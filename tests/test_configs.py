@@ -113,8 +113,45 @@ def test_finetune_and_small_data_fit_a_folder(digits_folder):
   assert "inception_crop(16)" in ft.pp_train and "resize(16)" in ft.pp_eval
   assert (ft.batch_size, ft.model.dtype) == (64, "float32")
   assert (ft.total_steps, ft.warmup_steps) == (200, 20)  # 20 epochs is 75: at least 200.
+  ft.total_steps = 20  # as --config.total_steps=20 does: the warm-up stays a tenth.
+  assert ft.warmup_steps == 2
   big = load("finetune.py").get_config(f"b16,folder:{digits_folder}")
   assert "inception_crop(32)" in big.pp_train  # at least 2 patches of 16 per side.
   small = load("small_data.py").get_config(f"folder:{digits_folder}")
   assert small.model.patch_size == 4 and "randaug(" in small.pp_train
   assert "flip_lr" not in small.pp_train
+
+
+def test_a_folder_with_only_train_trains_with_a_stratified_test_cut(digits_folder, tmp_path):
+  """No test/ subfolder: finetune.py:...,folder:DIR holds out 10% of every class as test
+  (and 10% as validation), and the header says so; a bad split name is one line naming
+  the fix, and a disabled test evaluation needs no test split at all."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "train_only"
+  shutil.copytree(digits_folder / "train", folder / "train")
+  config = load("finetune.py").get_config(f"ViT-digits,folder:{folder}")
+  assert (config.train_split, config.val_split, config.test_split) == (
+      "train[:80%]", "train[80%:90%]", "train[90%:]")
+  common = [f"--config=configs/finetune.py:ViT-digits,folder:{folder}",
+            "--config.total_steps=4", "--config.warmup_steps=1", "--config.log_every=2",
+            "--config.evals.test.every=4", "--config.evals.val.every=-1",
+            "--config.checkpoint_every=4"]
+  result = helpers.run_subprocess(["-m", "vit_jax.main", f"--workdir={tmp_path / 'run'}",
+                                   *common], timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "(test: train[90%:], held out of train)" in result.stdout
+  final = [m for m in helpers.read_metrics(tmp_path / "run") if "test_accuracy" in m][-1]
+  counts = [len(list(d.iterdir())) for d in (folder / "train").iterdir()]
+  assert final["test_examples"] == sum(n - round(n * 0.9) for n in counts)  # per class.
+  # A bad split and a missing test/ are one line each, with the fix.
+  for split, message in (("", "is not a subfolder name"), ("test", "has no test/ subfolder")):
+    bad = helpers.run_subprocess(["-m", "vit_jax.main", f"--workdir={tmp_path / split}x",
+                                  *common, f"--config.test_split={split}"], timeout=600)
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1, bad.stderr[-2000:]
+    assert message in lines[0] and "--config.test_split='train[90%:]'" in lines[0], lines[0]
+  # No test evaluation: no test split is read.
+  off = helpers.run_subprocess(["-m", "vit_jax.main", f"--workdir={tmp_path / 'off'}",
+                                *common, "--config.test_split=test",
+                                "--config.evals.test.every=-1"], timeout=600)
+  assert off.returncode == 0, off.stderr[-3000:]

@@ -122,3 +122,22 @@ def test_offline_wandb_run_records_what_metrics_jsonl_records(tfds_dir, tmp_path
       m["step"] for m in helpers.read_metrics(tmp_path) if "train_loss" in m]
   with pytest.raises(UserError, match=r"trackers=.*unknown \['mlflow'\]"):
     loop.train_and_evaluate(tiny(tfds_dir, trackers=("mlflow",)), tmp_path / "other")
+
+
+@pytest.mark.parametrize("module,config,reason", [
+    ("vit_jax.main", "configs/finetune.py:ViT-digits,folder:/tmp,probee",
+     "fine-tuning variant 'probee' is not one of"),
+    ("vit_jax.cli.config", "configs/finetune.py:ViT-digits,folder:/tmp,probee",
+     "fine-tuning variant 'probee' is not one of"),
+    ("vit_jax.main", "configs/finetune.py:ViT-digit,cifar10",
+     "Unknown model name 'ViT-digit'. Did you mean 'ViT-digits'?"),
+])
+def test_a_typo_in_a_config_argument_keeps_its_reason(tmp_path, module, config, reason):
+  """get_config's own message, not ml_collections' bare 'Error whilst parsing config
+  file:' (its traceback is in the exception, of which the console shows one line)."""
+  result = helpers.run_subprocess(["-m", module, f"--config={config}",
+                                   *([f"--workdir={tmp_path}"] if module.endswith("main")
+                                     else [])])
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+  assert lines[0].startswith("error: --config: ") and reason in lines[0], lines[0]

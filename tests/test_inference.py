@@ -155,6 +155,24 @@ def test_evaluate_cli_matches_training_eval(quickstart_run):
   assert "test_examples 359" in result.stdout
 
 
+def test_evaluate_cli_takes_config_overrides_of_the_run_as_the_readme_says(quickstart_run,
+                                                                          tmp_path):
+  """The README's `--config.evals.test.per_class=True` on a run, with and without
+  --config=configs/run.py:RUN; a checkpoint that does not exist is one line saying so."""
+  workdir, _ = quickstart_run
+  for extra in ([], [f"--config=configs/run.py:{workdir}"]):
+    result = helpers.run_subprocess(["-m", "vit_jax.cli.evaluate", f"--checkpoint={workdir}",
+                                     "--evals=test", "--config.evals.test.per_class=True",
+                                     *extra])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test_worst_class_accuracy" in result.stdout, result.stdout
+  missing = helpers.run_subprocess(["-m", "vit_jax.cli.evaluate",
+                                    f"--checkpoint={tmp_path / 'nowhere'}"])
+  lines = missing.stderr.strip().splitlines()
+  assert missing.returncode == 2 and len(lines) == 1, missing.stderr[-2000:]
+  assert "no such run directory or checkpoint file" in lines[0], lines[0]
+
+
 def test_npz_checkpoint_for_inference(quickstart_run, tmp_path, image_files):
   workdir, _ = quickstart_run
   loaded = inference.load(str(workdir))
@@ -188,3 +206,17 @@ def test_load_pretrained_takes_a_run(quickstart_run, image_files):
   images, _, _ = inference.preprocess_files([image_files["gray.png"]], loaded.pp)
   np.testing.assert_array_equal(model.apply({"params": params}, images),
                                 loaded.model.apply({"params": loaded.params}, images))
+
+
+def test_preprocessing_keeps_a_gray_batch_a_batch():
+  """A (1, 8, 8) gray batch stays a batch of one; one image stays one image."""
+  from vit_jax.convert.pretrained import Preprocessing
+  from vit_jax.errors import UserError
+  preprocess = Preprocessing("to_rgb|resize(8)|value_range(-1, 1)")
+  assert preprocess(np.zeros((1, 8, 8), np.uint8)).shape == (1, 8, 8, 3)
+  assert preprocess(np.zeros((5, 8, 8), np.uint8)).shape == (5, 8, 8, 3)
+  assert preprocess(np.zeros((8, 8), np.uint8)).shape == (8, 8, 3)
+  assert preprocess(np.zeros((8, 8, 3), np.uint8)).shape == (8, 8, 3)
+  assert preprocess(np.zeros((2, 8, 8, 1), np.uint8)).shape == (2, 8, 8, 3)
+  with pytest.raises(UserError, match="not an array of shape"):
+    preprocess(np.zeros((1, 2, 8, 8, 3), np.uint8))

@@ -58,6 +58,12 @@ def test_sweep_bad_field_is_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip() == "error: --grid field 'lr_rate' is not in the config (no 'lr_rate')."
   assert not os.listdir(tmp_path)
+  typo = subprocess.run([sys.executable, "-m", "vit_jax.sweep", f"--config={QUICKSTART}",
+                         f"--workdir={tmp_path}", "--grid=model.hiden_size=32,64"],
+                        capture_output=True, text=True, env=helpers.cli_env())
+  assert typo.returncode == 2
+  assert typo.stderr.strip() == ("error: --grid field 'model.hiden_size' is not in the config "
+                                 "(no 'hiden_size'); did you mean model.hidden_size?")
 
 
 def test_small_data_chooses_its_strength_on_validation_and_resumes(tmp_path, monkeypatch):

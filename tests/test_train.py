@@ -417,3 +417,24 @@ def test_trainer_streams_uint8_and_normalises_in_the_step(tfds_dir, tmp_path, mo
   device, host = helpers.losses(tmp_path / "device"), helpers.losses(tmp_path / "host")
   assert sorted(device) == sorted(host) == [1, 2, 3, 4]
   np.testing.assert_allclose([device[k] for k in device], [host[k] for k in device], rtol=1e-5)
+
+
+def test_files_a_run_writes_are_readable_by_others_as_the_umask_says(quickstart_run,
+                                                                     tmp_path):
+  """A shared cluster: colleagues and a TensorBoard server under another user read a
+  run's files. Every file the quickstart wrote has the mode the umask gives (not
+  mkstemp's 0600), and storage.write_bytes follows a umask of 022 and of 002."""
+  from vit_jax import storage
+  workdir, _ = quickstart_run
+  umask = os.umask(0o022)
+  os.umask(umask)
+  unreadable = [str(p.relative_to(workdir)) for p in workdir.rglob("*")
+                if p.is_file() and (p.stat().st_mode & 0o044) != (0o044 & ~umask)]
+  assert not unreadable, unreadable
+  for mask, mode in ((0o022, 0o644), (0o002, 0o664)):
+    previous = os.umask(mask)
+    try:
+      storage.write_text(tmp_path / f"file_{mask:o}.json", "{}")
+    finally:
+      os.umask(previous)
+    assert (tmp_path / f"file_{mask:o}.json").stat().st_mode & 0o777 == mode

@@ -12,7 +12,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from vit_jax import storage
-from vit_jax.data.presets import GENERIC_SPLITS, get_preset
+from vit_jax.data.presets import GENERIC_SPLITS, TRAIN_ONLY_SPLITS, get_preset
 from vit_jax.errors import UserError
 from vit_jax.models.presets import resolve_model_name
 
@@ -239,6 +239,15 @@ def figures_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
   return _evaluator("figures", every, {"num_images": int, "split": str, "pp": str}, given)
 
 
+def _has_train_only(directory: str) -> bool:
+  """An image folder with train/ and no test/ (a stratified test cut is held out)."""
+  root = storage.path(directory)
+  try:
+    return (root / "train").is_dir() and not (root / "test").is_dir()
+  except Exception:  # pylint: disable=broad-except  (unreachable storage: the trainer says)
+    return False
+
+
 def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
                          resolution: int | None = None) -> None:
   """Splits and preprocessing of a known dataset at `resolution` (default: its preset's)."""
@@ -247,6 +256,8 @@ def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
   if preset is None:  # any other TFDS dataset or image folder: generic defaults.
     res = resolution or 224
     c.train_split, c.val_split, c.test_split = GENERIC_SPLITS
+    if dataset.startswith("folder:") and _has_train_only(dataset.removeprefix("folder:")):
+      c.train_split, c.val_split, c.test_split = TRAIN_ONLY_SPLITS
     c.pp_train = f"to_rgb|inception_crop({res})|flip_lr|value_range(-1, 1)"
     c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"
     return
@@ -325,8 +336,23 @@ def from_run(workdir: str) -> ml_collections.ConfigDict:
   evals = stored.pop("evals", None)
   _update_known(c, stored)
   if evals is not None:
-    c.evals = ml_collections.ConfigDict(evals)
+    c.evals = ml_collections.ConfigDict({name: _evaluator_from_json(settings)
+                                         for name, settings in evals.items()})
   return c
+
+
+def _evaluator_from_json(stored: dict):
+  """A stored evaluator's settings with the types of its kind's fields again (JSON keeps
+  none: an unset field comes back as null), so `--config.evals.test.per_class=True`
+  works on a run's config as on a config file's; other kinds as stored."""
+  makers = {"classification": classification_eval, "fewshot": fewshot_eval,
+            "knn": knn_eval, "real": real_eval, "figures": figures_eval}
+  if not isinstance(stored, dict) or stored.get("type") not in makers:
+    return stored
+  given = {key: tuple(value) if isinstance(value, list) else value
+           for key, value in stored.items()
+           if key not in ("type", "every") and value is not None}
+  return makers[stored["type"]](every=stored.get("every", 0), **given)
 
 
 def _update_known(config: ml_collections.ConfigDict, values: dict, *,

@@ -174,6 +174,9 @@ def write_bytes(p: PathLike, data: bytes) -> None:
   target.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.fspath(target.parent), prefix=f".{target.name}.")
   try:
+    # mkstemp makes 0600 files; a written file gets the mode open() would give it (the
+    # umask's), so colleagues and a TensorBoard server under another user can read it.
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "wb") as f:
       f.write(data)
     os.replace(tmp, os.fspath(target))
@@ -182,6 +185,19 @@ def write_bytes(p: PathLike, data: bytes) -> None:
       os.remove(tmp)
     raise UserError(f"Cannot write {target} ({e.strerror or e}); free some space or fix "
                     f"its permissions.") from None
+
+
+def _umask() -> int:
+  """The process's umask, read without changing it where Linux says it (os.umask can
+  only be read by setting it, which races with other threads creating files)."""
+  with contextlib.suppress(OSError, ValueError):
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def write_text(p: PathLike, text: str) -> None:

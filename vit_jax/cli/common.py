@@ -149,6 +149,12 @@ def _explain_flag_error(error: Exception, argv: list[str]) -> str:
   lines = [line.strip() for line in text.splitlines() if line.strip()]
   if "Failed loading config file" in text:
     return f"--config: cannot load the config file ({lines[-1]})"
+  if "Error whilst parsing config file" in text and len(lines) > 1:
+    # ml_collections puts get_config's traceback in the message; its last line is the
+    # reason ('vit_jax.errors.UserError: fine-tuning variant ...').
+    kind, _, reason = lines[-1].partition(": ")
+    plain = kind.rsplit(".", 1)[-1] in ("UserError", "ValueError")
+    return f"--config: {reason if plain and reason else lines[-1]}"
   return lines[0] if lines else type(error).__name__
 
 

@@ -8,8 +8,9 @@ r"""Runs a saved run's evaluators (or any named in a config) on its newest check
 
 The parameters are restored straight onto the config's mesh with the training shardings
 (FSDP, tensor parallelism), so a model that needed them to train is evaluated with them.
-A workdir brings its own config (config.json); --config replaces it (configs/run.py:DIR
-is that run's config, to change on the command line). Any other checkpoint (.npz, Hugging
+A workdir brings its own config (config.json), which `--config.x=...` flags change as
+they would a config file's (configs/run.py:DIR is that run's config); --config replaces
+it. Any other checkpoint (.npz, Hugging
 Face directory, timm file) needs --config for the data; its architecture and input
 normalisation come from the checkpoint.
 """
@@ -33,8 +34,11 @@ def main(argv):
   from vit_jax.convert import is_run_directory  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   from vit_jax.trainer import evaluate, progress  # pylint: disable=g-import-not-at-top
+  from vit_jax import storage  # pylint: disable=g-import-not-at-top
   checkpoint = FLAGS.checkpoint
   config = FLAGS.config
+  if not storage.path(checkpoint).exists():
+    raise UserError(f"--checkpoint={checkpoint}: no such run directory or checkpoint file.")
   if config is None:
     if not is_run_directory(checkpoint):
       raise UserError("This checkpoint needs --config for the dataset and evaluators, e.g. "
@@ -45,5 +49,18 @@ def main(argv):
   console.line(progress.eval_line(step, results))
 
 
+def _run_config_for_overrides(argv: list[str]) -> list[str]:
+  """`--config.x=...` with no --config changes the run's own config: the command then
+  reads as if `--config=configs/run.py:<checkpoint>` had been given."""
+  checkpoint = next((a.split("=", 1)[1] for a in argv if a.startswith("--checkpoint=")), None)
+  overrides = any(a.startswith("--config.") for a in argv)
+  given = any(a == "--config" or a.startswith("--config=") for a in argv)
+  if checkpoint is None or not overrides or given:
+    return argv
+  return [*argv, f"--config=configs/run.py:{checkpoint}"]
+
+
 if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.argv = _run_config_for_overrides(sys.argv)
   common.run(main)

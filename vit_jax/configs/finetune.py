@@ -59,7 +59,8 @@ def _fit_to_folder(c, directory: str, patch_size: int) -> None:
     c.model.dtype, c.optimizer_dtype = "float32", "float32"
   epochs = 20 * stats.num_train // c.batch_size
   c.total_steps = min(max(round(epochs, -2), 200), 10_000)
-  c.warmup_steps = c.total_steps // 10
+  # A tenth of the steps, also of --config.total_steps=N (a reference, not a number).
+  c.warmup_steps = c.get_ref("total_steps") // 10
 
 
 def get_config(arg=None):

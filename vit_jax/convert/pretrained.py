@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from vit_jax.convert.checkpoint import Checkpoint, read, record_of_pp
+from vit_jax.errors import UserError
 from vit_jax.models import create_model
 from vit_jax.pp import builder
 
@@ -50,13 +51,21 @@ class Preprocessing:
     return tuple(record["mean"]), tuple(record["std"])
 
   def __call__(self, images) -> np.ndarray:
-    """uint8 images, (H, W, C) or (N, H, W, C), any size -> float32 NHWC model inputs."""
+    """uint8 images, any size -> float32 NHWC model inputs: one image (H, W) or (H, W, C)
+    gives one (H', W', 3); a batch (N, H, W, C) or a gray batch (N, H, W) gives N. A
+    3-D array is one image when its last axis is channels (1, 3 or 4), else a gray batch."""
     images = np.asarray(images)
-    batch = images[None] if images.ndim == 3 else images
+    single = images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4))
+    if images.ndim not in (2, 3, 4):
+      raise UserError(f"preprocessing takes an image (H, W[, C]) or a batch (N, H, W[, C]), "
+                      f"not an array of shape {images.shape}.")
+    batch = images[None] if single else images
+    if batch.ndim == 3:  # gray images without a channel axis.
+      batch = batch[..., None]
     apply = builder.build(self.pp)
     out = np.stack([np.asarray(apply({"image": image, "seed": (0, 0)})["image"], np.float32)
                     for image in batch])
-    return out[0] if images.ndim == 3 else out
+    return out[0] if single else out
 
 
 def preprocessing_for(checkpoint: Checkpoint) -> Preprocessing:

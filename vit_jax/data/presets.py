@@ -30,6 +30,8 @@ DATASET_PRESETS = {
 # Any other TFDS dataset or image folder (folders are sliced per class: every class keeps
 # 90% / 10%).
 GENERIC_SPLITS = ("train[:90%]", "train[90%:]", "test")
+# An image folder with train/ only: 80 / 10 / 10 of every class (slices are per class).
+TRAIN_ONLY_SPLITS = ("train[:80%]", "train[80%:90%]", "train[90%:]")
 DATASET_ALIASES = {"digits": "sklearn_digits", "mnist_offline": "pureml_mnist"}
 
 

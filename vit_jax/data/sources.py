@@ -150,8 +150,12 @@ class TfdsSource(Source):
       self.builder = tfds.builder(self.name, data_dir=self.data_dir)
     except tfds.core.registered.DatasetNotFoundError:
       known = sorted(set(DATASET_PRESETS) | set(DATASET_ALIASES))
+      import difflib  # pylint: disable=g-import-not-at-top
+      close = difflib.get_close_matches(name, [*known, *tfds.list_builders()], n=1)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
       raise UserError(
-          f"Unknown dataset {name!r}: not a TFDS dataset name. Presets: {', '.join(known)}; "
+          f"Unknown dataset {name!r}: not a TFDS dataset name.{hint} Presets: "
+          f"{', '.join(known)}; "
           f"any name from `tfds.list_builders()` works, or dataset='folder:/path/to/dir' "
           f"for your own images.") from None
     self.label_key = label_key
@@ -247,9 +251,18 @@ class ImageFolderSource(Source):
   def _list(self, split: str) -> list[tuple[str, int]]:
     if split in self._files:
       return self._files[split]
+    if not split or "/" in split or split in (".", ".."):
+      raise UserError(f"Split {split!r} of image folder {os.fspath(self.directory)!r} is not "
+                      f"a subfolder name; name one (test, val) or a slice of train/, e.g. "
+                      f"--config.test_split='train[90%:]'.")
     split_dir = self.directory / split
     if not split_dir.is_dir():
-      raise UserError(f"Image folder {os.fspath(self.directory)!r} has no {split}/ subfolder.")
+      raise UserError(
+          f"Image folder {os.fspath(self.directory)!r} has no {split}/ subfolder; hold out "
+          f"part of train/ instead (every class alike), e.g. --config.train_split="
+          f"'train[:80%]' --config.val_split='train[80%:90%]' "
+          f"--config.{'test' if split == 'test' else 'val'}_split='train[90%:]' "
+          f"(configs/finetune.py:MODEL,folder:DIR does this for a folder with no test/).")
     present = {d.name for d in split_dir.iterdir()}
     files = []
     for label, name in enumerate(self.label_names):

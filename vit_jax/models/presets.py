@@ -110,6 +110,9 @@ def resolve_model_name(name: str) -> str:
     return name
   if name in SHORT_NAMES:
     return SHORT_NAMES[name]
+  import difflib  # pylint: disable=g-import-not-at-top
+  close = difflib.get_close_matches(name, [*MODEL_PRESETS, *SHORT_NAMES], n=3, cutoff=0.75)
+  hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
   raise UserError(
-      f"Unknown model name {name!r}. Valid names: {', '.join(sorted(MODEL_PRESETS))} "
+      f"Unknown model name {name!r}.{hint} Valid names: {', '.join(sorted(MODEL_PRESETS))} "
       f"(short forms: {', '.join(sorted(SHORT_NAMES))}).")

@@ -118,8 +118,12 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
   mesh = ", ".join(f"{axis} {size}" for axis, size in built.mesh.shape.items())
   processes = (f"{jax.process_count()} processes ({shards.num_shards} data shards), "
                if jax.process_count() > 1 else "")
+  base = config.train_split.split("[")[0]
+  held_out = (f" (test: {config.test_split}, held out of {base})"
+              if config.test_split.startswith(f"{base}[") else "")
   return (f"{config.model_name}, {params} | {source.name} "
-          f"{config.train_split}: {examples:,} images, global batch {config.batch_size} | "
+          f"{config.train_split}: {examples:,} images{held_out}, global batch "
+          f"{config.batch_size} | "
           f"{processes}{jax.device_count()} {jax.devices()[0].device_kind} device(s), mesh "
           f"{mesh}\nworkdir {workdir} (config.json, parameters.txt, metrics.jsonl; "
           f"tensorboard --logdir={workdir})")

@@ -20,7 +20,8 @@ def make_schedule(config) -> optax.Schedule:
   """Linear warm-up from 0 to `lr`, then cosine / linear decay to `end_lr` at total_steps."""
   warmup, total = int(config.warmup_steps), int(config.total_steps)
   if not 0 <= warmup < total:
-    raise UserError(f"warmup_steps={warmup} must be in [0, total_steps={total}).")
+    raise UserError(f"warmup_steps={warmup} must be in [0, total_steps={total}); set "
+                    f"--config.warmup_steps={max(total // 10, 0)} (a tenth) or fewer.")
   decay_steps = total - warmup
   if config.schedule == "cosine":
     decay = optax.cosine_decay_schedule(config.lr, decay_steps, alpha=config.end_lr / config.lr

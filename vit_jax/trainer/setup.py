@@ -72,7 +72,9 @@ def prepare(config, *, checkpoint: Optional[Checkpoint] = None,
   shards = pipeline.DataShards.create(config.data_shards)
   check_batch_size(config, mesh, num_data_shards=shards.num_shards)
   source = sources.from_config(config)
-  image_shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval,
+  # The model's input shape: pp_eval of a training image (every split gives the same,
+  # and the training split is the one a run always has).
+  image_shape = pipeline.image_shape(source, split=config.train_split, pp=config.pp_eval,
                                      pp_modules=config.pp_modules)
   built = build_lib.build(config, mesh, image_shape=image_shape,
                           num_classes=source.num_classes if num_classes == -1 else num_classes)

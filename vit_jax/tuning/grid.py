@@ -57,7 +57,11 @@ def check_fields(config, grid) -> None:
     node = config
     for part in field.split("."):
       if not hasattr(node, "keys") or part not in node:
-        raise UserError(f"--grid field {field!r} is not in the config (no {part!r}).")
+        import difflib  # pylint: disable=g-import-not-at-top
+        close = difflib.get_close_matches(part, list(node.keys()) if hasattr(node, "keys")
+                                          else [], n=1)
+        hint = f"; did you mean {field.rsplit(part, 1)[0]}{close[0]}?" if close else "."
+        raise UserError(f"--grid field {field!r} is not in the config (no {part!r}){hint}")
       node = node[part]
 
 
