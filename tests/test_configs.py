@@ -134,7 +134,7 @@ def test_a_folder_with_only_train_trains_with_a_stratified_test_cut(digits_folde
       "train[:80%]", "train[80%:90%]", "train[90%:]")
   common = [f"--config=configs/finetune.py:ViT-digits,folder:{folder}",
             "--config.total_steps=4", "--config.warmup_steps=1", "--config.log_every=2",
-            "--config.evals.test.every=4", "--config.evals.val.every=-1",
+            "--config.evals.test.every=4",
             "--config.checkpoint_every=4"]
   result = helpers.run_subprocess(["-m", "vit_jax.main", f"--workdir={tmp_path / 'run'}",
                                    *common], timeout=600)
