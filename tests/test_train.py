@@ -302,6 +302,12 @@ def test_quickstart_cli_end_to_end_shortened(quickstart_run):
   tags = set(board.Tags()["tensors"])
   assert {"train_loss", "test_accuracy", "fewshot_5shot_accuracy",
           "figures_attention_rollout_0", "figures_position_embedding_similarity"} <= tags
+  # The figures as PNG files too, said on the console; example counts once, MFU n/a once.
+  pngs = {p.name for p in (workdir / "figures").glob("*.png")}
+  assert "figures_position_embedding_similarity_step250.png" in pngs, pngs
+  assert f" as PNGs in {workdir / 'figures'}/ (and TensorBoard)" in result.stdout
+  assert result.stdout.count("test_examples 359") == 1, result.stdout
+  assert result.stdout.count("MFU n/a") == 1, result.stdout
 
 
 def test_training_needs_no_tensorflow(tmp_path):

@@ -121,11 +121,13 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
   base = config.train_split.split("[")[0]
   held_out = (f" (test: {config.test_split}, held out of {base})"
               if config.test_split.startswith(f"{base}[") else "")
+  mfu = ("" if accelerators.peak_flops() else
+         f" | MFU n/a (no peak FLOP/s known for {jax.devices()[0].device_kind})")
   return (f"{config.model_name}, {params} | {source.name} "
           f"{config.train_split}: {examples:,} images{held_out}, global batch "
           f"{config.batch_size} | "
           f"{processes}{jax.device_count()} {jax.devices()[0].device_kind} device(s), mesh "
-          f"{mesh}\nworkdir {workdir} (config.json, parameters.txt, metrics.jsonl; "
+          f"{mesh}{mfu}\nworkdir {workdir} (config.json, parameters.txt, metrics.jsonl; "
           f"tensorboard --logdir={workdir})")
 
 
@@ -197,7 +199,7 @@ def _finish_or_nothing(config, workdir, start: resume.Start, evaluators, writer)
 
 
 def _evaluate(evaluators, writer, step: int, state: TrainState, *, final: bool,
-              workdir) -> dict:
+              workdir, shown: Optional[dict] = None) -> dict:
   """Runs the due evaluators; their scalars go out in one line (and are flushed), their
   tables (a confusion matrix) to `<name>_<key>.csv` in the workdir."""
   scalars, images = {}, {}
@@ -212,9 +214,12 @@ def _evaluate(evaluators, writer, step: int, state: TrainState, *, final: bool,
               table, getattr(scheduled.evaluator, "label_names", None)))
   if scalars:
     writer.write_scalars(step, scalars)
-    console.line(progress.eval_line(step, scalars))
+    console.line(progress.eval_line(step, scalars, shown))
   if images:
     writer.write_images(step, images)
+    console.line(f"figures: {', '.join(sorted(images))} as PNGs in "
+                 f"{storage.path(workdir) / metric_writers.FiguresWriter.FOLDER}/ "
+                 f"(and TensorBoard)")
   if scalars or images:
     writer.flush()
   return scalars
@@ -250,6 +255,7 @@ class _Loop:
     self.skipped_images = 0  # reported so far.
     self.skipped_steps = 0   # non-finite updates dropped (skip_nonfinite_steps).
     self.rollbacks = 0
+    self.shown_examples: dict = {}  # eval lines give example counts once (eval_line).
     self.suspects: list[int] = []  # the suspect checkpoints since the last healthy one.
     self.last_eval: dict[str, float] = {}
 
@@ -317,7 +323,8 @@ class _Loop:
                      f"the same command to resume.")
         return state
       last = _evaluate(self.evaluators, self.writer, step, state,
-                       final=step == c.total_steps, workdir=self.workdir)
+                       final=step == c.total_steps, workdir=self.workdir,
+                       shown=self.shown_examples)
       self.last_eval = last or self.last_eval
       meter.exclude(time.perf_counter() - other_work)  # img/s is the training rate.
     return state

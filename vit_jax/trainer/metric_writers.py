@@ -135,14 +135,8 @@ class TensorBoardWriter:
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """{tag: (H, W, C) or (N, H, W, C) image(s), uint8 or float in [0, 1]} as PNGs."""
-    values = []
-    for tag, batch in images.items():
-      batch = np.asarray(batch)
-      batch = batch[None] if batch.ndim == 3 else batch
-      for i, image in enumerate(batch):
-        values.append(summary_pb2.Summary.Value(
-            tag=tag if len(batch) == 1 else f"{tag}/{i}", image=_png_summary(image)))
-    self._add(step, values)
+    self._add(step, [summary_pb2.Summary.Value(tag=tag, image=_png_summary(image))
+                     for tag, image in _image_batches(images)])
 
   def flush(self) -> None:
     if not self.remote:
@@ -160,15 +154,56 @@ class TensorBoardWriter:
       self._file.close()
 
 
-def _png_summary(image: np.ndarray):
+def _as_uint8(image: np.ndarray) -> np.ndarray:
   if image.dtype != np.uint8:
     image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
-  image = image[..., 0] if image.shape[-1] == 1 else image
+  return image[..., 0] if image.shape[-1] == 1 else image
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+  """(H, W, C) uint8, or float in [0, 1] -> PNG file contents."""
   buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format="PNG")
+  Image.fromarray(_as_uint8(image)).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def _png_summary(image: np.ndarray):
+  image = _as_uint8(image)
   return summary_pb2.Summary.Image(height=image.shape[0], width=image.shape[1],
                                    colorspace=1 if image.ndim == 2 else image.shape[-1],
-                                   encoded_image_string=buffer.getvalue())
+                                   encoded_image_string=png_bytes(image))
+
+
+def _image_batches(images: Mapping[str, np.ndarray]):
+  """(name, image) of each image: a batch's i-th as name/i."""
+  for tag, batch in images.items():
+    batch = np.asarray(batch)
+    batch = batch[None] if batch.ndim == 3 else batch
+    for i, image in enumerate(batch):
+      yield (tag if len(batch) == 1 else f"{tag}/{i}"), image
+
+
+class FiguresWriter:
+  """Evaluation images (the figures evaluator's, a confusion matrix) as PNG files,
+  WORKDIR/figures/<name>_step<step>.png: to open without TensorBoard."""
+  FOLDER = "figures"
+
+  def __init__(self, workdir):
+    self.folder = storage.path(workdir) / self.FOLDER
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    del step, scalars
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    for name, image in _image_batches(images):
+      storage.write_bytes(self.folder / f"{name.replace('/', '_')}_step{step}.png",
+                          png_bytes(image))
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
 
 
 class MultiWriter:
@@ -204,7 +239,7 @@ def create_writer(workdir, *, start_step: int, config=None) -> MultiWriter:
   workdir.mkdir(parents=True, exist_ok=True)
   forget_after(workdir, start_step)
   trackers = tuple(config.get("trackers", ("tensorboard",))) if config else ("tensorboard",)
-  writers = [JsonlWriter(workdir / METRICS_FILE)]
+  writers = [JsonlWriter(workdir / METRICS_FILE), FiguresWriter(workdir)]
   if "tensorboard" in trackers:
     writers.append(TensorBoardWriter(workdir, start_step=start_step))
   if "wandb" in trackers:

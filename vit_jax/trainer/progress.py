@@ -49,8 +49,7 @@ class Progress:
              f"lr {metrics['learning_rate']:.3g}" if "learning_rate" in metrics else "",
              f"{metrics['images_per_sec']:,.0f} img/s" if "images_per_sec" in metrics else "",
              f"ETA {_duration(eta)}" if eta is not None else "",
-             (f"MFU {metrics['mfu']:.1%}" if "mfu" in metrics else "MFU n/a")
-             if "images_per_sec" in metrics else "",
+             f"MFU {metrics['mfu']:.1%}" if "mfu" in metrics else "",  # n/a: said once.
              f"{int(skipped)} unreadable image(s) skipped" if skipped else "",
              f"{int(metrics['skipped_steps'])} non-finite step(s) skipped"
              if metrics.get("skipped_steps") else ""]
@@ -84,8 +83,15 @@ def _short_split(name: str, scalars: Mapping[str, float]) -> str:
   return f"{name} on {used} of {used + skipped} examples ({skipped} unreadable, skipped)"
 
 
-def eval_line(step: int, scalars: Mapping[str, float]) -> str:
-  """'eval step 400: fewshot_5shot_accuracy 0.9100, test_accuracy 0.9721, ...'."""
+def eval_line(step: int, scalars: Mapping[str, float],
+              shown: Optional[dict[str, float]] = None) -> str:
+  """'eval step 400: fewshot_5shot_accuracy 0.9100, test_accuracy 0.9721, ...'. With
+  `shown` (kept by the caller across a run's evals), example counts appear when they
+  first appear or change, not on every line."""
   def text(key: str, value: float) -> str:
     return f"{key} {int(value)}" if key.endswith("examples") else f"{key} {value:.4f}"
-  return f"eval step {step}: " + ", ".join(text(k, v) for k, v in sorted(scalars.items()))
+  items = sorted(scalars.items())
+  if shown is not None:
+    items = [(k, v) for k, v in items if not k.endswith("examples") or shown.get(k) != v]
+    shown.update({k: v for k, v in scalars.items() if k.endswith("examples")})
+  return f"eval step {step}: " + ", ".join(text(k, v) for k, v in items)
