@@ -30,6 +30,9 @@ def test_sweep_table_plot_shards_and_resume(tmp_path):
   assert rest.returncode == 0, rest.stdout + rest.stderr
   assert rest.stdout.count("finished earlier, skipped") == 1
   assert rest.stdout.count("training ...") == 1 and "2 of 2 points finished" in rest.stdout
+  # Each point's progress and eval lines are forwarded, prefixed with the point.
+  assert "[1/2] lr=0.001,total_steps=20: [" in rest.stdout and "step 10/20" in rest.stdout
+  assert "[1/2] lr=0.001,total_steps=20: eval step 20: " in rest.stdout
   with open(tmp_path / "results.csv") as f:
     rows = list(csv.DictReader(f))
   assert [(r["lr"], r["total_steps"]) for r in rows] == [("0.001", "20"), ("0.003", "20")]

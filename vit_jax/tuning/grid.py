@@ -8,6 +8,7 @@ import csv
 import io
 import itertools
 import json
+import contextlib
 import os
 import subprocess
 import sys
@@ -66,23 +67,34 @@ def check_fields(config, grid) -> None:
 
 
 def run_point(config_arg: str, workdir: epath.Path, point: dict,
-              passthrough: list[str]) -> float:
+              passthrough: list[str], on_progress=None) -> float:
   """Trains one point to the end (or resumes it); returns its wall time in seconds. Its
-  console goes to console.log in its workdir (appended: a resumed point keeps both)."""
+  console goes to console.log in its workdir (appended: a resumed point keeps both);
+  `on_progress(line)` gets each progress and eval line as it comes."""
   workdir.mkdir(parents=True, exist_ok=True)
   args = [sys.executable, "-m", "vit_jax.main", f"--config={config_arg}", f"--workdir={workdir}",
           *passthrough, *(f"--config.{field}={value}" for field, value in point.items())]
   start = time.perf_counter()
   log_path = workdir / "console.log"
-  if storage.is_remote(log_path):  # an object: written whole when the point ends.
-    earlier = log_path.read_bytes() if log_path.exists() else b""
-    result = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    storage.write_bytes(log_path, earlier + result.stdout)
-  else:  # a local file: followed live (tail -f).
-    with log_path.open("a") as log:
-      result = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT)
-  if result.returncode:
-    raise RuntimeError(f"exit status {result.returncode}; see {log_path}")
+  remote = storage.is_remote(log_path)  # an object: written whole when the point ends.
+  earlier = log_path.read_bytes() if remote and log_path.exists() else b""
+  output = []
+  with (contextlib.nullcontext() if remote else log_path.open("a")) as log:
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, bufsize=1)
+    for text in process.stdout:
+      if remote:
+        output.append(text)
+      else:
+        log.write(text)
+        log.flush()  # followed live (tail -f).
+      if on_progress and text.startswith(("[#", "[-", "eval step")):
+        on_progress(text.rstrip("\n"))
+    returncode = process.wait()
+  if remote:
+    storage.write_bytes(log_path, earlier + "".join(output).encode())
+  if returncode:
+    raise RuntimeError(f"exit status {returncode}; see {log_path}")
   wall = time.perf_counter() - start
   storage.write_text(workdir / RESULT_FILE, json.dumps({"point": point, "wall_seconds": wall}))
   return wall
@@ -212,8 +224,10 @@ def sweep(config, config_arg: str, root: epath.Path, grid, passthrough: list[str
       print(f"[{i + 1}/{len(todo)}] {point_name(point)}: finished earlier, skipped", flush=True)
       continue
     print(f"[{i + 1}/{len(todo)}] {point_name(point)}: training ...", flush=True)
+    prefix = f"[{i + 1}/{len(todo)}] {point_name(point)}: "
     try:
-      wall = run_point(config_arg, workdir, point, passthrough)
+      wall = run_point(config_arg, workdir, point, passthrough,
+                       on_progress=lambda text, prefix=prefix: print(prefix + text, flush=True))
     except RuntimeError as e:
       print(f"[{i + 1}/{len(todo)}] {point_name(point)}: failed ({e})", flush=True)
       failures += 1
