@@ -121,6 +121,8 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
   base = config.train_split.split("[")[0]
   held_out = (f" (test: {config.test_split}, held out of {base})"
               if config.test_split.startswith(f"{base}[") else "")
+  if "flip_lr" in config.pp_train:
+    held_out += ", flipped left-right (pp_train's flip_lr)"
   mfu = ("" if accelerators.peak_flops() else
          f" | MFU n/a (no peak FLOP/s known for {jax.devices()[0].device_kind})")
   return (f"{config.model_name}, {params} | {source.name} "
