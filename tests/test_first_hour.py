@@ -32,6 +32,22 @@ def test_help_and_the_config_fields_command():
   assert "side of the square patches, in pixels" in lines["model.patch_size"]
   assert lines["lr"].startswith("lr") and "= 0.01  # peak learning rate." in lines["lr"]
   assert "moving average" in lines["ema_decay"] and len(lines) > 100
+  # Each field its own meaning (data, not comments parsed from source), the model's
+  # fields the preset's values (ViT-digits: width 64, 2-pixel patches).
+  assert "Adam's second-moment decay" in lines["b2"]
+  assert lines["test_split"].split("#")[1] != lines["val_split"].split("#")[1]
+  assert "tensor parallelism" in lines["mesh.model"]
+  assert "= 64  # token width." in lines["model.hidden_size"]
+  assert "= 2  # side of the square patches" in lines["model.patch_size"]
+
+
+def test_every_config_field_has_a_meaning():
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
+  from vit_jax.config_fields import MEANINGS  # pylint: disable=import-outside-toplevel
+  fields = {key for key in traverse_util.flatten_dict(config_lib.base_config().to_dict(),
+                                                      sep=".") if not key.startswith("evals.")}
+  assert not fields - set(MEANINGS), sorted(fields - set(MEANINGS))
+  assert not set(MEANINGS) - fields, sorted(set(MEANINGS) - fields)  # none left behind.
 
 
 def test_configs_ship_with_the_package_and_train_by_name(tfds_dir, tmp_path):
