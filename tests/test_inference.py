@@ -2,6 +2,7 @@
 quickstart model, predict on mixed valid/corrupt files, evaluate."""
 import os
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -220,3 +221,27 @@ def test_preprocessing_keeps_a_gray_batch_a_batch():
   assert preprocess(np.zeros((2, 8, 8, 1), np.uint8)).shape == (2, 8, 8, 3)
   with pytest.raises(UserError, match="not an array of shape"):
     preprocess(np.zeros((1, 2, 8, 8, 3), np.uint8))
+
+
+def test_classifier_answers_with_the_runs_labels(quickstart_run, image_files, tmp_path):
+  """vit_jax.Classifier.from_pretrained(run).predict(paths or arrays): the run's class
+  names (labels.txt, written when it trained), the predict command's top classes."""
+  import vit_jax
+  workdir, _ = quickstart_run
+  names = (workdir / "labels.txt").read_text().splitlines()
+  assert len(names) == 10
+  classifier = vit_jax.Classifier.from_pretrained(str(workdir))
+  assert classifier.labels == names
+  one = classifier.predict(image_files["gray.png"], top_k=3)
+  assert len(one) == 3 and all(label in names for label, _ in one)
+  assert one[0][1] >= one[1][1] >= one[2][1]
+  loaded = inference.load(str(workdir))
+  images, _, _ = inference.preprocess_files([image_files["gray.png"]], loaded.pp)
+  probabilities = np.asarray(jax.nn.softmax(
+      loaded.model.apply({"params": loaded.params}, images), -1))[0]
+  assert one[0] == (names[int(probabilities.argmax())], pytest.approx(probabilities.max(),
+                                                                      rel=1e-5))
+  # uint8 arrays: one gray image, and a batch of them.
+  digits = (np.random.default_rng(0).random((3, 8, 8)) * 255).astype(np.uint8)
+  assert len(classifier.predict(digits)) == 3 and len(classifier.predict(digits[0])) == 5
+  assert np.allclose(classifier.probabilities(digits).sum(-1), 1, atol=1e-5)

@@ -44,10 +44,32 @@ def load(checkpoint: str, *, model_name: Optional[str] = None,
   R50 hybrids."""
   read_checkpoint = read(checkpoint, model_name=model_name)
   config = read_checkpoint.config
-  labels = read_labels_file(labels_file) if labels_file else (
-      _dataset_labels(config) if config is not None else None)
+  labels = (read_labels_file(labels_file) if labels_file else
+            _carried_labels(checkpoint, read_checkpoint.num_classes) or
+            (_dataset_labels(config) if config is not None else None))
   return LoadedModel(model_for(read_checkpoint), read_checkpoint.params, read_checkpoint.pp,
                      labels, config)
+
+
+def _carried_labels(checkpoint: str, num_classes: Optional[int]) -> Optional[list[str]]:
+  """Class names that came with the checkpoint: a run's labels.txt (written when it
+  trained), a Hugging Face directory's id2label; None where they do not fit the head."""
+  import json  # pylint: disable=g-import-not-at-top
+  from vit_jax.convert import hub  # pylint: disable=g-import-not-at-top
+  try:
+    directory = storage.path(hub.snapshot(checkpoint) if hub.is_hub_name(checkpoint)
+                             else checkpoint)
+    if not directory.is_dir():
+      return None
+    names = None
+    if (directory / "labels.txt").exists():
+      names = read_labels_file(directory / "labels.txt")
+    elif (directory / "config.json").exists():
+      id2label = json.loads((directory / "config.json").read_text()).get("id2label") or {}
+      names = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
+  except (OSError, ValueError, UserError):
+    return None
+  return names if names and (num_classes is None or len(names) == num_classes) else None
 
 
 def _dataset_labels(config) -> Optional[list[str]]:

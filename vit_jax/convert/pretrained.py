@@ -50,12 +50,17 @@ class Preprocessing:
     record = record_of_pp(self.pp)
     return tuple(record["mean"]), tuple(record["std"])
 
+  @staticmethod
+  def is_one_image(images: np.ndarray) -> bool:
+    """(H, W) or (H, W, C) with C channels (1, 3, 4): one image; else a batch."""
+    return images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4))
+
   def __call__(self, images) -> np.ndarray:
     """uint8 images, any size -> float32 NHWC model inputs: one image (H, W) or (H, W, C)
     gives one (H', W', 3); a batch (N, H, W, C) or a gray batch (N, H, W) gives N. A
     3-D array is one image when its last axis is channels (1, 3 or 4), else a gray batch."""
     images = np.asarray(images)
-    single = images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4))
+    single = self.is_one_image(images)
     if images.ndim not in (2, 3, 4):
       raise UserError(f"preprocessing takes an image (H, W[, C]) or a batch (N, H, W[, C]), "
                       f"not an array of shape {images.shape}.")

@@ -61,7 +61,7 @@ def _run(run: setup.Setup, evaluators, workdir: str, lock, stop) -> TrainState:
     console.line(f"process {jax.process_index()} reads data shard(s) "
                  f"{list(shards.local_shards)} of {shards.num_shards}", every_process=True)
   if start_step >= config.total_steps:
-    _write_run_files(config, built, workdir)
+    _write_run_files(config, built, workdir, source)
     writer = metric_writers.create_writer(workdir, start_step=start_step, config=config)
     return _finish_or_nothing(config, workdir, start, evaluators, writer)
   spec = pipeline.example_spec(source, split=config.train_split, pp=built.host_pp_train,
@@ -71,7 +71,7 @@ def _run(run: setup.Setup, evaluators, workdir: str, lock, stop) -> TrainState:
   except preemption.StopRequested:
     start.checkpointer.discard_if_empty()
     raise
-  _write_run_files(config, built, workdir)
+  _write_run_files(config, built, workdir, source)
   writer = metric_writers.create_writer(workdir, start_step=start_step, config=config)
 
   def stream(step: int, positions=None) -> pipeline.TrainStream:
@@ -98,13 +98,20 @@ def _input_settings(config, shards: pipeline.DataShards) -> dict:
           "num_shards": shards.num_shards}
 
 
-def _write_run_files(config, built: build_lib.Built, workdir: str) -> None:
-  """config.json (what `configs/run.py` and the inference tools read back) and the
-  parameter table, beside the checkpoints."""
+LABELS_FILE = "labels.txt"  # the class names, one per line: predictions say them.
+
+
+def _write_run_files(config, built: build_lib.Built, workdir: str, source=None) -> None:
+  """config.json (what `configs/run.py` and the inference tools read back), the class
+  names (labels.txt: a run predicts with them without its dataset) and the parameter
+  table, beside the checkpoints."""
   if jax.process_index() != 0:
     return
   workdir = storage.path(workdir)
   storage.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
+  names = getattr(source, "label_names", None)
+  if names:
+    storage.write_text(workdir / LABELS_FILE, "".join(f"{name}\n" for name in names))
   storage.write_text(workdir / "parameters.txt", parameter_overview.get_parameter_overview(
       built.state.abstract.params, include_stats=False) + "\n")
 
