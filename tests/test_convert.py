@@ -641,3 +641,28 @@ def test_model_names_are_checked_against_the_file(tmp_path):
   checkpoint = convert.read(str(tmp_path / "s14.npz"))  # no name: read off the shapes.
   assert checkpoint.arch["patch_size"] == 14 and checkpoint.arch["num_heads"] == 6
   assert checkpoint.preprocessing["resolution"] == 28
+
+
+@pytest.mark.parametrize("target,suffix", [("timm", ".safetensors"), ("hf", "")])
+def test_the_printed_hand_off_line_runs_as_printed(tmp_path, target, suffix):
+  """`convert --to=timm|hf` prints a line of Python that builds the model and loads the
+  written weights: executed as printed, it gives a model with the JAX model's outputs."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  jax_model = create_model("ViT-test", num_classes=3, head_kernel_init_std=0.02)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  params = nn.unbox(jax_model.init(jax.random.key(0), images)["params"])
+  src = str(tmp_path / "model.npz")
+  npz_format.save_npz(params, src)
+  out = str(tmp_path / f"out{suffix}")
+  result = subprocess.run([sys.executable, "-m", "vit_jax.convert", src, out, f"--to={target}",
+                           "--model=ViT-test"], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  line = next(l for l in result.stdout.splitlines() if l.startswith(("timm: ", "transformers: ")))
+  code = line.split(": ", 1)[1]
+  scope = {}
+  exec(code, scope)  # pylint: disable=exec-used  (the line a user pastes)
+  model = scope["model"]
+  assert isinstance(model, torch.nn.Module)
+  x = nchw(images)
+  theirs = (model(x) if target == "timm" else model(pixel_values=x).logits).detach().numpy()
+  assert_close(np.asarray(jax_model.apply({"params": params}, images)), theirs)

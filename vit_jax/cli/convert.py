@@ -56,17 +56,15 @@ def main(argv):
     convert.write_npz(checkpoint, out)
   elif FLAGS.to == "timm":
     kwargs = convert.write_timm(checkpoint, out)
-    eps = timm_format.norm_epsilon(checkpoint.arch)
-    norm = "" if eps == 1e-6 else f", norm_layer=functools.partial(torch.nn.LayerNorm, eps={eps})"
-    print(f"timm: {timm_format.timm_class(checkpoint.arch)}(**{kwargs}{norm})"
-          f".load_state_dict(safetensors.torch.load_file({out!r}))")
+    print(f"timm: {timm_format.timm_code(checkpoint.arch, kwargs, out)}")
   elif FLAGS.to == "openclip":
     convert.write_openclip(checkpoint, out)
     print(f"OpenCLIP: model.visual.load_state_dict({{k.removeprefix('visual.'): v for k, v "
           f"in safetensors.torch.load_file({out!r}).items()}})")
   else:
     architecture = convert.write_hf(checkpoint, out)
-    print(f"transformers: {architecture}.from_pretrained({out!r})")
+    print(f"transformers: from transformers import {architecture}; "
+          f"model = {architecture}.from_pretrained({out!r})")
   print(f"Wrote {out}")
 
 

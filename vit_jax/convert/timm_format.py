@@ -342,6 +342,20 @@ def timm_kwargs(arch: dict, num_classes: int) -> dict[str, Any]:
   return kwargs
 
 
+def timm_code(arch: dict, kwargs: dict[str, Any], weights: str) -> str:
+  """One line of Python, runnable as printed, that builds the timm model of `arch` from
+  `kwargs` (timm_kwargs) and loads the state dict written to `weights`."""
+  extra = ""
+  eps = norm_epsilon(arch)
+  if eps != 1e-6:
+    extra += f", norm_layer=functools.partial(torch.nn.LayerNorm, eps={eps})"
+  if arch.get("mlp_activation") == "swiglu" and arch.get("rope", "none") == "none":
+    extra += ", mlp_layer=timm.layers.SwiGLUPacked"
+  return (f"import functools, safetensors.torch, timm, torch; "
+          f"model = {timm_class(arch)}(**{kwargs!r}{extra}); "
+          f"model.load_state_dict(safetensors.torch.load_file({weights!r}))")
+
+
 def norm_epsilon(arch: dict) -> float:
   """The LayerNorm epsilon, which timm takes as `norm_layer=partial(nn.LayerNorm, eps=...)`
   (a callable, so not among the kwargs): timm's default is 1e-6, CLIP's 1e-5."""

@@ -62,6 +62,7 @@ def export_bytes(checkpoint: Checkpoint, *, output: str, dtype: str, uint8_input
     kwargs = writers.write_timm(checkpoint, weights)
     # The grid write_timm read off the parameters, fixed: no resampling ops in the graph.
     kwargs["dynamic_img_size"] = False
+    plain_kwargs = dict(kwargs)  # what signature.json records: JSON values, as the hint's.
     if checkpoint.arch.get("mlp_activation") == "swiglu":
       kwargs["mlp_layer"] = timm.layers.SwiGLUPacked
     kwargs["norm_layer"] = functools.partial(torch.nn.LayerNorm,
@@ -97,8 +98,8 @@ def export_bytes(checkpoint: Checkpoint, *, output: str, dtype: str, uint8_input
   torch.onnx.export(Served().eval(), (example,), buffer, dynamo=False, opset_version=OPSET,
                     input_names=["images"], output_names=[output],
                     dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}})
-  return buffer.getvalue(), {"opset": OPSET, "timm_kwargs": {k: str(v) for k, v in
-                                                              kwargs.items()},
+  return buffer.getvalue(), {"opset": OPSET, "timm_kwargs": plain_kwargs,
+                             "timm_norm_epsilon": timm_format.norm_epsilon(checkpoint.arch),
                              **serving.signature}
 
 
