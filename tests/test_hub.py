@@ -5,9 +5,11 @@ line for a name that is not cached."""
 import json
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
+import vit_jax
 from tests import torch_refs
 from tests.test_models import random_params
 from vit_jax import convert
@@ -131,3 +133,32 @@ def test_models_list_names_pretrained_checkpoints_timm_knows(capsys):
       assert get_pretrained_cfg(tag).hf_hub_id == name
     else:
       assert name.startswith("hf-hub:") and name.count("/") == 1
+
+
+def test_a_preset_name_loads_its_published_weights_through_the_hub_cache(tmp_path,
+                                                                        monkeypatch):
+  """load_pretrained('ViT-Ti_16') (or 'ti16') reads the preset's published weights by
+  their Hub name (here a stand-in snapshot in an offline cache); a preset without
+  published weights, and create_model(pretrained=True), say what to do."""
+  from vit_jax.convert.hub import KNOWN_NAMES, PRESET_WEIGHTS
+  known = {name for name, _, _ in KNOWN_NAMES}
+  assert set(PRESET_WEIGHTS.values()) <= known
+  checkpoint = _checkpoint()
+  timm_dir, cache = tmp_path / "timm", tmp_path / "cache"
+  timm_dir.mkdir()
+  convert.write_timm(checkpoint, str(timm_dir / "model.safetensors"))
+  (timm_dir / "config.json").write_text(json.dumps({
+      "architecture": "vit_tiny_patch16_224", "num_classes": 4,
+      "pretrained_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3, "input_size": [3, 16, 16]}}))
+  cache.mkdir()
+  _cache(cache, PRESET_WEIGHTS["ViT-Ti_16"], timm_dir)
+  monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  for name in ("ViT-Ti_16", "ti16"):
+    model, params = vit_jax.load_pretrained(name)
+    expected = convert.read(str(timm_dir / "model.safetensors")).params
+    jax.tree.map(np.testing.assert_array_equal, params, expected)
+  with pytest.raises(UserError, match="'ViT-H_14' is a model preset without published"):
+    vit_jax.load_pretrained("ViT-H_14")
+  with pytest.raises(UserError, match=r"vit_jax.load_pretrained\('ViT-B_16'\)"):
+    create_model("ViT-B_16", num_classes=10, pretrained=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vit_jax.convert.hub import KNOWN_NAMES
+from vit_jax.convert.hub import KNOWN_NAMES, PRESET_WEIGHTS
 from vit_jax.models import MODEL_PRESETS, count_parameters, native_resolution
 
 
@@ -35,6 +35,9 @@ def main(argv=None) -> int:
     params = count_parameters(name, num_classes=args.num_classes)
     print(f"{name:<22} {hparams['family']:<6} {params:>14,}  {native_resolution(name):>4}  "
           f"{_shape(hparams)}")
+  print(f"\n{'preset with published weights':<22} load_pretrained(PRESET) reads")
+  for name, weights in PRESET_WEIGHTS.items():
+    print(f"{name:<22} {weights}")
   print(f"\n{'pretrained name (Hugging Face Hub)':<52} {'source':<13} family")
   for name, family, source in KNOWN_NAMES:
     print(f"{name:<52} {source:<13} {family}")

@@ -334,6 +334,7 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
   parameters or their moving average, 'ema'. A LoRA run's adapters are merged."""
   if params not in ("live", "ema"):
     raise UserError(f"params={params!r} is not one of 'live', 'ema'.")
+  path = hub.weights_of(path)  # a preset's name: its published weights.
   if hub.is_hub_name(path):
     path = hub.snapshot(path)
   path = storage.path(path)

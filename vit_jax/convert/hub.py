@@ -88,3 +88,39 @@ KNOWN_NAMES = (
     ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "CLIP image tower (OpenCLIP)",
      "transformers / OpenCLIP"),
 )
+
+
+# The published weights a preset name loads (`load_pretrained("ViT-B_16")`,
+# `--config.pretrained=ViT-B_16`): a name of KNOWN_NAMES, through the Hub cache.
+PRESET_WEIGHTS = {
+    "ViT-Ti_16": "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+    "ViT-S_16": "timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
+    "ViT-B_16": "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+    "ViT-L_16": "timm/vit_large_patch16_224.augreg_in21k_ft_in1k",
+    "DeiT3-S_16": "timm/deit3_small_patch16_224.fb_in1k",
+    "DeiT3-B_16": "timm/deit3_base_patch16_224.fb_in22k_ft_in1k",
+    "DINOv2-S_14": "timm/vit_small_patch14_dinov2.lvd142m",
+    "DINOv2-B_14": "timm/vit_base_patch14_dinov2.lvd142m",
+    "DINOv2-L_14": "timm/vit_large_patch14_dinov2.lvd142m",
+    "DINOv2-g_14": "timm/vit_giant_patch14_dinov2.lvd142m",
+    "DINOv2-B_14-reg4": "timm/vit_base_patch14_reg4_dinov2.lvd142m",
+    "SigLIP-B_16": "timm/vit_base_patch16_siglip_224.webli",
+}
+
+
+def weights_of(name: str) -> str:
+  """`name`, or the Hub name of a preset's published weights when `name` is a preset
+  (full or short, 'ViT-B_16' / 'b16') and no file or folder of that name exists."""
+  from vit_jax.models.presets import resolve_model_name  # pylint: disable=g-import-not-at-top
+  name = os.fspath(name)
+  if is_hub_name(name) or storage.path(name).exists():
+    return name
+  try:
+    preset = resolve_model_name(name)
+  except UserError:
+    return name
+  if preset not in PRESET_WEIGHTS:
+    raise UserError(f"{name!r} is a model preset without published weights here; presets "
+                    f"with weights: {', '.join(PRESET_WEIGHTS)} (or give a checkpoint path "
+                    f"or Hub name: python -m vit_jax.models --list).")
+  return PRESET_WEIGHTS[preset]

@@ -38,6 +38,10 @@ def create_model(name: str, *, num_classes: int | None, **overrides):
   >>> model = create_model("ViT-B_16", num_classes=10, dtype="bfloat16")
   >>> model = create_model("vit", num_classes=10, patch_size=8, hidden_size=96, ...)
   """
+  if "pretrained" in overrides:
+    raise UserError(f"create_model builds an untrained module; for weights: model, params "
+                    f"= vit_jax.load_pretrained({name!r}) (a preset's published weights "
+                    f"through the Hub cache, or any checkpoint path or Hub name).")
   try:
     hparams = dict(MODEL_PRESETS[resolve_model_name(name)])
   except UserError:
