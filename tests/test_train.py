@@ -300,8 +300,8 @@ def test_quickstart_cli_end_to_end_shortened(quickstart_run):
   board = plugin_event_accumulator.EventAccumulator(str(workdir))
   board.Reload()
   tags = set(board.Tags()["tensors"])
-  assert {"train_loss", "test_accuracy", "fewshot_5shot_accuracy",
-          "figures_attention_rollout_0", "figures_position_embedding_similarity"} <= tags
+  assert {"train/train_loss", "eval/test_accuracy", "eval/fewshot_5shot_accuracy",
+          "figures/attention_rollout_0", "figures/position_embedding_similarity"} <= tags
   # The figures as PNG files too, said on the console; example counts once, MFU n/a once.
   pngs = {p.name for p in (workdir / "figures").glob("*.png")}
   assert "figures_position_embedding_similarity_step250.png" in pngs, pngs

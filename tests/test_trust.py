@@ -117,7 +117,7 @@ def test_after_a_resume_every_step_is_recorded_once(tfds_dir, tmp_path):
   events = event_accumulator.EventAccumulator(str(tmp_path), purge_orphaned_data=True,
                                               size_guidance={"tensors": 0})  # keep all.
   events.Reload()
-  tb_steps = [e.step for e in events.Tensors("train_loss")]
+  tb_steps = [e.step for e in events.Tensors("train/train_loss")]
   assert tb_steps == list(range(1, 13))
 
 

@@ -86,6 +86,17 @@ class JsonlWriter:
       self._file.close()
 
 
+# What the train step and the progress meter report; everything else is an evaluation's.
+TRAIN_SCALARS = ("train_loss", "learning_rate", "grad_norm", "nonfinite", "steps_per_sec",
+                 "images_per_sec", "eta_seconds", "mfu", "skipped_images", "skipped_steps")
+
+
+def tensorboard_tag(name: str) -> str:
+  """TensorBoard's section for a metric: 'train/train_loss', 'eval/test_accuracy' (the
+  names in metrics.jsonl stay flat)."""
+  return f"{'train' if name in TRAIN_SCALARS else 'eval'}/{name}"
+
+
 class TensorBoardWriter:
   """Scalars and images as TensorBoard events, written with tensorboard's own record format
   and protos (its EventFileWriter would import TensorFlow when it is installed).
@@ -130,12 +141,13 @@ class TensorBoardWriter:
       self.flush()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    self._add(step, [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
+    self._add(step, [summary_pb2.Summary.Value(tag=tensorboard_tag(k), simple_value=float(v))
                      for k, v in scalars.items()])
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """{tag: (H, W, C) or (N, H, W, C) image(s), uint8 or float in [0, 1]} as PNGs."""
-    self._add(step, [summary_pb2.Summary.Value(tag=tag, image=_png_summary(image))
+    self._add(step, [summary_pb2.Summary.Value(tag="figures/" + tag.removeprefix("figures_"),
+                                               image=_png_summary(image))
                      for tag, image in _image_batches(images)])
 
   def flush(self) -> None:
