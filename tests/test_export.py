@@ -139,3 +139,20 @@ def test_export_mistakes_are_one_line(quickstart_run, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
   assert not (tmp_path / "new").exists() or not os.listdir(tmp_path / "new")
+
+
+def test_savedmodel_export_prints_no_tensorflow_banner(tmp_path):
+  """TensorFlow, imported for the SavedModel, keeps its start-up lines off the console."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from vit_jax.convert import npz_format  # pylint: disable=import-outside-toplevel
+  model = create_model("ViT-test", num_classes=3)
+  params = nn.unbox(model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))["params"])
+  npz_format.save_npz(params, tmp_path / "model.npz")
+  result = helpers.run_subprocess(["-m", "vit_jax.cli.export",
+                                   f"--checkpoint={tmp_path / 'model.npz'}",
+                                   "--model=ViT-test", "--format=savedmodel",
+                                   f"--out={tmp_path / 'sm'}"], timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stderr.strip() == "", result.stderr[-2000:]
+  assert result.stdout.strip().splitlines() == [f"Wrote {tmp_path / 'sm'} (and signature.json "
+                                                f"beside it)"]

@@ -165,6 +165,12 @@ def _import_tensorflow(*, quiet: bool) -> None:
     import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
 
 
+def import_tensorflow() -> None:
+  """TensorFlow imported now, its banners kept off the console unless --verbosity=0 (for
+  commands that need it only for some of their work, e.g. a SavedModel export)."""
+  _import_tensorflow(quiet=not _verbose())
+
+
 def stderr_quiet():
   """File descriptor 2 on /dev/null for the block, unless --verbosity=0 (C++ libraries'
   own warnings: TensorFlow's banners, libtpu's notes on the TPU VM it is not on)."""

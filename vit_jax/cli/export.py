@@ -78,6 +78,8 @@ def main(argv):
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; see --help.")
+  if FLAGS.format == "savedmodel":  # TensorFlow's start-up banners off the console.
+    common.import_tensorflow()
   path = export(FLAGS.checkpoint, FLAGS.format, FLAGS.out, output=FLAGS.output,
                 dtype=FLAGS.dtype, uint8_input=FLAGS.uint8_input, input_size=FLAGS.input_size,
                 params=FLAGS.params, model_name=FLAGS.model, overwrite=FLAGS.overwrite)
