@@ -5,6 +5,7 @@ and the command ends promptly after its last line."""
 import errno
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -131,6 +132,17 @@ def test_a_finished_run_does_nothing_and_says_so(tfds_dir, tmp_path, capsys):
   assert int(state.step) == 5
   assert "Nothing to do: this run already finished (step 5 of 5)" in out
   assert "Compiled" not in out and helpers.read_metrics(tmp_path) == rows
+  # The command says it before JAX starts (no JAX, Flax or TensorFlow imported at all).
+  command = helpers.cli_args(tmp_path, f"--config.data_dir={tfds_dir}",
+                             "--config.total_steps=5", "--config.evals.test.every=0")
+  result = subprocess.run([command[0], "-X", "importtime", *command[1:]], env=helpers.cli_env(),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.startswith("Nothing to do: this run already finished (step 5 of 5)")
+  imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+              if line.startswith("import time:")}
+  assert not imported & {"jax", "flax", "tensorflow"}, sorted(imported & {"jax", "flax"})
+  assert helpers.read_metrics(tmp_path) == rows
 
 
 ERRORS = [

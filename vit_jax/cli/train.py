@@ -33,6 +33,11 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  from vit_jax.trainer import finished  # pylint: disable=g-import-not-at-top
+  step = finished.finished_step(FLAGS.workdir)
+  if step is not None and step >= FLAGS.config.total_steps:  # said before JAX starts.
+    print(finished.nothing_to_do(step, FLAGS.config.total_steps), flush=True)
+    return
   from vit_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(force=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,

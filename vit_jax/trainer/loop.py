@@ -26,13 +26,14 @@ from vit_jax.models import flops
 from vit_jax.runtime import accelerators, preemption, workdir_lock
 from vit_jax.trainer import build as build_lib
 from vit_jax.trainer import checkpointer as checkpointer_lib
+from vit_jax.trainer import finished
 from vit_jax.trainer import health as health_lib
 from vit_jax.trainer import (metric_writers, param_groups, preflight, progress, resume, setup,
                              step_history)
 from vit_jax.trainer.state import TrainState
 
 NonFiniteStepError = step_history.NonFiniteStepError  # what a diverging run raises.
-FINAL_FILE = "final.json"  # written once the final evaluations are recorded: a run is done.
+FINAL_FILE = finished.FINAL_FILE
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -192,9 +193,7 @@ def _finish_or_nothing(config, workdir, start: resume.Start, evaluators, writer)
   during them) they run now."""
   try:
     if (storage.path(workdir) / FINAL_FILE).exists():
-      console.line(f"Nothing to do: this run already finished (step {int(start.state.step)} "
-                   f"of {config.total_steps}). Raise --config.total_steps to train on, or "
-                   f"use a new --workdir.")
+      console.line(finished.nothing_to_do(int(start.state.step), config.total_steps))
       return start.state
     console.line(f"The run reached step {int(start.state.step)} but its final evaluation "
                  f"was not recorded: running it now.")
