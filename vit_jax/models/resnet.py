@@ -8,18 +8,34 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
-class StdConv(nn.Conv):
-  """Convolution with weight standardisation (BiT): kernels are normalised per output."""
+class StdConv(nn.Module):
+  """Convolution with weight standardisation (BiT): kernels are normalised per output.
+  nn.Conv's parameters, initialisers and 'SAME' padding; standardised in __call__ (not
+  by overriding `param`, which tools that read nn.Conv's kernel directly would miss:
+  jax2onnx's ONNX export)."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
 
-  def param(self, name: str, *args, **kwargs):
-    param = super().param(name, *args, **kwargs)
-    if name == "kernel":
-      param = param - jnp.mean(param, axis=(0, 1, 2), keepdims=True)
-      param = param / jnp.sqrt(jnp.var(param, axis=(0, 1, 2), keepdims=True) + 1e-10)
-    return param
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+    bias = (self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    kernel = kernel - jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
+    kernel = kernel / jnp.sqrt(jnp.var(kernel, axis=(0, 1, 2), keepdims=True) + 1e-10)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = jax.lax.conv_general_dilated(x, kernel, tuple(self.strides), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y if bias is None else y + bias
 
 
 class ResidualUnit(nn.Module):
@@ -69,7 +85,7 @@ def resnet_stem(x, *, num_layers: Sequence[int], width_factor: float, dtype, par
               name="conv_root")(x)
   x = nn.GroupNorm(dtype=dtype, param_dtype=param_dtype, name="gn_root")(x)
   x = nn.relu(x)
-  x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+  x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="SAME")
   for i, block_size in enumerate(num_layers):
     x = ResNetStage(block_size, width * 2**i, (1, 1) if i == 0 else (2, 2), dtype, param_dtype,
                     name=f"block{i + 1}")(x)
