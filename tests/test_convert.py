@@ -13,6 +13,7 @@ import pytest
 import vit_jax
 from vit_jax import convert
 from vit_jax.convert import npz_format
+from vit_jax.convert import openclip_format
 from vit_jax.convert import timm_format
 from vit_jax.models import create_model
 from vit_jax.models import params as params_lib
@@ -341,6 +342,13 @@ def test_openclip_image_tower_and_export(tmp_path, quick_gelu):
                                 for k, v in load_file(exported).items()})
   with torch.no_grad():
     assert_close(fresh.encode_image(nchw(images)).numpy(),
+                 reference.encode_image(nchw(images)).numpy())
+  # The line `convert --to=openclip` prints, executed as printed: the same tower.
+  scope = {}
+  exec(openclip_format.openclip_code(checkpoint.arch, checkpoint.num_classes, exported),  # pylint: disable=exec-used
+       scope)
+  with torch.no_grad():
+    assert_close(scope["visual"].eval()(nchw(images)).numpy(),
                  reference.encode_image(nchw(images)).numpy())
   # At 48 px: OpenCLIP's own loader (resize_pos_embed into a 48-px model) and ours agree.
   larger = open_clip.model.CLIP(

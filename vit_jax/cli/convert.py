@@ -37,7 +37,7 @@ def describe(checkpoint) -> str:
 
 def main(argv):
   from vit_jax import convert, storage  # pylint: disable=g-import-not-at-top
-  from vit_jax.convert import timm_format  # pylint: disable=g-import-not-at-top
+  from vit_jax.convert import openclip_format, timm_format  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if len(argv) != 3:
     raise UserError("give a source and an output: python -m vit_jax.convert SRC OUT")
@@ -59,8 +59,8 @@ def main(argv):
     print(f"timm: {timm_format.timm_code(checkpoint.arch, kwargs, out)}")
   elif FLAGS.to == "openclip":
     convert.write_openclip(checkpoint, out)
-    print(f"OpenCLIP: model.visual.load_state_dict({{k.removeprefix('visual.'): v for k, v "
-          f"in safetensors.torch.load_file({out!r}).items()}})")
+    code = openclip_format.openclip_code(checkpoint.arch, checkpoint.num_classes, out)
+    print(f"OpenCLIP: {code}")
   else:
     architecture = convert.write_hf(checkpoint, out)
     print(f"transformers: from transformers import {architecture}; "

@@ -110,3 +110,19 @@ def from_params(arch: dict, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray
   flat = layouts.without_head_bias(flat, "OpenCLIP")
   rule_list, fused = rules(arch, head="head/kernel" in flat)
   return layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
+
+
+def openclip_code(arch: dict, num_classes: int, weights: str) -> str:
+  """One line of Python, runnable as printed, that builds OpenCLIP's image tower for
+  `arch` (its projection to `num_classes` dimensions) and loads the `visual.*` weights."""
+  grid = arch.get("posemb_grid") or (14, 14)
+  act = ("open_clip.transformer.QuickGELU" if arch.get("mlp_activation") == "quick_gelu"
+         else "torch.nn.GELU")
+  return (f"import open_clip, safetensors.torch, torch; "
+          f"visual = open_clip.transformer.VisionTransformer(image_size="
+          f"{grid[0] * arch['patch_size']}, patch_size={arch['patch_size']}, "
+          f"width={arch['hidden_size']}, layers={arch['num_layers']}, "
+          f"heads={arch['num_heads']}, mlp_ratio={arch['mlp_dim'] / arch['hidden_size']}, "
+          f"ls_init_value={arch.get('layerscale_init')}, output_dim={num_classes}, "
+          f"act_layer={act}); visual.load_state_dict({{k.removeprefix('visual.'): v for k, v "
+          f"in safetensors.torch.load_file({weights!r}).items()}})")
