@@ -3,9 +3,9 @@
 The same parameters as a PxP convolution with stride P (`kernel` (P, P, C, D), `bias`
 (D,), the published layout, created in nn.Conv's order with its initialisers), computed as
 patchify (a reshape) then one matmul. The TPU compiler spends tens of seconds on a strided
-convolution's weight gradient, growing with the batch (ViT-Ti/16, 2 blocks, batch 8 per
-chip on v5e: 41 s to compile the train step with nn.Conv, 8.5 s as a matmul; measured
-2026-12-06, see BENCHMARKS.md), while the matmul is what the hardware runs anyway.
+convolution's weight gradient, growing with the batch (a 2-block ViT-Ti/16's forward and
+backward pass, 8 images per v5e chip: 41 s to compile with nn.Conv, 8.5 s as a matmul;
+measured 2026-12-06, BENCHMARKS.md), while the matmul is what the hardware runs anyway.
 """
 from __future__ import annotations
 
