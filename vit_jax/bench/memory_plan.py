@@ -109,18 +109,22 @@ def plan(config, devices, *, resolution: int, num_classes: int) -> dict:
   result["analytical_flops_per_device"] = _analytical_flops(built, config.batch_size) / len(devices)
   if config.model.get("scan_layers") and "flops_per_device" in result:
     # XLA's cost analysis counts a loop's body once: a scanned encoder's costs are those
-    # of one block. The whole step's: one and two unrolled blocks compiled, the second
-    # block's costs (the difference) counted num_layers - 1 more times.
+    # of one block. The whole step's: two and three unrolled blocks compiled, the third
+    # block's costs (the difference) counted for every block past the second.
     result["collectives_in_program"] = result["collectives"]
-    result.update(_scanned_costs(config, devices, resolution=resolution,
+    layers = getattr(getattr(built.model, "base", built.model), "num_layers")
+    result.update(_scanned_costs(config, devices, layers, resolution=resolution,
                                  num_classes=num_classes))
   return result
 
 
-def _scanned_costs(config, devices, *, resolution: int, num_classes: int) -> dict:
-  layers = config.model.num_layers
+def _scanned_costs(config, devices, layers: int, *, resolution: int,
+                   num_classes: int) -> dict:
+  # Two and three blocks: a middle block's costs (the first and last fuse with the
+  # embedding and the head, so one block against two misjudges bytes by a third).
+  first = min(2, layers)
   costs = []
-  for count in (1, 2):
+  for count in (first, first + 1):
     trial = config.copy_and_resolve_references()
     with trial.unlocked():
       trial.model.num_layers, trial.model.scan_layers = count, False
@@ -129,6 +133,7 @@ def _scanned_costs(config, devices, *, resolution: int, num_classes: int) -> dic
   if "flops_per_device" not in one or "flops_per_device" not in two:
     # No whole-step costs (the unrolled blocks did not compile): none shown.
     return {"flops_per_device": None, "bytes_accessed_per_device": None}
+  layers -= first - 1  # counted from the first unrolled program on.
   extrapolate = lambda key: one[key] + (layers - 1) * (two[key] - one[key])  # noqa: E731
   kinds = set(one["collectives"]) | set(two["collectives"])
   found = {}

@@ -13,7 +13,7 @@ bytes accessed per step, the matmuls' operand dtypes, the attention kernel, the
 collectives per step (count, bytes, largest single one), and a roofline (FLOPs at the
 chip's peak bf16 rate, bytes at its HBM bandwidth: a ceiling, not a measurement). For
 scanned blocks (XLA's cost analysis counts a loop body once) the whole step's costs come
-from one and two unrolled blocks, compiled beside it.
+from two and three unrolled blocks, compiled beside it.
 With --num_devices the activations are XLA:CPU's view, a close estimate of what an
 accelerator backend allocates. Parameters and optimizer state are counted exactly from
 their shardings. The batch is global.
@@ -74,7 +74,7 @@ def print_plan(result: dict, chip=None) -> None:
     return
   flops, analytical = result["flops_per_device"], result["analytical_flops_per_device"]
   ratio = f" ({flops / analytical:.2f}x of 3x the analytical forward)" if analytical else ""
-  scanned = (f"; the scanned blocks' costs from 1 and 2 unrolled blocks, compiled in "
+  scanned = (f"; the scanned blocks' costs from 2 and 3 unrolled blocks, compiled in "
              f"{result['cost_compile_seconds']:.0f} s"
              if result.get("costs_from_unrolled_blocks") else "")
   print(f"\ncompiled per device and step: {flops / 1e12:.3f} TFLOP{ratio}, "
