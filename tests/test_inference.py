@@ -163,8 +163,8 @@ def test_evaluate_cli_takes_config_overrides_of_the_run_as_the_readme_says(quick
   workdir, _ = quickstart_run
   for extra in ([], [f"--config=configs/run.py:{workdir}"]):
     result = helpers.run_subprocess(["-m", "vit_jax.cli.evaluate", f"--checkpoint={workdir}",
-                                     "--evals=test", "--config.evals.test.per_class=True",
-                                     *extra])
+                                     "--evals=test", *extra,
+                                     "--config.evals.test.per_class=True"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test_worst_class_accuracy" in result.stdout, result.stdout
   missing = helpers.run_subprocess(["-m", "vit_jax.cli.evaluate",

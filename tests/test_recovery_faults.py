@@ -53,8 +53,9 @@ def test_a_failed_save_stops_the_run_at_the_next_step_boundary_in_one_short_line
   assert "No space left on device" in line
   assert f"newest complete checkpoint: step {failed - 100}" in line
   stopped = int(line.split("stopped at step ")[1].split(",")[0])
-  # Seen at a step boundary after the save, not at the next save.
-  assert failed < stopped < failed + 100, line
+  # Seen when the write fails (at once, or at a step boundary after it), not at the next
+  # save.
+  assert failed <= stopped < failed + 100, line
   assert f"Saving checkpoint at step {failed + 100}" not in result.stdout
   names = os.listdir(small_disk / "run" / "checkpoints")
   assert str(failed - 100) in names and not [n for n in names if "tmp" in n], names

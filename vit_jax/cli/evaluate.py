@@ -57,7 +57,8 @@ def _run_config_for_overrides(argv: list[str]) -> list[str]:
   given = any(a == "--config" or a.startswith("--config=") for a in argv)
   if checkpoint is None or not overrides or given:
     return argv
-  return [*argv, f"--config=configs/run.py:{checkpoint}"]
+  first = next(i for i, a in enumerate(argv) if a.startswith("--config."))
+  return [*argv[:first], f"--config=configs/run.py:{checkpoint}", *argv[first:]]
 
 
 if __name__ == "__main__":

@@ -145,11 +145,11 @@ class TrainCheckpointer:
     """Starts an asynchronous save of `state` with `record` (input settings and whatever
     a resume needs) and the state's fingerprints; raises CheckpointSaveError if this or
     the previous background save failed (naming the step whose save failed)."""
-    self.check()
+    self.check(step)
     try:  # orbax waits for the previous save first: its failure is that step's.
       self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
-      self._stop(self._pending_step, e)
+      self._stop(self._pending_step, e, at_step=step)
     if step in self.manager.all_steps():
       return False
     self._pending_step = step
@@ -161,8 +161,8 @@ class TrainCheckpointer:
     try:
       saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
     except Exception as e:  # pylint: disable=broad-except  (OSError, tensorstore errors)
-      self._stop(step, e)
-    self.check()
+      self._stop(step, e, at_step=step)
+    self.check(step)  # a write that failed at once (a full disk) is seen here.
     return saved
 
   def check(self, step: Optional[int] = None) -> None:
@@ -184,8 +184,14 @@ class TrainCheckpointer:
     with contextlib.suppress(Exception):  # the same failure again, from other threads.
       self.manager.wait_until_finished()
     self._remove_partial_files()
-    self.manager.reload()
-    latest = self.manager.latest_step()
+    latest = None
+    with contextlib.suppress(Exception):  # orbax may raise the failed save's error again.
+      self.manager.reload()
+      latest = self.manager.latest_step()
+    if latest is None:  # the finished step folders, as orbax names them.
+      with contextlib.suppress(OSError):
+        latest = max((int(p.name) for p in self.directory.iterdir() if p.name.isdigit()),
+                     default=None)
     cause = os_cause(error) or storage.describe_error(self.directory, error)[:120]
     stopped = f" at step {at_step}" if at_step is not None else ""
     raise CheckpointSaveError(
