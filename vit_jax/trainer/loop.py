@@ -137,8 +137,8 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
           f"{config.train_split}: {examples:,} images{held_out}, global batch "
           f"{config.batch_size} | "
           f"{processes}{jax.device_count()} {jax.devices()[0].device_kind} device(s), mesh "
-          f"{mesh}{mfu}\nworkdir {workdir} (config.json, parameters.txt, metrics.jsonl; "
-          f"tensorboard --logdir={workdir})")
+          f"{mesh}{mfu}\nworkdir {workdir} (config.json, labels.txt, parameters.txt, "
+          f"metrics.jsonl, figures/; tensorboard --logdir={workdir})")
 
 
 def _compile_train_step(built: build_lib.Built, example_spec: dict, stop=None):
