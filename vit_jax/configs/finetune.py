@@ -32,6 +32,12 @@ Expected (published, ViT-B/16 pre-trained on ImageNet-21k, official code; not re
 here for lack of an accelerator): CIFAR-10 99.0% (10k steps; 98.6% after 500 steps),
 CIFAR-100 92.1%. Runtime: CIFAR-10 10k steps at 384 px is about 3.5 h on 8 TPU v3 cores
 (official repo); for an H100 see BENCHMARKS.md for images/s.
+
+TPU plan (the TPU compiler, 2026-12-06; README "TPU compiler plans"): b16,cifar10 at
+384 px, batch 512, fits a v4-8 (14.16 of a TensorCore's 16 GiB). On a v5e-8 it compiles
+at 14.62 of 16 GiB (14.45 with --config.model.attention_implementation=einsum): inside
+the chip, over the planner's 10% margin; --config.batch_size=256 needs 8.92 GiB (the
+paper's recipe at half the batch: scale the steps or the learning rate with it).
 """
 from vit_jax import config as config_lib
 from vit_jax.data.folder_stats import cpu_sized_resolution, folder_stats
