@@ -16,9 +16,10 @@ Few-shot linear evaluation (5/10/25-shot on ImageNet-1k) runs every 10k steps.
 Runtime: ViT-B/16 on ImageNet-1k, 300 epochs: ~ 94k steps; at the throughput in
 BENCHMARKS.md on an H100 (images/s), divide 1.28M x 300 by it.
 TPU pods (the TPU compiler's plan, 2026-12-06, README "TPU compiler plans"): B/16 at batch
-4096 fits v4-32, v5e-256, v5p-128 and v6e-256 with plain data parallelism. L/16 at 4096 on
-a v4-32 needs 14.75 of a TensorCore's 16 GiB: over the planner's 10% margin; use
-configs/pretrain_large.py:l16 there (FSDP and rematerialisation).
+4096 fits v4-32, v5e-256, v5p-128 and v6e-256 with plain data parallelism, L/16 fits
+v5e-256, v5p-128 and v6e-256. L/16 at 4096 on a v4-32 needs 14.75 of a TensorCore's
+16 GiB: over the planner's 10% margin; use configs/pretrain_large.py:l16 there (FSDP and
+rematerialisation).
 """
 from vit_jax import config as config_lib
 from vit_jax.models import MODEL_PRESETS, resolve_model_name
