@@ -104,16 +104,15 @@ def plan(config, devices, *, resolution: int, num_classes: int) -> dict:
   result["matmul_operand_dtypes"] = matmul_dtypes(hlo)
   # Pallas kernels (Mosaic) in the program: the TPU flash attention, where chosen.
   result["tpu_kernels"] = hlo.count('custom_call_target="tpu_custom_call"')
-  result["attention_implementation"] = getattr(getattr(built.model, "base", built.model),
-                                               "attention_implementation", None)
+  model = getattr(built.model, "base", built.model)  # a LoRA run's wrapped model.
+  result["attention_implementation"] = getattr(model, "attention_implementation", None)
   result["analytical_flops_per_device"] = _analytical_flops(built, config.batch_size) / len(devices)
   if config.model.get("scan_layers") and "flops_per_device" in result:
     # XLA's cost analysis counts a loop's body once: a scanned encoder's costs are those
     # of one block. The whole step's: two and three unrolled blocks compiled, the third
     # block's costs (the difference) counted for every block past the second.
     result["collectives_in_program"] = result["collectives"]
-    layers = getattr(getattr(built.model, "base", built.model), "num_layers")
-    result.update(_scanned_costs(config, devices, layers, resolution=resolution,
+    result.update(_scanned_costs(config, devices, model.num_layers, resolution=resolution,
                                  num_classes=num_classes))
   return result
 
@@ -134,17 +133,16 @@ def _scanned_costs(config, devices, layers: int, *, resolution: int,
     # No whole-step costs (the unrolled blocks did not compile): none shown.
     return {"flops_per_device": None, "bytes_accessed_per_device": None}
   layers -= first - 1  # counted from the first unrolled program on.
-  extrapolate = lambda key: one[key] + (layers - 1) * (two[key] - one[key])  # noqa: E731
-  kinds = set(one["collectives"]) | set(two["collectives"])
+  grow = lambda a, b: a + (layers - 1) * (b - a)  # noqa: E731  (the last block, repeated)
+  none = {"count": 0, "bytes": 0, "largest": 0}
   found = {}
-  for kind in kinds:
-    a = one["collectives"].get(kind, {"count": 0, "bytes": 0, "largest": 0})
-    b = two["collectives"].get(kind, {"count": 0, "bytes": 0, "largest": 0})
-    found[kind] = {"count": a["count"] + (layers - 1) * (b["count"] - a["count"]),
-                   "bytes": a["bytes"] + (layers - 1) * (b["bytes"] - a["bytes"]),
+  for kind in set(one["collectives"]) | set(two["collectives"]):
+    a, b = one["collectives"].get(kind, none), two["collectives"].get(kind, none)
+    found[kind] = {"count": grow(a["count"], b["count"]), "bytes": grow(a["bytes"], b["bytes"]),
                    "largest": max(a["largest"], b["largest"])}
-  return {"flops_per_device": extrapolate("flops_per_device"),
-          "bytes_accessed_per_device": extrapolate("bytes_accessed_per_device"),
+  return {"flops_per_device": grow(one["flops_per_device"], two["flops_per_device"]),
+          "bytes_accessed_per_device": grow(one["bytes_accessed_per_device"],
+                                            two["bytes_accessed_per_device"]),
           "collectives": {k: v for k, v in sorted(found.items()) if v["count"]},
           "costs_from_unrolled_blocks": True,
           "cost_compile_seconds": one["compile_seconds"] + two["compile_seconds"]}
