@@ -55,15 +55,15 @@ def _carried_labels(checkpoint: str, num_classes: Optional[int]) -> Optional[lis
   """Class names that came with the checkpoint: a run's labels.txt (written when it
   trained), a Hugging Face directory's id2label; None where they do not fit the head."""
   import json  # pylint: disable=g-import-not-at-top
-  from vit_jax.convert import hub  # pylint: disable=g-import-not-at-top
+  from vit_jax.convert import hub, run_format  # pylint: disable=g-import-not-at-top
   try:
     directory = storage.path(hub.snapshot(checkpoint) if hub.is_hub_name(checkpoint)
                              else checkpoint)
     if not directory.is_dir():
       return None
     names = None
-    if (directory / "labels.txt").exists():
-      names = read_labels_file(directory / "labels.txt")
+    if (directory / run_format.LABELS_FILE).exists():
+      names = read_labels_file(directory / run_format.LABELS_FILE)
     elif (directory / "config.json").exists():
       id2label = json.loads((directory / "config.json").read_text()).get("id2label") or {}
       names = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None

@@ -16,6 +16,7 @@ from vit_jax.errors import UserError
 from vit_jax.models import params as params_lib
 
 STATE = "state"          # the TrainState item of a checkpoint step.
+LABELS_FILE = "labels.txt"  # a run's class names, one per line: its predictions say them.
 
 
 def checkpoint_dir(path) -> epath.Path:

@@ -20,6 +20,7 @@ import numpy as np
 from clu import parameter_overview
 
 from vit_jax import console, storage
+from vit_jax.convert import run_format
 from vit_jax.data import device_feed, pipeline
 from vit_jax.evaluators import common as evaluators_lib
 from vit_jax.models import flops
@@ -99,9 +100,6 @@ def _input_settings(config, shards: pipeline.DataShards) -> dict:
           "num_shards": shards.num_shards}
 
 
-LABELS_FILE = "labels.txt"  # the class names, one per line: predictions say them.
-
-
 def _write_run_files(config, built: build_lib.Built, workdir: str, source=None) -> None:
   """config.json (what `configs/run.py` and the inference tools read back), the class
   names (labels.txt: a run predicts with them without its dataset) and the parameter
@@ -112,7 +110,7 @@ def _write_run_files(config, built: build_lib.Built, workdir: str, source=None) 
   storage.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
   names = getattr(source, "label_names", None)
   if names:
-    storage.write_text(workdir / LABELS_FILE, "".join(f"{name}\n" for name in names))
+    storage.write_text(workdir / run_format.LABELS_FILE, "".join(f"{name}\n" for name in names))
   storage.write_text(workdir / "parameters.txt", parameter_overview.get_parameter_overview(
       built.state.abstract.params, include_stats=False) + "\n")
 
