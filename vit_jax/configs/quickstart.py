@@ -7,8 +7,8 @@ No download, no accelerator. This is the README's first command:
 Runtime: 1-4 minutes on a 2-core CPU (compilation included).
 Expected: >= 95% test accuracy on the 359 held-out digits (train[:90%], 1,294 digits;
 train[90%:] is the validation split). Measured 2026-12-06 on the 2-core CPU: 96.9% test,
-95.8% validation, 96.9% 5- and 10-shot linear probes, 212 s for the whole command with
-other compiles running beside it; what varies between runs, and every earlier
+95.8% validation, 96.9% 5- and 10-shot linear probes, 61 s for the whole command (212 s
+with other compiles running beside it); what varies between runs, and every earlier
 measurement: BENCHMARKS.md ("Quickstart").
 """
 from vit_jax import config as config_lib
