@@ -122,7 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
                                    # batches independent of the number of processes.
 
   # Optimisation.
-  c.optimizer = "sgd"              # 'sgd' (fine-tuning recipe) or 'adam' (pre-training).
+  c.optimizer = "sgd"              # 'sgd', 'adam' or an optax name: 'lion(b1=0.95)'.
   c.lr = 0.003                     # peak learning rate.
   c.end_lr = 0.0                   # learning rate at the last step.
   c.schedule = "cosine"            # decay after warm-up: 'cosine' | 'linear' | 'constant'.

@@ -80,7 +80,8 @@ MEANINGS: dict[str, str] = {
     "batch_size": "global training batch, summed over all processes and devices.",
     "eval_batch_size": "global eval batch (the split is padded, never dropped).",
     # Optimisation.
-    "optimizer": "'sgd' (fine-tuning recipe) or 'adam' (pre-training).",
+    "optimizer": ("'sgd' (fine-tuning), 'adam' (pre-training) or any optax optimizer "
+                  "by name with its arguments: 'lion(b1=0.95)', 'adafactor', 'contrib.muon'."),
     "lr": "peak learning rate.",
     "end_lr": "learning rate at the last step.",
     "schedule": "decay after warm-up: 'cosine' | 'linear' | 'constant'.",

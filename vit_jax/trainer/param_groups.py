@@ -104,13 +104,18 @@ def scale_by_multipliers(fn: Callable[[str, tuple, int], Any]) -> optax.Gradient
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def decays(name: str, value) -> bool:
+  """Weight decay applies to weight matrices only (`*/kernel`, ndim >= 2)."""
+  return name.rsplit("/", 1)[-1] == "kernel" and jnp.ndim(value) >= 2
+
+
 def add_decayed_weights(weight_decay: float, config) -> optax.GradientTransformation:
   """AdamW's decoupled decay on weight matrices (kernels, ndim >= 2), each times its
   `wd_mults` multiplier (before the learning rate, as optax.adamw)."""
   rules = tuple(config.get("wd_mults", ()) or ())
 
   def factor(name: str, value) -> float:
-    if not (name.rsplit("/", 1)[-1] == "kernel" and jnp.ndim(value) >= 2):
+    if not decays(name, value):
       return 0.0
     found = _first_match(name, rules)
     return weight_decay * (1.0 if found is None else found)

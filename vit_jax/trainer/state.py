@@ -62,12 +62,18 @@ def make_state_spec(model: nn.Module, tx: optax.GradientTransformation, mesh,
   abstract = jax.eval_shape(init, rng)
   param_shardings = sharding_lib.param_shardings(boxed, mesh, rules)
   replicated = sharding_lib.replicated(mesh)
-  # A frozen group's state is an empty MaskedNode where its parameters are.
+  # A frozen group's state is an empty MaskedNode where its parameters are; state of
+  # another shape than its parameter (Adafactor's factored row and column statistics,
+  # O(rows + columns)) is replicated.
   masked = optax.transforms.MaskedNode
+
+  def like_param(state, sharding, param):
+    if isinstance(state, masked):
+      return state
+    return sharding if tuple(state.shape) == tuple(param.shape) else replicated
   opt_shardings = optax.tree_map_params(
-      tx, lambda state, s: state if isinstance(state, masked) else s, abstract.opt_state,
-      param_shardings, transform_non_params=lambda _: replicated,
-      is_leaf=lambda x: isinstance(x, masked))
+      tx, like_param, abstract.opt_state, param_shardings, abstract.params,
+      transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, masked))
   shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
                          rng=replicated, ema_params=param_shardings if ema else None)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
