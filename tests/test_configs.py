@@ -87,10 +87,10 @@ def test_resolution_and_patch_size_reach_the_model_and_the_pipeline(tfds_dir):
   the batches are 16 px, the patch kernel 8x8 and the position-embedding grid 2x2."""
   import jax
   from vit_jax import sharding as sharding_lib
-  from vit_jax.trainer import build as build_lib, setup
+  from vit_jax.trainer import build as build_lib, resolve, setup
   from vit_jax.data import pipeline, sources
   from tests.test_train import tiny
-  config = setup.with_resolution(tiny(tfds_dir, resolution=16, **{"model.patch_size": 8}))
+  config = resolve.resolve(tiny(tfds_dir, resolution=16, **{"model.patch_size": 8}))
   assert "inception_crop(16" in config.pp_train and "resize(16)" in config.pp_eval
   source = sources.from_config(config)
   shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval)
@@ -101,7 +101,7 @@ def test_resolution_and_patch_size_reach_the_model_and_the_pipeline(tfds_dir):
   assert params["embedding"]["kernel"] == (8, 8, 3, 32)
   assert params["Transformer"]["posembed_input"]["pos_embedding"] == (1, 1 + 2 * 2, 32)
   with pytest.raises(ValueError, match="resolution=-3 must be a positive"):
-    setup.with_resolution(tiny(tfds_dir, resolution=-3))
+    resolve.resolve(tiny(tfds_dir, resolution=-3))
 
 
 def test_finetune_and_small_data_fit_a_folder(digits_folder):

@@ -290,14 +290,16 @@ def test_cli_user_error_is_one_line_exit_2_and_bugs_keep_their_traceback(tfds_di
 
 def test_run_config_round_trips_through_config_json(tfds_dir, tmp_path):
   from vit_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from vit_jax.runtime import workdir  # pylint: disable=import-outside-toplevel
   config = tiny(tfds_dir, total_steps=3, **{"evals.test.every": 0})
   loop.train_and_evaluate(config, tmp_path)
-  restored = config_lib.from_run(str(tmp_path))
+  restored = config_lib.from_stored(workdir.read_config(str(tmp_path)))
   assert restored.sharding_rules == config.sharding_rules  # tuples again, not JSON lists.
   assert restored.to_dict() == config.to_dict()
   stored = json.loads((tmp_path / "config.json").read_text())
   stored.pop("evals")
   stored["eval_every"] = 5   # a field of an older version: dropped, defaults fill in.
   (tmp_path / "config.json").write_text(json.dumps(stored))
-  assert "eval_every" not in config_lib.from_run(str(tmp_path))
-  assert config_lib.from_run(str(tmp_path)).evals.test.type == "classification"
+  assert "eval_every" not in config_lib.from_stored(workdir.read_config(str(tmp_path)))
+  assert (config_lib.from_stored(workdir.read_config(str(tmp_path))).evals.test.type
+          == "classification")

@@ -1,4 +1,7 @@
-"""The base training config: every field the trainer reads, with its meaning.
+"""The base training config, the schema: every field the trainer reads, with its meaning
+(each field's meaning for the tools is `config_fields.MEANINGS`), the evaluators' settings,
+and a stored config read back. Recipes (datasets' splits and preprocessing, fine-tuning
+variants) are `vit_jax/configs/common.py`'s.
 
 Config files under configs/ start from `base_config()` and change what their recipe needs;
 the result is locked, so a typo on the command line (--config.lr_rate=...) is an error.
@@ -6,15 +9,10 @@ Importing this module imports neither JAX nor TensorFlow: configs load in a blin
 """
 from __future__ import annotations
 
-import json
-
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from vit_jax import storage
-from vit_jax.data.presets import GENERIC_SPLITS, TRAIN_ONLY_SPLITS, get_preset
 from vit_jax.errors import UserError
-from vit_jax.models.presets import resolve_model_name
 
 # Logical axis -> mesh axis (Flax's `nn.logical_axis_rules` format). Parameters: FSDP
 # shards the embedding dimension of every large weight over 'fsdp'; tensor parallelism
@@ -145,6 +143,7 @@ def base_config() -> ml_collections.ConfigDict:
   # wd_mults are ((regex, multiplier), ...); layer_decay d < 1 gives block i of L the
   # learning rate times d ** (L - i), the embeddings d ** (L + 1), the head 1.
   c.frozen = ""
+  c.train_last_blocks = 0          # N > 0: only the last N blocks and the top train.
   c.lr_mults = ()
   c.wd_mults = ()
   c.layer_decay = 1.0
@@ -154,7 +153,7 @@ def base_config() -> ml_collections.ConfigDict:
   # LoRA adapters (rank 0: off) on the kernels matching `targets`; the rest is frozen but
   # the head (unless `frozen` says otherwise). alpha 0: = rank.
   c.lora = ml_collections.ConfigDict({"rank": 0, "alpha": 0.0,
-                                      "targets": r"(query|key|value|out|Dense_0|Dense_1)/kernel$"})
+                                      "targets": ""})  # '': the family's (attention, MLP).
   # A step with a non-finite loss, gradient norm or parameters is never checkpointed; by
   # default it stops the run. True: drop that update and go on (counted as skipped_steps).
   c.skip_nonfinite_steps = False
@@ -188,6 +187,19 @@ def base_config() -> ml_collections.ConfigDict:
   # in the eval line and summary); True: it is an error instead.
   c.strict_eval = False
   return c
+
+
+def map_pp(config: ml_collections.ConfigDict, fn) -> ml_collections.ConfigDict:
+  """A copy of `config` with `fn` applied to every pp string it keeps: pp_train, pp_eval
+  and each evaluator's own `pp` (the one place that knows where they are)."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.pp_train = fn(config.pp_train)
+    config.pp_eval = fn(config.pp_eval)
+    for evaluator in config.evals.values():
+      if evaluator.get("pp"):
+        evaluator.pp = fn(evaluator.pp)
+  return config
 
 
 def _evaluator(kind: str, every: int, fields: dict, given: dict) -> ml_collections.ConfigDict:
@@ -239,99 +251,11 @@ def figures_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
   return _evaluator("figures", every, {"num_images": int, "split": str, "pp": str}, given)
 
 
-def _has_train_only(directory: str) -> bool:
-  """An image folder with train/ and no test/ (a stratified test cut is held out)."""
-  root = storage.path(directory)
-  try:
-    return (root / "train").is_dir() and not (root / "test").is_dir()
-  except Exception:  # pylint: disable=broad-except  (unreachable storage: the trainer says)
-    return False
-
-
-def apply_dataset_preset(c: ml_collections.ConfigDict, dataset: str, *,
-                         resolution: int | None = None) -> None:
-  """Splits and preprocessing of a known dataset at `resolution` (default: its preset's)."""
-  preset = get_preset(dataset)
-  c.dataset = dataset
-  if preset is None:  # any other TFDS dataset or image folder: generic defaults.
-    res = resolution or 224
-    c.train_split, c.val_split, c.test_split = GENERIC_SPLITS
-    if dataset.startswith("folder:") and _has_train_only(dataset.removeprefix("folder:")):
-      c.train_split, c.val_split, c.test_split = TRAIN_ONLY_SPLITS
-    c.pp_train = f"to_rgb|inception_crop({res})|flip_lr|value_range(-1, 1)"
-    c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"
-    return
-  res = resolution or preset.resolution
-  c.train_split, c.val_split, c.test_split = (preset.train_split, preset.val_split,
-                                              preset.test_split)
-  flip = "|flip_lr" if preset.flip else ""
-  c.pp_train = f"to_rgb|inception_crop({res}){flip}|value_range(-1, 1)"
-  c.pp_eval = f"to_rgb|resize({res})|value_range(-1, 1)"
-
-
-FINETUNE_VARIANTS = ("full", "probe", "last<N>", "llrd")
-
-
-def apply_finetune_variant(c: ml_collections.ConfigDict, variant: str) -> None:
-  """A fine-tuning recipe's variant (after the model is set):
-
-  - 'full': every parameter trains (the paper's recipe);
-  - 'probe': a linear probe, only the head trains (no optimizer state for the rest);
-  - 'last<N>': the last N blocks, the final norm and the head train;
-  - 'llrd': every parameter, AdamW with layer-wise learning-rate decay 0.75 and weight
-    decay 0.05 (BEiT / MAE / DINOv2 fine-tuning), lr 1e-3.
-  """
-  from vit_jax.models.presets import MODEL_PRESETS  # pylint: disable=g-import-not-at-top
-  if variant in ("", "full"):
-    return
-  if variant == "probe":
-    c.frozen = r"^(?!head/)"
-  elif variant.startswith("last") and variant[4:].isdigit():
-    preset = MODEL_PRESETS.get(c.model_name, {})
-    layers, n = int(preset.get("num_layers", 0)), int(variant[4:])
-    if not 0 < n <= layers:
-      raise UserError(f"fine-tuning variant {variant!r}: {c.model_name} has {layers} blocks.")
-    if c.model.get("scan_layers"):
-      raise UserError(f"fine-tuning variant {variant!r} freezes part of the blocks: use "
-                      f"--config.model.scan_layers=False.")
-    mixer = preset.get("family") == "mixer"
-    block, top = (("MixerBlock_", "pre_head_layer_norm/") if mixer
-                  else ("Transformer/encoderblock_", "Transformer/encoder_norm/"))
-    trained = "|".join(str(i) for i in range(layers - n, layers))
-    c.frozen = rf"^(?!head/|{top}|{block}(?:{trained})/)"
-  elif variant == "llrd":
-    c.optimizer, c.lr, c.weight_decay, c.layer_decay = "adam", 1e-3, 0.05, 0.75
-  else:
-    raise UserError(f"fine-tuning variant {variant!r} is not one of {FINETUNE_VARIANTS}.")
-
-
-def config_file(value: str) -> str:
-  """A --config value with its file found: a path as given, else a config shipped with
-  the package, by name (`quickstart`, `configs/finetune.py` outside the clone, or
-  `vit_jax.configs.finetune`), arguments after ':' kept."""
-  import os  # pylint: disable=g-import-not-at-top
-  path, sep, args = value.partition(":")
-  if not path or os.path.exists(path):
-    return value
-  name = path.removeprefix("vit_jax.configs.").removesuffix(".py").split("/")[-1]
-  shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", name + ".py")
-  return shipped + sep + args if os.path.exists(shipped) else value
-
-
-def parse_args(arg: str | None, default: str) -> list[str]:
-  """'b16,cifar10' -> ['b16', 'cifar10']; model names are checked here, early."""
-  parts = [p.strip() for p in (arg or default).split(",")]
-  parts[0] = resolve_model_name(parts[0])
-  return parts
-
-
-def from_run(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with (its config.json), on top of today's defaults so
-  that a run from an older version still has every field; evals as the run had them."""
-  path = storage.path(workdir) / "config.json"
-  if not path.exists():
-    raise UserError(f"{workdir} has no config.json: is it a vit_jax workdir?")
-  stored = json.loads(path.read_text())
+def from_stored(stored: dict) -> ml_collections.ConfigDict:
+  """A config stored as JSON (a run's config.json: `runtime.workdir.read_config`) on top
+  of today's defaults, so that a run from an older version still has every field; evals
+  as the run had them."""
+  stored = dict(stored)
   c = base_config()
   evals = stored.pop("evals", None)
   _update_known(c, stored)

@@ -107,7 +107,7 @@ MEANINGS: dict[str, str] = {
                    "d ** (L + 1), the head at lr (BEiT / MAE fine-tuning).",
     "lora.rank": "LoRA adapter rank (0: off); the base weights are frozen, the head trains.",
     "lora.alpha": "LoRA scale alpha (0: = rank).",
-    "lora.targets": "regex of the kernels that get adapters.",
+    "lora.targets": "regex of the kernels that get adapters ('': the family's default).",
     # Devices.
     "mesh.data": "data-parallel devices (-1: the rest).",
     "mesh.fsdp": "devices that split parameters and optimizer state (FSDP).",

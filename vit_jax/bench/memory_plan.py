@@ -56,6 +56,7 @@ def plan(config, devices, *, resolution: int, num_classes: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from vit_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.trainer import build as build_lib, setup  # pylint: disable=g-import-not-at-top
+  from vit_jax.models import lora  # pylint: disable=g-import-not-at-top
 
   mesh = sharding_lib.make_mesh(dict(config.mesh), devices=devices)
   setup.check_batch_size(config, mesh, num_data_shards=1)
@@ -104,7 +105,7 @@ def plan(config, devices, *, resolution: int, num_classes: int) -> dict:
   result["matmul_operand_dtypes"] = matmul_dtypes(hlo)
   # Pallas kernels (Mosaic) in the program: the TPU flash attention, where chosen.
   result["tpu_kernels"] = hlo.count('custom_call_target="tpu_custom_call"')
-  model = getattr(built.model, "base", built.model)  # a LoRA run's wrapped model.
+  model = lora.unwrapped(built.model)
   result["attention_implementation"] = getattr(model, "attention_implementation", None)
   result["analytical_flops_per_device"] = _analytical_flops(built, config.batch_size) / len(devices)
   if config.model.get("scan_layers") and "flops_per_device" in result:

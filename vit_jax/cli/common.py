@@ -114,10 +114,22 @@ def _exit_with_error(error: BaseException, code: int | None = None) -> None:
   sys.exit(code)
 
 
+def config_file(value: str) -> str:
+  """A --config value with its file found: a path as given, else a config shipped with
+  the package, by name (`quickstart`, `configs/finetune.py` outside the clone, or
+  `vit_jax.configs.finetune`), arguments after ':' kept."""
+  path, sep, args = value.partition(":")
+  if not path or os.path.exists(path):
+    return value
+  name = path.removeprefix("vit_jax.configs.").removesuffix(".py").split("/")[-1]
+  shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "configs", name + ".py")
+  return shipped + sep + args if os.path.exists(shipped) else value
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parser; a bad flag, config file or config override is one line."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from vit_jax.config import config_file  # pylint: disable=g-import-not-at-top
   argv = [f"--config={config_file(a[len('--config='):])}" if a.startswith("--config=") else a
           for a in argv]
   try:

@@ -31,6 +31,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from vit_jax import config as config_lib, console  # pylint: disable=g-import-not-at-top
+  from vit_jax.runtime import workdir  # pylint: disable=g-import-not-at-top
   from vit_jax.convert import is_run_directory  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   from vit_jax.trainer import evaluate, progress  # pylint: disable=g-import-not-at-top
@@ -43,7 +44,7 @@ def main(argv):
     if not is_run_directory(checkpoint):
       raise UserError("This checkpoint needs --config for the dataset and evaluators, e.g. "
                       "--config=configs/finetune.py:b16,cifar10.")
-    config = config_lib.from_run(checkpoint)
+    config = config_lib.from_stored(workdir.read_config(checkpoint))
   step, results = evaluate.evaluate_checkpoint(config, checkpoint, names=FLAGS.evals,
                                                step=FLAGS.step)
   console.line(progress.eval_line(step, results))

@@ -13,7 +13,7 @@ accuracy (359 images, 28 s), against 69.9% for the same model and recipe trained
 scratch on the same labels (27 s).
 
 Fine-tuning variants (second argument: `:ViT-digits,probe` etc., see
-vit_jax.config.apply_finetune_variant), from the same MNIST run, 300 steps on the 200
+vit_jax/configs/common.py:apply_finetune_variant), from the same MNIST run, 300 steps on the 200
 labels, digits train[90%:] as validation. Measured 2026-11-30 on the 2-core CPU while other
 jobs shared it (MNIST pre-training 98.4% MNIST test, 430 s):
 
@@ -41,17 +41,18 @@ second job sharing the box): MNIST 97.9% (313 s); fine-tuned from the converted 
 92.8% (42 s) against 55.2% from scratch (47 s), both 300 steps on 200 labels.
 """
 from vit_jax import config as config_lib
+from vit_jax.configs import common
 
 
 def get_config(arg=None):
   """arg: the model preset (default ViT-digits with 4x4 patches; DINOv2-digits), and
   optionally a fine-tuning variant: full (default), probe, last<N>, llrd."""
   c = config_lib.base_config()
-  args = config_lib.parse_args(arg, "ViT-digits")
+  args = common.parse_args(arg, "ViT-digits")
   c.model_name = args[0]
   if c.model_name == "ViT-digits":
     c.model.update(dict(patch_size=4))
-  config_lib.apply_dataset_preset(c, "sklearn_digits")
+  common.apply_dataset_preset(c, "sklearn_digits")
   c.train_split = "train[:200]"     # the small label budget: ~20 images per class.
   c.pp_train = "to_rgb|resize(24)|inception_crop(24, area_min=70)|value_range(-1, 1)"
   c.pp_eval = "to_rgb|resize(24)|value_range(-1, 1)"
@@ -64,5 +65,5 @@ def get_config(arg=None):
   c.log_every = 50
   c.evals.test.every = 0
   c.checkpoint_every = 300
-  config_lib.apply_finetune_variant(c, args[1] if len(args) > 1 else "full")
+  common.apply_finetune_variant(c, args[1] if len(args) > 1 else "full")
   return c.lock()

@@ -40,6 +40,7 @@ the chip, over the planner's 10% margin; --config.batch_size=256 needs 8.92 GiB 
 paper's recipe at half the batch: scale the steps or the learning rate with it).
 """
 from vit_jax import config as config_lib
+from vit_jax.configs import common
 from vit_jax.data.folder_stats import cpu_sized_resolution, folder_stats
 from vit_jax.models.presets import MODEL_PRESETS
 
@@ -61,7 +62,7 @@ def _fit_to_folder(c, directory: str, patch_size: int) -> None:
   if not stats.num_train:
     return  # the trainer names what is missing.
   resolution = cpu_sized_resolution(stats, patch_size)
-  config_lib.apply_dataset_preset(c, f"folder:{directory}", resolution=resolution)
+  common.apply_dataset_preset(c, f"folder:{directory}", resolution=resolution)
   if stats.num_train < 20_000:
     c.batch_size, c.eval_batch_size = 64, 256
     c.model.dtype, c.optimizer_dtype = "float32", "float32"
@@ -72,10 +73,10 @@ def _fit_to_folder(c, directory: str, patch_size: int) -> None:
 
 
 def get_config(arg=None):
-  model, dataset, *variant = config_lib.parse_args(arg, "b16,cifar10")
+  model, dataset, *variant = common.parse_args(arg, "b16,cifar10")
   c = config_lib.base_config()
   c.model_name = model
-  config_lib.apply_dataset_preset(c, dataset)
+  common.apply_dataset_preset(c, dataset)
   c.total_steps, c.warmup_steps, c.lr = RECIPES.get(dataset, (10_000, 500, 0.003))
   # base_config() already is the recipe's SGD (momentum 0.9, no weight decay, clipping at
   # norm 1), batch 512 and a fresh head.
@@ -87,7 +88,7 @@ def get_config(arg=None):
   if dataset == "imagenet2012":  # the paper's second ImageNet number, at the end.
     c.evals.real = config_lib.real_eval(every=0)
   c.checkpoint_every = 1000 if c.total_steps > 1000 else 250
-  config_lib.apply_finetune_variant(c, variant[0] if variant else "full")
+  common.apply_finetune_variant(c, variant[0] if variant else "full")
   if variant and variant[0] == "llrd":
     c.optimizer_dtype = "float32"  # Adam's second moment is float32 anyway.
   return c.lock()

@@ -12,15 +12,16 @@ the model (default ViT-digits with 4x4 patches; `:DINOv2-digits` for the checkpo
 trip through Hugging Face's format described there).
 """
 from vit_jax import config as config_lib
+from vit_jax.configs import common
 
 
 def get_config(arg=None):
   """arg: the model preset (default ViT-digits with 4x4 patches; DINOv2-digits)."""
   c = config_lib.base_config()
-  c.model_name = config_lib.parse_args(arg, "ViT-digits")[0]
+  c.model_name = common.parse_args(arg, "ViT-digits")[0]
   if c.model_name == "ViT-digits":
     c.model.update(dict(patch_size=4))
-  config_lib.apply_dataset_preset(c, "pureml_mnist")
+  common.apply_dataset_preset(c, "pureml_mnist")
   c.pp_train = "to_rgb|inception_crop(16, area_min=60)|value_range(-1, 1)"
   c.pp_eval = "to_rgb|resize(16)|value_range(-1, 1)"
   c.optimizer = "adam"

@@ -22,11 +22,12 @@ v5e-256, v5p-128 and v6e-256. L/16 at 4096 on a v4-32 needs 14.75 of a TensorCor
 rematerialisation).
 """
 from vit_jax import config as config_lib
+from vit_jax.configs import common
 from vit_jax.models import MODEL_PRESETS, resolve_model_name
 
 
 def get_config(arg=None):
-  model, recipe = config_lib.parse_args(arg, "b16,imagenet2012")
+  model, recipe = common.parse_args(arg, "b16,imagenet2012")
   c = config_lib.base_config()
   c.model_name = model
   c.optimizer = "adam"             # b1 0.9, b2 0.999 (base_config).
@@ -41,13 +42,13 @@ def get_config(arg=None):
   c.evals.test.every = 5000
   c.log_every = 100
   if recipe == "imagenet2012":
-    config_lib.apply_dataset_preset(c, "imagenet2012", resolution=224)
+    common.apply_dataset_preset(c, "imagenet2012", resolution=224)
     c.total_steps = 1_281_167 * 300 // 4096
     c.lr, c.weight_decay = 3e-3, 0.3
     c.model.dropout_rate = 0.1
     c.loss = "softmax"
   elif recipe == "imagenet21k":
-    config_lib.apply_dataset_preset(c, "imagenet21k", resolution=224)
+    common.apply_dataset_preset(c, "imagenet21k", resolution=224)
     c.pp_train += "|multi_hot(21843)"
     c.pp_eval += "|multi_hot(21843)"
     c.total_steps = 14_197_122 * 90 // 4096

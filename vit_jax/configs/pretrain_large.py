@@ -20,7 +20,7 @@ Runtime: not measured here (no accelerator); the README's memory table says whic
 each model needs. Expected accuracy: see Zhai et al. (ViT-G/14 on JFT-3B: 90.45% ImageNet
 fine-tuned); these recipes are not re-validated here.
 """
-from vit_jax import config as config_lib
+from vit_jax.configs import common
 
 import importlib.util
 import os
@@ -32,7 +32,7 @@ _spec.loader.exec_module(_pretrain)
 
 
 def get_config(arg=None):
-  model, recipe = config_lib.parse_args(arg, "h14,imagenet21k")
+  model, recipe = common.parse_args(arg, "h14,imagenet21k")
   c = _pretrain.get_config(f"{model},{recipe}").unlock()
   c.mesh.data, c.mesh.fsdp, c.mesh.model = 1, -1, 1
   c.model.remat_policy = "full"

@@ -12,13 +12,14 @@ with other compiles running beside it); what varies between runs, and every earl
 measurement: BENCHMARKS.md ("Quickstart").
 """
 from vit_jax import config as config_lib
+from vit_jax.configs import common
 
 
 def get_config(arg=None):
   del arg
   c = config_lib.base_config()
   c.model_name = "ViT-digits"      # 8x8 images, 2x2 patches -> 16 tokens, width 64, depth 4.
-  config_lib.apply_dataset_preset(c, "sklearn_digits")
+  common.apply_dataset_preset(c, "sklearn_digits")
   # Digits are 8x8: a light crop (70-100% of the area) and no flip (a flipped 2 is no 2).
   c.pp_train = "to_rgb|inception_crop(8, area_min=70)|value_range(-1, 1)"
   c.batch_size = 128

@@ -36,6 +36,7 @@ Measured on the 2-core CPU (test accuracy, wall time; baselines on the same pixe
   in 1,195 s all told (chose light with flips); logistic regression 13.25%.
 """
 from vit_jax import config as config_lib
+from vit_jax.configs import common
 from vit_jax.data.folder_stats import folder_stats
 from vit_jax.data.presets import get_preset
 
@@ -71,7 +72,7 @@ def get_config(arg=None):
   grid = 4 if resolution <= 32 else 8
   patch = max(resolution // grid, 1)
   resolution = patch * grid
-  config_lib.apply_dataset_preset(c, dataset, resolution=resolution)
+  common.apply_dataset_preset(c, dataset, resolution=resolution)
   preset = get_preset(dataset)
   # Flips: the preset says (digits: off); a folder's data is unknown: off unless asked for.
   flip = (preset.flip if preset is not None else False) if not flip else flip == "flip"

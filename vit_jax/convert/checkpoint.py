@@ -23,11 +23,12 @@ import numpy as np
 from etils import epath
 
 from vit_jax import config as config_lib
+from vit_jax.runtime import workdir
 from vit_jax import sharding, storage
 from vit_jax.convert import (big_vision_format, hf_format, hub, npz_format,
                              openclip_format, run_format, timm_format)
 from vit_jax.errors import UserError, first_line
-from vit_jax.models import MODEL_PRESETS, family_module, resolve_family, resolve_model_name
+from vit_jax.models import MODEL_PRESETS, family_module, family_of, resolve_model_name
 from vit_jax.models import family as family_lib
 from vit_jax.models import lora
 from vit_jax.models.params import head_classes, unflatten
@@ -246,12 +247,13 @@ def _read_run(directory: epath.Path, step: Optional[int], params: str = "live") 
   """A run's workdir (or its checkpoint directory alone: then parameters only)."""
   _, latest = run_format.latest_complete_step(directory)
   step = latest if step is None else step
-  if not (directory / "config.json").exists():
+  stored = read_json(directory / workdir.CONFIG)
+  if stored is None:
     return Checkpoint({}, {}, f"checkpoints {directory}", self_described=False, step=step,
                       _load=lambda: run_format.restore_as_numpy(directory, step)[0])
-  config = config_lib.from_run(directory)
+  config = config_lib.from_stored(stored)
   arch = run_arch(config)
-  family = family_module(resolve_family(config.model_name))
+  family = family_of(config.model_name)
   key = {"live": "params", "ema": "ema_params"}[params]
   adapters = lora.LoraSpec.from_config(config)
 
@@ -338,17 +340,18 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
   if hub.is_hub_name(path):
     path = hub.snapshot(path)
   path = storage.path(path)
-  if path.is_dir() and not is_hf_directory(path):
+  is_dir = path.is_dir()
+  hf = is_dir and is_hf_directory(path)
+  if is_dir and not hf:
     # A timm Hub repository (config.json names the model) or an OpenCLIP one.
-    for name in _HUB_WEIGHTS:
-      if (path / name).exists():
-        path = path / name
-        break
-  if params != "live" and not (path.is_dir() and not is_hf_directory(path)):
+    weights = next((path / name for name in _HUB_WEIGHTS if (path / name).exists()), None)
+    if weights is not None:
+      path, is_dir = weights, False
+  if params != "live" and not (is_dir and not hf):
     raise UserError(f"params={params!r}: only a vit_jax run has a moving average; "
                     f"{os.fspath(path)} is not one.")
-  if path.is_dir():
-    return _read_hf(path) if is_hf_directory(path) else _read_run(path, step, params)
+  if is_dir:
+    return _read_hf(path) if hf else _read_run(path, step, params)
   if not path.exists():
     raise UserError(f"Checkpoint {os.fspath(path)!r} does not exist.")
   if path.name.endswith(".npz"):

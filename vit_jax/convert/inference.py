@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Optional, Sequence
 
 import ml_collections
 import numpy as np
 
-from vit_jax import storage
+from vit_jax import console, storage
+from vit_jax.convert import hub
 from vit_jax.convert.checkpoint import read
 from vit_jax.convert.pretrained import model_for
 from vit_jax.data import sources
@@ -16,6 +18,7 @@ from vit_jax.data.folder_stats import IMAGE_EXTENSIONS
 from vit_jax.errors import UserError
 from vit_jax.pp import builder
 from vit_jax.pp.images import UnreadableImageError, load_image
+from vit_jax.runtime import workdir
 
 
 @dataclasses.dataclass
@@ -54,18 +57,16 @@ def load(checkpoint: str, *, model_name: Optional[str] = None,
 def _carried_labels(checkpoint: str, num_classes: Optional[int]) -> Optional[list[str]]:
   """Class names that came with the checkpoint: a run's labels.txt (written when it
   trained), a Hugging Face directory's id2label; None where they do not fit the head."""
-  import json  # pylint: disable=g-import-not-at-top
-  from vit_jax.convert import hub, run_format  # pylint: disable=g-import-not-at-top
   try:
     directory = storage.path(hub.snapshot(checkpoint) if hub.is_hub_name(checkpoint)
                              else checkpoint)
     if not directory.is_dir():
       return None
     names = None
-    if (directory / run_format.LABELS_FILE).exists():
-      names = read_labels_file(directory / run_format.LABELS_FILE)
-    elif (directory / "config.json").exists():
-      id2label = json.loads((directory / "config.json").read_text()).get("id2label") or {}
+    if (directory / workdir.LABELS).exists():
+      names = read_labels_file(directory / workdir.LABELS)
+    elif (directory / workdir.CONFIG).exists():
+      id2label = workdir.read_config(directory).get("id2label") or {}
       names = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
   except (OSError, ValueError, UserError):
     return None
@@ -99,8 +100,6 @@ def padded_batches(paths: Sequence[str], pp: str, batch_size: int, *, progress: 
   """Yields (images padded to `batch_size` rows: one compiled shape for every batch,
   the chunk's paths, its readable paths (the first rows), {path: error}) for each chunk
   of `batch_size` paths; with `progress`, a console line after each."""
-  import time  # pylint: disable=g-import-not-at-top
-  from vit_jax import console  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   for first in range(0, len(paths), batch_size):
     chunk = list(paths[first:first + batch_size])

@@ -14,16 +14,16 @@ from etils import epath
 from vit_jax import storage
 from vit_jax.errors import UserError
 from vit_jax.models import params as params_lib
+from vit_jax.runtime import workdir
 
 STATE = "state"          # the TrainState item of a checkpoint step.
-LABELS_FILE = "labels.txt"  # a run's class names, one per line: its predictions say them.
 
 
 def checkpoint_dir(path) -> epath.Path:
   """A run's workdir or its checkpoints/ folder (local or in a bucket) -> the checkpoints
   folder."""
   path = storage.path(path)
-  candidate = path / "checkpoints"
+  candidate = workdir.checkpoints(path)
   return candidate if candidate.is_dir() else path
 
 

@@ -14,7 +14,7 @@ from vit_jax.plugins import import_plugin
 from vit_jax.models import presets as presets_lib
 from vit_jax.models.presets import MODEL_PRESETS, resolve_model_name
 
-__all__ = ["create_model", "family_module", "resolve_family", "MODEL_PRESETS",
+__all__ = ["create_model", "family_module", "family_of", "resolve_family", "MODEL_PRESETS",
            "resolve_model_name", "count_parameters", "native_resolution"]
 
 
@@ -30,6 +30,11 @@ def resolve_family(name: str) -> str:
     return MODEL_PRESETS[resolve_model_name(name)]["family"]
   except UserError:
     return name
+
+
+def family_of(model_name: str):
+  """The family module of a preset or family name ('ViT-B_16' -> vit_jax.models.vit)."""
+  return family_module(resolve_family(model_name))
 
 
 def create_model(name: str, *, num_classes: int | None, **overrides):

@@ -17,7 +17,10 @@ Optional (the defaults below serve any family whose parameters need no resamplin
     def arch_from_params(params) -> dict | None
         the architecture read off a published checkpoint's shapes (None: not this family);
     def per_layer_params(params) -> params
-        the layout written to `.npz` and to other frameworks (e.g. scanned layers unrolled).
+        the layout written to `.npz` and to other frameworks (e.g. scanned layers unrolled);
+    NAMES: vit_jax.param_names.FamilyNames
+        what its parameter names mean: the blocks (layer decay, `train_last_blocks`),
+        what comes after them, LoRA's default targets (default: no blocks).
 
 Everything else that describes a run's model (its hyper-parameters) comes from the config
 and is recorded in the checkpoint, so an outside family is fine-tuned from its own run
@@ -29,6 +32,7 @@ from types import ModuleType
 from typing import Any, Optional, Protocol, runtime_checkable
 
 from vit_jax.models.params import fit_params
+from vit_jax.param_names import FamilyNames
 
 
 @runtime_checkable
@@ -57,3 +61,7 @@ def per_layer_params(family: ModuleType, params) -> Any:
 def arch_from_params(family: ModuleType, params) -> Optional[dict]:
   own = getattr(family, "arch_from_params", None)
   return None if own is None else own(params)
+
+
+def names(family: ModuleType) -> FamilyNames:
+  return getattr(family, "NAMES", None) or FamilyNames()

@@ -18,16 +18,18 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.errors import UserError
+from vit_jax.models import family as family_lib
+from vit_jax.models import family_of
+from vit_jax.param_names import names
 
 A, B = "lora_a", "lora_b"
-DEFAULT_TARGETS = r"(query|key|value|out|Dense_0|Dense_1)/kernel$"
 
 
 @dataclasses.dataclass(frozen=True)
 class LoraSpec:
   rank: int
   alpha: float            # the update's scale is alpha / rank.
-  targets: str = DEFAULT_TARGETS
+  targets: str            # regex of the kernels adapted ('': the family's NAMES').
 
   @classmethod
   def from_config(cls, config) -> "LoraSpec | None":
@@ -37,7 +39,8 @@ class LoraSpec:
     rank = int(lora.rank)
     if rank < 0:
       raise UserError(f"lora.rank={rank} must be a positive integer (0: off).")
-    return cls(rank, float(lora.get("alpha") or rank), lora.get("targets") or DEFAULT_TARGETS)
+    targets = lora.get("targets") or family_lib.names(family_of(config.model_name)).lora_targets
+    return cls(rank, float(lora.get("alpha") or rank), targets)
 
   @property
   def scale(self) -> float:
@@ -52,8 +55,7 @@ def _split(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, int, int
 
 
 def targeted(params: Mapping[str, Any], spec: LoraSpec) -> list[tuple[str, ...]]:
-  flat = jax.tree_util.tree_flatten_with_path(nn.unbox(dict(params)))[0]
-  paths = [tuple(str(k.key) for k in p) for p, _ in flat]
+  paths = [tuple(name.split("/")) for name in names(nn.unbox(dict(params)))]
   return [p for p in paths if p[-1] == "kernel" and re.search(spec.targets, "/".join(p))]
 
 
@@ -132,3 +134,14 @@ class LoraModel:
 
   def __getattr__(self, name):
     return getattr(self.base, name)
+
+
+def wrapped(model, config):
+  """The config's model with its LoRA adapters (`config.lora`), or as it is."""
+  spec = LoraSpec.from_config(config)
+  return model if spec is None else LoraModel(model, spec)
+
+
+def unwrapped(model):
+  """The base model of a LoRA model (any other model as it is)."""
+  return model.base if isinstance(model, LoraModel) else model

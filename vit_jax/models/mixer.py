@@ -15,6 +15,9 @@ import jax.numpy as jnp
 from vit_jax.errors import UserError
 from vit_jax.models.hparams import checked
 from vit_jax.models.patch_embed import PatchEmbedding
+from vit_jax.param_names import HEADS, FamilyNames
+
+NAMES = FamilyNames(block="MixerBlock_{}/", top=(*HEADS, "pre_head_layer_norm/"))
 
 Dtype = Any
 partitioned = nn.with_logical_partitioning

@@ -22,6 +22,7 @@ from vit_jax.models.hparams import checked
 from vit_jax.models import resnet
 from vit_jax.models.dropout import Dropout
 from vit_jax.models.patch_embed import PatchEmbedding
+from vit_jax.param_names import HEADS, FamilyNames
 # The family contract's optional parts (see vit_jax/models/family.py).
 from vit_jax.models.vit_layout import (  # noqa: F401  pylint: disable=unused-import
     adapt_pretrained, arch_from_params, per_layer_params)
@@ -44,6 +45,13 @@ REMAT_POLICIES: dict[str, Optional[Callable]] = {
 }
 # token: the [class] token; gap: the mean of the patch tokens; map: multi-head attention
 # pooling (big_vision's MAP head, SigLIP).
+# Blocks `Transformer/encoderblock_{i}` (scanned: one `Transformer/encoderblock`); after
+# them the final norm, pre-logits and the heads.
+NAMES = FamilyNames(block="Transformer/encoderblock_{}/",
+                    scanned_block="Transformer/encoderblock/",
+                    top=(*HEADS, "pre_logits/", "Transformer/encoder_norm/", "fc_norm/",
+                         "norm/"))
+
 CLASSIFIERS = ("token", "gap", "map")
 POSEMB_KINDS = ("learned", "sincos2d", "none")
 # gelu_tanh: the tanh approximation, as the published ViT checkpoints were trained (and

@@ -111,9 +111,7 @@ def build(config, mesh: Mesh, *, num_classes: int | None,
   rules = sharding_lib.check_rules(config.sharding_rules)
   model = _for_platform(create_model(config.model_name, num_classes=num_classes,
                                      **config.model), mesh, image_shape)
-  adapters = lora.LoraSpec.from_config(config)
-  if adapters is not None:
-    model = lora.LoraModel(model, adapters)
+  model = lora.wrapped(model, config)
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
   param_groups.check(config, jax.eval_shape(
       lambda: nn.unbox(model.init(jax.random.key(0), dummy)["params"])))

@@ -37,13 +37,12 @@ from vit_jax.convert import run_format
 from vit_jax.data.pipeline import InputState
 from vit_jax.errors import UserError, first_line, os_cause
 from vit_jax.models import params as params_lib
+from vit_jax.runtime import workdir
 from vit_jax.trainer import checksums
 from vit_jax.trainer.health import Health
 
 STATE, DATA, INPUT = run_format.STATE, "data", "input"
 DAMAGED, SUSPECT, SUPERSEDED = ".damaged", ".suspect", ".superseded"
-DIVERGENCE_FILE = "divergence.json"  # a run stopped by a non-finite step, until resumed.
-HEALTH_FILE = "health.json"          # {step: verdict} of the checkpoints judged so far.
 
 
 class CheckpointSaveError(UserError):
@@ -107,7 +106,7 @@ class TrainCheckpointer:
       return {}
 
   def _read_health(self) -> dict[int, Health]:
-    path = self.directory / HEALTH_FILE
+    path = self.directory / workdir.HEALTH
     try:
       verdicts = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:
@@ -127,7 +126,7 @@ class TrainCheckpointer:
     self._health[step] = verdict
     if jax.process_index() == 0:
       existing = set(self.steps()) | {step}
-      storage.write_text(self.directory / HEALTH_FILE, json.dumps(
+      storage.write_text(self.directory / workdir.HEALTH, json.dumps(
           {str(s): v.to_json() for s, v in sorted(self._health.items()) if s in existing},
           indent=1))
 
@@ -257,6 +256,19 @@ class TrainCheckpointer:
         raise UserError(f"resume_step={step}: that checkpoint is damaged; choose another.")
     return None
 
+  def restore_setting_aside_newer(self, abstract_state: Any, *, step: Optional[int] = None,
+                                  healthy_only: bool = False,
+                                  why_newer=lambda step: (SUSPECT, "suspect")
+                                  ) -> Optional[Restored]:
+    """The one rule of resuming and rolling back: the newest usable checkpoint (as
+    `restore_newest`), and every newer step set aside as `why_newer(step)` -> (suffix,
+    why), never deleted, so the run can save those steps again."""
+    restored = self.restore_newest(abstract_state, step=step, healthy_only=healthy_only)
+    if restored is not None:
+      for newer in [s for s in self.steps() if s > restored.step]:
+        self.set_aside(newer, *why_newer(newer))
+    return restored
+
   def restore(self, step: int, abstract_state: Any) -> Restored:
     """Restores onto the shardings of `abstract_state` (any mesh, any device count) and
     checks every array against its saved fingerprint."""
@@ -306,11 +318,11 @@ class TrainCheckpointer:
   # --- A divergence, remembered across restarts ------------------------------------------
   def mark_divergence(self, step: int, why: str) -> None:
     if jax.process_index() == 0:
-      storage.write_text(self.directory / DIVERGENCE_FILE,
+      storage.write_text(self.directory / workdir.DIVERGENCE,
                          json.dumps({"step": step, "why": why}))
 
   def divergence(self) -> Optional[dict]:
-    path = self.directory / DIVERGENCE_FILE
+    path = self.directory / workdir.DIVERGENCE
     try:
       return json.loads(path.read_text()) if path.exists() else None
     except ValueError:
@@ -341,7 +353,7 @@ def clear_divergence(directory) -> None:
   """Removes a checkpoints folder's divergence marker (process 0), if there is one."""
   if jax.process_index() == 0:
     with contextlib.suppress(FileNotFoundError, OSError):
-      (storage.path(directory) / DIVERGENCE_FILE).unlink()
+      (storage.path(directory) / workdir.DIVERGENCE).unlink()
 
 
 def set_aside_steps(directory, suffix: str) -> list[int]:

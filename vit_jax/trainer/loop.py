@@ -20,11 +20,11 @@ import numpy as np
 from clu import parameter_overview
 
 from vit_jax import console, storage
-from vit_jax.convert import run_format
 from vit_jax.data import device_feed, pipeline
 from vit_jax.evaluators import common as evaluators_lib
 from vit_jax.models import flops
 from vit_jax.runtime import accelerators, preemption, workdir_lock
+from vit_jax.runtime import workdir as workdir_lib
 from vit_jax.trainer import build as build_lib
 from vit_jax.trainer import checkpointer as checkpointer_lib
 from vit_jax.trainer import finished
@@ -34,7 +34,6 @@ from vit_jax.trainer import (metric_writers, param_groups, preflight, progress, 
 from vit_jax.trainer.state import TrainState
 
 NonFiniteStepError = step_history.NonFiniteStepError  # what a diverging run raises.
-FINAL_FILE = finished.FINAL_FILE
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -106,12 +105,14 @@ def _write_run_files(config, built: build_lib.Built, workdir: str, source=None) 
   table, beside the checkpoints."""
   if jax.process_index() != 0:
     return
-  workdir = storage.path(workdir)
-  storage.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
+  storage.write_text(workdir_lib.path(workdir, workdir_lib.CONFIG),
+                     config.to_json_best_effort(indent=2))
   names = getattr(source, "label_names", None)
   if names:
-    storage.write_text(workdir / run_format.LABELS_FILE, "".join(f"{name}\n" for name in names))
-  storage.write_text(workdir / "parameters.txt", parameter_overview.get_parameter_overview(
+    storage.write_text(workdir_lib.path(workdir, workdir_lib.LABELS),
+                       "".join(f"{name}\n" for name in names))
+  storage.write_text(workdir_lib.path(workdir, workdir_lib.PARAMETERS),
+                     parameter_overview.get_parameter_overview(
       built.state.abstract.params, include_stats=False) + "\n")
 
 
@@ -190,7 +191,7 @@ def _finish_or_nothing(config, workdir, start: resume.Start, evaluators, writer)
   """A run at its last step: done when its final evaluations are recorded; else (killed
   during them) they run now."""
   try:
-    if (storage.path(workdir) / FINAL_FILE).exists():
+    if workdir_lib.path(workdir, workdir_lib.FINAL).exists():
       console.line(finished.nothing_to_do(int(start.state.step), config.total_steps))
       return start.state
     console.line(f"The run reached step {int(start.state.step)} but its final evaluation "
@@ -216,7 +217,7 @@ def _evaluate(evaluators, writer, step: int, state: TrainState, *, final: bool,
       images.update(results.images)
       if jax.process_index() == 0:
         for name, table in results.tables.items():
-          storage.write_text(storage.path(workdir) / f"{name}.csv", evaluators_lib.table_csv(
+          storage.write_text(workdir_lib.path(workdir, f"{name}.csv"), evaluators_lib.table_csv(
               table, getattr(scheduled.evaluator, "label_names", None)))
   if scalars:
     writer.write_scalars(step, scalars)
@@ -224,7 +225,7 @@ def _evaluate(evaluators, writer, step: int, state: TrainState, *, final: bool,
   if images:
     writer.write_images(step, images)
     console.line(f"figures: {', '.join(sorted(images))} as PNGs in "
-                 f"{storage.path(workdir) / metric_writers.FiguresWriter.FOLDER}/ "
+                 f"{workdir_lib.path(workdir, workdir_lib.FIGURES)}/ "
                  f"(and TensorBoard)")
   if scalars or images:
     writer.flush()
@@ -233,7 +234,7 @@ def _evaluate(evaluators, writer, step: int, state: TrainState, *, final: bool,
 
 def _write_final(workdir, step: int, scalars: dict) -> None:
   if jax.process_index() == 0:
-    storage.write_text(storage.path(workdir) / FINAL_FILE,
+    storage.write_text(workdir_lib.path(workdir, workdir_lib.FINAL),
                        json.dumps({"step": step, **scalars}, indent=2))
 
 
@@ -418,12 +419,12 @@ class _Loop:
     k x `rollback_skip_batches` batches, so no retry replays another's batches."""
     self.rollbacks += 1
     self.checkpointer.wait()
-    restored = self.checkpointer.restore_newest(self.built.state.abstract, healthy_only=True)
+    restored = self.checkpointer.restore_setting_aside_newer(
+        self.built.state.abstract, healthy_only=True,
+        why_newer=lambda _: (checkpointer_lib.SUSPECT, "suspect (saved before the "
+                                                        "divergence)"))
     if restored is None:
       raise error  # nothing to roll back to: stop as without rollback.
-    for step in [s for s in self.checkpointer.steps() if s > restored.step]:
-      self.checkpointer.set_aside(step, checkpointer_lib.SUSPECT, "suspect (saved before "
-                                  "the divergence)")
     input_state = self.checkpointer.restore_input(restored.step)
     skip = self.config.rollback_skip_batches * self.rollbacks
     shard_batch = self.train_data.shard_batch

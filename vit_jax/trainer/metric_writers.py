@@ -20,6 +20,7 @@ from etils import epath
 from tensorboard.summary.writer import record_writer
 
 from vit_jax import storage
+from vit_jax.runtime import workdir as workdir_lib
 
 
 def _plain(value: Any) -> Any:
@@ -198,7 +199,7 @@ def _image_batches(images: Mapping[str, np.ndarray]):
 class FiguresWriter:
   """Evaluation images (the figures evaluator's, a confusion matrix) as PNG files,
   WORKDIR/figures/<name>_step<step>.png: to open without TensorBoard."""
-  FOLDER = "figures"
+  FOLDER = workdir_lib.FIGURES
 
   def __init__(self, workdir):
     self.folder = storage.path(workdir) / self.FOLDER
@@ -251,7 +252,7 @@ def create_writer(workdir, *, start_step: int, config=None) -> MultiWriter:
   workdir.mkdir(parents=True, exist_ok=True)
   forget_after(workdir, start_step)
   trackers = tuple(config.get("trackers", ("tensorboard",))) if config else ("tensorboard",)
-  writers = [JsonlWriter(workdir / METRICS_FILE), FiguresWriter(workdir)]
+  writers = [JsonlWriter(workdir / workdir_lib.METRICS), FiguresWriter(workdir)]
   if "tensorboard" in trackers:
     writers.append(TensorBoardWriter(workdir, start_step=start_step))
   if "wandb" in trackers:
@@ -260,13 +261,12 @@ def create_writer(workdir, *, start_step: int, config=None) -> MultiWriter:
   return MultiWriter(writers)
 
 
-METRICS_FILE = "metrics.jsonl"
 
 
 def forget_after(workdir, step: int) -> None:
   """Drops metrics.jsonl rows past `step` (rewritten whole, atomically); the TensorBoard
   writer marks its own restart (see TensorBoardWriter)."""
-  path = storage.path(workdir) / METRICS_FILE
+  path = storage.path(workdir) / workdir_lib.METRICS
   if path.exists():
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]

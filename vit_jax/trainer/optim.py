@@ -25,6 +25,7 @@ import optax
 
 from vit_jax.errors import UserError
 from vit_jax.models.hparams import as_dtype
+from vit_jax.param_names import map_named
 from vit_jax.trainer import param_groups
 
 
@@ -74,10 +75,9 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
   if multipliers is not None:
     optimizer = optax.chain(optimizer, param_groups.scale_by_multipliers(multipliers))
   tx = optax.chain(*chain, optimizer)
-  frozen = param_groups.frozen_pattern(config)
-  if frozen:  # clipping sees the trained gradients only.
+  if param_groups.freezes(config):  # clipping sees the trained gradients only.
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
-                               param_groups.frozen_labels(frozen))
+                               param_groups.frozen_labels(config))
   return tx, schedule
 
 
@@ -175,5 +175,4 @@ def _named(name: str, factory, kwargs: dict, config, schedule, state_dtype
 
 def _weight_matrices(params) -> Any:
   """The decay mask: weight matrices (`*/kernel`, ndim >= 2) as with 'adam'."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, p: param_groups.decays(param_groups.name_of(path), p), params)
+  return map_named(param_groups.decays, params)

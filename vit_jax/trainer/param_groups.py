@@ -4,7 +4,8 @@ e.g. `Transformer/encoderblock_3/MlpBlock_3/Dense_0/kernel`); patterns are Pytho
 searched in them, first match wins.
 
 - `frozen`: matching parameters get no update and no optimizer state (optax's
-  `multi_transform`: their state is an empty node);
+  `multi_transform`: their state is an empty node); `train_last_blocks` N freezes all but
+  the family's last N blocks and what comes after them (`param_names.FamilyNames`);
 - `lr_mults`, `wd_mults`: `((regex, multiplier), ...)`;
 - `layer_decay` d (BEiT / MAE / DINOv2 fine-tuning): block i of L gets d ** (L - i), the
   embeddings (patch embedding, class token, position embedding, a hybrid's ResNet stem)
@@ -18,52 +19,35 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from vit_jax.errors import UserError
-from vit_jax.models import lora as lora_lib
+from vit_jax.models import family as family_lib
+from vit_jax.models import family_of, lora as lora_lib
+from vit_jax.param_names import HEADS, FamilyNames, map_named, named_leaves, names
 
-# With LoRA and no `frozen` of the user's: only the adapters and the head train.
-LORA_FROZEN = r"^(?!(?:head|head_dist)/)(?!.*/lora_[ab]$)"
-
-# Block i's parameters (per-layer layouts: ViT, hybrid, Mixer) and a scanned block.
-_BLOCK = re.compile(r"(?:^|/)(?:encoderblock|MixerBlock)_(\d+)/")
-_SCANNED = re.compile(r"(?:^|/)encoderblock/")
-# After the blocks: the final norm, pre-logits and the head(s).
-_TOP = re.compile(r"^(head|head_dist|pre_logits|Transformer/encoder_norm|pre_head_layer_norm"
-                  r"|fc_norm|norm)(/|$)")
+def family_names(config) -> FamilyNames:
+  """What the config's model family says its parameter names mean."""
+  return family_lib.names(family_of(config.model_name))
 
 
-def name_of(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+def lora_frozen() -> str:
+  """With LoRA and no `frozen` of the user's: only the adapters and the heads train."""
+  heads = "|".join(re.escape(h) for h in HEADS)
+  return rf"^(?!{heads})(?!.*/lora_[ab]$)"
 
 
-def names(tree) -> list[str]:
-  return [name_of(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def num_layers(all_names: list[str], tree=None) -> int:
-  blocks = {int(m.group(1)) for n in all_names if (m := _BLOCK.search(n))}
-  if blocks:
-    return max(blocks) + 1
-  if tree is not None:  # scanned: the leading axis of any block parameter.
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-      if _SCANNED.search(name_of(path)):
-        return int(leaf.shape[0])
-  return 0
-
-
-def layer_factor(name: str, shape: tuple[int, ...], decay: float, layers: int):
+def layer_factor(name: str, shape: tuple[int, ...], decay: float, layers: int,
+                 names_: FamilyNames):
   """`decay ** (L + 1 - layer_id)`: layer_id 0 for the embeddings, i + 1 for block i, L + 1
   for the top. A scanned block's leaf gets an array broadcasting over its layer axis."""
-  if _TOP.search(name):
+  if names_.is_top(name):
     return 1.0
-  if (m := _BLOCK.search(name)) is not None:
-    return float(decay ** (layers - int(m.group(1))))
-  if _SCANNED.search(name):
+  if (index := names_.block_index(name)) is not None:
+    return float(decay ** (layers - index))
+  if names_.is_scanned(name):
     factors = decay ** (layers - np.arange(layers, dtype=np.float64))
     return factors.astype(np.float32).reshape((layers,) + (1,) * (len(shape) - 1))
   return float(decay ** (layers + 1))
@@ -77,15 +61,17 @@ def _first_match(name: str, rules) -> Optional[float]:
 
 
 def lr_multiplier_fn(config) -> Optional[Callable[[str, tuple, int], Any]]:
-  """(name, shape, num_layers) -> multiplier, or None when every multiplier is 1."""
+  """(name, shape, num_blocks) -> multiplier, or None when every multiplier is 1."""
   decay = float(config.get("layer_decay", 1.0) or 1.0)
   rules = tuple(config.get("lr_mults", ()) or ())
   if decay == 1.0 and not rules:
     return None
+  names_ = family_names(config)
 
   def multiplier(name, shape, layers):
-    factor = layer_factor(name, shape, decay, layers) if decay != 1.0 else 1.0
+    factor = layer_factor(name, shape, decay, layers, names_) if decay != 1.0 else 1.0
     return factor * (_first_match(name, rules) or 1.0)
+  multiplier.num_blocks = names_.num_blocks
   return multiplier
 
 
@@ -95,12 +81,12 @@ def scale_by_multipliers(fn: Callable[[str, tuple, int], Any]) -> optax.Gradient
 
   def update(updates, state, params=None):
     del params
-    layers = num_layers(names(updates), updates)
+    layers = fn.num_blocks(updates)
 
-    def scale(path, u):
-      m = fn(name_of(path), tuple(u.shape), layers)
+    def scale(name, u):
+      m = fn(name, tuple(u.shape), layers)
       return u if (np.ndim(m) == 0 and m == 1.0) else u * jnp.asarray(m, u.dtype)
-    return jax.tree_util.tree_map_with_path(scale, updates), state
+    return map_named(scale, updates), state
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
@@ -121,26 +107,49 @@ def add_decayed_weights(weight_decay: float, config) -> optax.GradientTransforma
     return weight_decay * (1.0 if found is None else found)
 
   def update(updates, state, params):
-    def decay(path, u, p):
-      f = factor(name_of(path), p)
+    def decay(name, u, p):
+      f = factor(name, p)
       return u if f == 0.0 else u + f * p
-    return jax.tree_util.tree_map_with_path(decay, updates, params), state
+    return map_named(decay, updates, params), state
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def frozen_pattern(config) -> str:
-  """The `frozen` regex in force ('' : nothing frozen)."""
+def freezes(config) -> bool:
+  """Whether some parameters are frozen (their labels are then `frozen_labels`)."""
+  return bool(config.get("frozen") or config.get("train_last_blocks")
+              or lora_lib.LoraSpec.from_config(config) is not None)
+
+
+def frozen_pattern(config, params) -> str:
+  """The `frozen` regex in force for `params` ('' : nothing frozen): the config's, or
+  `train_last_blocks`' (all but the family's last N blocks and top), or LoRA's."""
   frozen = config.get("frozen", "") or ""
+  last = int(config.get("train_last_blocks") or 0)
+  if last:
+    names_ = family_names(config)
+    if names_.block is None:
+      raise UserError(f"train_last_blocks={last}: the {config.model_name} family declares no "
+                      f"numbered blocks (its NAMES.block).")
+    num_blocks = names_.num_blocks(params, numbered_only=True)
+    if not 0 < last <= num_blocks:
+      raise UserError(f"train_last_blocks={last}: {config.model_name} has {num_blocks} "
+                      f"numbered blocks" + (" (scanned: use --config.model.scan_layers="
+                                            "False)" if num_blocks == 0 else "") + ".")
+    if frozen:
+      raise UserError(f"train_last_blocks={last} and frozen={frozen!r} both say what is "
+                      f"frozen: set one.")
+    return names_.trained_last(last, num_blocks)
   if not frozen and lora_lib.LoraSpec.from_config(config) is not None:
-    return LORA_FROZEN
+    return lora_frozen()
   return frozen
 
 
-def frozen_labels(pattern: str) -> Callable[[Any], Any]:
+def frozen_labels(config) -> Callable[[Any], Any]:
   """params -> 'frozen' / 'train' per leaf (optax.multi_transform's labels)."""
   def labels(params):
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: "frozen" if re.search(pattern, name_of(path)) else "train", params)
+    pattern = frozen_pattern(config, params)
+    return map_named(lambda name, _: "frozen" if re.search(pattern, name) else "train",
+                     params)
   return labels
 
 
@@ -160,7 +169,7 @@ def check(config, abstract_params) -> None:
                       f"{example!r} (see parameters.txt or python -m vit_jax.cli.models "
                       f"--params={config.model_name}).")
     return found
-  frozen = frozen_pattern(config)
+  frozen = frozen_pattern(config, abstract_params)
   if frozen:
     if len(matches("frozen", frozen)) == len(all_names):
       raise UserError(f"frozen={frozen!r} freezes every parameter: nothing would train. "
@@ -178,18 +187,18 @@ def check(config, abstract_params) -> None:
   if decay is not None and not 0 < float(decay) <= 1:
     raise UserError(f"layer_decay={decay} must be in (0, 1] (1: off; 0.65-0.9 is usual "
                     f"for fine-tuning).")
-  if decay not in (None, 1.0) and num_layers(all_names, abstract_params) == 0:
-    raise UserError(f"layer_decay={decay}: {config.model_name} has no numbered blocks "
-                    f"(encoderblock_i / MixerBlock_i) to decay over.")
+  if decay not in (None, 1.0) and family_names(config).num_blocks(abstract_params) == 0:
+    raise UserError(f"layer_decay={decay}: the {config.model_name} family declares no "
+                    f"blocks to decay over (its NAMES.block).")
 
 
 def count_trained(config, abstract_params) -> tuple[int, int]:
   """(trained, total) parameter counts."""
-  frozen = frozen_pattern(config)
+  frozen = frozen_pattern(config, abstract_params)
   total = trained = 0
-  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
+  for name, leaf in named_leaves(abstract_params):
     size = int(np.prod(leaf.shape))
     total += size
-    if not (frozen and re.search(frozen, name_of(path))):
+    if not (frozen and re.search(frozen, name)):
       trained += size
   return trained, total

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from vit_jax import storage
-from vit_jax.trainer import finetune, optim, wandb_writer
+from vit_jax.runtime import workdir as workdir_lib
+from vit_jax.trainer import wandb_writer
 from vit_jax.errors import UserError
 
 _POSITIVE = ("total_steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",
@@ -20,13 +21,10 @@ def check_config(config) -> None:
   if config.input_workers < -1:
     raise UserError(f"input_workers={config.input_workers} must be -1 (automatic), 0 (no "
                     f"worker processes) or a number of processes.")
-  optim.make_optimizer(config)  # schedule, optimizer and dtype settings.
   wandb_writer.check(config)
   ema = float(config.get("ema_decay") or 0.0)
   if not 0 <= ema < 1:
     raise UserError(f"ema_decay={ema} must be in [0, 1) (0: off; 0.999-0.9999 is usual).")
-  if config.pretrained:
-    finetune.check_exists(config.pretrained)
   if config.on_divergence not in ("stop", "rollback"):
     raise UserError(f"on_divergence={config.on_divergence!r} is not one of 'stop', "
                     f"'rollback'.")
@@ -41,7 +39,7 @@ def check_storage(workdir: str, *, state_bytes: int) -> None:
   """Before compiling: the checkpoints folder, if there is one, can be written, and a
   local disk has room for two more checkpoints (a save that cannot write fails at once
   with its cause, never after a wait)."""
-  checkpoints = storage.path(workdir) / "checkpoints"
+  checkpoints = workdir_lib.checkpoints(workdir)
   if checkpoints.is_dir():
     storage.check_writable(checkpoints, what="the checkpoints folder")
   free = storage.free_bytes(workdir)

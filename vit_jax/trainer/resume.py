@@ -11,7 +11,8 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from vit_jax import console, storage
+from vit_jax import console
+from vit_jax.runtime import workdir as workdir_lib
 from vit_jax.errors import UserError
 from vit_jax.trainer import checkpointer as checkpointer_lib
 from vit_jax.trainer import finetune
@@ -31,25 +32,26 @@ def _resume(config, built, directory, input_settings: dict) -> Optional[Start]:
   if divergence is not None and _is_stale(divergence, saver.steps()):
     saver.clear_divergence()  # a later run trained past it: it describes nothing here.
     divergence = None
-  restored = saver.restore_newest(built.state.abstract, step=config.get("resume_step"),
-                                  healthy_only=divergence is not None)
+  resume_step = config.get("resume_step")
+
+  def why_newer(step):
+    if resume_step is not None:
+      return checkpointer_lib.SUPERSEDED, f"newer than resume_step={resume_step}"
+    verdict = saver.health(step)
+    return checkpointer_lib.SUSPECT, "suspect (" + (
+        verdict.why if verdict else "saved as the run diverged, never judged healthy") + ")"
+  restored = saver.restore_setting_aside_newer(
+      built.state.abstract, step=resume_step, healthy_only=divergence is not None,
+      why_newer=why_newer)
   if restored is None:
     return None
   why = ""
-  if config.get("resume_step") is not None:
+  if resume_step is not None:
     why = f" (resume_step={restored.step})"
   elif divergence is not None:
     why = (f", the newest healthy checkpoint: the run had stopped at step "
            f"{divergence.get('step')} ({divergence.get('why')})")
   console.line(f"Resumed from step {restored.step} in {directory}{why}")
-  for step in [s for s in saver.steps() if s > restored.step]:
-    verdict = saver.health(step)
-    if config.get("resume_step") is not None:
-      saver.set_aside(step, checkpointer_lib.SUPERSEDED, f"newer than resume_step="
-                      f"{restored.step}")
-    else:
-      saver.set_aside(step, checkpointer_lib.SUSPECT, "suspect (" + (
-          verdict.why if verdict else "saved as the run diverged, never judged healthy") + ")")
   saver.clear_divergence()
   saved_settings = checkpointer_lib.input_settings(restored.record)
   if saved_settings != input_settings:
@@ -83,7 +85,7 @@ def _check_nothing_lost(config, directory) -> None:
 
 def initial_state(config, built, workdir: str, input_settings: dict, pretrained) -> Start:
   """Nothing is written before this has succeeded (the checkpointer creates its folder)."""
-  directory = storage.path(workdir) / "checkpoints"
+  directory = workdir_lib.checkpoints(workdir)
   if directory.is_dir():
     resumed = _resume(config, built, directory, input_settings)
     if resumed is not None:

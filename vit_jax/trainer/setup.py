@@ -1,6 +1,7 @@
 """From a config to what a run needs, the same for training and for evaluating a
-checkpoint: resolution applied, a pretrained checkpoint adopted, the mesh, the data
-source and shards, and the built model, optimizer and steps (`build.Built`)."""
+checkpoint: the pretrained checkpoint read (once), the config resolved (`resolve`), the
+mesh, the data source and shards, and the built model, optimizer and steps
+(`build.Built`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,28 +12,8 @@ from jax.sharding import Mesh
 from vit_jax import sharding as sharding_lib
 from vit_jax.convert import Checkpoint, read
 from vit_jax.data import pipeline, sources
-from vit_jax.errors import UserError
-from vit_jax.pp import builder
 from vit_jax.trainer import build as build_lib
-from vit_jax.trainer import finetune
-
-
-def with_resolution(config):
-  """`config` with `resolution` applied to the train, eval and evaluator pp strings: every
-  size an op declares is scaled (see `vit_jax.pp.builder.rescale`)."""
-  if not config.get("resolution"):
-    return config
-  if config.resolution <= 0:
-    raise UserError(f"resolution={config.resolution} must be a positive number of pixels.")
-  builder.import_modules(config.pp_modules)  # their ops declare their own sizes.
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.pp_train = builder.rescale(config.pp_train, config.resolution)
-    config.pp_eval = builder.rescale(config.pp_eval, config.resolution)
-    for evaluator in config.evals.values():
-      if evaluator.get("pp"):
-        evaluator.pp = builder.rescale(evaluator.pp, config.resolution)
-  return config.lock()
+from vit_jax.trainer import finetune, resolve
 
 
 @dataclasses.dataclass
@@ -62,12 +43,9 @@ def prepare(config, *, checkpoint: Optional[Checkpoint] = None,
   """Everything before any array is made. `checkpoint`: a checkpoint whose architecture
   and normalisation the config adopts (default: `config.pretrained`, if set and
   `read_pretrained`); `num_classes`: the head's (-1: the dataset's; None: no head)."""
-  config = with_resolution(config)
   if checkpoint is None and read_pretrained and config.get("pretrained"):
     checkpoint = read(config.pretrained)
-  if checkpoint is not None and checkpoint.self_described:
-    config = finetune.adopt(config, checkpoint)
-  builder.import_modules(config.pp_modules)
+  config = resolve.resolve(config, checkpoint)
   mesh = sharding_lib.make_mesh(dict(config.mesh))
   shards = pipeline.DataShards.create(config.data_shards)
   check_batch_size(config, mesh, num_data_shards=shards.num_shards)

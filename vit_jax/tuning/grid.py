@@ -1,5 +1,5 @@
 """Grid sweeps: one workdir per point, each trained by `python -m vit_jax.main` in its own
-process (resumable: a finished point leaves RESULT_FILE), and the results table and plot
+process (resumable: a finished point leaves workdir_lib.SWEEP_RESULT), and the results table and plot
 with the best point selected on the validation split. The command: vit_jax.cli.sweep."""
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from typing import Any, Optional
 from etils import epath
 
 from vit_jax import storage
+from vit_jax.runtime import workdir as workdir_lib
 from vit_jax.errors import UserError
 
-RESULT_FILE = "sweep_result.json"  # written in a point's workdir when it has finished.
 
 
 def parse_grid(specs: list[str]) -> list[tuple[str, list[Any]]]:
@@ -96,13 +96,13 @@ def run_point(config_arg: str, workdir: epath.Path, point: dict,
   if returncode:
     raise RuntimeError(f"exit status {returncode}; see {log_path}")
   wall = time.perf_counter() - start
-  storage.write_text(workdir / RESULT_FILE, json.dumps({"point": point, "wall_seconds": wall}))
+  storage.write_text(workdir / workdir_lib.SWEEP_RESULT, json.dumps({"point": point, "wall_seconds": wall}))
   return wall
 
 
 def finished_wall(workdir: epath.Path) -> Optional[float]:
   """A finished point's wall time in seconds (None: not finished)."""
-  path = workdir / RESULT_FILE
+  path = workdir / workdir_lib.SWEEP_RESULT
   return json.loads(path.read_text())["wall_seconds"] if path.exists() else None
 
 
@@ -110,8 +110,7 @@ def summarise(workdir: epath.Path) -> dict[str, Any]:
   """The final `val` and `test` accuracies, the final few-shot accuracies and the median
   img/s, from a point's metrics.jsonl. (No best-over-time test accuracy: choosing by it
   would select on the test set.)"""
-  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
-          if line.strip()]
+  rows = workdir_lib.read_metrics(workdir)
   speeds = sorted(r["images_per_sec"] for r in rows if "images_per_sec" in r)
   summary: dict[str, Any] = {"val_accuracy": None, "test_accuracy": None,
                              "img_per_s": speeds[len(speeds) // 2] if speeds else None}
