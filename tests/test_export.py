@@ -12,7 +12,7 @@ import pytest
 
 from tests import helpers, torch_refs
 from tests.test_models import random_params
-from vit_jax.cli.export import export
+from vit_jax.serving.export import export
 from vit_jax.convert import Checkpoint
 from vit_jax.convert.pretrained import Preprocessing, model_for
 from vit_jax.errors import UserError

@@ -91,17 +91,44 @@ def test_ema_follows_its_formula():
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_linear_probe_lora_and_ema_from_a_run(tfds_dir, tmp_path, capsys):
+def _count_pretrained_reads(monkeypatch, source) -> dict:
+  """Counts what a run reads of the checkpoint `source`: its listing of steps, its
+  config.json and its weights."""
+  from vit_jax.convert import checkpoint as checkpoint_lib, run_format
+  counts = {"listings": 0, "config.json": 0, "weights": 0}
+
+  def counted(key, fn, applies=lambda *a, **k: True):
+    def wrapper(*args, **kwargs):
+      counts[key] += bool(applies(*args, **kwargs))
+      return fn(*args, **kwargs)
+    return wrapper
+  under_source = lambda path, *a, **k: str(source) in str(path)  # noqa: E731
+  monkeypatch.setattr(run_format, "latest_complete_step",
+                      counted("listings", run_format.latest_complete_step, under_source))
+  monkeypatch.setattr(checkpoint_lib, "read_json", counted(
+      "config.json", checkpoint_lib.read_json,
+      lambda path: under_source(path) and str(path).endswith("config.json")))
+  for name in ("restore_as_numpy", "restore_params"):
+    monkeypatch.setattr(run_format, name, counted("weights", getattr(run_format, name),
+                                                  under_source))
+  return counts
+
+
+def test_linear_probe_lora_and_ema_from_a_run(tfds_dir, tmp_path, capsys, monkeypatch):
   """From a trained run: a linear probe changes the head only (bit-identical rest); a
   LoRA fine-tune keeps the base kernels bit-identical, trains the adapters, and reads back
-  merged with the adapted model's logits; EMA metrics sit beside the live ones."""
+  merged with the adapted model's logits; EMA metrics sit beside the live ones. The
+  pretrained run is read once: one listing, one config.json, one weights read."""
   source = tmp_path / "source"
   loop.train_and_evaluate(tiny(tfds_dir, total_steps=4), source)
   before = flatten(convert.read(str(source)).params)
   capsys.readouterr()
   probe = tmp_path / "probe"
-  loop.train_and_evaluate(tiny(tfds_dir, total_steps=4, pretrained=str(source),
-                               frozen=r"^(?!head/)", ema_decay=0.9), probe)
+  with monkeypatch.context() as patched:
+    reads = _count_pretrained_reads(patched, source)
+    loop.train_and_evaluate(tiny(tfds_dir, total_steps=4, pretrained=str(source),
+                                 frozen=r"^(?!head/)", ema_decay=0.9), probe)
+  assert reads == {"listings": 1, "config.json": 1, "weights": 1}, reads
   assert "19,242 parameters, 330 trained (1.7%)" in capsys.readouterr().out
   after = flatten(convert.read(str(probe)).params)
   for name, value in before.items():

@@ -155,12 +155,12 @@ def test_killed_during_the_final_evaluation_the_rerun_runs_it(tfds_dir, tmp_path
   monkeypatch.setattr(loop, "_evaluate", killed_at_the_end)
   with pytest.raises(KeyboardInterrupt):
     loop.train_and_evaluate(tiny(tfds_dir, total_steps=5), tmp_path)
-  assert not (tmp_path / loop.FINAL_FILE).exists()
+  assert not (tmp_path / "final.json").exists()
   monkeypatch.undo()
   capsys.readouterr()
   loop.train_and_evaluate(tiny(tfds_dir, total_steps=5), tmp_path)
   assert "final evaluation was not recorded: running it now" in capsys.readouterr().out
-  final = json.loads((tmp_path / loop.FINAL_FILE).read_text())
+  final = json.loads((tmp_path / "final.json").read_text())
   assert final["step"] == 5 and "test_accuracy" in final
   assert [m["step"] for m in helpers.read_metrics(tmp_path) if "test_accuracy" in m] == [5]
   loop.train_and_evaluate(tiny(tfds_dir, total_steps=5), tmp_path)

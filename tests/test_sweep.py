@@ -86,7 +86,7 @@ def test_small_data_chooses_its_strength_on_validation_and_resumes(tmp_path, mon
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "metrics.jsonl").write_text(
         f'{{"step": 1, "val_accuracy": {val}, "test_accuracy": {test}}}\n')
-    (workdir / grid_lib.RESULT_FILE).write_text('{"wall_seconds": 1.0}')  # as run_point does.
+    (workdir / "sweep_result.json").write_text('{"wall_seconds": 1.0}')  # as run_point does.
     return 1.0
 
   monkeypatch.setattr(grid_lib, "run_point", fake_run_point)

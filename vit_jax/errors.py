@@ -5,6 +5,9 @@ names the bad value and the fix. The commands under `vit_jax.cli` print it as on
 and exit with status 2; any other exception (a bug, device out-of-memory) keeps its
 traceback.
 """
+import errno as errno_lib
+import os
+import re
 
 
 class UserError(ValueError):
@@ -14,7 +17,6 @@ class UserError(ValueError):
 def without_object_reprs(text: str) -> str:
   """`text` without the `<... object at 0x...>` / `<bound method ...>` reprs that some
   libraries put in their messages (they say nothing to a user)."""
-  import re  # pylint: disable=g-import-not-at-top
   while (start := text.find("<bound method ")) >= 0:
     depth, end = 0, len(text)
     for i in range(start + 1, len(text)):  # to the '>' outside any bracket of the repr.
@@ -41,9 +43,6 @@ def first_line(error: BaseException, limit: int = 300) -> str:
 def os_cause(error: BaseException) -> str:
   """The operating system's reason inside an error ('No space left on device'), found in
   an OSError or in TensorStore's `[os_error_code='28']`; '' when there is none."""
-  import errno as errno_lib  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  import re  # pylint: disable=g-import-not-at-top
   code = getattr(error, "errno", None)
   if not isinstance(code, int):
     found = re.search(r"os_error_code='?(\d+)", str(error))

@@ -17,6 +17,7 @@ from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from vit_jax.errors import UserError
+from vit_jax.param_names import name_of
 
 
 MESH_AXES = ("data", "fsdp", "model")
@@ -122,7 +123,7 @@ def _divisible_or_moved(path, leaf, sharding: NamedSharding) -> NamedSharding:
     if target is not None:
       spec[target] = (*_axis_names(spec[target]), *moving)
       spec[target] = spec[target][0] if len(spec[target]) == 1 else spec[target]
-    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    name = name_of(path)
     key = (name, i, tuple(mesh.items()))
     if key not in _logged_fallbacks:
       _logged_fallbacks.add(key)

@@ -36,7 +36,7 @@ _no_listing_cache()
 
 from etils import epath  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-from vit_jax.errors import UserError  # noqa: E402  pylint: disable=wrong-import-position
+from vit_jax.errors import UserError, first_line  # noqa: E402  pylint: disable=wrong-import-position
 
 PathLike = Union[str, os.PathLike]
 # scheme -> (the module its fsspec backend needs, the extra that installs it)
@@ -85,7 +85,7 @@ def check_client(p: PathLike) -> None:
 
 def describe_error(p: PathLike, error: BaseException) -> str:
   """A storage error as the cause a user can act on."""
-  text = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+  text = first_line(error)
   lowered = text.lower()
   bucket = os.fspath(p).split("://", 1)[-1].split("/", 1)[0]
   if (isinstance(error, FileNotFoundError) or "404" in text or "not found" in lowered

@@ -11,6 +11,7 @@ import time
 from typing import Optional
 
 from vit_jax.bench import step_timing
+from vit_jax.errors import first_line
 
 
 def bench_timm(model, *, batch: int, resolution: int, dtype: str, steps: int,
@@ -21,7 +22,7 @@ def bench_timm(model, *, batch: int, resolution: int, dtype: str, steps: int,
   except (ImportError, RuntimeError) as e:
     # Not installed, or installed but broken: PyPI's CUDA torchvision beside a CPU torch
     # fails at import ('operator torchvision::nms does not exist'), and timm imports it.
-    print(f"timm column left out: {type(e).__name__}: {str(e).splitlines()[0]}", flush=True)
+    print(f"timm column left out: {first_line(e)}", flush=True)
     return None
   cuda = torch.cuda.is_available()
   device = "cuda" if cuda else "cpu"
@@ -58,7 +59,7 @@ def bench_timm(model, *, batch: int, resolution: int, dtype: str, steps: int,
       torch.cuda.reset_peak_memory_stats()
     timing = step_timing.time_steps(step, steps=steps, warmup=warmup)
   except torch.OutOfMemoryError as error:
-    return {"error": f"out of memory: {str(error).splitlines()[0]}", "version": version}
+    return {"error": f"out of memory: {first_line(error)}", "version": version}
   finally:
     del net, optimizer, compiled
     if cuda:  # hand the memory back before JAX claims its share of the device.

@@ -15,9 +15,10 @@ SavedModel needs TensorFlow. Full flag list: --helpfull.
 """
 from absl import flags
 
+from vit_jax import console
 from vit_jax.cli import common
-
-FORMATS = ("stablehlo", "onnx", "savedmodel")
+from vit_jax.errors import UserError
+from vit_jax.serving.export import FORMATS, export
 flags.DEFINE_string("checkpoint", None, "A run's workdir, .npz, timm file or Hugging Face "
                     "directory.", required=True)
 flags.DEFINE_enum("format", "stablehlo", FORMATS, "Export format.")
@@ -36,46 +37,7 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
 FLAGS = flags.FLAGS
 
 
-def export(checkpoint_path: str, fmt: str, out: str, *, output: str = "logits",
-           dtype: str = "float32", uint8_input: bool = False, input_size: int = 0,
-           params: str = "live", model_name=None, overwrite: bool = False) -> str:
-  """Writes the export; returns the model file's path."""
-  import json  # pylint: disable=g-import-not-at-top
-  from vit_jax import convert, storage  # pylint: disable=g-import-not-at-top
-  from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  from vit_jax.serving import graph, onnx_export, savedmodel, stablehlo  # pylint: disable=g-import-not-at-top
-  if fmt not in FORMATS:
-    raise UserError(f"--format={fmt!r} is not one of {FORMATS}.")
-  target = storage.path(out)
-  if target.exists():
-    if not overwrite:
-      raise UserError(f"--out={out} already exists; pass --overwrite to replace it.")
-    target.rmtree()
-  checkpoint = convert.read(checkpoint_path, model_name=model_name, params=params)
-  options = dict(output=output, dtype=dtype, uint8_input=uint8_input, input_size=input_size)
-  serving = graph.serving_function(checkpoint, **options)  # checks the options first.
-  if fmt == "onnx":
-    onnx_export.check(checkpoint, dtype=dtype)
-  target.mkdir(parents=True, exist_ok=True)
-  signature = dict(serving.signature, format=fmt)
-  if fmt == "stablehlo":
-    data, extra = stablehlo.export_bytes(serving)
-    path = target / stablehlo.FILE
-  elif fmt == "onnx":
-    data, extra = onnx_export.export_bytes(serving)
-    path = target / onnx_export.FILE
-  else:
-    savedmodel.write(serving, str(target))
-    data, extra, path = None, {}, target
-  if data is not None:
-    storage.write_bytes(path, data)
-  storage.write_text(target / "signature.json", json.dumps({**signature, **extra}, indent=2,
-                                                           default=str))
-  return str(path)
-
-
 def main(argv):
-  from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; see --help.")
   if FLAGS.format == "savedmodel":  # TensorFlow's start-up banners off the console.
@@ -83,7 +45,7 @@ def main(argv):
   path = export(FLAGS.checkpoint, FLAGS.format, FLAGS.out, output=FLAGS.output,
                 dtype=FLAGS.dtype, uint8_input=FLAGS.uint8_input, input_size=FLAGS.input_size,
                 params=FLAGS.params, model_name=FLAGS.model, overwrite=FLAGS.overwrite)
-  print(f"Wrote {path} (and signature.json beside it)", flush=True)
+  console.line(f"Wrote {path} (and signature.json beside it)")
 
 
 if __name__ == "__main__":

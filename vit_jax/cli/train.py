@@ -33,8 +33,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  from vit_jax.runtime import workdir  # pylint: disable=g-import-not-at-top
   from vit_jax.trainer import finished  # pylint: disable=g-import-not-at-top
-  step = finished.finished_step(FLAGS.workdir)
+  step = workdir.finished_step(FLAGS.workdir)
   if step is not None and step >= FLAGS.config.total_steps:  # said before JAX starts.
     print(finished.nothing_to_do(step, FLAGS.config.total_steps), flush=True)
     return

@@ -173,8 +173,11 @@ def read_json(path) -> Optional[dict]:
 
 
 def is_hf_directory(directory) -> bool:
-  config = read_json(storage.path(directory) / "config.json") or {}
-  return "model_type" in config or "vision_config" in config
+  return _is_hf_config(read_json(storage.path(directory) / "config.json"))
+
+
+def _is_hf_config(config: Optional[dict]) -> bool:
+  return bool(config) and ("model_type" in config or "vision_config" in config)
 
 
 # Weight files that make a directory a timm or OpenCLIP Hub repository.
@@ -211,8 +214,7 @@ def _timm_pretrained_cfg(config: dict) -> dict[str, Any]:
   return record
 
 
-def _read_hf(directory: epath.Path) -> Checkpoint:
-  config = read_json(directory / "config.json")
+def _read_hf(directory: epath.Path, config: dict) -> Checkpoint:
   weights = [directory / name for name in ("model.safetensors", "pytorch_model.bin")]
   weights = [w for w in weights if w.exists()]
   if not weights:
@@ -243,11 +245,12 @@ def run_arch(config) -> dict[str, Any]:
   return arch
 
 
-def _read_run(directory: epath.Path, step: Optional[int], params: str = "live") -> Checkpoint:
-  """A run's workdir (or its checkpoint directory alone: then parameters only)."""
+def _read_run(directory: epath.Path, step: Optional[int], params: str = "live",
+              stored: Optional[dict] = None) -> Checkpoint:
+  """A run's workdir (or its checkpoint directory alone: then parameters only);
+  `stored`: its config.json, already read."""
   _, latest = run_format.latest_complete_step(directory)
   step = latest if step is None else step
-  stored = read_json(directory / workdir.CONFIG)
   if stored is None:
     return Checkpoint({}, {}, f"checkpoints {directory}", self_described=False, step=step,
                       _load=lambda: run_format.restore_as_numpy(directory, step)[0])
@@ -341,7 +344,8 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
     path = hub.snapshot(path)
   path = storage.path(path)
   is_dir = path.is_dir()
-  hf = is_dir and is_hf_directory(path)
+  stored = read_json(path / "config.json") if is_dir else None  # read once, used twice.
+  hf = _is_hf_config(stored)
   if is_dir and not hf:
     # A timm Hub repository (config.json names the model) or an OpenCLIP one.
     weights = next((path / name for name in _HUB_WEIGHTS if (path / name).exists()), None)
@@ -351,7 +355,7 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
     raise UserError(f"params={params!r}: only a vit_jax run has a moving average; "
                     f"{os.fspath(path)} is not one.")
   if is_dir:
-    return _read_hf(path) if hf else _read_run(path, step, params)
+    return _read_hf(path, stored) if hf else _read_run(path, step, params, stored)
   if not path.exists():
     raise UserError(f"Checkpoint {os.fspath(path)!r} does not exist.")
   if path.name.endswith(".npz"):

@@ -45,8 +45,10 @@ def latest_complete_step(path) -> tuple[epath.Path, int]:
 
 def _state_item(path, step: Optional[int], key: str = "params") -> tuple[epath.Path, int]:
   """(state item directory, step); `step` None is the newest."""
-  directory, latest = latest_complete_step(path)
-  step = latest if step is None else step
+  if step is None:
+    directory, step = latest_complete_step(path)
+  else:  # a given step needs no listing of the folder.
+    directory = checkpoint_dir(path)
   item = directory / str(step) / STATE
   if not item.is_dir():
     raise UserError(f"{directory} has no complete checkpoint of step {step}.")

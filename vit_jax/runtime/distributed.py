@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import jax
 
-from vit_jax.errors import UserError
+from vit_jax.errors import UserError, first_line
 
 def _multi_process_cluster() -> bool:
   if os.environ.get("SLURM_NTASKS", "1") not in ("", "1"):
@@ -59,7 +59,7 @@ def initialize(*, force: bool = False, coordinator_address: Optional[str] = None
     with _client_reports_failures_to(_on_client_failure):
       jax.distributed.initialize(**kwargs)
   except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError, gRPC errors)
-    raise UserError(f"{message.removeprefix('error: ')} ({str(e).splitlines()[0]})") from None
+    raise UserError(f"{message.removeprefix('error: ')} ({first_line(e)})") from None
   finally:
     watchdog.cancel()
   if jax.process_count() > 1:
@@ -151,7 +151,7 @@ def _on_client_failure(*status) -> None:
   named; any other failure is one line too. Either way the process ends, as before."""
   on_runtime_failure()
   _exit_with(f"error: the distributed runtime reported a failure "
-             f"({str(status[0]).splitlines()[0] if status else 'no detail'}); process "
+             f"({first_line(status[0]) if status else 'no detail'}); process "
              f"{jax.process_index()} stops. Completed checkpoints are intact: restart every "
              f"process with the same command to resume.", code=1)
 

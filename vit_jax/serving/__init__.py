@@ -1,4 +1,4 @@
-"""Serving exports of any checkpoint `vit_jax.convert.read` takes: StableHLO (jax.export,
-every family), ONNX (through timm's model and torch.onnx: the ViT architectures timm has)
-and a TF SavedModel (jax2tf). `python -m vit_jax.cli.export` is the command."""
+"""Serving exports of any checkpoint `vit_jax.convert.read` takes: StableHLO (jax.export),
+ONNX (jax2onnx, no PyTorch) and a TF SavedModel (jax2tf), every family; `export.export`
+writes one, `python -m vit_jax.cli.export` is the command."""
 from vit_jax.serving.graph import Serving, serving_function

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax.param_names import named_leaves
+
 _MULTIPLIERS = (np.uint32(0x9E3779B1), np.uint32(0x85EBCA77))
 _OFFSETS = (np.uint32(0x7F4A7C15), np.uint32(0xC2B2AE3D))
 
@@ -55,9 +57,7 @@ def _fingerprints(tree: Any) -> Any:
 def fingerprints(tree: Any) -> dict[str, list[int]]:
   """{'/'-joined path: [sum_a, sum_b]} of every array in `tree` (every process gets all)."""
   sums = jax.device_get(_fingerprints(tree))
-  flat = jax.tree_util.tree_flatten_with_path(sums)[0]
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): [int(v) for v in value]
-          for path, value in flat}
+  return {name: [int(v) for v in value] for name, value in named_leaves(sums)}
 
 
 def mismatches(tree: Any, expected: dict[str, list[int]]) -> list[str]:

@@ -1,9 +1,7 @@
-"""Whether a run is done (its final evaluations are recorded: `workdir.finished_step`) and
-what a command says then. Light on imports, so that a command can say "nothing to do"
-before JAX starts."""
+"""What a command says of a finished run (its final evaluations recorded:
+`runtime.workdir.finished_step`). Light on imports, so that a command can say "nothing to
+do" before JAX starts."""
 from __future__ import annotations
-
-from vit_jax.runtime.workdir import finished_step  # noqa: F401  (re-exported for the CLI)
 
 
 def nothing_to_do(step: int, total_steps: int) -> str:

@@ -73,19 +73,7 @@ def _run(run: setup.Setup, evaluators, workdir: str, lock, stop) -> TrainState:
     start.checkpointer.discard_if_empty()
     raise
   _write_run_files(config, built, workdir, source)
-  writer = metric_writers.create_writer(workdir, start_step=start_step, config=config)
-
-  def stream(step: int, positions=None) -> pipeline.TrainStream:
-    return pipeline.TrainStream(
-        source, split=config.train_split, global_batch_size=config.batch_size,
-        pp=built.host_pp_train, seed=config.seed, start_step=step, shards=shards,
-        num_batches=config.total_steps - step, positions=positions,
-        workers=pipeline.num_workers(config.input_workers, source),
-        pp_modules=config.pp_modules, spec=spec)
-
-  loop = _Loop(config, built, train_step, evaluators, start.checkpointer, lock, writer,
-               settings, stream, stop, workdir,
-               chance=health_lib.chance_loss(config.loss, source.num_classes))
+  loop = _Loop(run, start, train_step, spec, evaluators, workdir, lock, stop)
   try:
     return loop.run(state, start)
   finally:
@@ -249,14 +237,18 @@ class _Loop:
   """The training loop's parts: each step, its log line, evaluations, checkpoints,
   stopping on request and rolling back after a divergence."""
 
-  def __init__(self, config, built, train_step, evaluators, checkpointer, lock, writer,
-               settings: dict, stream, stop, workdir: str, chance=None):
-    self.config, self.built, self.train_step = config, built, train_step
-    self.evaluators, self.checkpointer, self.writer = evaluators, checkpointer, writer
-    self.lock, self.settings, self.stream, self.stop = lock, settings, stream, stop
-    self.workdir, self.chance = workdir, chance  # chance: the loss of a uniform guess.
+  def __init__(self, run: setup.Setup, start: resume.Start, train_step, spec: dict,
+               evaluators, workdir: str, lock, stop):
+    self.run_setup, self.config, self.built = run, run.config, run.built
+    self.train_step, self.spec, self.evaluators = train_step, spec, evaluators
+    self.checkpointer, self.workdir, self.lock, self.stop = start.checkpointer, workdir, lock, stop
+    self.settings = _input_settings(run.config, run.shards)
+    self.writer = metric_writers.create_writer(workdir, start_step=int(start.state.step),
+                                               config=run.config)
+    # The loss of a uniform guess: a loss far above it is a sign of divergence.
+    self.chance = health_lib.chance_loss(run.config.loss, run.source.num_classes)
     self.history: list[tuple[int, dict]] = []
-    self.monitor = health_lib.LossMonitor(chance=chance)
+    self.monitor = health_lib.LossMonitor(chance=self.chance)
     self.unjudged: Optional[int] = None  # the step saved last, until its next step is seen.
     self.train_data = self.batches = None
     self.skipped_images = 0  # reported so far.
@@ -265,6 +257,16 @@ class _Loop:
     self.shown_examples: dict = {}  # eval lines give example counts once (eval_line).
     self.suspects: list[int] = []  # the suspect checkpoints since the last healthy one.
     self.last_eval: dict[str, float] = {}
+
+  def stream(self, step: int, positions=None) -> pipeline.TrainStream:
+    """The training batches from `step` on (at `positions` where a checkpoint kept them)."""
+    c, source = self.config, self.run_setup.source
+    return pipeline.TrainStream(
+        source, split=c.train_split, global_batch_size=c.batch_size,
+        pp=self.built.host_pp_train, seed=c.seed, start_step=step,
+        shards=self.run_setup.shards, num_batches=c.total_steps - step, positions=positions,
+        workers=pipeline.num_workers(c.input_workers, source), pp_modules=c.pp_modules,
+        spec=self.spec)
 
   def _open_stream(self, step: int, input_state, record) -> None:
     """The input from `step` on, and what the checkpoint kept of the metric history."""

@@ -117,7 +117,7 @@ def parse(spec: str) -> tuple[str, Callable[..., optax.GradientTransformation], 
     close = difflib.get_close_matches(name, available(), n=4, cutoff=0.6)
     raise UserError(f"optimizer={spec!r} is not an optax optimizer" + (
         f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else
-        f"; use 'adam', 'sgd' or an optax name, e.g. 'lion', 'adafactor', 'contrib.muon'."))
+        "; use 'adam', 'sgd' or an optax name, e.g. 'lion', 'adafactor', 'contrib.muon'."))
   return name, factory, kwargs
 
 

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from etils import epath
 
-from vit_jax import storage
+from vit_jax import console, storage
 from vit_jax.runtime import workdir as workdir_lib
 from vit_jax.errors import UserError
 
@@ -220,25 +220,25 @@ def sweep(config, config_arg: str, root: epath.Path, grid, passthrough: list[str
       break
     workdir = root / point_name(point)
     if finished_wall(workdir) is not None:
-      print(f"[{i + 1}/{len(todo)}] {point_name(point)}: finished earlier, skipped", flush=True)
+      console.line(f"[{i + 1}/{len(todo)}] {point_name(point)}: finished earlier, skipped")
       continue
-    print(f"[{i + 1}/{len(todo)}] {point_name(point)}: training ...", flush=True)
+    console.line(f"[{i + 1}/{len(todo)}] {point_name(point)}: training ...")
     prefix = f"[{i + 1}/{len(todo)}] {point_name(point)}: "
     try:
       wall = run_point(config_arg, workdir, point, passthrough,
-                       on_progress=lambda text, prefix=prefix: print(prefix + text, flush=True))
+                       on_progress=lambda text, prefix=prefix: console.line(prefix + text))
     except RuntimeError as e:
-      print(f"[{i + 1}/{len(todo)}] {point_name(point)}: failed ({e})", flush=True)
+      console.warn(f"[{i + 1}/{len(todo)}] {point_name(point)}: failed ({e})")
       failures += 1
       continue
     summary = summarise(workdir)
-    print(f"[{i + 1}/{len(todo)}] {point_name(point)}: val_accuracy "
-          f"{format_value(summary['val_accuracy'])}, test_accuracy "
-          f"{format_value(summary['test_accuracy'])} in {wall:.0f}s", flush=True)
+    console.line(f"[{i + 1}/{len(todo)}] {point_name(point)}: val_accuracy "
+                 f"{format_value(summary['val_accuracy'])}, test_accuracy "
+                 f"{format_value(summary['test_accuracy'])} in {wall:.0f}s")
   table = collect(root, grid)
   write_table(root, table, grid)
   plot = write_plot(root, table, grid)
-  print(f"{len(table)} of {len(points(grid))} points finished: {root}/results.md, results.csv"
-        + (", results.png" if plot else ""), flush=True)
-  print((root / "results.md").read_text(), end="")
+  console.line(f"{len(table)} of {len(points(grid))} points finished: {root}/results.md, "
+               f"results.csv" + (", results.png" if plot else ""))
+  console.line((root / "results.md").read_text().rstrip("\n"))
   return 1 if failures else 0

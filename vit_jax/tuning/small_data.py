@@ -7,7 +7,7 @@ from __future__ import annotations
 import pathlib
 import re
 
-from vit_jax import storage
+from vit_jax import console, storage
 from vit_jax.errors import UserError
 from vit_jax.tuning import grid as grid_lib
 
@@ -36,15 +36,15 @@ def _run(config_arg: str, workdir, point: dict, passthrough: list[str], label: s
   """Trains (or resumes, or skips when finished) one run; its summary."""
   wall = grid_lib.finished_wall(workdir)
   if wall is None:
-    print(f"{label}: training ...", flush=True)
+    console.line(f"{label}: training ...")
     try:
       wall = grid_lib.run_point(config_arg, workdir, point, passthrough)
     except RuntimeError as e:
       raise UserError(f"{label} failed: {e}") from None
   summary = {**grid_lib.summarise(workdir), "wall_s": wall}
-  print(f"{label}: val_accuracy {grid_lib.format_value(summary['val_accuracy'])}, "
-        f"test_accuracy {grid_lib.format_value(summary['test_accuracy'])} in {wall:.0f}s",
-        flush=True)
+  console.line(f"{label}: val_accuracy {grid_lib.format_value(summary['val_accuracy'])}, "
+               f"test_accuracy {grid_lib.format_value(summary['test_accuracy'])} in "
+               f"{wall:.0f}s")
   return summary
 
 
