@@ -56,19 +56,12 @@ for _topology, _label in _PODS:
 
 def _config(path: str, argument: str, overrides: dict):
   import importlib.util  # pylint: disable=import-outside-toplevel
+  from vit_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   spec = importlib.util.spec_from_file_location(
       "plan_config", pathlib.Path(__file__).parent.parent / "configs" / path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config(argument)
-  with config.unlocked():
-    for key, value in overrides.items():
-      *parents, leaf = key.split(".")
-      node = config
-      for parent in parents:
-        node = node[parent]
-      node[leaf] = value
-  return config
+  return config_lib.with_overrides(module.get_config(argument), overrides)
 
 
 def main() -> None:

@@ -90,7 +90,7 @@ def test_resolution_and_patch_size_reach_the_model_and_the_pipeline(tfds_dir):
   from vit_jax.trainer import build as build_lib, resolve, setup
   from vit_jax.data import pipeline, sources
   from tests.test_train import tiny
-  config = resolve.resolve(tiny(tfds_dir, resolution=16, **{"model.patch_size": 8}))
+  config = resolve.resolve(tiny(tfds_dir, resolution=16, **{"model.patch_size": 8})).config
   assert "inception_crop(16" in config.pp_train and "resize(16)" in config.pp_eval
   source = sources.from_config(config)
   shape = pipeline.image_shape(source, split=config.test_split, pp=config.pp_eval)

@@ -196,3 +196,30 @@ def test_per_class_results_write_a_confusion_matrix(tfds_dir, tmp_path):
   np.testing.assert_allclose(per_class, np.diag(table) / table.sum(1), atol=1e-4)
   assert final["test_worst_class_accuracy"] == pytest.approx(min(per_class), abs=1e-4)
   assert "val_confusion" not in final  # tables go to CSV, not to the metrics.
+
+
+def test_families_name_their_blocks_for_last_n_and_layer_decay():
+  """`last<N>` (train_last_blocks) and layer decay ask the family what its names mean:
+  a ViT and a Mixer train their own last block and top; a family that declares no blocks
+  is one line."""
+  import re
+  from vit_jax.configs import common
+  from vit_jax.param_names import names
+  for model_name, kwargs, trained in (
+      ("ViT-test", {}, {"Transformer/encoderblock_1/", "Transformer/encoder_norm/", "head/"}),
+      ("Mixer-S_16", {"patch_size": 4, "hidden_size": 16, "num_layers": 2,
+                      "tokens_mlp_dim": 8, "channels_mlp_dim": 16},
+       {"MixerBlock_1/", "pre_head_layer_norm/", "head/"})):
+    config = _config(model_name=model_name)
+    config.model.update(kwargs)
+    common.apply_finetune_variant(config, "last1")
+    params = random_params(create_model(model_name, num_classes=3, **kwargs), 8)
+    pattern = param_groups.frozen_pattern(config, params)
+    moving = {n for n in names(params) if not re.search(pattern, n)}
+    assert moving and all(n.startswith(tuple(trained)) for n in moving), moving
+    assert {p for p in trained if any(n.startswith(p) for n in moving)} == trained
+    updates = _first_update(config, params)
+    assert all(np.any(v) == (k in moving) for k, v in updates.items()), model_name
+  config = _config(model_name="ViT-test", train_last_blocks=3)
+  with pytest.raises(UserError, match=r"train_last_blocks=3: ViT-test has 2 numbered blocks"):
+    param_groups.frozen_pattern(config, random_params(create_model("ViT-test", num_classes=3), 8))

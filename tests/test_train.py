@@ -12,6 +12,7 @@ import pytest
 
 from tests import helpers, tiny_config
 from tests.test_models import random_params
+from vit_jax import config as config_lib
 from vit_jax.convert import npz_format, run_format
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.trainer import checkpointer, loop, optim, steps
@@ -20,15 +21,8 @@ from vit_jax.models import create_model
 
 
 def tiny(tfds_dir, **overrides):
-  config = tiny_config.get_config().unlock()
-  config.data_dir = tfds_dir
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return config.lock()
+  return config_lib.with_overrides(tiny_config.get_config(),
+                                   {"data_dir": tfds_dir, **overrides}).lock()
 
 
 def final_params(workdir):
@@ -366,7 +360,6 @@ def test_train_step_with_mixup_is_deterministic_and_trains():
 def test_mlp_mixer_trains_with_the_same_config(tfds_dir, tmp_path):
   """The second family through the same trainer, evaluators included (figures: the
   patch-embedding filters, as a Mixer has no attention)."""
-  from vit_jax import config as config_lib
   config = tiny(tfds_dir, model_name="Mixer-S_16", total_steps=6, checkpoint_every=6,
                 **{"model.patch_size": 4, "model.hidden_size": 32, "model.num_layers": 2,
                    "model.tokens_mlp_dim": 16, "model.channels_mlp_dim": 64})

@@ -189,16 +189,27 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def map_pp(config: ml_collections.ConfigDict, fn) -> ml_collections.ConfigDict:
-  """A copy of `config` with `fn` applied to every pp string it keeps: pp_train, pp_eval
-  and each evaluator's own `pp` (the one place that knows where they are)."""
+def pp_strings(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """Every pp string a config keeps, by field ('pp_train', 'pp_eval', 'evals.<name>.pp'):
+  the one place that knows where they are."""
+  found = {"pp_train": config.pp_train, "pp_eval": config.pp_eval}
+  found.update({f"evals.{name}.pp": evaluator.pp for name, evaluator in config.evals.items()
+                if evaluator.get("pp")})
+  return found
+
+
+def with_overrides(config: ml_collections.ConfigDict,
+                   overrides: dict[str, object]) -> ml_collections.ConfigDict:
+  """A copy of `config` with these fields set, by dotted name ('model.patch_size',
+  'evals.test.pp'), as the command line sets them."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
-    config.pp_train = fn(config.pp_train)
-    config.pp_eval = fn(config.pp_eval)
-    for evaluator in config.evals.values():
-      if evaluator.get("pp"):
-        evaluator.pp = fn(evaluator.pp)
+    for field, value in overrides.items():
+      *parents, leaf = field.split(".")
+      target = config
+      for parent in parents:
+        target = target[parent]
+      target[leaf] = value
   return config
 
 

@@ -101,6 +101,8 @@ MEANINGS: dict[str, str] = {
     "ema_decay": "a moving average of the parameters (e.g. 0.9999; 0: off); evaluators "
                  "with params='ema' use it.",
     "frozen": f"{_GROUPS}: these parameters get no update and no optimizer state.",
+    "train_last_blocks": ("N > 0: only the model family's last N blocks and what follows "
+                          "them (final norm, head) train; the rest is frozen."),
     "lr_mults": f"{_GROUPS}: ((regex, learning-rate multiplier), ...).",
     "wd_mults": f"{_GROUPS}: ((regex, weight-decay multiplier), ...).",
     "layer_decay": "d < 1: block i of L trains at lr x d ** (L - i), the embeddings "

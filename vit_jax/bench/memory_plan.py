@@ -55,13 +55,16 @@ def plan(config, devices, *, resolution: int, num_classes: int) -> dict:
   collectives) of the trainer's step for `config` compiled for `devices`."""
   import jax  # pylint: disable=g-import-not-at-top
   from vit_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.trainer import build as build_lib, setup  # pylint: disable=g-import-not-at-top
+  from vit_jax.trainer import build as build_lib, resolve, setup  # pylint: disable=g-import-not-at-top
   from vit_jax.models import lora  # pylint: disable=g-import-not-at-top
 
   mesh = sharding_lib.make_mesh(dict(config.mesh), devices=devices)
   setup.check_batch_size(config, mesh, num_data_shards=1)
-  built = build_lib.build(config, mesh, num_classes=num_classes,
-                          image_shape=(resolution, resolution, 3))
+  resolved = resolve.resolve(config)  # uint8 input, normalised in the step, as trained.
+  built = build_lib.build(resolved.config, mesh, num_classes=num_classes,
+                          image_shape=(resolution, resolution, 3),
+                          host_pp_train=resolved.host_pp_train,
+                          input_affine=resolved.input_affine)
 
   def per_device(tree):
     return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize

@@ -21,7 +21,7 @@ from vit_jax.bench.benchmark_timm import bench_timm
 from vit_jax.data import device_feed
 from vit_jax.models import create_model, flops
 from vit_jax.runtime import accelerators
-from vit_jax.trainer import build as build_lib
+from vit_jax.trainer import build as build_lib, resolve
 
 
 NUM_CLASSES = 1000
@@ -34,8 +34,11 @@ def _peak_memory(device):
 
 def build_ours(config, args, mesh):
   """(built, compiled train step, compile seconds), exactly as the trainer builds them."""
-  built = build_lib.build(config, mesh, num_classes=NUM_CLASSES,
-                          image_shape=(args.resolution, args.resolution, 3))
+  resolved = resolve.resolve(config)  # uint8 input, normalised in the step, as trained.
+  built = build_lib.build(resolved.config, mesh, num_classes=NUM_CLASSES,
+                          image_shape=(args.resolution, args.resolution, 3),
+                          host_pp_train=resolved.host_pp_train,
+                          input_affine=resolved.input_affine)
   start = time.perf_counter()
   compiled = built.compile_train_step()
   return built, compiled, time.perf_counter() - start

@@ -58,12 +58,8 @@ def get_config(arg=None):
   c.pp_eval = "to_rgb|resize(24)|value_range(-1, 1)"
   c.optimizer = "sgd"               # the paper's fine-tuning recipe, shortened.
   c.lr = 0.03
-  c.batch_size = 64
-  c.eval_batch_size = 400
-  c.warmup_steps = 30
-  c.total_steps = 300
-  c.log_every = 50
+  c.update(batch_size=64, eval_batch_size=400, warmup_steps=30, total_steps=300,
+           log_every=50, checkpoint_every=300)
   c.evals.test.every = 0
-  c.checkpoint_every = 300
   common.apply_finetune_variant(c, args[1] if len(args) > 1 else "full")
   return c.lock()

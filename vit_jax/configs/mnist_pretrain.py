@@ -26,11 +26,7 @@ def get_config(arg=None):
   c.pp_eval = "to_rgb|resize(16)|value_range(-1, 1)"
   c.optimizer = "adam"
   c.lr, c.weight_decay, c.label_smoothing = 0.003, 0.1, 0.1
-  c.batch_size = 256
-  c.eval_batch_size = 1000
-  c.warmup_steps = 100
-  c.total_steps = 1500
-  c.log_every = 100
+  c.update(batch_size=256, eval_batch_size=1000, warmup_steps=100, total_steps=1500,
+           log_every=100, checkpoint_every=500)
   c.evals.test.every = 0
-  c.checkpoint_every = 500
   return c.lock()

@@ -15,7 +15,6 @@ from jax.sharding import Mesh
 from vit_jax import console
 from vit_jax import sharding as sharding_lib
 from vit_jax.models import attention, create_model, lora
-from vit_jax.pp import builder
 from vit_jax.pp.ops_image import Affine
 from vit_jax.trainer import optim, param_groups, steps
 from vit_jax.trainer import state as state_lib
@@ -32,13 +31,9 @@ class Built:
   schedule: optax.Schedule
   image_shape: tuple[int, ...]
   state: state_lib.StateSpec
+  host_pp_train: str               # what the input workers run of pp_train.
   # pp_train's final value_range/normalize, run in the train step (None: all on the host).
   input_affine: Any = None
-
-  @property
-  def host_pp_train(self) -> str:
-    """What the input workers run of pp_train (all of it, less `input_affine`)."""
-    return device_pp_split(self.config)[0]
 
   def model_input(self, images):
     """The train step's images (uint8 when `input_affine` is on the device) -> what the
@@ -98,16 +93,11 @@ class Built:
                                           sharding=sharding)}
 
 
-def device_pp_split(config) -> tuple[str, Affine | None]:
-  """(host pp_train, affine run in the train step) as `config.normalize_on_device` says."""
-  if not config.get("normalize_on_device", False):
-    return config.pp_train, None
-  return builder.split_device_affine(config.pp_train)
-
-
-def build(config, mesh: Mesh, *, num_classes: int | None,
-          image_shape: tuple[int, ...]) -> Built:
-  """Model, optimizer and sharded state spec for `config` on `mesh` (no arrays made yet)."""
+def build(config, mesh: Mesh, *, num_classes: int | None, image_shape: tuple[int, ...],
+          host_pp_train: str | None = None, input_affine: Affine | None = None) -> Built:
+  """Model, optimizer and sharded state spec for a resolved `config` on `mesh` (no arrays
+  made yet); `host_pp_train` and `input_affine`: pp_train split by `resolve` (default:
+  all of pp_train on the host)."""
   rules = sharding_lib.check_rules(config.sharding_rules)
   model = _for_platform(create_model(config.model_name, num_classes=num_classes,
                                      **config.model), mesh, image_shape)
@@ -121,7 +111,7 @@ def build(config, mesh: Mesh, *, num_classes: int | None,
                                    ema=bool(config.get("ema_decay")))
   _warn_if_fsdp_leaves_copies(spec, mesh)
   return Built(config, mesh, rules, model, tx, schedule, tuple(image_shape), spec,
-               input_affine=device_pp_split(config)[1])
+               host_pp_train=host_pp_train or config.pp_train, input_affine=input_affine)
 
 
 def _for_platform(model, mesh: Mesh, image_shape: tuple[int, ...]):

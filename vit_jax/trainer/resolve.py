@@ -1,10 +1,13 @@
 """The config as a run uses it, resolved in one pass: `resolution` applied to every size in
-its pp strings, and a self-described pretrained checkpoint's architecture and input
-normalisation adopted (its final value map replaces the one every pp string ends with).
-Before it a run is checked (`preflight`), after it built (`build`)."""
+its pp strings, a self-described pretrained checkpoint's architecture and input
+normalisation adopted (its final value map replaces the one every pp string ends with),
+and pp_train split into what the input workers run and the value map the train step
+applies (`normalize_on_device`). Before it a run is checked (`preflight`), after it built
+(`build`)."""
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Any, Optional
 
 from vit_jax import config as config_lib
 from vit_jax.convert import Checkpoint
@@ -13,23 +16,27 @@ from vit_jax.errors import UserError
 from vit_jax.pp import builder
 
 
-def resolve(config, checkpoint: Optional[Checkpoint] = None):
-  """`config` (locked) with its resolution and `checkpoint`'s architecture and
-  preprocessing applied; `config` itself is not changed."""
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+  config: Any                  # locked; what config.json records.
+  host_pp_train: str           # pp_train less `input_affine`: what the input workers run.
+  input_affine: Any = None     # pp_train's final value map, run in the train step (or None).
+
+
+def resolve(config, checkpoint: Optional[Checkpoint] = None) -> Resolved:
+  """`config` with its resolution and `checkpoint`'s architecture and preprocessing
+  applied (`config` itself is not changed), and its pp_train split."""
   resolution = config.get("resolution")
   if resolution is not None and resolution <= 0:
     raise UserError(f"resolution={resolution} must be a positive number of pixels.")
-  value_map = None
-  if checkpoint is not None and checkpoint.self_described:
-    value_map = preprocessing_for(checkpoint).value_map
-  builder.import_modules(config.pp_modules)  # their ops declare their own sizes.
-
-  def pp(spec: str) -> str:
-    if resolution:
-      spec = builder.rescale(spec, resolution)
-    return builder.with_final_affine(spec, value_map) if value_map else spec
-  config = config_lib.map_pp(config, pp)
-  if checkpoint is not None and checkpoint.self_described:
+  adopted = checkpoint is not None and checkpoint.self_described
+  value_map = preprocessing_for(checkpoint).value_map if adopted else None
+  strings, host, affine = builder.resolve_pipelines(
+      config_lib.pp_strings(config), modules=config.pp_modules, resolution=resolution,
+      value_map=value_map,
+      device_split="pp_train" if config.get("normalize_on_device") else None)
+  config = config_lib.with_overrides(config, strings)
+  if adopted:
     with config.unlocked():
       arch = dict(checkpoint.arch)
       config.model_name = arch.pop("family")
@@ -37,4 +44,4 @@ def resolve(config, checkpoint: Optional[Checkpoint] = None):
         config.model[key] = tuple(value) if isinstance(value, list) else value
     checkpoint.notes.append(f"architecture and input normalisation ({value_map}) from the "
                             f"checkpoint")
-  return config.lock()
+  return Resolved(config.lock(), host or config.pp_train, affine)

@@ -45,7 +45,8 @@ def prepare(config, *, checkpoint: Optional[Checkpoint] = None,
   `read_pretrained`); `num_classes`: the head's (-1: the dataset's; None: no head)."""
   if checkpoint is None and read_pretrained and config.get("pretrained"):
     checkpoint = read(config.pretrained)
-  config = resolve.resolve(config, checkpoint)
+  resolved = resolve.resolve(config, checkpoint)
+  config = resolved.config
   mesh = sharding_lib.make_mesh(dict(config.mesh))
   shards = pipeline.DataShards.create(config.data_shards)
   check_batch_size(config, mesh, num_data_shards=shards.num_shards)
@@ -55,7 +56,9 @@ def prepare(config, *, checkpoint: Optional[Checkpoint] = None,
   image_shape = pipeline.image_shape(source, split=config.train_split, pp=config.pp_eval,
                                      pp_modules=config.pp_modules)
   built = build_lib.build(config, mesh, image_shape=image_shape,
-                          num_classes=source.num_classes if num_classes == -1 else num_classes)
+                          num_classes=source.num_classes if num_classes == -1 else num_classes,
+                          host_pp_train=resolved.host_pp_train,
+                          input_affine=resolved.input_affine)
   return Setup(config, mesh, shards, source, built, checkpoint)
 
 
