@@ -332,17 +332,18 @@ def _check_matches(model_name: str, arch: dict, params: dict) -> None:
 
 def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[str] = None,
          num_heads: Optional[int] = None, step: Optional[int] = None,
-         params: str = "live") -> Checkpoint:
+         params: str = "live", what: str = "checkpoint") -> Checkpoint:
   """Any supported checkpoint -> Checkpoint (see the module docstring). `timm_model`,
   `model_name` (published R50 hybrids) and `num_heads` only where the file cannot tell;
   `step`: a run's checkpoint step (default: its newest); `params`: a run's 'live'
-  parameters or their moving average, 'ema'. A LoRA run's adapters are merged."""
+  parameters or their moving average, 'ema'. A LoRA run's adapters are merged. `what`
+  names the path in the error when there is nothing there (e.g. 'pretrained')."""
   if params not in ("live", "ema"):
     raise UserError(f"params={params!r} is not one of 'live', 'ema'.")
   path = hub.weights_of(path)  # a preset's name: its published weights.
   if hub.is_hub_name(path):
     path = hub.snapshot(path)
-  path = storage.path(path)
+  path = storage.check_reachable(path, what=what)
   is_dir = path.is_dir()
   stored = read_json(path / "config.json") if is_dir else None  # read once, used twice.
   hf = _is_hf_config(stored)
@@ -356,8 +357,6 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
                     f"{os.fspath(path)} is not one.")
   if is_dir:
     return _read_hf(path, stored) if hf else _read_run(path, step, params, stored)
-  if not path.exists():
-    raise UserError(f"Checkpoint {os.fspath(path)!r} does not exist.")
   if path.name.endswith(".npz"):
     return _read_npz(path, model_name, num_heads)
   if path.name.endswith((".safetensors", ".pth", ".pt", ".bin")):

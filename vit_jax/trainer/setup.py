@@ -44,7 +44,7 @@ def prepare(config, *, checkpoint: Optional[Checkpoint] = None,
   and normalisation the config adopts (default: `config.pretrained`, if set and
   `read_pretrained`); `num_classes`: the head's (-1: the dataset's; None: no head)."""
   if checkpoint is None and read_pretrained and config.get("pretrained"):
-    checkpoint = read(config.pretrained)
+    checkpoint = read(config.pretrained, what="pretrained")
   resolved = resolve.resolve(config, checkpoint)
   config = resolved.config
   mesh = sharding_lib.make_mesh(dict(config.mesh))
