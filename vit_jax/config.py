@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
       "mlp_dim": placeholder(int),            # hidden width of each block's MLP.
       "tokens_mlp_dim": placeholder(int),     # MLP-Mixer only.
       "channels_mlp_dim": placeholder(int),   # MLP-Mixer only.
+      "block_sizes": placeholder(tuple),      # BiT: units per stage, e.g. (3, 4, 6, 3).
+      "width_factor": placeholder(float),     # BiT: channels x this (R50x3: 3).
+      "stem_pool_padding": placeholder(str),  # BiT: 'zeros' (BiT, timm) | '-inf'.
       # Tokens, pooling and position embeddings.
       "classifier": placeholder(str),         # 'token' | 'gap' | 'map' (attention pooling).
       "class_token": placeholder(bool),       # a [class] token with 'gap'/'map' pooling.
@@ -123,7 +126,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = "sgd"              # 'sgd', 'adam' or an optax name: 'lion(b1=0.95)'.
   c.lr = 0.003                     # peak learning rate.
   c.end_lr = 0.0                   # learning rate at the last step.
-  c.schedule = "cosine"            # decay after warm-up: 'cosine' | 'linear' | 'constant'.
+  c.schedule = "cosine"            # decay after warm-up: 'cosine' | 'linear' | 'constant'
+                                   # | 'steps' (10x lower at each of lr_drops).
+  c.lr_drops = ()                  # schedule='steps': fractions of total_steps.
   c.warmup_steps = 500
   c.total_steps = 10_000
   c.momentum = 0.9                 # SGD momentum.

@@ -39,6 +39,10 @@ MEANINGS: dict[str, str] = {
     "model.representation_size": "pre_logits width (pre-training on 21k/JFT).",
     "model.tokens_mlp_dim": "MLP-Mixer only: token-mixing MLP width.",
     "model.channels_mlp_dim": "MLP-Mixer only: channel-mixing MLP width.",
+    "model.block_sizes": "BiT only: residual units per stage, e.g. (3, 4, 6, 3) (R50).",
+    "model.width_factor": "BiT only: channel width multiplier (R50x3: 3).",
+    "model.stem_pool_padding": ("BiT only: the root max pool's border: 'zeros' (BiT, timm) "
+                                "or '-inf' (big_vision)."),
     "model.dtype": "compute dtype ('bfloat16' on accelerators).",
     "model.dropout_rate": "dropout after the MLP and attention outputs.",
     "model.attention_dropout_rate": "dropout on the attention weights.",
@@ -84,7 +88,9 @@ MEANINGS: dict[str, str] = {
                   "by name with its arguments: 'lion(b1=0.95)', 'adafactor', 'contrib.muon'."),
     "lr": "peak learning rate.",
     "end_lr": "learning rate at the last step.",
-    "schedule": "decay after warm-up: 'cosine' | 'linear' | 'constant'.",
+    "schedule": ("decay after warm-up: 'cosine' | 'linear' | 'constant' | 'steps' (10x "
+                 "lower at each of lr_drops: BiT-HyperRule)."),
+    "lr_drops": "schedule='steps': fractions of total_steps where the lr drops 10x.",
     "warmup_steps": "linear warm-up steps from 0 to lr.",
     "total_steps": "training steps.",
     "b1": "Adam's first-moment decay.",

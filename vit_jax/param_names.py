@@ -41,8 +41,10 @@ def map_named(fn: Callable[..., Any], tree, *rest, is_leaf=None) -> Any:
 class FamilyNames:
   """What a family's parameter names mean (its module's `NAMES`; the default: no blocks)."""
   block: Optional[str] = None           # a block's prefix, '{}' its index.
+  first_block: int = 0                  # the first block's index in its name.
   scanned_block: Optional[str] = None   # the scanned blocks' prefix (leading layer axis).
   top: tuple[str, ...] = HEADS          # prefixes of what comes after the blocks.
+  input_kernel: str = "embedding/kernel"  # the first layer's (RGB filters in figures).
   lora_targets: str = r"(query|key|value|out|Dense_0|Dense_1)/kernel$"
 
   def _block_regex(self) -> Optional[re.Pattern]:
@@ -55,7 +57,7 @@ class FamilyNames:
     """The block a parameter belongs to (None: embeddings, the top, or a scanned block)."""
     regex = self._block_regex()
     found = regex.search(name) if regex is not None else None
-    return int(found.group(1)) if found else None
+    return int(found.group(1)) - self.first_block if found else None
 
   def is_scanned(self, name: str) -> bool:
     return self.scanned_block is not None and (
@@ -74,7 +76,8 @@ class FamilyNames:
 
   def trained_last(self, count: int, num_blocks: int) -> str:
     """The `frozen` regex that trains only the last `count` blocks and the top."""
-    trained = "|".join(str(i) for i in range(num_blocks - count, num_blocks))
+    trained = "|".join(str(i + self.first_block)
+                       for i in range(num_blocks - count, num_blocks))
     before, after = (re.escape(part) for part in self.block.split("{}"))
     top = "|".join(re.escape(prefix) for prefix in self.top)
     return rf"^(?!{top}|{before}(?:{trained}){after})"

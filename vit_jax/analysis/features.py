@@ -21,13 +21,17 @@ def num_prefix_tokens(model) -> int:
 
 def extract(model, params, images, *, blocks: Sequence[int] = ()) -> dict[str, Any]:
   """{'pooled': (B, D), 'patch_tokens': (B, N, D), 'prefix_tokens': (B, P, D),
-  'block_<i>': (B, P + N, D) for i in `blocks` (negative: from the end)}, float32."""
-  if not hasattr(model, "has_class_token"):
-    raise UserError(f"Features beyond the pooled one are for the ViT family; this model is "
-                    f"a {type(model).__name__}.")
+  'block_<i>': (B, P + N, D) for i in `blocks` (negative: from the end)}, float32. A BiT
+  ResNet: its final feature map's positions as patch tokens, its stages as blocks
+  ('block_<i>': (B, H_i, W_i, C_i))."""
+  if not hasattr(model, "has_class_token") and not hasattr(model, "block_sizes"):
+    raise UserError(f"Features beyond the pooled one are for the ViT and BiT families; this "
+                    f"model is a {type(model).__name__}: use --pooled_only.")
   pooled, state = model.apply({"params": params}, images, train=False,
                               return_representation=True, mutable=["intermediates"])
   found = state["intermediates"]
+  if hasattr(model, "block_sizes"):
+    return _resnet_features(model, pooled, found, blocks)
   tokens = found["tokens"][0]
   prefix = num_prefix_tokens(model)
   out = {"pooled": pooled, "patch_tokens": tokens[:, prefix:].astype(jnp.float32),
@@ -43,4 +47,16 @@ def extract(model, params, images, *, blocks: Sequence[int] = ()) -> dict[str, A
     else:
       value = encoder[f"encoderblock_{index}"]["out"][0]
     out[f"block_{index}"] = value.astype(jnp.float32)
+  return jax.tree.map(jnp.asarray, out)
+
+
+def _resnet_features(model, pooled, found, blocks: Sequence[int]) -> dict[str, Any]:
+  stages = len(model.block_sizes)
+  out = {"pooled": pooled, "patch_tokens": found["tokens"][0].astype(jnp.float32),
+         "prefix_tokens": jnp.zeros((pooled.shape[0], 0, pooled.shape[-1]), jnp.float32)}
+  for block in blocks:
+    if not -stages <= block < stages:
+      raise UserError(f"block {block}: the model has {stages} stages (0..{stages - 1}).")
+    index = block % stages
+    out[f"block_{index}"] = found[f"block{index + 1}"]["out"][0].astype(jnp.float32)
   return jax.tree.map(jnp.asarray, out)

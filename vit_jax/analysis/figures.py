@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 
 import matplotlib
 
@@ -16,6 +17,8 @@ import numpy as np  # noqa: E402
 
 from vit_jax import storage  # noqa: E402
 from vit_jax.analysis import attention as analysis  # noqa: E402
+from vit_jax.models import family as family_lib, lora  # noqa: E402
+from vit_jax.models.params import flatten  # noqa: E402
 
 
 def _upsample(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -86,9 +89,10 @@ def embedding_filters_figure(components: np.ndarray, variance: np.ndarray):
 
 def make_figures(model, params, images: np.ndarray, *, num_components: int = 28) -> dict:
   """All figures for `images` ((B, H, W, 3) in the model's [-1, 1] input range); a model
-  without attention (MLP-Mixer) gets its patch-embedding filters only."""
+  without attention (MLP-Mixer, BiT) gets its first layer's filters only."""
   figures = {}
-  kernel = np.asarray((params.get("embedding") or params["stem"])["kernel"])
+  names = family_lib.names(sys.modules[type(lora.unwrapped(model)).__module__])
+  kernel = np.asarray(flatten(params)[names.input_kernel])
   if kernel.shape[2] == 3:  # RGB filters (the hybrid embeds ResNet features instead).
     figures["embedding_filters"] = embedding_filters_figure(
         *analysis.patch_embedding_pca(kernel, num_components))

@@ -70,3 +70,25 @@ def parse_args(arg: str | None, default: str) -> list[str]:
   parts = [p.strip() for p in (arg or default).split(",")]
   parts[0] = resolve_model_name(parts[0])
   return parts
+
+
+def apply_bit_hyperrule(c: ml_collections.ConfigDict, *, train_examples: int,
+                        image_side: int) -> None:
+  """BiT-HyperRule (Kolesnikov et al. 2020, google-research/big_transfer bit_hyperrule.py),
+  BiT's one fine-tuning recipe for any dataset: SGD momentum 0.9 at lr 0.003, batch 512,
+  no weight decay; below 20k training examples 500 steps (100 warm-up, 10x lower at 200,
+  300 and 400), below 500k 10k steps (500 warm-up; drops at 3k, 6k, 9k), else 20k (500;
+  6k, 12k, 18k); MixUp alpha 0.1 from 20k examples; images under 96x96 pixels resized to
+  160 and randomly cropped to 128, larger ones 512 -> 480; flips."""
+  c.optimizer, c.lr, c.momentum, c.weight_decay = "sgd", 0.003, 0.9, 0.0
+  c.batch_size, c.grad_clip_norm = 512, 0.0
+  if train_examples < 20_000:
+    c.total_steps, c.warmup_steps, c.lr_drops, c.mixup_alpha = 500, 100, (0.4, 0.6, 0.8), 0.0
+  elif train_examples < 500_000:
+    c.total_steps, c.warmup_steps, c.lr_drops, c.mixup_alpha = 10_000, 500, (0.3, 0.6, 0.9), 0.1
+  else:
+    c.total_steps, c.warmup_steps, c.lr_drops, c.mixup_alpha = 20_000, 500, (0.3, 0.6, 0.9), 0.1
+  c.schedule = "steps"
+  precrop, crop = (160, 128) if image_side * image_side < 96 * 96 else (512, 480)
+  c.pp_train = f"to_rgb|resize({precrop})|random_crop({crop})|flip_lr|value_range(-1, 1)"
+  c.pp_eval = f"to_rgb|resize({crop})|value_range(-1, 1)"

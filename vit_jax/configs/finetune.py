@@ -4,6 +4,13 @@ at global norm 1, linear warm-up then cosine decay, 384 px, fresh zero head).
     python -m vit_jax.main --config=configs/finetune.py:b16,cifar10 --workdir=DIR \
         --config.pretrained=/path/to/imagenet21k_ViT-B_16.npz
 
+BiT models (bit-r50x1, ...) fine-tune with BiT's own recipe instead, BiT-HyperRule
+(configs/common.py: SGD 0.003, batch 512, 500 / 10k / 20k steps by dataset size with 10x
+drops, MixUp 0.1 from 20k examples, 128 px crops of images under 96 px, else 480 px):
+
+    python -m vit_jax.main --config=configs/finetune.py:bit-r50x1,cifar10 --workdir=DIR \
+        --config.pretrained=BiT-M-R50x1.npz
+
 Arguments: <model>,<dataset>[,<variant>], model as 'b16' / 'ViT-B_16', dataset one of cifar10,
 cifar100, oxford_iiit_pet, oxford_flowers102, imagenet2012 (or any TFDS name / folder:DIR
 with generic settings), variant one of full (default: every parameter), probe (a linear
@@ -42,6 +49,7 @@ paper's recipe at half the batch: scale the steps or the learning rate with it).
 from vit_jax import config as config_lib
 from vit_jax.configs import common
 from vit_jax.data.folder_stats import cpu_sized_resolution, folder_stats
+from vit_jax.data.presets import get_preset
 from vit_jax.models.presets import MODEL_PRESETS
 
 # dataset -> (total_steps, warmup_steps, lr): the paper's steps, best lr of its grid.
@@ -72,17 +80,34 @@ def _fit_to_folder(c, directory: str, patch_size: int) -> None:
   c.warmup_steps = c.get_ref("total_steps") // 10
 
 
+def _bit_hyperrule(c, dataset: str) -> None:
+  """BiT's own fine-tuning recipe, sized by the dataset (its preset's counts, or the
+  folder's; any other dataset: the 20k-500k rule at large images)."""
+  preset = get_preset(dataset)
+  if dataset.startswith("folder:"):
+    stats = folder_stats(dataset.removeprefix("folder:"))
+    size, side = stats.num_train, stats.median_side
+  elif preset is not None and preset.train_examples:
+    size, side = preset.train_examples, preset.image_side
+  else:
+    size, side = 50_000, 224
+  common.apply_bit_hyperrule(c, train_examples=size, image_side=side)
+
+
 def get_config(arg=None):
   model, dataset, *variant = common.parse_args(arg, "b16,cifar10")
   c = config_lib.base_config()
   c.model_name = model
   common.apply_dataset_preset(c, dataset)
   c.total_steps, c.warmup_steps, c.lr = RECIPES.get(dataset, (10_000, 500, 0.003))
+  bit = MODEL_PRESETS[model]["family"] == "bit"
   # base_config() already is the recipe's SGD (momentum 0.9, no weight decay, clipping at
   # norm 1), batch 512 and a fresh head.
   c.optimizer_dtype = "bfloat16"   # as the official code keeps momentum.
   c.model.dtype = "bfloat16"
-  if dataset.startswith("folder:"):
+  if bit:
+    _bit_hyperrule(c, dataset)
+  elif dataset.startswith("folder:"):
     _fit_to_folder(c, dataset.removeprefix("folder:"), MODEL_PRESETS[model]["patch_size"])
   c.evals.test.every = 1000 if c.total_steps > 1000 else 100
   if dataset == "imagenet2012":  # the paper's second ImageNet number, at the end.

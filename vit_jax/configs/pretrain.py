@@ -6,7 +6,12 @@ crop + flip, dropout 0.1 on ImageNet).
     python -m vit_jax.main --config=configs/pretrain.py:b16,imagenet21k --workdir=DIR \
         --config.dataset=<your prepared multi-label TFDS dataset>
 
-Arguments: <model>,<recipe>. Recipes:
+Arguments: <model>,<recipe>. BiT models (bit-r50x1, ...) train with big_vision's BiT
+recipe (configs/bit_i1k.py: SGD momentum, lr 1.6, cosine, 90 epochs; imagenet2012 only):
+
+    python -m vit_jax.main --config=configs/pretrain.py:bit-r50x1,imagenet2012 --workdir=DIR
+
+Recipes:
 - imagenet2012: ImageNet-1k from scratch, 300 epochs, lr 3e-3, wd 0.3, softmax
   (ViT-B/16: ~77.9% top-1 in the paper, ViT-S/16 with AugReg ~78%; not re-measured here).
 - imagenet21k: ImageNet-21k-style multi-label pre-training: sigmoid cross-entropy, head
@@ -26,6 +31,24 @@ from vit_jax.configs import common
 from vit_jax.models import MODEL_PRESETS, resolve_model_name
 
 
+def _bit_pretraining(c, recipe: str) -> None:
+  """BiT on ImageNet-1k as big_vision's configs/bit_i1k.py trains it: SGD momentum 0.9
+  (bfloat16), lr 0.1 per 256 images (1.6 at 4096), 1000 warm-up steps then cosine, 90
+  epochs, clipping at norm 1, weight decay 1e-4 per 256 images applied by big_vision as
+  `wd x schedule` = lr x 0.001 here (our decay is scaled by the learning rate), inception
+  crop 224 + flip; evaluation resize 256, centre crop 224."""
+  if recipe != "imagenet2012":
+    raise ValueError(f"BiT pre-training recipe {recipe!r}: this config has imagenet2012 "
+                     f"(big_vision's bit_i1k.py).")
+  common.apply_dataset_preset(c, "imagenet2012", resolution=224)
+  c.pp_eval = "to_rgb|resize_small(256)|central_crop(224)|value_range(-1, 1)"
+  c.optimizer, c.momentum, c.lr = "sgd", 0.9, 0.1 / 256 * c.batch_size
+  c.weight_decay = 1e-4 / 256 * c.batch_size / c.lr
+  c.schedule, c.end_lr, c.warmup_steps = "cosine", 0.0, 1000
+  c.total_steps = 1_281_167 * 90 // c.batch_size
+  c.loss = "softmax"
+
+
 def get_config(arg=None):
   model, recipe = common.parse_args(arg, "b16,imagenet2012")
   c = config_lib.base_config()
@@ -41,7 +64,9 @@ def get_config(arg=None):
   c.checkpoint_every = 2000
   c.evals.test.every = 5000
   c.log_every = 100
-  if recipe == "imagenet2012":
+  if MODEL_PRESETS[model]["family"] == "bit":
+    _bit_pretraining(c, recipe)
+  elif recipe == "imagenet2012":
     common.apply_dataset_preset(c, "imagenet2012", resolution=224)
     c.total_steps = 1_281_167 * 300 // 4096
     c.lr, c.weight_decay = 3e-3, 0.3

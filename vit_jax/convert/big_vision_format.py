@@ -19,7 +19,7 @@ from vit_jax.errors import UserError
 _TOWER_PREFIXES = ("params/", "img/")
 
 
-def _strip(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def strip_towers(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   for prefix in _TOWER_PREFIXES:
     if any(k.startswith(prefix) for k in flat):
       flat = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
@@ -27,7 +27,7 @@ def _strip(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def is_big_vision(flat: dict[str, np.ndarray]) -> bool:
-  flat = _strip(flat)
+  flat = strip_towers(flat)
   return "pos_embedding" in flat or any("/MlpBlock_0/" in k and "encoderblock" in k
                                         for k in flat)
 
@@ -35,7 +35,7 @@ def is_big_vision(flat: dict[str, np.ndarray]) -> bool:
 def to_params(flat: dict[str, np.ndarray], *,
               num_heads: Optional[int] = None) -> tuple[dict, dict, dict]:
   """(arch, nested params in our layout, preprocessing)."""
-  flat = _strip(flat)
+  flat = strip_towers(flat)
   posemb = flat.pop("pos_embedding", None)
   params = unscan_params(unflatten(flat))
   flat = flatten(params)

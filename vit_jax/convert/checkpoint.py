@@ -25,7 +25,7 @@ from etils import epath
 from vit_jax import config as config_lib
 from vit_jax.runtime import workdir
 from vit_jax import sharding, storage
-from vit_jax.convert import (big_vision_format, hf_format, hub, npz_format,
+from vit_jax.convert import (big_vision_format, bit_format, hf_format, hub, npz_format,
                              openclip_format, run_format, timm_format)
 from vit_jax.errors import UserError, first_line
 from vit_jax.models import MODEL_PRESETS, family_module, family_of, resolve_model_name
@@ -281,6 +281,13 @@ def _read_npz(path: epath.Path, model_name: Optional[str],
   params, meta = npz_format.split_meta(flat)
   if meta.get("arch"):
     return Checkpoint.of(meta["arch"], params, meta.get("preprocessing") or {}, f"{path}")
+  if bit_format.is_published(flat):
+    arch, params, preprocessing = bit_format.from_published(flat)
+    return Checkpoint.of(arch, params, preprocessing, f"BiT checkpoint {path}")
+  if bit_format.is_big_vision(big_vision_format.strip_towers(flat)):
+    arch, params, preprocessing = bit_format.from_big_vision(
+        big_vision_format.strip_towers(flat))
+    return Checkpoint.of(arch, params, preprocessing, f"big_vision BiT checkpoint {path}")
   if big_vision_format.is_big_vision(flat):
     arch, params, preprocessing = big_vision_format.to_params(flat, num_heads=num_heads)
     return Checkpoint.of(arch, params, preprocessing, f"big_vision checkpoint {path}")
@@ -367,6 +374,10 @@ def read(path: str, *, timm_model: Optional[str] = None, model_name: Optional[st
       return Checkpoint.of(arch, unflatten(flat), preprocessing,
                            f"OpenCLIP image tower {path}")
     hub_config = read_json(path.parent / "config.json") or {}
+    if bit_format.is_timm(state):
+      arch, params, preprocessing = bit_format.from_timm(state)
+      preprocessing = {**preprocessing, **_timm_pretrained_cfg(hub_config)}
+      return Checkpoint.of(arch, params, preprocessing, f"timm BiT checkpoint {path}")
     name = _timm_name(path, hub_config, timm_model)
     # timm's push_to_hub records the create_model kwargs of a non-standard size.
     model_args = hub_config.get("model_args") or {}

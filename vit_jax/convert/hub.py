@@ -74,6 +74,12 @@ KNOWN_NAMES = (
       for size in ("tiny", "small", "base", "large")),
     ("timm/eva02_base_patch14_448.mim_in22k_ft_in22k_in1k", "EVA-02 (ImageNet fine-tuned)",
      "timm"),
+    # BiT-M (ImageNet-21k) and its ImageNet-1k fine-tunes, the paper's baseline.
+    *((f"timm/resnetv2_{size}_bit.goog_in21k{tag}", "BiT" + (" (ImageNet-1k fine-tuned)"
+                                                           if tag else " (ImageNet-21k)"),
+       "timm")
+      for size in ("50x1", "50x3", "101x1", "101x3", "152x2", "152x4")
+      for tag in ("", "_ft_in1k")),
     ("hf-hub:google/vit-base-patch16-224", "ViT", "transformers"),
     ("hf-hub:google/vit-base-patch16-224-in21k", "ViT (ImageNet-21k)", "transformers"),
     ("hf-hub:facebook/deit-base-distilled-patch16-224", "DeiT (distilled)", "transformers"),
@@ -105,6 +111,8 @@ PRESET_WEIGHTS = {
     "DINOv2-g_14": "timm/vit_giant_patch14_dinov2.lvd142m",
     "DINOv2-B_14-reg4": "timm/vit_base_patch14_reg4_dinov2.lvd142m",
     "SigLIP-B_16": "timm/vit_base_patch16_siglip_224.webli",
+    **{f"BiT-R{size}": f"timm/resnetv2_{size}_bit.goog_in21k"
+       for size in ("50x1", "50x3", "101x1", "101x3", "152x2", "152x4")},
 }
 
 

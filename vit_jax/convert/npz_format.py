@@ -102,8 +102,14 @@ def save_npz(params: Mapping[str, Any], path: str | os.PathLike,
   if uses_new_block_names(flat):
     flat = to_old_block_names(flat)
   flat.update(encode_meta(meta or {}))
+  save_arrays(flat, path)
+
+
+def save_arrays(flat: Mapping[str, Any], path: str | os.PathLike) -> None:
+  """Flat named arrays as an `.npz` (process 0 writes; local or in a bucket), in one
+  write so that an interrupted save never leaves a truncated file behind."""
   if jax.process_index() != 0:
     return
   buffer = io.BytesIO()
-  np.savez(buffer, **flat)
+  np.savez(buffer, **{key: _to_host(value) for key, value in flat.items()})
   storage.write_bytes(path, buffer.getvalue())

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.convert import layouts
+from vit_jax.convert import bit_format, layouts
 from vit_jax.convert.layouts import Rule, dense, heads, norm
 from vit_jax.errors import UserError
 
@@ -345,6 +345,8 @@ def timm_kwargs(arch: dict, num_classes: int) -> dict[str, Any]:
 def timm_code(arch: dict, kwargs: dict[str, Any], weights: str) -> str:
   """One line of Python, runnable as printed, that builds the timm model of `arch` from
   `kwargs` (timm_kwargs) and loads the state dict written to `weights`."""
+  if arch.get("family") == "bit":
+    return bit_format.timm_code(arch, kwargs["num_classes"], weights)
   extra = ""
   eps = norm_epsilon(arch)
   if eps != 1e-6:

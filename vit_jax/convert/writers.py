@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from vit_jax import storage
-from vit_jax.convert import hf_format, npz_format, openclip_format, timm_format
+from vit_jax.convert import bit_format, hf_format, npz_format, openclip_format, timm_format
 from vit_jax.convert.checkpoint import Checkpoint
+from vit_jax.errors import UserError
 from vit_jax.models import vit_layout
 from vit_jax.models.params import flatten
 
@@ -36,11 +37,23 @@ def _arch_with_grid(checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 def write_timm(checkpoint: Checkpoint, path: str) -> dict[str, Any]:
-  """A timm state dict as .safetensors; returns the VisionTransformer kwargs to build it."""
+  """A timm state dict as .safetensors; returns the kwargs to build its model
+  (`timm_format.timm_code` prints the line)."""
+  if checkpoint.arch.get("family") == "bit":
+    _save_safetensors(bit_format.to_timm(checkpoint.params), path)
+    return {"num_classes": checkpoint.num_classes or 0}
   arch, flat = timm_format.timm_compatible(_arch_with_grid(checkpoint),
                                            flatten(checkpoint.params))
   _save_safetensors(timm_format.from_params(arch, flat), path)
   return timm_format.timm_kwargs(arch, checkpoint.num_classes or 0)
+
+
+def write_bit_published(checkpoint: Checkpoint, path: str) -> None:
+  """A BiT model in the published BiT `.npz` layout (`resnet/...`)."""
+  if checkpoint.arch.get("family") != "bit":
+    raise UserError(f"--to=bit_published writes BiT models; this is a "
+                    f"{checkpoint.arch.get('family')} model (use --to=npz).")
+  npz_format.save_arrays(bit_format.to_published(checkpoint.params), path)
 
 
 def write_hf(checkpoint: Checkpoint, directory: str) -> str:

@@ -12,20 +12,28 @@ class DatasetPreset:
   test_split: str
   resolution: int          # fine-tuning resolution of the paper's recipe.
   flip: bool = True        # random horizontal flip in training (off for digits).
+  # Training examples and the images' typical side: what BiT-HyperRule sizes its
+  # schedule, MixUp and resolution by (configs/common.py:apply_bit_hyperrule).
+  train_examples: int = 0
+  image_side: int = 0
 
 
 # Splits and resolutions as in the paper's fine-tuning configs; the validation split is
 # the rest of the training split (the official repository's "minival" convention), or
 # the dataset's own where it has one.
 DATASET_PRESETS = {
-    "cifar10": DatasetPreset("train[:98%]", "train[98%:]", "test", 384),
-    "cifar100": DatasetPreset("train[:98%]", "train[98%:]", "test", 384),
-    "oxford_iiit_pet": DatasetPreset("train[:90%]", "train[90%:]", "test", 384),
-    "oxford_flowers102": DatasetPreset("train", "validation", "test", 384),
-    "imagenet2012": DatasetPreset("train[:99%]", "train[99%:]", "validation", 384),
-    "imagenet2012_real": DatasetPreset("train[:99%]", "train[99%:]", "validation", 384),
-    "sklearn_digits": DatasetPreset("train[:90%]", "train[90%:]", "test", 8, flip=False),
-    "pureml_mnist": DatasetPreset("train[:98%]", "train[98%:]", "test", 28, flip=False),
+    "cifar10": DatasetPreset("train[:98%]", "train[98%:]", "test", 384, True, 49_000, 32),
+    "cifar100": DatasetPreset("train[:98%]", "train[98%:]", "test", 384, True, 49_000, 32),
+    "oxford_iiit_pet": DatasetPreset("train[:90%]", "train[90%:]", "test", 384, True, 3_312,
+                                     500),
+    "oxford_flowers102": DatasetPreset("train", "validation", "test", 384, True, 1_020, 500),
+    "imagenet2012": DatasetPreset("train[:99%]", "train[99%:]", "validation", 384, True,
+                                  1_268_355, 400),
+    "imagenet2012_real": DatasetPreset("train[:99%]", "train[99%:]", "validation", 384, True,
+                                       1_268_355, 400),
+    "sklearn_digits": DatasetPreset("train[:90%]", "train[90%:]", "test", 8, False, 1_294, 8),
+    "pureml_mnist": DatasetPreset("train[:98%]", "train[98%:]", "test", 28, False, 58_800,
+                                  28),
 }
 # Any other TFDS dataset or image folder (folders are sliced per class: every class keeps
 # 90% / 10%).

@@ -17,7 +17,8 @@ from vit_jax.models.hparams import checked
 from vit_jax.models.patch_embed import PatchEmbedding
 from vit_jax.param_names import HEADS, FamilyNames
 
-NAMES = FamilyNames(block="MixerBlock_{}/", top=(*HEADS, "pre_head_layer_norm/"))
+NAMES = FamilyNames(block="MixerBlock_{}/", top=(*HEADS, "pre_head_layer_norm/"),
+                    input_kernel="stem/kernel")
 
 Dtype = Any
 partitioned = nn.with_logical_partitioning

@@ -92,6 +92,18 @@ for _size, (_hidden, _blocks, _tokens, _channels) in _MIXER_SIZES.items():
         family="mixer", patch_size=_patch, hidden_size=_hidden, num_layers=_blocks,
         tokens_mlp_dim=_tokens, channels_mlp_dim=_channels)
 
+# BiT (Kolesnikov et al. 2020), the paper's baseline: ResNet-v2 with weight-standardised
+# convolutions and GroupNorm, units per stage by depth, widths x1..x4 (vit_jax/models/bit.py).
+BIT_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+for _depth, _width in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
+  MODEL_PRESETS[f"BiT-R{_depth}x{_width}"] = dict(family="bit", block_sizes=BIT_DEPTHS[_depth],
+                                                  width_factor=_width)
+# BiTs for CPU runs and tests: one unit per stage, 32 root channels; BiT-digits, 16 root
+# channels and 8 groups, has ViT-digits' forward FLOPs on 16 px MNIST (scripts/bit_vs_vit.py).
+MODEL_PRESETS["BiT-test"] = dict(family="bit", block_sizes=(1, 1, 1, 1), width_factor=0.5)
+MODEL_PRESETS["BiT-digits"] = dict(family="bit", block_sizes=(1, 1, 1, 1), width_factor=0.25,
+                                   norm_groups=8)
+
 # Short names used on config command lines: `configs/finetune.py:b16,cifar10`.
 SHORT_NAMES = {
     name.removeprefix("ViT-").replace("_", "").lower() if name[4] not in "gG"
@@ -102,6 +114,7 @@ SHORT_NAMES["r50b16"] = "R50+ViT-B_16"
 # Other families: lower case without punctuation ('dinov2s14reg4', 'mixerb16', 'deit3s16').
 SHORT_NAMES.update({name.lower().replace("-", "").replace("_", ""): name
                     for name in MODEL_PRESETS if not name.startswith(("ViT-", "R50"))})
+SHORT_NAMES.update({name.lower(): name for name in MODEL_PRESETS if name.startswith("BiT-")})
 
 
 def resolve_model_name(name: str) -> str:

@@ -14,26 +14,31 @@ import jax.numpy as jnp
 
 class StdConv(nn.Module):
   """Convolution with weight standardisation (BiT): kernels are normalised per output.
-  nn.Conv's parameters, initialisers and 'SAME' padding; standardised in __call__ (not
-  by overriding `param`, which tools that read nn.Conv's kernel directly would miss:
-  jax2onnx's ONNX export)."""
+  nn.Conv's parameters, initialisers and padding ('SAME', or explicit (low, high) pairs);
+  standardised in __call__ (not by overriding `param`, which tools that read nn.Conv's
+  kernel directly would miss: jax2onnx's ONNX export)."""
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int] = (1, 1)
   use_bias: bool = True
+  padding: Any = "SAME"
   dtype: Any = None
   param_dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+    kernel = self.param("kernel", self.kernel_init,
                         (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+    kernel = nn.unbox(kernel)
     bias = (self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
             if self.use_bias else None)
     kernel = kernel - jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
     kernel = kernel / jnp.sqrt(jnp.var(kernel, axis=(0, 1, 2), keepdims=True) + 1e-10)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = jax.lax.conv_general_dilated(x, kernel, tuple(self.strides), "SAME",
+    padding = self.padding if isinstance(self.padding, str) else tuple(
+        tuple(p) for p in self.padding)
+    y = jax.lax.conv_general_dilated(x, kernel, tuple(self.strides), padding,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y if bias is None else y + bias
 

@@ -7,6 +7,7 @@ Runtime against JAX at batch 1 and 7 (tests/test_export.py)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 
 import numpy as np
@@ -38,12 +39,14 @@ def check(checkpoint: Checkpoint, *, dtype: str) -> None:
 
 @contextlib.contextmanager
 def _quiet_converter():
-  """onnx_ir logs a line per constant of unset value type while serialising: not news."""
+  """onnx_ir logs a line per constant of unset value type while serialising, and
+  jax2onnx's convolution plugin prints a DEBUG line per convolution: not news."""
   logger = logging.getLogger("onnx_ir")
   level = logger.level
   logger.setLevel(logging.ERROR)
   try:
-    yield
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
   finally:
     logger.setLevel(level)
 

@@ -4,7 +4,8 @@
 - 'adam' (pre-training): Adam(b1, b2) with decoupled weight decay, AdamW-style (scaled by
   the learning rate, as in the official code), on weight matrices only (`*/kernel` of
   ndim >= 2; `wd_mults` scale it per parameter);
-- 'sgd' (fine-tuning): SGD with `momentum`, no weight decay;
+- 'sgd' (fine-tuning; BiT's pre-training): SGD with `momentum`, and the same decoupled
+  weight decay where `weight_decay` > 0 (after the momentum, scaled by the learning rate);
 - any optax optimizer by name, with its keyword arguments in the same string, as big_vision
   takes them: 'lion', 'adafactor(momentum=0.9)', 'lion(b1=0.95, b2=0.98)',
   'contrib.muon' (or 'optax.contrib.muon'). It gets the schedule as its learning rate,
@@ -43,9 +44,16 @@ def make_schedule(config) -> optax.Schedule:
     decay = optax.linear_schedule(config.lr, config.end_lr, decay_steps)
   elif config.schedule == "constant":
     decay = optax.constant_schedule(config.lr)
+  elif config.schedule == "steps":  # BiT-HyperRule: 10x lower at each of `lr_drops`.
+    drops = tuple(config.get("lr_drops") or ())
+    if not drops or not all(0 < f < 1 for f in drops):
+      raise UserError(f"schedule='steps' needs lr_drops, fractions of total_steps in (0, 1) "
+                      f"where the learning rate drops 10x, e.g. (0.3, 0.6, 0.9); got {drops}.")
+    decay = optax.piecewise_constant_schedule(
+        config.lr, {round(f * total) - warmup: 0.1 for f in drops})
   else:
     raise UserError(f"schedule={config.schedule!r} is not one of 'cosine', 'linear', "
-                     f"'constant'.")
+                     f"'constant', 'steps'.")
   if warmup == 0:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), decay], [warmup])
@@ -62,11 +70,13 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
     if config.weight_decay:
       parts.append(param_groups.add_decayed_weights(config.weight_decay, config))
     optimizer = optax.chain(*parts, optax.scale_by_learning_rate(schedule))
-  elif config.optimizer == "sgd":
-    if config.weight_decay:
-      raise UserError("The SGD fine-tuning recipe has no weight decay; set "
-                       "weight_decay=0 or optimizer='adam'.")
+  elif config.optimizer == "sgd" and not config.weight_decay:
     optimizer = optax.sgd(schedule, momentum=config.momentum, accumulator_dtype=state_dtype)
+  elif config.optimizer == "sgd":  # BiT's pre-training: decoupled decay after momentum.
+    optimizer = optax.chain(
+        optax.trace(decay=config.momentum, accumulator_dtype=state_dtype),
+        param_groups.add_decayed_weights(config.weight_decay, config),
+        optax.scale_by_learning_rate(schedule))
   else:
     name, factory, kwargs = parse(config.optimizer)
     optimizer = _named(name, factory, kwargs, config, schedule, state_dtype)
