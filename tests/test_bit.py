@@ -244,3 +244,17 @@ def test_bit_preset_names_read_timm_hub_weights_offline(tmp_path, monkeypatch):
   assert checkpoint.arch["family"] == "bit" and checkpoint.num_classes == 21
   assert checkpoint.preprocessing["resolution"] == 448
   assert COMMIT in checkpoint.source
+
+
+def test_r152x4_state_splits_evenly_with_fsdp_on_256_chips():
+  """Every convolution is split over its output channels: BiT-R152x4's parameters and
+  momentum per chip within 1.1x of an even share on a 256-way fsdp mesh."""
+  from tests.test_tpu_compile import _per_device_over_even_share
+  from jax.sharding import AbstractMesh, AxisType
+  from vit_jax import sharding as sharding_lib
+  from vit_jax.trainer import build as build_lib
+  config = _config_of("pretrain.py", "bit-r152x4,imagenet2012")
+  mesh = AbstractMesh((1, 256, 1), sharding_lib.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+  abstract = build_lib.build(config, mesh, num_classes=1000,
+                             image_shape=(224, 224, 3)).state.abstract
+  assert _per_device_over_even_share(abstract, 256) <= 1.1

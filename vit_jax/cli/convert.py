@@ -5,12 +5,14 @@ export a run / `.npz` to timm, Hugging Face or OpenCLIP.
     python -m vit_jax.convert --to=timm RUN_OR_NPZ OUT.safetensors
     python -m vit_jax.convert --to=hf RUN_OR_NPZ OUT_DIR
     python -m vit_jax.convert --to=openclip RUN_OR_NPZ OUT.safetensors   (CLIP towers)
+    python -m vit_jax.convert --to=bit_published BIT_RUN_OR_NPZ OUT.npz    (BiT models)
 
 SRC: a timm `.safetensors` / `.pth` (the model name is read from a Hub `config.json`
 beside it, else give --timm_model where it matters: heads of unusual widths, SigLIP's
 tanh GELU, the mean/std), an OpenCLIP `.safetensors` / `.bin` (its image tower), a
 Hugging Face model directory (ViT, DeiT, DINOv2, DINOv2 with registers, MAE, SigLIP,
-CLIP), a big_vision `.npz`, a published ViT / Mixer `.npz`, or a run's
+CLIP), a big_vision `.npz` (ViT, BiT), a published ViT / Mixer / BiT `.npz`, a timm
+`resnetv2_*_bit` file, or a run's
 workdir. OUT.npz then works as `--config.pretrained=OUT.npz`, in `vit_jax.cli.predict`
 and `vit_jax.cli.evaluate`, and in `vit_jax.load_pretrained` with no further flags.
 """
@@ -18,7 +20,8 @@ from absl import flags
 
 from vit_jax.cli import common
 
-flags.DEFINE_enum("to", "npz", ["npz", "timm", "hf", "openclip"], "Output format.")
+flags.DEFINE_enum("to", "npz", ["npz", "timm", "hf", "openclip", "bit_published"],
+                  "Output format (bit_published: a BiT model in the BiT paper's .npz layout).")
 flags.DEFINE_string("timm_model", None, "timm model name of SRC, where it cannot be inferred.")
 flags.DEFINE_string("model", None, "vit_jax preset of a published .npz (R50 hybrids only).")
 flags.DEFINE_integer("num_heads", None, "Attention heads, where the width does not tell.")
@@ -42,7 +45,7 @@ def main(argv):
   if len(argv) != 3:
     raise UserError("give a source and an output: python -m vit_jax.convert SRC OUT")
   source, out = argv[1:]
-  if FLAGS.to == "npz" and not out.endswith(".npz"):
+  if FLAGS.to in ("npz", "bit_published") and not out.endswith(".npz"):
     raise UserError(f"OUT={out!r} must end in .npz (or pass --to=timm / hf / openclip).")
   if storage.path(out).exists():
     raise UserError(f"{out} already exists; choose another name (nothing was overwritten).")
@@ -54,6 +57,8 @@ def main(argv):
   print(describe(checkpoint))
   if FLAGS.to == "npz":
     convert.write_npz(checkpoint, out)
+  elif FLAGS.to == "bit_published":
+    convert.write_bit_published(checkpoint, out)
   elif FLAGS.to == "timm":
     kwargs = convert.write_timm(checkpoint, out)
     print(f"timm: {timm_format.timm_code(checkpoint.arch, kwargs, out)}")

@@ -7,12 +7,14 @@
 
 Modules: `checkpoint` (the `Checkpoint` and `read`), `writers`, one module per format
 (`npz_format`, `run_format`, `timm_format`, `hf_format` with `hf_dinov3_format`,
-`big_vision_format`, `openclip_format`) over the shared renaming rules (`layouts`), `hub`
+`big_vision_format`, `openclip_format`, `bit_format`: BiT's published, big_vision and
+timm layouts) over the shared renaming rules (`layouts`), `hub`
 (names), and the user-facing loaders (`pretrained`: load_pretrained and preprocessing_of;
 `inference`: a model with its labels, for predict and visualize).
 """
 from vit_jax.convert.checkpoint import Checkpoint, is_hf_directory, is_run_directory, read
-from vit_jax.convert.writers import write_hf, write_npz, write_openclip, write_timm
+from vit_jax.convert.writers import (write_bit_published, write_hf, write_npz, write_openclip,
+                                     write_timm)
 
 __all__ = ["Checkpoint", "read", "is_hf_directory", "is_run_directory", "write_npz",
-           "write_timm", "write_hf", "write_openclip"]
+           "write_timm", "write_hf", "write_openclip", "write_bit_published"]
