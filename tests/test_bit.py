@@ -258,3 +258,14 @@ def test_r152x4_state_splits_evenly_with_fsdp_on_256_chips():
   abstract = build_lib.build(config, mesh, num_classes=1000,
                              image_shape=(224, 224, 3)).state.abstract
   assert _per_device_over_even_share(abstract, 256) <= 1.1
+
+
+def test_figures_draw_a_bits_root_filters():
+  """The figures evaluator asks the family for its first layer: a BiT's 7x7 root filters
+  (no attention figures: it has none)."""
+  from tests.test_models import random_params
+  from vit_jax.analysis import figures
+  model = create_model("BiT-test", num_classes=3)
+  drawn = figures.make_figures(model, random_params(model, 32),
+                               np.zeros((2, 32, 32, 3), np.float32), num_components=4)
+  assert list(drawn) == ["embedding_filters"]

@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
       "block_sizes": placeholder(tuple),      # BiT: units per stage, e.g. (3, 4, 6, 3).
       "width_factor": placeholder(float),     # BiT: channels x this (R50x3: 3).
       "stem_pool_padding": placeholder(str),  # BiT: 'zeros' (BiT, timm) | '-inf'.
+      "norm_groups": placeholder(int),        # BiT: GroupNorm groups (32).
       # Tokens, pooling and position embeddings.
       "classifier": placeholder(str),         # 'token' | 'gap' | 'map' (attention pooling).
       "class_token": placeholder(bool),       # a [class] token with 'gap'/'map' pooling.

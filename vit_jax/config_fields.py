@@ -41,6 +41,7 @@ MEANINGS: dict[str, str] = {
     "model.channels_mlp_dim": "MLP-Mixer only: channel-mixing MLP width.",
     "model.block_sizes": "BiT only: residual units per stage, e.g. (3, 4, 6, 3) (R50).",
     "model.width_factor": "BiT only: channel width multiplier (R50x3: 3).",
+    "model.norm_groups": "BiT only: GroupNorm groups (32; they must divide the widths).",
     "model.stem_pool_padding": ("BiT only: the root max pool's border: 'zeros' (BiT, timm) "
                                 "or '-inf' (big_vision)."),
     "model.dtype": "compute dtype ('bfloat16' on accelerators).",
