@@ -35,16 +35,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-  try:
-    index, count = (int(v) for v in text.split("/"))
-  except ValueError:
-    raise UserError(f"--shard={text!r}: write K/N, e.g. 0/4.") from None
-  if not 0 <= index < count:
-    raise UserError(f"--shard={text!r}: K must be in [0, N).")
-  return index, count
-
-
 def main(argv) -> None:
   del argv
   if not FLAGS.grid:
@@ -54,7 +44,7 @@ def main(argv) -> None:
   config_arg = config_flags.get_config_filename(FLAGS["config"])
   code = grid_lib.sweep(FLAGS.config, config_arg, storage.check_writable(FLAGS.workdir),
                         grid_lib.parse_grid(FLAGS.grid), passthrough,
-                        shard=_parse_shard(FLAGS.shard), report_only=FLAGS.report)
+                        shard=grid_lib.parse_shard(FLAGS.shard), report_only=FLAGS.report)
   sys.exit(code)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from vit_jax import storage
 from vit_jax.errors import UserError
-from vit_jax.data import offline
+from vit_jax.data import offline, vtab
 from vit_jax.data.folder_stats import IMAGE_EXTENSIONS
 from vit_jax.plugins import import_plugin
 from vit_jax.pp.images import EncodedImage, UnreadableImageError
@@ -144,8 +144,19 @@ class TfdsSource(Source):
 
   def __init__(self, name: str, *, data_dir: Optional[str] = None, label_key: str = "label"):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    self.name = canonical_name(name)
+    self._open(name, data_dir)
+    self.label_key = label_key
+    label_feature = self.builder.info.features[label_key]
+    if isinstance(label_feature, tfds.features.Sequence):
+      label_feature = label_feature.feature  # multi-label datasets (ImageNet-21k style).
+    self.num_classes = label_feature.num_classes
+    self.label_names = list(label_feature.names)
+
+  def _open(self, name: str, data_dir: Optional[str]) -> None:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    self.name = self.tfds_name = canonical_name(name)
     self.data_dir = default_data_dir(data_dir)
+    self._records: dict[str, Sequence] = {}
     try:
       self.builder = tfds.builder(self.name, data_dir=self.data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -158,16 +169,9 @@ class TfdsSource(Source):
           f"{', '.join(known)}; "
           f"any name from `tfds.list_builders()` works, or dataset='folder:/path/to/dir' "
           f"for your own images.") from None
-    self.label_key = label_key
-    label_feature = self.builder.info.features[label_key]
-    if isinstance(label_feature, tfds.features.Sequence):
-      label_feature = label_feature.feature  # multi-label datasets (ImageNet-21k style).
-    self.num_classes = label_feature.num_classes
-    self.label_names = list(label_feature.names)
-    self._records: dict[str, Sequence] = {}
 
   def _prepare_command(self) -> str:
-    return (f"python -m vit_jax.cli.prepare --dataset={self.name} "
+    return (f"python -m vit_jax.cli.prepare --dataset={self.tfds_name} "
             f"--data_dir={self.data_dir}")
 
   def records(self, split):
@@ -175,18 +179,24 @@ class TfdsSource(Source):
       return self._records[split]
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     self._check_prepared()
-    # Images stay encoded here and are decoded in `decode` (in the input workers, with
-    # unreadable ones skipped); features other than image and label are never decoded.
-    undecoded = {k: tfds.decode.SkipDecoding() for k in self.builder.info.features
-                 if k != self.label_key}
     try:
       self._records[split] = tfds.data_source(
-          self.name, split=split, data_dir=self._local_data_dir(split), download=False,
-          decoders=undecoded)
+          self.tfds_name, split=self._tfds_split(split), data_dir=self._local_data_dir(split),
+          download=False, decoders=self._undecoded())
     except (KeyError, ValueError) as e:
       raise UserError(f"Dataset {self.name!r} has no split {split!r} ({e}); it has "
                       f"{list(self.builder.info.splits)}.") from None
     return self._records[split]
+
+  def _tfds_split(self, split: str) -> str:
+    return split
+
+  def _undecoded(self) -> dict:
+    """Images stay encoded here and are decoded in `decode` (in the input workers, with
+    unreadable ones skipped); features other than image and label are never decoded."""
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    return {k: tfds.decode.SkipDecoding() for k in self.builder.info.features
+            if k != self.label_key}
 
   def _local_data_dir(self, split: str) -> str:
     """The data dir itself when local; else a local mirror of this split's files (and the
@@ -196,7 +206,7 @@ class TfdsSource(Source):
     version_dir = storage.path(self.builder.data_dir)
     base = split.split("[", 1)[0]
     local = storage.mirror(version_dir, lambda name: ".array_record" not in name or
-                           name.startswith(f"{self.name}-{base}.array_record"))
+                           name.startswith(f"{self.builder.name}-{base}.array_record"))
     # TFDS looks for <data_dir>/<name>/<version>/: link the mirror in under a root.
     relative = os.fspath(version_dir)[len(self.data_dir):].strip("/")
     root = storage.cache_dir() / "tfds" / storage.path(local).name
@@ -226,6 +236,57 @@ class TfdsSource(Source):
     if isinstance(image, bytes):  # decoded by the first pp op (see EncodedImage).
       image = EncodedImage(image, f"a record of {self.name}", keep_gray=True)
     return {"image": image, "label": record[self.label_key]}
+
+
+class VtabSource(TfdsSource):
+  """A VTAB-1k task (`dataset="vtab:<task>"`, see `vit_jax.data.vtab`): its TFDS dataset,
+  its splits by name (train800, val200, train800val200, test) and its labels, computed in
+  the input workers from the examples' annotations as task_adaptation does."""
+
+  def __init__(self, task_name: str, *, data_dir: Optional[str] = None):
+    self.task = vtab.task(task_name)
+    self._open(self.task.tfds_name, data_dir)
+    self.name = f"vtab:{self.task.name}"
+    self.num_classes = self.task.num_classes
+    self.label_names = [str(i) for i in range(self.num_classes)]
+    self._splits: Optional[dict[str, str]] = None
+
+  def _tfds_split(self, split: str) -> str:
+    """A task split name, or a slice of one ('val200[:50%]'), as the TFDS string."""
+    if self._splits is None:
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      self._check_prepared()
+      sizes = {}
+
+      def count(name: str) -> int:  # the prepared split's size (a mock's too).
+        if name not in sizes:
+          sizes[name] = len(tfds.data_source(self.tfds_name, split=name,
+                                             data_dir=self._local_data_dir(name),
+                                             download=False, decoders=self._undecoded()))
+        return sizes[name]
+      self._splits = self.task.tfds_splits(count)
+    name, _, rest = split.partition("[")
+    if name not in self._splits:
+      raise UserError(f"VTAB task {self.task.name} has the splits {sorted(self._splits)}, "
+                      f"not {split!r}.")
+    if rest:
+      raise UserError(f"VTAB split {split!r}: use the task's splits whole "
+                      f"({', '.join(sorted(self._splits))}).")
+    return self._splits[name]
+
+  def _undecoded(self) -> dict:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    # What the task's label reads is decoded; images wait for the workers' first pp op.
+    return {k: tfds.decode.SkipDecoding() for k in self.builder.info.features
+            if k not in self.task.features}
+
+  def decode(self, record):
+    image = record["image"]
+    if isinstance(image, bytes):
+      image = EncodedImage(image, f"a record of {self.name}", keep_gray=True)
+    scaled = vtab.image_of(self.task, image)
+    return {"image": image if scaled is None else scaled,
+            "label": np.int64(vtab.label_of(self.task, record))}
 
 
 # --- Image folders ----------------------------------------------------------------------
@@ -327,6 +388,8 @@ def get_source(name: str, *, data_dir: Optional[str] = None,
   own 'my_pkg.my_module:name' (see `plugin_source`)."""
   if name.startswith("folder:"):
     return ImageFolderSource(name.removeprefix("folder:"))
+  if name.startswith("vtab:"):
+    return VtabSource(name.removeprefix("vtab:"), data_dir=data_dir)
   plugin = plugin_source(name)
   if plugin is not None:
     return plugin
@@ -345,5 +408,6 @@ def from_config(config, dataset: Optional[str] = None, label_key: Optional[str] 
                     label_key=label_key)
 
 
-__all__ = ["Source", "ArraySource", "TfdsSource", "ImageFolderSource", "UnreadableImageError",
+__all__ = ["Source", "ArraySource", "TfdsSource", "VtabSource", "ImageFolderSource",
+           "UnreadableImageError",
            "get_source", "from_config", "shard_range", "slice_split"]

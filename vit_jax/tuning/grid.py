@@ -43,6 +43,17 @@ def _literal(text: str):
     return text
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+  """'K/N' -> (K, N): every N-th item from the K-th (--shard of sweeps and suites)."""
+  try:
+    index, count = (int(v) for v in text.split("/"))
+  except ValueError:
+    raise UserError(f"--shard={text!r}: write K/N, e.g. 0/4.") from None
+  if not 0 <= index < count:
+    raise UserError(f"--shard={text!r}: K must be in [0, N).")
+  return index, count
+
+
 def points(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
   fields = [field for field, _ in grid]
   return [dict(zip(fields, combo)) for combo in itertools.product(*(v for _, v in grid))]
