@@ -120,9 +120,9 @@ def test_rerun_does_nothing_and_shards_equal_one_run(vtab_suite, tmp_path, capsy
 
 def test_partial_suite_reports_what_finished_and_lists_the_rest(vtab_suite, tmp_path):
   root, checkpoint, _, _ = vtab_suite
-  markdown, means = transfer.write_report(root, ["dtd", "clevr_count", "cifar10"],
+  markdown, means = transfer.write_report(root, ["dtd", "clevr_count", "paper/cifar10"],
                                           checkpoint=checkpoint, grid=GRID)
-  assert "Not finished (1): cifar10." in markdown
+  assert "Not finished (1): paper/cifar10." in markdown
   assert "| natural |" in markdown and "1 of 1" in markdown and "paper" not in means
 
 
@@ -143,3 +143,17 @@ def test_bad_input_is_one_line(tmp_path):
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
   assert "checkpoint=" in lines[0] and "no such file or directory" in lines[0]
+
+
+def test_suites_name_vtab_tasks_and_whole_datasets_apart():
+  """VTAB's cifar100 is 1,000 images; the paper's is the whole dataset with its recipe."""
+  assert transfer.suite_tasks("paper")[:2] == ["paper/imagenet2012", "paper/cifar10"]
+  assert transfer.suite_tasks("cifar10,cifar100") == ["paper/cifar10", "cifar100"]
+  vtab_config = transfer.task_config("cifar100", "final")
+  paper_config = transfer.task_config("paper/cifar100", "final")
+  assert vtab_config.dataset == "vtab:cifar100" and vtab_config.train_split == "train800val200"
+  assert paper_config.dataset == "cifar100" and paper_config.train_split == "train"
+  assert paper_config.total_steps == 10_000 and transfer.grid_of("paper/cifar100") == \
+      transfer.PAPER_GRID
+  flowers = transfer.task_config("paper/oxford_flowers102", "final")
+  assert flowers.train_split == "train+validation" and flowers.val_split == ""

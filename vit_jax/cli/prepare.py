@@ -17,7 +17,8 @@ from vit_jax.cli import common
 from vit_jax.data.presets import canonical_name
 from vit_jax.errors import UserError
 
-flags.DEFINE_string("dataset", None, "TFDS name, e.g. cifar10.")
+flags.DEFINE_string("dataset", None, "TFDS name, e.g. cifar10; vtab:<task> for a VTAB task's "
+                    "dataset, vtab1k for all of them.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default $TFDS_DATA_DIR or "
                     "~/tensorflow_datasets).")
 flags.DEFINE_string("folder", None, "An image folder DIR/{train,test}/<class>/* to resize.")
@@ -69,8 +70,16 @@ def main(argv):
     return
   if not FLAGS.dataset:
     raise UserError("Give --dataset=NAME (a TFDS dataset) or --folder=DIR --out=DIR.")
+  from vit_jax.data import vtab  # pylint: disable=g-import-not-at-top
   from vit_jax.data.sources import default_data_dir  # pylint: disable=g-import-not-at-top
-  prepare_tfds(canonical_name(FLAGS.dataset), default_data_dir(FLAGS.data_dir))
+  if FLAGS.dataset == "vtab1k":  # the 16 datasets of VTAB-1k's 19 tasks.
+    names = list(dict.fromkeys(task.tfds_name for task in vtab.TASKS.values()))
+  elif FLAGS.dataset.startswith("vtab:"):
+    names = [vtab.task(FLAGS.dataset.removeprefix("vtab:")).tfds_name]
+  else:
+    names = [canonical_name(FLAGS.dataset)]
+  for name in names:
+    prepare_tfds(name, default_data_dir(FLAGS.data_dir))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from vit_jax import config as config_lib
 from vit_jax import console, storage
 from vit_jax.cli import common
 from vit_jax.errors import UserError
+from vit_jax.models.presets import MODEL_PRESETS, resolve_model_name
 
 config_flags.DEFINE_config_dict("config", config_lib.base_config(), "Overrides for every "
                                 "run, e.g. --config.batch_size=256.")
@@ -66,8 +67,9 @@ def _overrides() -> dict:
   return found
 
 
-def _planned_rate(checkpoint) -> float:
-  """The TPU planner's roofline img/s of the checkpoint's model at 384 px, batch 512."""
+def _planned_rate(checkpoint, overrides: dict) -> float:
+  """The TPU planner's roofline img/s of the model (the checkpoint's, else --model's) at
+  384 px, batch 512: a VTAB run's step."""
   import jax  # pylint: disable=g-import-not-at-top
   from vit_jax.bench import memory_plan  # pylint: disable=g-import-not-at-top
   from vit_jax.runtime import accelerators  # pylint: disable=g-import-not-at-top
@@ -76,7 +78,10 @@ def _planned_rate(checkpoint) -> float:
   jax.config.update("jax_platforms", "cpu")
   with common.stderr_quiet():
     devices = memory_plan.topology_devices(FLAGS.topology)
-  config = resolve.resolve(transfer.task_config("cifar100", "select"), checkpoint).config
+  config = config_lib.with_overrides(transfer.task_config("cifar100", "select"),
+                                     {k: v for k, v in overrides.items()
+                                      if k in ("model_name", "batch_size")})
+  config = resolve.resolve(config, checkpoint).config
   result = memory_plan.plan(config, devices, resolution=384, num_classes=100)
   line = memory_plan.roofline(result, accelerators.chip_of_device(devices[0]))
   if not line:
@@ -100,13 +105,16 @@ def main(argv) -> None:
     console.line(transfer.write_report(root, tasks, checkpoint=FLAGS.checkpoint or "",
                                        grid=points)[0])
     return
-  if not FLAGS.checkpoint:
+  if not FLAGS.checkpoint and not (FLAGS.dry_run and FLAGS.model):
     raise UserError("give --checkpoint=... (a run, .npz, timm file, HF directory or Hub "
-                    "name): what the suite transfers.")
-  checkpoint = convert.read(FLAGS.checkpoint, model_name=FLAGS.model, what="checkpoint")
-  family = checkpoint.arch.get("family", "vit")
+                    "name): what the suite transfers (a --dry_run takes --model alone).")
+  checkpoint = (convert.read(FLAGS.checkpoint, model_name=FLAGS.model, what="checkpoint")
+                if FLAGS.checkpoint else None)
+  family = (checkpoint.arch.get("family", "vit") if checkpoint is not None
+            else MODEL_PRESETS[resolve_model_name(FLAGS.model)]["family"])
   if FLAGS.dry_run:
-    rate = FLAGS.images_per_second or (_planned_rate(checkpoint) if FLAGS.topology else None)
+    rate = FLAGS.images_per_second or (_planned_rate(checkpoint, overrides)
+                                       if FLAGS.topology else None)
     console.line(transfer.dry_run(tasks, overrides=overrides, shard=shard,
                                   model_family=family, images_per_second=rate, grid=points))
     return

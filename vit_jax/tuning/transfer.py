@@ -32,8 +32,11 @@ from vit_jax.runtime import workdir as workdir_lib
 from vit_jax.trainer import loop
 from vit_jax.tuning import grid as grid_lib
 
-# The paper's headline datasets (ImageNet's ReaL accuracy is an evaluator of its run).
-PAPER = ("imagenet2012", "cifar10", "cifar100", "oxford_iiit_pet", "oxford_flowers102")
+# The paper's headline datasets (ImageNet's ReaL accuracy is an evaluator of its run),
+# whole: `paper/cifar100` is CIFAR-100's 50k images, VTAB's `cifar100` its 1k.
+PAPER_PREFIX = "paper/"
+PAPER = tuple(PAPER_PREFIX + name for name in ("imagenet2012", "cifar10", "cifar100",
+                                               "oxford_iiit_pet", "oxford_flowers102"))
 SUITES = {"vtab1k": tuple(vtab.TASKS), "paper": PAPER,
           **{f"vtab_{group}": tuple(names) for group, names in vtab.by_group().items()}}
 # The ViT paper chose VTAB's setting from two learning rates and two schedules on val200;
@@ -59,6 +62,9 @@ def suite_tasks(suite: str) -> list[str]:
   if suite in SUITES:
     return list(SUITES[suite])
   tasks = [t.strip() for t in suite.split(",") if t.strip()]
+  # A headline dataset that is no VTAB task needs no prefix: 'cifar10', 'imagenet2012'.
+  tasks = [PAPER_PREFIX + t if PAPER_PREFIX + t in PAPER and t not in vtab.TASKS else t
+           for t in tasks]
   for name in tasks:
     if name not in vtab.TASKS and name not in PAPER:
       vtab.task(name)  # one line naming the close ones and every VTAB task.
@@ -81,9 +87,10 @@ def task_config(task: str, phase: str, *, model_family: str = "vit"):
     return vtab_config.get_config(f"{task},{phase}")
   from vit_jax.configs import finetune  # pylint: disable=g-import-not-at-top  (reads folders)
   model = "bit-r50x1" if model_family == "bit" else "b16"  # the checkpoint's comes with it.
-  config = finetune.get_config(f"{model},{task}").unlock()
+  dataset = task.removeprefix(PAPER_PREFIX)
+  config = finetune.get_config(f"{model},{dataset}").unlock()
   if phase == FINAL:
-    preset = presets_lib.get_preset(task)
+    preset = presets_lib.get_preset(dataset)
     base = preset.train_split.split("[")[0]
     config.train_split = (base if preset.val_split.startswith(f"{base}[") else
                           f"{preset.train_split}+{preset.val_split}")
@@ -195,7 +202,7 @@ def collect(root: epath.Path, tasks: list[str],
               default=None)
     summary = grid_lib.summarise(final)
     extra = {k: v for k, v in workdir_lib.read_metrics(final)[-1].items()
-             if k.startswith("real_") and k.endswith("accuracy")} if task == "imagenet2012" else {}
+             if k.startswith("real_") and k.endswith("accuracy")}
     rows.append({"task": task, "group": _group(task), "chosen": grid_lib.point_name(point),
                  "val_accuracy": val, "test_accuracy": summary["test_accuracy"], **extra,
                  "steps": workdir_lib.read_config(final).get("total_steps"),
