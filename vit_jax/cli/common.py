@@ -114,6 +114,14 @@ def _exit_with_error(error: BaseException, code: int | None = None) -> None:
   sys.exit(code)
 
 
+def define_shard_and_report(items: str) -> None:
+  """--shard and --report, as every command that runs many trainings takes them."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("shard", "0/1", f"K/N: run every N-th {items} from the K-th (N hosts "
+                      f"or processes share the work).")
+  flags.DEFINE_bool("report", False, "Only rewrite the results of what has finished.")
+
+
 def config_file(value: str) -> str:
   """A --config value with its file found: a path as given, else a config shipped with
   the package, by name (`quickstart`, `configs/finetune.py` outside the clone, or

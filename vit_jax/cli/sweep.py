@@ -29,8 +29,7 @@ config_flags.DEFINE_config_file("config", None, "Config file[:args], as for vit_
                                 "--config.FIELD=VALUE goes to every point.", lock_config=True)
 flags.DEFINE_string("workdir", None, "One subfolder per point, and the results table.")
 flags.DEFINE_multi_string("grid", [], "FIELD=V1,V2,... (repeat for more fields).")
-flags.DEFINE_string("shard", "0/1", "K/N: run every N-th point from the K-th.")
-flags.DEFINE_bool("report", False, "Only rewrite the table and plot.")
+common.define_shard_and_report("point")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 

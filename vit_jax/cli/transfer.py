@@ -40,14 +40,13 @@ flags.DEFINE_string("suite", "vtab1k", "vtab1k, vtab_natural, vtab_specialized, 
                     "vtab_structured, paper, or task names separated by commas.")
 flags.DEFINE_string("workdir", None, "One subfolder per task, and the results.")
 flags.DEFINE_string("model", None, "The preset of a published .npz (it does not say).")
-flags.DEFINE_string("shard", "0/1", "K/N: every N-th task from the K-th.")
+common.define_shard_and_report("task")
 flags.DEFINE_multi_string("grid", [], "FIELD=V1,V2,...: another grid to choose from "
                           "(default: the protocol's; repeat for more fields).")
 flags.DEFINE_bool("dry_run", False, "List every run, its steps and device time; train none.")
 flags.DEFINE_float("images_per_second", None, "--dry_run: the training rate to price at.")
 flags.DEFINE_string("topology", None, "--dry_run: price at the TPU planner's roofline for "
                     "this topology (e.g. v5e:2x4).")
-flags.DEFINE_bool("report", False, "Only rewrite the results of what finished.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 

@@ -62,13 +62,17 @@ def _norm(groups: int, name: str, dtype, param_dtype):
                       bias_init=partitioned(nn.initializers.zeros, ("embed",)))
 
 
-class PreActBottleneck(nn.Module):
+class _Layer(nn.Module):
+  """The compute and parameter dtypes every part of the network takes (by keyword)."""
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+
+class PreActBottleneck(_Layer, kw_only=True):
   """GN -> ReLU -> (projection) -> conv1 -> GN -> ReLU -> conv2 -> GN -> ReLU -> conv3, + x."""
   mid: int
   stride: int = 1
   groups: int = 32
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -85,12 +89,10 @@ class PreActBottleneck(nn.Module):
     return x + shortcut
 
 
-class _RootBlock(nn.Module):
+class _RootBlock(_Layer, kw_only=True):
   """7x7 stride-2 convolution, then a 3x3 stride-2 max pool over a 1-pixel border."""
   width: int
   pool_padding: str
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -101,20 +103,19 @@ class _RootBlock(nn.Module):
     return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-class _Stage(nn.Module):
+class _Stage(_Layer, kw_only=True):
   """`units` bottlenecks (unit01, unit02, ...); the first one strides."""
   units: int
   mid: int
   stride: int
   groups: int
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     for unit in range(self.units):
-      x = PreActBottleneck(self.mid, self.stride if unit == 0 else 1, self.groups,
-                           self.dtype, self.param_dtype, name=f"unit{unit + 1:02d}")(x)
+      x = PreActBottleneck(mid=self.mid, stride=self.stride if unit == 0 else 1,
+                           groups=self.groups, dtype=self.dtype, param_dtype=self.param_dtype,
+                           name=f"unit{unit + 1:02d}")(x)
     self.sow("intermediates", "out", x)  # the stage's feature map (features' blocks).
     return x
 
@@ -141,11 +142,12 @@ class BiT(nn.Module):
   def __call__(self, images, *, train: bool = False, return_representation: bool = False):
     del train  # no dropout, and GroupNorm keeps no batch statistics.
     width = int(64 * self.width_factor)
-    x = _RootBlock(width, self.stem_pool_padding, self.dtype, self.param_dtype,
-                   name="root_block")(images.astype(self.dtype))
+    x = _RootBlock(width=width, pool_padding=self.stem_pool_padding, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="root_block")(images.astype(self.dtype))
     for stage, units in enumerate(self.block_sizes):
-      x = _Stage(units, width * 2**stage, 1 if stage == 0 else 2, self.norm_groups,
-                 self.dtype, self.param_dtype, name=f"block{stage + 1}")(x)
+      x = _Stage(units=units, mid=width * 2**stage, stride=1 if stage == 0 else 2,
+                 groups=self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype,
+                 name=f"block{stage + 1}")(x)
     x = nn.relu(_norm(self.norm_groups, "pre_head_norm", self.dtype, self.param_dtype)(x))
     # The final feature map, one "token" per position (features' patch_tokens).
     self.sow("intermediates", "tokens", x.reshape(x.shape[0], -1, x.shape[-1]))
