@@ -23,6 +23,10 @@ CASES = [
     ("small_data.py", None),
     ("small_data.py", "pureml_mnist"),
     ("small_data.py", "cifar10"),
+    ("finetune.py", "bit-r50x1,cifar10"),
+    ("pretrain.py", "bit-r50x1,imagenet2012"),
+    ("vtab.py", "clevr_count"),
+    ("vtab.py", "dtd,final"),
 ]
 
 

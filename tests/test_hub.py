@@ -124,7 +124,7 @@ def test_models_list_names_pretrained_checkpoints_timm_knows(capsys):
   printed = capsys.readouterr().out
   torch_refs.import_references()
   from timm.models._registry import get_pretrained_cfg
-  checked = ("vit_", "deit3_", "deit_", "eva02_")
+  checked = ("vit_", "deit3_", "deit_", "eva02_", "resnetv2_")  # BiT: tests/test_bit.py.
   for name, _, source in KNOWN_NAMES:
     assert name in printed
     if source == "timm":

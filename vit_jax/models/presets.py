@@ -125,6 +125,9 @@ def resolve_model_name(name: str) -> str:
     return SHORT_NAMES[name]
   import difflib  # pylint: disable=g-import-not-at-top
   close = difflib.get_close_matches(name, [*MODEL_PRESETS, *SHORT_NAMES], n=3, cutoff=0.75)
+  # Only the best matches ('ViT-digit': ViT-digits, not also BiT-digits).
+  score = lambda c: difflib.SequenceMatcher(None, name, c).ratio()  # noqa: E731
+  close = [c for c in close if score(c) >= score(close[0]) - 0.05] if close else close
   hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
   raise UserError(
       f"Unknown model name {name!r}.{hint} Valid names: {', '.join(sorted(MODEL_PRESETS))} "
