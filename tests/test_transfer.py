@@ -157,3 +157,15 @@ def test_suites_name_vtab_tasks_and_whole_datasets_apart():
       transfer.PAPER_GRID
   flowers = transfer.task_config("paper/oxford_flowers102", "final")
   assert flowers.train_split == "train+validation" and flowers.val_split == ""
+
+
+def test_a_bucket_mirror_copies_the_files_of_every_split_a_task_split_names(tmp_path):
+  """ArrayRecord reads local files: from a bucket, a VTAB split's mirror must hold the
+  files of each TFDS split its string names (train800val200 of dtd: train and validation),
+  not of a split named like the task's."""
+  from vit_jax.data import sources
+  source = sources.get_source("vtab:dtd", data_dir=str(tmp_path))
+  wanted = source.mirrored(vtab.TASKS["dtd"].tfds_splits(lambda name: 0)["train800val200"])
+  assert wanted("dtd-train.array_record-00000-of-00002")
+  assert wanted("dtd-validation.array_record-00000-of-00001")
+  assert wanted("dataset_info.json") and not wanted("dtd-test.array_record-00000-of-00001")

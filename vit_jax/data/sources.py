@@ -177,16 +177,21 @@ class TfdsSource(Source):
   def records(self, split):
     if split in self._records:
       return self._records[split]
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     self._check_prepared()
+    tfds_split = self._tfds_split(split)
     try:
-      self._records[split] = tfds.data_source(
-          self.tfds_name, split=self._tfds_split(split), data_dir=self._local_data_dir(split),
-          download=False, decoders=self._undecoded())
+      self._records[split] = self._data_source(tfds_split)
     except (KeyError, ValueError) as e:
       raise UserError(f"Dataset {self.name!r} has no split {split!r} ({e}); it has "
                       f"{list(self.builder.info.splits)}.") from None
     return self._records[split]
+
+  def _data_source(self, tfds_split: str) -> Sequence:
+    """The records of a TFDS split string ('train[:800]+validation[:200]' too)."""
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    return tfds.data_source(self.tfds_name, split=tfds_split,
+                            data_dir=self._local_data_dir(tfds_split), download=False,
+                            decoders=self._undecoded())
 
   def _tfds_split(self, split: str) -> str:
     return split
@@ -198,15 +203,20 @@ class TfdsSource(Source):
     return {k: tfds.decode.SkipDecoding() for k in self.builder.info.features
             if k != self.label_key}
 
-  def _local_data_dir(self, split: str) -> str:
-    """The data dir itself when local; else a local mirror of this split's files (and the
+  def mirrored(self, tfds_split: str):
+    """file name -> whether a split string's records need it: the metadata and the
+    ArrayRecord files of every split it names ('train[:800]+validation[:200]': both)."""
+    bases = {part.split("[", 1)[0].strip() for part in tfds_split.split("+")}
+    return lambda name: ".array_record" not in name or any(
+        name.startswith(f"{self.builder.name}-{base}.array_record") for base in bases)
+
+  def _local_data_dir(self, tfds_split: str) -> str:
+    """The data dir itself when local; else a local mirror of the split's files (and the
     dataset's metadata) laid out as TFDS expects."""
     if not storage.is_remote(self.data_dir):
       return self.data_dir
     version_dir = storage.path(self.builder.data_dir)
-    base = split.split("[", 1)[0]
-    local = storage.mirror(version_dir, lambda name: ".array_record" not in name or
-                           name.startswith(f"{self.builder.name}-{base}.array_record"))
+    local = storage.mirror(version_dir, self.mirrored(tfds_split))
     # TFDS looks for <data_dir>/<name>/<version>/: link the mirror in under a root.
     relative = os.fspath(version_dir)[len(self.data_dir):].strip("/")
     root = storage.cache_dir() / "tfds" / storage.path(local).name
@@ -232,10 +242,16 @@ class TfdsSource(Source):
                       f"ArrayRecord: {self._prepare_command()}")
 
   def decode(self, record):
+    return {"image": self._image(record), "label": self._label(record)}
+
+  def _image(self, record):
     image = record["image"]
     if isinstance(image, bytes):  # decoded by the first pp op (see EncodedImage).
       image = EncodedImage(image, f"a record of {self.name}", keep_gray=True)
-    return {"image": image, "label": record[self.label_key]}
+    return image
+
+  def _label(self, record):
+    return record[self.label_key]
 
 
 class VtabSource(TfdsSource):
@@ -252,19 +268,10 @@ class VtabSource(TfdsSource):
     self._splits: Optional[dict[str, str]] = None
 
   def _tfds_split(self, split: str) -> str:
-    """A task split name, or a slice of one ('val200[:50%]'), as the TFDS string."""
+    """A task split name (whole: no slices) as the TFDS split string."""
     if self._splits is None:
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      self._check_prepared()
-      sizes = {}
-
-      def count(name: str) -> int:  # the prepared split's size (a mock's too).
-        if name not in sizes:
-          sizes[name] = len(tfds.data_source(self.tfds_name, split=name,
-                                             data_dir=self._local_data_dir(name),
-                                             download=False, decoders=self._undecoded()))
-        return sizes[name]
-      self._splits = self.task.tfds_splits(count)
+      # The prepared splits' sizes (a mock's too), as task_adaptation reads them.
+      self._splits = self.task.tfds_splits(lambda name: len(self._data_source(name)))
     name, _, rest = split.partition("[")
     if name not in self._splits:
       raise UserError(f"VTAB task {self.task.name} has the splits {sorted(self._splits)}, "
@@ -280,13 +287,13 @@ class VtabSource(TfdsSource):
     return {k: tfds.decode.SkipDecoding() for k in self.builder.info.features
             if k not in self.task.features}
 
-  def decode(self, record):
-    image = record["image"]
-    if isinstance(image, bytes):
-      image = EncodedImage(image, f"a record of {self.name}", keep_gray=True)
+  def _image(self, record):
+    image = super()._image(record)
     scaled = vtab.image_of(self.task, image)
-    return {"image": image if scaled is None else scaled,
-            "label": np.int64(vtab.label_of(self.task, record))}
+    return image if scaled is None else scaled
+
+  def _label(self, record):
+    return np.int64(vtab.label_of(self.task, record))
 
 
 # --- Image folders ----------------------------------------------------------------------
