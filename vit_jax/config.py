@@ -9,6 +9,8 @@ Importing this module imports neither JAX nor TensorFlow: configs load in a blin
 """
 from __future__ import annotations
 
+import copy
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
@@ -207,8 +209,9 @@ def pp_strings(config: ml_collections.ConfigDict) -> dict[str, str]:
 def with_overrides(config: ml_collections.ConfigDict,
                    overrides: dict[str, object]) -> ml_collections.ConfigDict:
   """A copy of `config` with these fields set, by dotted name ('model.patch_size',
-  'evals.test.pp'), as the command line sets them."""
-  config = config.copy_and_resolve_references()
+  'evals.test.pp'), as the command line sets them: a field that refers to another (a
+  warm-up of `total_steps // 10`) follows its new value."""
+  config = copy.deepcopy(config)  # references kept (copy_and_resolve_references drops them).
   with config.unlocked():
     for field, value in overrides.items():
       *parents, leaf = field.split(".")

@@ -47,10 +47,15 @@ class FamilyNames:
   input_kernel: str = "embedding/kernel"  # the first layer's (RGB filters in figures).
   lora_targets: str = r"(query|key|value|out|Dense_0|Dense_1)/kernel$"
 
+  def _block_parts(self) -> tuple[str, str]:
+    """The block prefix around its index, as regexes ('Transformer/encoderblock_', '/')."""
+    before, after = self.block.split("{}")
+    return re.escape(before), re.escape(after)
+
   def _block_regex(self) -> Optional[re.Pattern]:
     if self.block is None:
       return None
-    before, after = (re.escape(part) for part in self.block.split("{}"))
+    before, after = self._block_parts()
     return re.compile(rf"(?:^|/){before}(\d+){after}")
 
   def block_index(self, name: str) -> Optional[int]:
@@ -78,6 +83,6 @@ class FamilyNames:
     """The `frozen` regex that trains only the last `count` blocks and the top."""
     trained = "|".join(str(i + self.first_block)
                        for i in range(num_blocks - count, num_blocks))
-    before, after = (re.escape(part) for part in self.block.split("{}"))
+    before, after = self._block_parts()
     top = "|".join(re.escape(prefix) for prefix in self.top)
     return rf"^(?!{top}|{before}(?:{trained}){after})"

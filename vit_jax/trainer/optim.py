@@ -83,7 +83,8 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
   chain = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
   multipliers = param_groups.lr_multiplier_fn(config)
   if multipliers is not None:
-    optimizer = optax.chain(optimizer, param_groups.scale_by_multipliers(multipliers))
+    optimizer = optax.chain(optimizer, param_groups.scale_by_multipliers(
+        multipliers, param_groups.family_names(config).num_blocks))
   tx = optax.chain(*chain, optimizer)
   if param_groups.freezes(config):  # clipping sees the trained gradients only.
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
@@ -156,9 +157,10 @@ def _named(name: str, factory, kwargs: dict, config, schedule, state_dtype
                     f"takes {[p for p in params if p != 'learning_rate']}.")
   owned = {"learning_rate": "lr/schedule", **{a: "weight_decay" for a in _DECAY_ARGS},
            **{a: "optimizer_dtype" for a in _DTYPE_ARGS}}
-  for arg in set(kwargs) & set(owned):
-    raise UserError(f"optimizer={config.optimizer!r}: set {arg} through "
-                    f"--config.{owned[arg]}, not in the optimizer's arguments.")
+  clash = sorted(set(kwargs) & set(owned))
+  if clash:
+    raise UserError(f"optimizer={config.optimizer!r}: set {clash[0]} through "
+                    f"--config.{owned[clash[0]]}, not in the optimizer's arguments.")
   args = dict(kwargs, learning_rate=schedule)
   decay = next((a for a in _DECAY_ARGS if a in params), None)
   if decay is not None:

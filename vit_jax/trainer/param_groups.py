@@ -28,15 +28,13 @@ from vit_jax.models import family as family_lib
 from vit_jax.models import family_of, lora as lora_lib
 from vit_jax.param_names import HEADS, FamilyNames, map_named, named_leaves, names
 
+# With LoRA and no `frozen` of the user's: only the adapters and the heads train.
+LORA_FROZEN = rf"^(?!{'|'.join(re.escape(h) for h in HEADS)})(?!.*/lora_[ab]$)"
+
+
 def family_names(config) -> FamilyNames:
   """What the config's model family says its parameter names mean."""
   return family_lib.names(family_of(config.model_name))
-
-
-def lora_frozen() -> str:
-  """With LoRA and no `frozen` of the user's: only the adapters and the heads train."""
-  heads = "|".join(re.escape(h) for h in HEADS)
-  return rf"^(?!{heads})(?!.*/lora_[ab]$)"
 
 
 def layer_factor(name: str, shape: tuple[int, ...], decay: float, layers: int,
@@ -71,17 +69,18 @@ def lr_multiplier_fn(config) -> Optional[Callable[[str, tuple, int], Any]]:
   def multiplier(name, shape, layers):
     factor = layer_factor(name, shape, decay, layers, names_) if decay != 1.0 else 1.0
     return factor * (_first_match(name, rules) or 1.0)
-  multiplier.num_blocks = names_.num_blocks
   return multiplier
 
 
-def scale_by_multipliers(fn: Callable[[str, tuple, int], Any]) -> optax.GradientTransformation:
-  """Each update leaf times its multiplier (computed from the tree's names at trace time;
-  leaves of a frozen group are empty nodes and are skipped)."""
+def scale_by_multipliers(fn: Callable[[str, tuple, int], Any],
+                         num_blocks: Callable[[Any], int]) -> optax.GradientTransformation:
+  """Each update leaf times its multiplier (computed from the tree's names at trace time,
+  `num_blocks(updates)` the model's blocks; leaves of a frozen group are empty nodes and
+  are skipped)."""
 
   def update(updates, state, params=None):
     del params
-    layers = fn.num_blocks(updates)
+    layers = num_blocks(updates)
 
     def scale(name, u):
       m = fn(name, tuple(u.shape), layers)
@@ -140,7 +139,7 @@ def frozen_pattern(config, params) -> str:
                       f"frozen: set one.")
     return names_.trained_last(last, num_blocks)
   if not frozen and lora_lib.LoraSpec.from_config(config) is not None:
-    return lora_frozen()
+    return LORA_FROZEN
   return frozen
 
 

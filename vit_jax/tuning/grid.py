@@ -1,6 +1,6 @@
 """Grid sweeps: one workdir per point, each trained by `python -m vit_jax.main` in its own
-process (resumable: a finished point leaves workdir_lib.SWEEP_RESULT), and the results table and plot
-with the best point selected on the validation split. The command: vit_jax.cli.sweep."""
+process (resumable: a finished point leaves its record, `record_finished`), and the
+results table and plot with the best point selected on the validation split. The command: vit_jax.cli.sweep."""
 from __future__ import annotations
 
 import ast
@@ -107,14 +107,26 @@ def run_point(config_arg: str, workdir: epath.Path, point: dict,
   if returncode:
     raise RuntimeError(f"exit status {returncode}; see {log_path}")
   wall = time.perf_counter() - start
-  storage.write_text(workdir / workdir_lib.SWEEP_RESULT, json.dumps({"point": point, "wall_seconds": wall}))
+  record_finished(workdir, point, wall)
   return wall
+
+
+def record_finished(workdir: epath.Path, point: dict, wall: float) -> None:
+  """A run of a sweep or suite is done: its point and wall time, what a rerun skips by."""
+  storage.write_text(workdir / workdir_lib.SWEEP_RESULT,
+                     json.dumps({"point": point, "wall_seconds": wall}))
+
+
+def finished(workdir: epath.Path) -> Optional[dict]:
+  """A finished run's record ({'point', 'wall_seconds'}; None: not finished)."""
+  path = workdir / workdir_lib.SWEEP_RESULT
+  return json.loads(path.read_text()) if path.exists() else None
 
 
 def finished_wall(workdir: epath.Path) -> Optional[float]:
   """A finished point's wall time in seconds (None: not finished)."""
-  path = workdir / workdir_lib.SWEEP_RESULT
-  return json.loads(path.read_text())["wall_seconds"] if path.exists() else None
+  record = finished(workdir)
+  return None if record is None else record["wall_seconds"]
 
 
 def summarise(workdir: epath.Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import time
 from typing import Optional
 
@@ -110,13 +109,10 @@ def plan(tasks: list[str], shard=(0, 1), grid: Optional[list] = None) -> list[Ru
 def _run_config(run: Run, checkpoint: str, overrides: dict, model_family: str,
                 point: dict):
   """The task's config for this run: the checkpoint, the grid point, the user's
-  overrides (a VTAB run warms up for a tenth of its schedule)."""
+  overrides (a VTAB config's warm-up, a tenth of its steps, follows them)."""
   config = task_config(run.task, run.phase, model_family=model_family)
-  values = {"pretrained": checkpoint, **point}
-  if run.task in vtab.TASKS:
-    steps = overrides.get("total_steps", point.get("total_steps", config.total_steps))
-    values["warmup_steps"] = int(steps) // 10
-  return config_lib.with_overrides(config, {**values, **overrides}).lock()
+  return config_lib.with_overrides(
+      config, {"pretrained": checkpoint, **point, **overrides}).lock()
 
 
 def check_prepared(tasks: list[str], data_dir: Optional[str]) -> None:
@@ -174,8 +170,7 @@ def run_suite(root: epath.Path, tasks: list[str], *, checkpoint: str, overrides:
       console.warn(f"{label}: failed ({first_line(e)})")
       failures += 1
       continue
-    storage.write_text(workdir / workdir_lib.SWEEP_RESULT, json.dumps(
-        {"point": point, "wall_seconds": time.perf_counter() - start}))
+    grid_lib.record_finished(workdir, point, time.perf_counter() - start)
   return failures
 
 
@@ -190,10 +185,10 @@ def collect(root: epath.Path, tasks: list[str],
   rows, missing = [], []
   for task in tasks:
     final = root / task / FINAL
-    if grid_lib.finished_wall(final) is None:
+    record = grid_lib.finished(final)
+    if record is None:
       missing.append(task)
       continue
-    point = json.loads((final / workdir_lib.SWEEP_RESULT).read_text())["point"]
     grid_points = grid_lib.points(grid_of(task, grid))
     grid_rows = [grid_lib.summarise(root / task / grid_lib.point_name(p)) for p in grid_points]
     walls = [grid_lib.finished_wall(root / task / grid_lib.point_name(p)) or 0.0
@@ -203,10 +198,11 @@ def collect(root: epath.Path, tasks: list[str],
     summary = grid_lib.summarise(final)
     extra = {k: v for k, v in workdir_lib.read_metrics(final)[-1].items()
              if k.startswith("real_") and k.endswith("accuracy")}
-    rows.append({"task": task, "group": _group(task), "chosen": grid_lib.point_name(point),
+    rows.append({"task": task, "group": _group(task),
+                 "chosen": grid_lib.point_name(record["point"]),
                  "val_accuracy": val, "test_accuracy": summary["test_accuracy"], **extra,
                  "steps": workdir_lib.read_config(final).get("total_steps"),
-                 "wall_s": sum(walls) + grid_lib.finished_wall(final)})
+                 "wall_s": sum(walls) + record["wall_seconds"]})
   return rows, missing
 
 
