@@ -7,6 +7,7 @@ import pytest
 
 from tests import helpers
 from vit_jax.bench import minimal_vit
+from vit_jax.objectives import classification
 from vit_jax.models import create_model
 
 PUBLISHED_COUNTS = {  # 1000-class head, 224 px, as published.
@@ -312,11 +313,10 @@ def test_stochastic_depth_drops_whole_branches_in_training_only():
 
 
 def test_cutmix_pastes_a_box_and_mixes_targets_by_its_area():
-  from vit_jax.trainer import steps
   images = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
   targets = jax.nn.one_hot(jnp.arange(4), 4)
   for seed in range(5):
-    mixed, mixed_targets = steps.cutmix(jax.random.key(seed), images, targets, 1.0)
+    mixed, mixed_targets = classification.cutmix(jax.random.key(seed), images, targets, 1.0)
     from_neighbour = np.all(np.asarray(mixed) == np.roll(np.asarray(images), 1, axis=0), axis=-1)
     own = np.all(np.asarray(mixed) == np.asarray(images), axis=-1)
     assert (from_neighbour | own).all()

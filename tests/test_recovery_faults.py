@@ -21,7 +21,7 @@ import pytest
 from tests import helpers
 from tests.test_recovery import _aside, _signalled
 from tests.test_train import tiny
-from vit_jax import convert
+from vit_jax import convert, losses
 from vit_jax.errors import UserError, first_line
 from vit_jax.trainer import health, loop, progress
 
@@ -100,8 +100,8 @@ def test_the_normal_range_does_not_drift_up_with_a_slow_collapse():
   for loss in 1.85 + 0.04 * rng.standard_normal(60):
     near.assess(loss)
   assert not near.assess(2.25).healthy and near.assess(1.9).healthy
-  assert health.chance_loss("softmax", 10) == pytest.approx(2.302585)
-  assert health.chance_loss("sigmoid", 10) is None
+  assert losses.chance_loss("softmax", 10) == pytest.approx(2.302585)
+  assert losses.chance_loss("sigmoid", 10) is None
 
 
 def test_a_run_collapsing_to_chance_is_suspect_and_keeps_its_last_good_checkpoint(

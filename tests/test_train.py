@@ -14,6 +14,7 @@ from tests import helpers, tiny_config
 from tests.test_models import random_params
 from vit_jax import config as config_lib
 from vit_jax.convert import npz_format, run_format
+from vit_jax.objectives import classification
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.trainer import checkpointer, loop, optim, steps
 from vit_jax.trainer.state import TrainState
@@ -329,7 +330,7 @@ def test_mixup_blends_neighbours_with_one_lambda():
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
   targets = jax.nn.one_hot(jnp.array([0, 1, 2, 3]), 5)
-  mixed_images, mixed_targets = steps.mixup(jax.random.key(3), images, targets, 0.4)
+  mixed_images, mixed_targets = classification.mixup(jax.random.key(3), images, targets, 0.4)
   lam = float(mixed_targets[0, 0])  # example 0 is mixed with example 3 (the roll).
   assert 0 < lam < 1 and float(mixed_targets[0, 3]) == pytest.approx(1 - lam)
   np.testing.assert_allclose(mixed_images, lam * images + (1 - lam) * jnp.roll(images, 1, 0),

@@ -141,6 +141,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.grad_clip_norm = 1.0           # global-norm clipping (0: off).
   c.accum_steps = 1                # gradient accumulation micro-batches per step.
   c.optimizer_dtype = "float32"    # first moment / momentum dtype ('bfloat16' halves it).
+  # What the model is trained for (vit_jax/objectives): 'classification' (labels),
+  # 'mae' (masked autoencoder, `mae` below), 'masked_patch_prediction' (the ViT paper's,
+  # `mpp` below) or your own module. The last two need no labels.
+  c.objective = "classification"
+  c.mae = ml_collections.ConfigDict({
+      "mask_ratio": 0.75,          # share of patches hidden from the encoder.
+      "norm_pix_loss": True,       # targets: each patch's pixels normalised by its own stats.
+      # The light decoder (MAE's ViT-B: width 512, depth 8, 16 heads); mlp_dim unset: 4x.
+      "decoder": ml_collections.ConfigDict({"width": 512, "depth": 8, "heads": 16,
+                                            "mlp_dim": placeholder(int)})})
+  c.mpp = ml_collections.ConfigDict({
+      "ratio": 0.5,                # share of patch embeddings corrupted ...
+      "mask_share": 0.8,           # ... of those: the [mask] embedding,
+      "random_share": 0.1})        # another patch's embedding; the rest unchanged.
   c.loss = "softmax"               # 'softmax' or 'sigmoid' (multi-label pre-training).
   c.label_smoothing = 0.0
   c.mixup_alpha = 0.0              # mixup strength (AugReg uses 0.2-0.8); 0: off.
@@ -258,6 +272,14 @@ def knn_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
                                    "batch_size": int}, given)
 
 
+def reconstruction_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
+  """A self-supervised objective's own loss on a split (MAE: the masked patches' pixel
+  error) with the same fixed masks every time, and a picture of `num_images` examples
+  (original / masked / reconstructed): split, pp, batch_size, num_images, seed."""
+  return _evaluator("reconstruction", every, {"split": str, "pp": str, "batch_size": int,
+                                              "num_images": int, "seed": int}, given)
+
+
 def real_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
   """ImageNet-ReaL top-1: correct when the prediction is any of the re-assessed labels
   (prepare once: python -m vit_jax.cli.prepare --dataset=imagenet2012_real)."""
@@ -290,7 +312,8 @@ def _evaluator_from_json(stored: dict):
   none: an unset field comes back as null), so `--config.evals.test.per_class=True`
   works on a run's config as on a config file's; other kinds as stored."""
   makers = {"classification": classification_eval, "fewshot": fewshot_eval,
-            "knn": knn_eval, "real": real_eval, "figures": figures_eval}
+            "knn": knn_eval, "real": real_eval, "figures": figures_eval,
+            "reconstruction": reconstruction_eval}
   if not isinstance(stored, dict) or stored.get("type") not in makers:
     return stored
   given = {key: tuple(value) if isinstance(value, list) else value

@@ -1,6 +1,9 @@
 """Losses and top-1 hits on logits, shared by the train step and the evaluators."""
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -38,3 +41,11 @@ def correct_predictions(logits: jax.Array, labels: jax.Array) -> jax.Array:
   if jnp.issubdtype(labels.dtype, jnp.integer):
     return (predicted == labels).astype(jnp.float32)
   return (jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0] > 0).astype(jnp.float32)
+
+
+def chance_loss(loss: str, num_classes: Optional[int]) -> Optional[float]:
+  """The loss of a uniform guess: ln C for softmax cross-entropy (whatever the targets:
+  smoothed or mixed labels too); None where it depends on the labels (sigmoid)."""
+  if loss == "softmax" and num_classes and num_classes > 1:
+    return math.log(num_classes)
+  return None

@@ -25,12 +25,13 @@ from etils import epath
 from vit_jax import config as config_lib
 from vit_jax.runtime import workdir
 from vit_jax import sharding, storage
-from vit_jax.convert import (big_vision_format, bit_format, hf_format, hub, npz_format,
-                             openclip_format, run_format, timm_format)
+from vit_jax.convert import (big_vision_format, bit_format, hf_format, hf_mae_format, hub,
+                             npz_format, openclip_format, run_format, timm_format)
 from vit_jax.errors import UserError, first_line
 from vit_jax.models import MODEL_PRESETS, family_module, family_of, resolve_model_name
 from vit_jax.models import family as family_lib
 from vit_jax.models import lora
+from vit_jax.objectives import module_of as objective_module, split_own
 from vit_jax.models.params import head_classes, unflatten
 from vit_jax.models.vit_layout import model_overrides, posemb_grid
 from vit_jax.pp import builder
@@ -51,7 +52,16 @@ class Checkpoint:
   self_described: bool = True
   config: Any = None              # a run's training config (ml_collections), else None.
   step: Optional[int] = None      # a run's checkpoint step.
+  # What it was trained for (vit_jax.objectives) and that objective's own top-level
+  # parameters (MAE's decoder), kept apart from the backbone's: `params` is the backbone,
+  # what every writer and a fine-tuning for another objective take;
+  # `objective_params` the rest, which continuing the same objective takes too.
+  # `objective_config`: the config fields those parameters need ({'mae': {'decoder': ..}}).
+  objective: str = "classification"
+  own_params: tuple[str, ...] = ()
+  objective_config: dict = dataclasses.field(default_factory=dict)
   _params: Optional[dict] = None
+  _own: Optional[dict] = None
   _load: Optional[Callable[[], dict]] = dataclasses.field(default=None, repr=False)
   _restore: Optional[Callable[[Any], Any]] = dataclasses.field(default=None, repr=False)
 
@@ -63,11 +73,19 @@ class Checkpoint:
 
   @property
   def params(self) -> dict[str, Any]:
-    """Host numpy parameters, nested, per-layer blocks (read on first use)."""
+    """Host numpy parameters of the backbone, nested, per-layer blocks (read on first
+    use)."""
     if self._params is None:
       self._params = self._load()
+    if self._own is None:
+      self._params, self._own = split_own(self._params, self.own_params)
     return self._params
 
+  @property
+  def objective_params(self) -> dict[str, Any]:
+    """The objective's own parameters ({} for a classifier)."""
+    _ = self.params  # loaded and split.
+    return self._own
   def placed(self, abstract_params: Any) -> Any:
     """The parameters as arrays with `abstract_params`' shardings (any mesh): a run's are
     restored straight onto the devices; others go from the host copy."""
@@ -79,7 +97,7 @@ class Checkpoint:
   def release(self) -> None:
     """Drops the host copy of the parameters (fine-tuning has placed them)."""
     if self._load is not None:
-      self._params = None
+      self._params = self._own = None
 
   @property
   def meta(self) -> dict[str, dict[str, Any]]:
@@ -221,11 +239,18 @@ def _read_hf(directory: epath.Path, config: dict) -> Checkpoint:
     raise UserError(f"{directory} has a config.json but no model.safetensors or "
                     f"pytorch_model.bin.")
   processor = read_json(directory / "preprocessor_config.json")
-  arch, flat, preprocessing, notes = hf_format.to_params(config, _load_tensors(weights[0]),
-                                                         processor)
+  state = _load_tensors(weights[0])
+  arch, flat, preprocessing, notes = hf_format.to_params(config, state, processor)
+  objective = hf_mae_format.objective_of(config, state)
+  if objective is None:
+    return Checkpoint.of(arch, unflatten(flat), preprocessing,
+                         f"Hugging Face {config.get('model_type')} model {directory}",
+                         notes=notes)
+  flat.update(hf_mae_format.decoder_params(config, state))
   return Checkpoint.of(arch, unflatten(flat), preprocessing,
                        f"Hugging Face {config.get('model_type')} model {directory}",
-                       notes=notes)
+                       notes=notes, objective="mae", own_params=("decoder",),
+                       objective_config=objective)
 
 
 # config.model fields that do not describe the architecture.
@@ -271,8 +296,13 @@ def _read_run(directory: epath.Path, step: Optional[int], params: str = "live",
       return sharding.place(load(), jax.tree.map(lambda x: x.sharding, abstract_params))
     return run_format.restore_params(directory, abstract_params, step, key=key)[0]
   what = "" if params == "live" else f", {params} parameters"
+  objective = config.get("objective") or "classification"
+  own = objective_module(objective).Objective.own_params
+  section = {"mae": "mae", "masked_patch_prediction": "mpp"}.get(objective)
   return Checkpoint(arch, record_of_pp(config.pp_eval), f"run {directory} (step {step}{what})",
-                    config=config, step=step, _load=load, _restore=restore)
+                    config=config, step=step, objective=objective, own_params=own,
+                    objective_config={section: config[section].to_dict()} if section else {},
+                    _load=load, _restore=restore)
 
 
 def _read_npz(path: epath.Path, model_name: Optional[str],

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.convert import hf_dinov3_format, layouts
+from vit_jax.convert import hf_dinov3_format, hf_mae_format, layouts
 from vit_jax.convert.layouts import Rule, dense, heads, norm
 from vit_jax.convert.timm_format import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
                                          INCEPTION_MEAN, INCEPTION_STD)
@@ -204,6 +204,9 @@ def _ignored(key: str) -> bool:
           or key.startswith(("text_model.", "logit_", "text_projection.", "decoder.")))
 
 
+_POSEMB = "Transformer/posembed_input/pos_embedding"
+
+
 def to_params(config: dict, state: dict[str, np.ndarray],
               processor: Optional[dict] = None) -> tuple[dict, dict, dict, list[str]]:
   """(arch, flat params, preprocessing, notes) of a transformers checkpoint."""
@@ -228,12 +231,16 @@ def to_params(config: dict, state: dict[str, np.ndarray],
   present = tuple(k.removesuffix(".weight") for k in state
                   if k.endswith("classifier.weight") or k == "visual_projection.weight")
   if kind == "vit_mae" and any(k.startswith("decoder.") for k in state):
-    notes.append("dropped MAE's pre-training decoder; the encoder is kept")
+    notes.append("MAE's pre-training decoder kept apart (fine-tuning drops it; "
+                 "objective='mae' continues with it)")
   rule_list, fused = rules(arch, kind, prefix, present)
   flat = layouts.import_state(state, rule_list, heads=arch["num_heads"], fused=fused,
                               ignore=_ignored, source=f"{kind} checkpoint")
   if kind == "clip_vision_model":
     flat = layouts.with_zero_head_bias(flat)
+  if kind == "vit_mae" and hf_mae_format.is_mae_table(flat[_POSEMB][0], num_prefix=1):
+    del flat[_POSEMB]  # MAE's fixed table: computed by the model, not a parameter.
+    arch["posemb"] = "sincos2d_mae"
   return arch, flat, preprocessing(config, processor), notes
 
 
@@ -246,6 +253,15 @@ def export_kind(arch: dict) -> str:
                     "[class] token, no absolute embeddings); export this model to .npz instead.")
   cls = layouts.has_class_token(arch)
   token = arch.get("classifier", "token") == "token" and cls
+  if arch.get("posemb") == "sincos2d_mae":
+    plain_mae = not (arch.get("num_registers") or arch.get("qk_norm")
+                     or arch.get("distillation_token") or arch.get("pre_norm")
+                     or arch.get("layerscale_init") is not None
+                     or arch.get("mlp_activation") == "swiglu" or not arch.get("patch_bias", True))
+    if token and plain_mae:
+      return "vit_mae"
+    raise UserError("transformers has MAE's fixed position table only in ViTMAEModel (a "
+                    "[class] token, a plain block); export this model to .npz instead.")
   plain = not (arch.get("num_registers") or arch.get("qk_norm") or arch.get("distillation_token")
                or arch.get("layerscale_init") is not None or arch.get("mlp_activation") == "swiglu")
   if arch.get("pre_norm") or not arch.get("patch_bias", True):
@@ -301,6 +317,11 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
             "image_size": grid[0] * arch["patch_size"], "patch_size": arch["patch_size"],
             "num_channels": 3, "qkv_bias": True}
   has_head = "head/kernel" in flat
+  if kind == "vit_mae":  # the encoder, as MAE's pre-training leaves it (no head).
+    flat = {**{k: v for k, v in flat.items() if not k.startswith("head")},
+            _POSEMB: hf_mae_format.mae_table(tuple(grid), arch["hidden_size"])}
+    config.update(mask_ratio=0.75, norm_pix_loss=True)
+    has_head = False
   if kind.startswith("dinov2"):
     config.update(layerscale_value=arch["layerscale_init"],
                   mlp_ratio=_dinov2_mlp_ratio(arch),
@@ -316,7 +337,7 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
   architecture = {"vit": "ViTForImageClassification" if has_head else "ViTModel",
                   "deit": "DeiTForImageClassificationWithTeacher" if has_head else "DeiTModel",
                   "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
-                  "siglip_vision_model": "SiglipVisionModel",
+                  "siglip_vision_model": "SiglipVisionModel", "vit_mae": "ViTMAEModel",
                   "clip_vision_model": "CLIPVisionModelWithProjection" if has_head
                   else "CLIPVisionModel"}[kind]
   config["architectures"] = [architecture]

@@ -271,7 +271,7 @@ def timm_compatible(arch: dict, flat: dict[str, np.ndarray]) -> tuple[dict, dict
 def from_params(arch: dict, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """A timm state dict (for timm.create_model(..., pretrained_cfg_overlay=dict(file=...)))
   of our params."""
-  if arch.get("posemb") == "sincos2d" or arch.get("representation_size"):
+  if str(arch.get("posemb")).startswith("sincos2d") or arch.get("representation_size"):
     raise UserError("timm's VisionTransformer has no sincos2d position embeddings or "
                     "pre-logits layer; export this model to .npz instead.")
   if arch.get("pre_norm", False) == arch.get("patch_bias", True):

@@ -31,6 +31,10 @@ def _arch_with_grid(checkpoint: Checkpoint) -> dict[str, Any]:
   arch = dict(checkpoint.arch)
   if arch.get("family") == "vit" and not arch.get("posemb_grid"):
     grid = vit_layout.posemb_grid(checkpoint.params)
+    resolution = checkpoint.preprocessing.get("resolution")
+    if grid is None and resolution:  # a fixed table: the grid of the trained input size.
+      side = int(resolution) // arch["patch_size"]
+      grid = (side, side)
     if grid is not None:
       arch["posemb_grid"] = tuple(grid)
   return arch

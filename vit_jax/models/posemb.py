@@ -19,13 +19,16 @@ from vit_jax.errors import UserError
 RESAMPLE_METHODS = ("bilinear", "bicubic", "bilinear_align_corners")
 
 
-def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
+def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0, *,
+              mae: bool = False) -> np.ndarray:
   """(height * width, dim) fixed embeddings of big_vision / MoCo v3: sin and cos of the
-  column, then of the row, at dim // 4 geometric frequencies each."""
+  column, then of the row, at dim // 4 geometric frequencies each, the last 1/temperature
+  (`mae`: MAE's table, whose frequencies stop one step short of it: exponents i / (dim/4),
+  not i / (dim/4 - 1))."""
   if dim % 4:
     raise ValueError(f"sincos2d position embeddings need a width divisible by 4, not {dim}.")
   rows, cols = np.mgrid[:height, :width]
-  omega = np.arange(dim // 4) / max(dim // 4 - 1, 1)
+  omega = np.arange(dim // 4) / (dim // 4 if mae else max(dim // 4 - 1, 1))
   omega = 1.0 / temperature**omega
   y = np.einsum("m,d->md", rows.reshape(-1), omega)
   x = np.einsum("m,d->md", cols.reshape(-1), omega)

@@ -53,7 +53,9 @@ NAMES = FamilyNames(block="Transformer/encoderblock_{}/",
                          "norm/"))
 
 CLASSIFIERS = ("token", "gap", "map")
-POSEMB_KINDS = ("learned", "sincos2d", "none")
+# sincos2d: big_vision's fixed table; sincos2d_mae: MAE's (see posemb.sincos_2d). Neither
+# covers the [class] token (MAE's zero row for it is the same thing).
+POSEMB_KINDS = ("learned", "sincos2d", "sincos2d_mae", "none")
 # gelu_tanh: the tanh approximation, as the published ViT checkpoints were trained (and
 # big_vision, SigLIP); gelu: exact erf GELU (timm, DINOv2, DeiT); quick_gelu: OpenAI
 # CLIP's x * sigmoid(1.702 x); swiglu: SiLU-gated (DINOv2-g): Dense_0 packs the
@@ -322,8 +324,8 @@ class Encoder(nn.Module):
   def _embed_positions(self, prefix, patches):
     batch, grid_h, grid_w, channels = patches.shape
     patches = jnp.reshape(patches, (batch, grid_h * grid_w, channels))
-    if self.posemb == "sincos2d":
-      table = posemb_lib.sincos_2d(grid_h, grid_w, channels)
+    if self.posemb in ("sincos2d", "sincos2d_mae"):
+      table = posemb_lib.sincos_2d(grid_h, grid_w, channels, mae=self.posemb == "sincos2d_mae")
       return prefix, patches + jnp.asarray(table, patches.dtype)[None]
     if self.posemb == "none":
       return prefix, patches
@@ -338,13 +340,17 @@ class Encoder(nn.Module):
     return x[:, :prefix.shape[1]], x[:, prefix.shape[1]:]
 
   @nn.compact
-  def __call__(self, prefix, registers, patches, *, train: bool):
+  def __call__(self, prefix, registers, patches, *, train: bool, visible=None):
+    """`visible`: (batch, K) indices of the only patches the blocks see (MAE's encoder),
+    taken after the position embeddings are added."""
     rope_table = None
     if self.block["rope"] != "none":
       rope_table = rope_lib.table(self.block["rope"], patches.shape[1:3],
                                   patches.shape[-1] // self.block["num_heads"],
                                   temperature=self.rope_temperature, ref_grid=self.rope_grid)
     prefix, patches = self._embed_positions(prefix, patches)
+    if visible is not None:
+      patches = jnp.take_along_axis(patches, visible[..., None], axis=1)
     x = jnp.concatenate([prefix, registers, patches], axis=1)
     x = Dropout(self.dropout_rate)(x, deterministic=not train)
     if self.pre_norm:
@@ -424,7 +430,7 @@ class VisionTransformer(nn.Module):
   class_token: Optional[bool] = None  # None: only for classifier='token'.
   distillation_token: bool = False    # DeiT: a 2nd token with its own head, averaged.
   num_registers: int = 0          # register tokens (Darcet et al. 2024), never pooled.
-  posemb: str = "learned"         # 'learned' | 'sincos2d' | 'none'.
+  posemb: str = "learned"         # 'learned' | 'sincos2d' | 'sincos2d_mae' | 'none'.
   posemb_prefix: bool = True      # learned embeddings cover the class/distillation tokens.
   posemb_grid: Optional[Sequence[int]] = None  # learned grid; None: the input's at init.
   # To other grids at run time: 'bilinear' | 'bicubic' | 'bilinear_align_corners'
@@ -520,9 +526,16 @@ class VisionTransformer(nn.Module):
                    param_dtype=self.param_dtype, name="MAPHead_0")(x), None
 
   @nn.compact
-  def __call__(self, images, *, train: bool = False, return_representation: bool = False):
+  def __call__(self, images, *, train: bool = False, return_representation: bool = False,
+               return_tokens: bool = False, visible=None, corrupt: Optional[Callable] = None):
     """images: (batch, height, width, channels), preprocessed as the model was trained
-    ([-1, 1] for the published ViTs). Returns float32 logits."""
+    ([-1, 1] for the published ViTs). Returns float32 logits.
+
+    The self-supervised objectives (vit_jax.objectives) ask for `return_tokens`: every
+    token after the encoder (prefix, registers, patches), no pooling or head; `visible`
+    (batch, K) patch indices: the blocks see only those patches (MAE); `corrupt`:
+    patch embeddings (batch, rows, columns, width) -> the same, before the position
+    embeddings (masked patch prediction)."""
     x = images.astype(self.dtype)
     if self.resnet_layers is not None:
       x = resnet.resnet_stem(x, num_layers=self.resnet_layers,
@@ -535,6 +548,8 @@ class VisionTransformer(nn.Module):
                                                (None, None, None, "embed")),
                        bias_init=partitioned(nn.initializers.zeros, ("embed",)),
                        name="embedding")(x)
+    if corrupt is not None:
+      x = corrupt(x)
     batch = x.shape[0]
     prefix = [self._token("cls", 1, batch, x.dtype)] if self.has_class_token else []
     if self.distillation_token:
@@ -554,7 +569,9 @@ class VisionTransformer(nn.Module):
                 stochastic_depth_rate=self.stochastic_depth_rate,
                 dropout_rate=self.dropout_rate, remat_policy=self.remat_policy,
                 scan_layers=self.scan_layers, dtype=self.dtype, param_dtype=self.param_dtype,
-                name="Transformer")(prefix, registers, x, train=train)
+                name="Transformer")(prefix, registers, x, train=train, visible=visible)
+    if return_tokens:
+      return x
     self.sow("intermediates", "tokens", x)  # every token after the encoder, when asked.
     x, x_dist = self._pool(x)
     if self.fc_norm:
@@ -596,8 +613,8 @@ def create(*, num_classes: Optional[int], **hparams) -> VisionTransformer:
   for field in ("resnet_layers", "posemb_grid", "rope_grid"):
     if hparams.get(field) is not None:
       hparams[field] = tuple(hparams[field])
-  if hparams.get("posemb") == "sincos2d" and hparams["hidden_size"] % 4:
-    raise UserError(f"posemb='sincos2d' needs hidden_size divisible by 4, not "
+  if hparams.get("posemb", "").startswith("sincos2d") and hparams["hidden_size"] % 4:
+    raise UserError(f"posemb={hparams['posemb']!r} needs hidden_size divisible by 4, not "
                     f"{hparams['hidden_size']}.")
   if hparams.get("rope", "none") != "none" and (
       hparams["hidden_size"] // hparams["num_heads"]) % 4:

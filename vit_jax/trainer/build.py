@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 
 from vit_jax import console
 from vit_jax import sharding as sharding_lib
+from vit_jax import objectives
 from vit_jax.models import attention, create_model, lora
 from vit_jax.pp.ops_image import Affine
 from vit_jax.trainer import optim, param_groups, steps
@@ -34,6 +35,7 @@ class Built:
   host_pp_train: str               # what the input workers run of pp_train.
   # pp_train's final value_range/normalize, run in the train step (None: all on the host).
   input_affine: Any = None
+  objective: Any = None            # what the model is trained for (vit_jax.objectives).
 
   def model_input(self, images):
     """The train step's images (uint8 when `input_affine` is on the device) -> what the
@@ -45,9 +47,8 @@ class Built:
     activations constrained by rule, non-finite steps flagged (or skipped)."""
     c = self.config
     step = steps.with_nonfinite_guard(
-        steps.make_train_step(self.model, self.tx, self.schedule, loss=c.loss,
-                              label_smoothing=c.label_smoothing, accum_steps=c.accum_steps,
-                              mixup_alpha=c.mixup_alpha, cutmix_alpha=c.cutmix_alpha,
+        steps.make_train_step(self.model, self.tx, self.schedule, accum_steps=c.accum_steps,
+                              batch_loss=self.objective.batch_loss(self.model),
                               input_transform=self.model_input,
                               ema_decay=float(c.get("ema_decay") or 0.0)),
         skip_nonfinite=c.skip_nonfinite_steps)
@@ -99,9 +100,13 @@ def build(config, mesh: Mesh, *, num_classes: int | None, image_shape: tuple[int
   made yet); `host_pp_train` and `input_affine`: pp_train split by `resolve` (default:
   all of pp_train on the host)."""
   rules = sharding_lib.check_rules(config.sharding_rules)
-  model = _for_platform(create_model(config.model_name, num_classes=num_classes,
+  objective = objectives.create(config)
+  objective.check(config)
+  model = _for_platform(create_model(config.model_name,
+                                     num_classes=num_classes if objective.classifies else None,
                                      **config.model), mesh, image_shape)
-  model = lora.wrapped(model, config)
+  model = objective.wrap(lora.wrapped(model, config))
+  objective.check_model(model, mesh, image_shape)
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
   param_groups.check(config, jax.eval_shape(
       lambda: nn.unbox(model.init(jax.random.key(0), dummy)["params"])))
@@ -111,7 +116,8 @@ def build(config, mesh: Mesh, *, num_classes: int | None, image_shape: tuple[int
                                    ema=bool(config.get("ema_decay")))
   _warn_if_fsdp_leaves_copies(spec, mesh)
   return Built(config, mesh, rules, model, tx, schedule, tuple(image_shape), spec,
-               host_pp_train=host_pp_train or config.pp_train, input_affine=input_affine)
+               host_pp_train=host_pp_train or config.pp_train, input_affine=input_affine,
+               objective=objective)
 
 
 def _for_platform(model, mesh: Mesh, image_shape: tuple[int, ...]):

@@ -92,10 +92,3 @@ class LossMonitor:
     for _, values in history:
       self.assess(float(values["train_loss"]), nonfinite=bool(values["nonfinite"]))
 
-
-def chance_loss(loss: str, num_classes: Optional[int]) -> Optional[float]:
-  """The loss of a uniform guess: ln C for softmax cross-entropy (whatever the targets:
-  smoothed or mixed labels too); None where it depends on the labels (sigmoid)."""
-  if loss == "softmax" and num_classes and num_classes > 1:
-    return math.log(num_classes)
-  return None

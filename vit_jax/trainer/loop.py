@@ -246,7 +246,7 @@ class _Loop:
     self.writer = metric_writers.create_writer(workdir, start_step=int(start.state.step),
                                                config=run.config)
     # The loss of a uniform guess: a loss far above it is a sign of divergence.
-    self.chance = health_lib.chance_loss(run.config.loss, run.source.num_classes)
+    self.chance = run.built.objective.chance_loss(run.source.num_classes)
     self.history: list[tuple[int, dict]] = []
     self.monitor = health_lib.LossMonitor(chance=self.chance)
     self.unjudged: Optional[int] = None  # the step saved last, until its next step is seen.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from vit_jax import storage
+from vit_jax import objectives, storage
 from vit_jax.runtime import workdir as workdir_lib
 from vit_jax.trainer import wandb_writer
 from vit_jax.errors import UserError
@@ -22,6 +22,7 @@ def check_config(config) -> None:
     raise UserError(f"input_workers={config.input_workers} must be -1 (automatic), 0 (no "
                     f"worker processes) or a number of processes.")
   wandb_writer.check(config)
+  objectives.create(config).check(config)  # it exists, its settings and evaluators fit.
   ema = float(config.get("ema_decay") or 0.0)
   if not 0 <= ema < 1:
     raise UserError(f"ema_decay={ema} must be in [0, 1) (0: off; 0.999-0.9999 is usual).")

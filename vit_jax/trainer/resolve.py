@@ -42,6 +42,9 @@ def resolve(config, checkpoint: Optional[Checkpoint] = None) -> Resolved:
       config.model_name = arch.pop("family")
       for key, value in arch.items():
         config.model[key] = tuple(value) if isinstance(value, list) else value
+      if checkpoint.objective == config.objective:  # e.g. MAE's decoder, to continue it.
+        for section, values in checkpoint.objective_config.items():
+          config[section].update(values)
     checkpoint.notes.append(f"architecture and input normalisation ({value_map}) from the "
                             f"checkpoint")
   return Resolved(config.lock(), host or config.pp_train, affine)

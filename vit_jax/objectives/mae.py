@@ -1,0 +1,144 @@
+"""Masked autoencoders (He et al. 2022): `config.objective = "mae"`, settings in
+`config.mae` (mask_ratio, norm_pix_loss, decoder {width, depth, heads, mlp_dim}).
+
+The loss: the mean squared error of the predicted pixels of each masked patch, against
+the patch's pixels (as the model sees them, e.g. in [-1, 1]) normalised by the patch's own
+mean and variance with `norm_pix_loss`. The masks are drawn per example in the train step
+from the step's key (one global program: every process draws the same)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax.errors import UserError
+from vit_jax.models import mae as mae_lib
+from vit_jax.objectives import base
+
+
+class Objective(base.Objective):
+  name = "mae"
+  own_params = ("decoder",)
+  classifies = False
+  description = "MAE's pre-training decoder"
+
+  def check(self, config) -> None:
+    m = config.mae
+    if not 0 < m.mask_ratio < 1:
+      raise UserError(f"mae.mask_ratio={m.mask_ratio} must be in (0, 1): the share of "
+                      f"patches hidden from the encoder (MAE: 0.75).")
+    d = m.decoder
+    for field in ("width", "depth", "heads"):
+      if not isinstance(d[field], int) or d[field] <= 0:
+        raise UserError(f"mae.decoder.{field}={d[field]!r} must be a positive integer.")
+    if d.width % d.heads:
+      raise UserError(f"mae.decoder.width={d.width} is not divisible by mae.decoder.heads="
+                      f"{d.heads}.")
+    if d.width % 4:
+      raise UserError(f"mae.decoder.width={d.width} must be divisible by 4 (its sincos "
+                      f"position embeddings).")
+    super().check(config)  # the evaluators.
+
+  def check_model(self, model, mesh, image_shape) -> None:
+    encoder = model.encoder
+    if getattr(encoder, "resnet_layers", None) is not None or not hasattr(encoder, "patch_grid"):
+      raise UserError(f"objective='mae' needs a plain ViT encoder (model {type(encoder).__name__} "
+                      f"{'is a hybrid' if hasattr(encoder, 'resnet_layers') else 'is not a ViT'}).")
+    if encoder.rope != "none":
+      raise UserError(f"objective='mae' drops the masked patches before the blocks; "
+                      f"rope={encoder.rope!r} rotates by patch position there: use "
+                      f"posemb='sincos2d_mae' or 'learned' instead.")
+    grid = encoder.patch_grid(*image_shape[:2])
+    visible = mae_lib.num_visible(grid[0] * grid[1], model.mask_ratio)
+    if visible < 1:
+      raise UserError(f"mae.mask_ratio={model.mask_ratio} leaves no visible patch of the "
+                      f"{grid[0]}x{grid[1]} grid: lower it.")
+    tensor = mesh.shape.get("model", 1)
+    if model.decoder_heads % tensor or model.decoder_width % tensor:
+      raise UserError(f"mae.decoder (width {model.decoder_width}, {model.decoder_heads} heads) "
+                      f"cannot be split over the mesh's {tensor}-way 'model' axis (heads and "
+                      f"width must be multiples of it): choose a decoder width and head "
+                      f"count divisible by {tensor}, or --config.mesh.model=1.")
+
+  def backbone(self, model):
+    return model.encoder
+
+  def wrap(self, model):
+    d = self.config.mae.decoder
+    return mae_lib.MaskedAutoencoder(
+        encoder=model, mask_ratio=float(self.config.mae.mask_ratio), decoder_width=d.width,
+        decoder_depth=d.depth, decoder_heads=d.heads, decoder_mlp_dim=d.get("mlp_dim"))
+
+  def _losses(self, model, params, images, noise, *, train: bool, rngs=None):
+    out = model.apply({"params": params}, images, train=train, noise=noise, rngs=rngs)
+    target = mae_lib.patch_targets(images, model.encoder.patch_size,
+                                   norm_pix=bool(self.config.mae.norm_pix_loss))
+    return mae_lib.reconstruction_loss(out["pred"], target, out["mask"]), out
+
+  def noise(self, model, images, rng):
+    grid = model.patch_grid(*images.shape[1:3])
+    return jax.random.uniform(rng, (images.shape[0], grid[0] * grid[1]))
+
+  def batch_loss(self, model):
+    def mean_loss(params, images, labels, rng):
+      del labels  # unused: no labels are needed.
+      noise_rng, dropout_rng = jax.random.split(rng)
+      losses, _ = self._losses(model, params, images, self.noise(model, images, noise_rng),
+                               train=True, rngs={"dropout": dropout_rng})
+      return losses.mean()
+    return mean_loss
+
+  def chance_loss(self, num_classes: Optional[int]) -> Optional[float]:
+    return None
+
+  def eval_losses(self, model, params, images, rng):
+    losses, _ = self._losses(model, params, images, self.noise(model, images, rng),
+                             train=False)
+    return {"loss": losses}
+
+  def figure(self, model, params, images, rng) -> np.ndarray:
+    """Rows of (original, masked, reconstruction with the visible patches pasted back),
+    in the model's input range mapped to [0, 1]."""
+    noise = self.noise(model, images, rng)
+    out = model.apply({"params": params}, images, noise=noise)
+    patch = model.encoder.patch_size
+    grid = model.patch_grid(*images.shape[1:3])
+    pred = out["pred"]
+    if self.config.mae.norm_pix_loss:  # back to pixels with each patch's own statistics.
+      pixels = mae_lib.patch_targets(images, patch, norm_pix=False)
+      mean = pixels.mean(-1, keepdims=True)
+      std = (pixels.var(-1, keepdims=True, ddof=1) + 1e-6) ** 0.5
+      pred = pred * std + mean
+    mask = out["mask"][..., None]
+    pixels = mae_lib.patch_targets(images, patch, norm_pix=False)
+    masked = mae_lib.unpatchify(pixels * (1 - mask) + 0.0 * mask, grid, patch)
+    pasted = mae_lib.unpatchify(pixels * (1 - mask) + pred * mask, grid, patch)
+    to01 = lambda x: jnp.clip(base.images01(x, self.config.pp_eval), 0, 1)  # noqa: E731
+    return image_grid([to01(images), to01(masked) * (1 - _mask_image(mask, grid, patch))
+                       + 0.5 * _mask_image(mask, grid, patch), to01(pasted)])
+
+
+def _mask_image(mask, grid, patch):
+  """(B, N, 1) -> (B, H, W, 1): 1 on the masked patches (shown grey)."""
+  return mae_lib.unpatchify(jnp.broadcast_to(mask, (*mask.shape[:2], patch * patch)),
+                            grid, patch)
+
+
+def image_grid(columns, scale: int = 0) -> np.ndarray:
+  """A list of (B, H, W, C) [0, 1] batches -> one (1, B*H', len*W', 3) picture: a row per
+  example, a column per batch, 2-pixel white gaps; each image scaled up to about 64 px."""
+  columns = [np.asarray(c, np.float32) for c in columns]
+  height = columns[0].shape[1]
+  scale = scale or max(1, 64 // height)
+  rows = []
+  for i in range(columns[0].shape[0]):
+    cells = []
+    for c in columns:
+      cell = c[i] if c.shape[-1] == 3 else np.repeat(c[i], 3, axis=-1)
+      cell = np.kron(cell, np.ones((scale, scale, 1), np.float32))
+      cells += [cell, np.ones((cell.shape[0], 2, 3), np.float32)]
+    row = np.concatenate(cells[:-1], axis=1)
+    rows += [row, np.ones((2, row.shape[1], 3), np.float32)]
+  return np.concatenate(rows[:-1], axis=0)[None]
