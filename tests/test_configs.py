@@ -27,6 +27,10 @@ CASES = [
     ("pretrain.py", "bit-r50x1,imagenet2012"),
     ("vtab.py", "clevr_count"),
     ("vtab.py", "dtd,final"),
+    ("mae_pretrain.py", None),
+    ("mae_pretrain.py", "mpp"),
+    ("small_data.py", "digits,pretrain"),
+    ("small_data.py", "pureml_mnist,light,flip,mae"),
 ]
 
 

@@ -215,3 +215,41 @@ def test_bad_objective_settings_are_one_line_before_compiling(tfds_dir, tmp_path
   with pytest.raises(UserError, match=message):
     loop.train_and_evaluate(config, str(tmp_path / "w"))
   assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_small_data_probes_mae_pretraining_like_a_strength(tmp_path, monkeypatch):
+  """`cli.small_data --mae`: the MAE run on the training images is trained once, before
+  the first `,mae` probe; those probes and the final run start from it; the choice is
+  made on validation accuracy like any other option's. (The trainer is replaced by one
+  that writes scores; MAE training and fine-tuning are tested above.)"""
+  from etils import epath
+  from vit_jax.configs import small_data as recipe
+  from vit_jax.tuning import grid as grid_lib
+  from vit_jax.tuning import small_data
+  calls = []
+
+  def fake_run_point(config_arg, workdir, point, passthrough):
+    option = config_arg.split(":", 1)[1].split(",", 1)[1]
+    calls.append((option, point))
+    workdir.mkdir(parents=True, exist_ok=True)
+    val = {"light,noflip": 0.7, "light,noflip,mae": 0.8}.get(option)
+    row = {"step": 1} if val is None else {"step": 1, "val_accuracy": val, "test_accuracy": val}
+    (workdir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    (workdir / "sweep_result.json").write_text('{"wall_seconds": 1.0}')
+    return 1.0
+
+  monkeypatch.setattr(grid_lib, "run_point", fake_run_point)
+  options = small_data.candidates("digits", ["light"], ["auto"], mae=True)
+  assert options == ["light,noflip", "light,noflip,mae"]
+  text = small_data.run(small_data.CONFIG_FILE, "digits", epath.Path(tmp_path), options, 5, [])
+  assert [c[0] for c in calls] == ["light,noflip", "pretrain", "light,noflip,mae",
+                                   "light,noflip,mae"]
+  mae_run = str(tmp_path / "mae_pretrain")
+  assert calls[2][1]["pretrained"] == calls[3][1]["pretrained"] == mae_run
+  assert "| light,noflip,mae (chosen) | 0.8000 |" in text and "MAE pre-training" in text
+  # The two stages' configs: MAE without labels on the recipe's training split; the
+  # fine-tuning the recipe's, shorter.
+  pretrain, finetune = (recipe.get_config(a) for a in ("digits,pretrain", "digits,light,noflip,mae"))
+  assert pretrain.objective == "mae" and pretrain.train_split == finetune.train_split
+  assert finetune.objective == "classification"
+  assert finetune.total_steps == recipe.MAE_FINETUNE_STEPS

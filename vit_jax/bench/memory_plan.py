@@ -108,7 +108,7 @@ def plan(config, devices, *, resolution: int, num_classes: int) -> dict:
   result["matmul_operand_dtypes"] = matmul_dtypes(hlo)
   # Pallas kernels (Mosaic) in the program: the TPU flash attention, where chosen.
   result["tpu_kernels"] = hlo.count('custom_call_target="tpu_custom_call"')
-  model = lora.unwrapped(built.model)
+  model = lora.unwrapped(built.objective.backbone(built.model))
   result["attention_implementation"] = getattr(model, "attention_implementation", None)
   result["analytical_flops_per_device"] = _analytical_flops(built, config.batch_size) / len(devices)
   if config.model.get("scan_layers") and "flops_per_device" in result:

@@ -40,6 +40,9 @@ flags.DEFINE_list("strengths", ["light", "medium"], "Augmentation strengths to c
                   "from (configs/small_data.py: light, medium, strong).")
 flags.DEFINE_list("flips", ["auto"], "Random horizontal flips: 'auto' (the dataset's own "
                   "setting where known; folders: both searched), 'flip', 'noflip'.")
+flags.DEFINE_bool("mae", False, "Also probe the lightest strength fine-tuned from MAE "
+                  "pre-training on the training images themselves (no labels; "
+                  "configs/small_data.py:DATASET,pretrain), at each flip setting.")
 flags.DEFINE_integer("probe_steps", 400, "Steps of each probe run (of the full schedule's 3,000).")
 flags.DEFINE_bool("refit", True, "Train the chosen option on the training and validation "
                   "images together (its validation accuracy is then not measured).")
@@ -52,7 +55,7 @@ def main(argv) -> None:
   root = storage.check_writable(FLAGS.workdir)
   config_file, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(".py:")
   dataset = arg.split(",")[0] or "digits"
-  options = small_data.candidates(dataset, FLAGS.strengths, FLAGS.flips)
+  options = small_data.candidates(dataset, FLAGS.strengths, FLAGS.flips, mae=FLAGS.mae)
   if FLAGS.probe_steps < 1:
     raise UserError(f"--probe_steps={FLAGS.probe_steps}: at least 1.")
   # Every run gets the overrides as typed (config_flags has checked them already).

@@ -14,10 +14,13 @@ from vit_jax.tuning import grid as grid_lib
 CONFIG_FILE = str(pathlib.Path(__file__).resolve().parent.parent / "configs" / "small_data.py")
 
 
-def candidates(dataset: str, strengths: list[str], flips: list[str]) -> list[str]:
+def candidates(dataset: str, strengths: list[str], flips: list[str],
+               mae: bool = False) -> list[str]:
   """Config arguments after the dataset: ['light', 'medium,flip', ...]. Flips 'auto': the
   dataset's own setting where it is known (digits: none), both searched where not (an
-  image folder: clothes flip, text does not)."""
+  image folder: clothes flip, text does not). `mae`: also the first (lightest) strength
+  fine-tuned from MAE pre-training on the training images ('light,noflip,mae'), at each
+  flip setting."""
   from vit_jax.configs import small_data as recipe  # pylint: disable=g-import-not-at-top
   from vit_jax.data.presets import get_preset  # pylint: disable=g-import-not-at-top
   unknown = sorted(set(strengths) - set(recipe.STRENGTHS))
@@ -29,7 +32,20 @@ def candidates(dataset: str, strengths: list[str], flips: list[str]) -> list[str
   if flips == ["auto"]:
     preset = get_preset(dataset)
     flips = ["noflip", "flip"] if preset is None else ["flip" if preset.flip else "noflip"]
-  return [f"{s},{f}" for f in flips for s in strengths]
+  options = [f"{s},{f}" for f in flips for s in strengths]
+  return options + ([f"{strengths[0]},{f},mae" for f in flips] if mae else [])
+
+
+def _with_start(config_file: str, dataset: str, root, option: str, point: dict,
+                passthrough: list[str]) -> dict:
+  """An option's point, with --config.pretrained=<the MAE run on the training images>
+  for a `,mae` option (trained first, once for every such option)."""
+  if not option.endswith(",mae"):
+    return point
+  pretrained = root / "mae_pretrain"
+  _run(f"{config_file}:{dataset},pretrain", pretrained, {}, passthrough,
+       "MAE pre-training on the training images (no labels)")
+  return {**point, "pretrained": str(pretrained)}
 
 
 def _run(config_arg: str, workdir, point: dict, passthrough: list[str], label: str) -> dict:
@@ -42,6 +58,9 @@ def _run(config_arg: str, workdir, point: dict, passthrough: list[str], label: s
     except RuntimeError as e:
       raise UserError(f"{label} failed: {e}") from None
   summary = {**grid_lib.summarise(workdir), "wall_s": wall}
+  if summary["val_accuracy"] is None and summary["test_accuracy"] is None:
+    console.line(f"{label}: done in {wall:.0f}s")
+    return summary
   console.line(f"{label}: val_accuracy {grid_lib.format_value(summary['val_accuracy'])}, "
                f"test_accuracy {grid_lib.format_value(summary['test_accuracy'])} in "
                f"{wall:.0f}s")
@@ -53,10 +72,11 @@ def choose(config_file: str, dataset: str, root, options: list[str], probe_steps
   """Every option's probe; the option with the best validation accuracy."""
   probes = []
   for option in options:
+    point = {"total_steps": probe_steps, "warmup_steps": max(probe_steps // 20, 1),
+             "evals.fewshot.every": -1}  # chosen on validation accuracy alone.
     summary = _run(f"{config_file}:{dataset},{option}",
                    root / "probe" / option.replace(",", "_"),
-                   {"total_steps": probe_steps, "warmup_steps": max(probe_steps // 20, 1),
-                    "evals.fewshot.every": -1},  # chosen on validation accuracy alone.
+                   _with_start(config_file, dataset, root, option, point, passthrough),
                    passthrough, f"probe {option} ({probe_steps} steps)")
     probes.append({"option": option, **summary})
   best = grid_lib.select(probes)
@@ -92,6 +112,10 @@ def report(root, dataset: str, probes: list[dict], chosen: str, final: dict,
   lines += ["", f"Chosen on the validation split: {chosen}. Full schedule, {validation}: "
             f"test_accuracy {fmt(final['test_accuracy'])} (wall {fmt(final['wall_s'])} s; "
             f"probes {fmt(sum(p['wall_s'] for p in probes))} s)."]
+  mae = grid_lib.finished_wall(root / "mae_pretrain")
+  if mae is not None:
+    lines.append(f"MAE pre-training on the training images (for the `,mae` options): "
+                 f"{fmt(mae)} s.")
   text = "\n".join(lines) + "\n"
   storage.write_text(root / "results.md", text)
   return text
@@ -107,6 +131,7 @@ def run(config_file: str, dataset: str, root, options: list[str], probe_steps: i
     chosen, probes = choose(config_file, dataset, root, options, probe_steps, passthrough)
   point = refit_splits(dataset, chosen) if refit and probes else {}
   name = chosen.replace(",", "_") + ("_refit" if point else "")
-  final = _run(f"{config_file}:{dataset},{chosen}", root / "final" / name, point,
+  final = _run(f"{config_file}:{dataset},{chosen}", root / "final" / name,
+               _with_start(config_file, dataset, root, chosen, point, passthrough),
                passthrough, f"final {chosen}" + (" (train + val)" if point else ""))
   return report(root, dataset, probes, chosen, final, refit=bool(point))
