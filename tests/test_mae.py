@@ -253,3 +253,28 @@ def test_small_data_probes_mae_pretraining_like_a_strength(tmp_path, monkeypatch
   assert pretrain.objective == "mae" and pretrain.train_split == finetune.train_split
   assert finetune.objective == "classification"
   assert finetune.total_steps == recipe.MAE_FINETUNE_STEPS
+
+
+def test_mae_pretraining_continues_from_a_transformers_checkpoint(tfds_dir, tmp_path, capsys):
+  """--config.objective=mae --config.pretrained=<ViTMAEForPreTraining>: the encoder and
+  the decoder (its shape read from the file, not the config) are where training starts."""
+  t = transformers
+  reference = randomise(t.ViTMAEForPreTraining(t.ViTMAEConfig(
+      image_size=8, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+      intermediate_size=64, decoder_num_hidden_layers=1, decoder_hidden_size=24,
+      decoder_num_attention_heads=3, decoder_intermediate_size=40)))
+  with torch.no_grad():
+    reference.decoder.decoder_pos_embed.copy_(torch.from_numpy(np.concatenate(
+        [np.zeros((1, 24)), posemb_lib.sincos_2d(2, 2, 24, mae=True)])[None]))
+  directory = save_hf(reference, str(tmp_path / "hf"))
+  config = tiny(tfds_dir, objective="mae", total_steps=1, warmup_steps=0, lr=0.0,
+                pretrained=directory, checkpoint_every=1,
+                evals={"val": config_lib.reconstruction_eval(every=0, num_images=0)})
+  capsys.readouterr()
+  state = loop.train_and_evaluate(config, str(tmp_path / "w"))
+  assert "MAE's pre-training decoder from the checkpoint" in capsys.readouterr().out
+  stored = json.loads((tmp_path / "w" / "config.json").read_text())
+  assert stored["mae"]["decoder"] == {"width": 24, "depth": 1, "heads": 3, "mlp_dim": 40}
+  theirs = reference.decoder.decoder_pred.weight.detach().numpy().T
+  np.testing.assert_allclose(state.params["decoder"]["decoder_pred"]["kernel"], theirs,
+                             atol=1e-6)  # lr 0: unchanged by the step.

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models.patch_embed import patchify
 from vit_jax.models.vit import Encoder1DBlock, layer_norm
+from vit_jax.models.wrapper import EncoderWrapper
 
 Dtype = Any
 partitioned = nn.with_logical_partitioning
@@ -114,11 +115,10 @@ class MaeDecoder(nn.Module):
     return pred.astype(jnp.float32)
 
 
-class MaskedAutoencoder(nn.Module):
+class MaskedAutoencoder(EncoderWrapper):
   """`encoder` (a VisionTransformer) + MaeDecoder. `__call__(images, noise=...)` ->
   {'pred': (B, N, P*P*C), 'mask': (B, N)}; `return_representation=True`: the encoder's
   pooled features of the whole image (k-NN, few-shot, features)."""
-  encoder: nn.Module
   mask_ratio: float = 0.75
   decoder_width: int = 512
   decoder_depth: int = 8
@@ -136,17 +136,10 @@ class MaskedAutoencoder(nn.Module):
         attention_implementation=e.attention_implementation, dtype=e.dtype,
         param_dtype=e.param_dtype)
 
-  @property
-  def num_classes(self):
-    return None
-
-  def patch_grid(self, height: int, width: int) -> tuple[int, int]:
-    return self.encoder.patch_grid(height, width)
-
   def __call__(self, images, *, train: bool = False, noise=None,
                return_representation: bool = False):
     if return_representation:
-      return self.encoder(images, train=train, return_representation=True)
+      return self.representation(images, train=train)
     grid = self.encoder.patch_grid(*images.shape[1:3])
     num_patches = grid[0] * grid[1]
     if noise is None:  # init and a fixed look: the first patches stay visible.

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.models.patch_embed import patchify
+from vit_jax.models.wrapper import EncoderWrapper
 
 BITS = 3                       # per channel: 8 levels, 8 ** 3 = 512 colours.
 OWN_PARAMS = ("mpp_mask_embedding", "mpp_head")
@@ -43,11 +44,10 @@ def colour_classes(images01: jax.Array, patch_size: int) -> jax.Array:
   return (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2]
 
 
-class MaskedPatchPredictor(nn.Module):
+class MaskedPatchPredictor(EncoderWrapper):
   """`encoder` (a VisionTransformer) + [mask] embedding + colour head.
   `__call__(images, corruption=...)` -> {'logits': (B, N, 512)}; without `corruption`
   nothing is corrupted; `return_representation=True`: the encoder's pooled features."""
-  encoder: nn.Module
 
   def setup(self):
     nn.share_scope(self, self.encoder)
@@ -61,17 +61,10 @@ class MaskedPatchPredictor(nn.Module):
         kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)))
 
-  @property
-  def num_classes(self):
-    return None
-
-  def patch_grid(self, height: int, width: int) -> tuple[int, int]:
-    return self.encoder.patch_grid(height, width)
-
   def __call__(self, images, *, train: bool = False, corruption=None,
                return_representation: bool = False):
     if return_representation:
-      return self.encoder(images, train=train, return_representation=True)
+      return self.representation(images, train=train)
 
     def corrupt(x):  # (B, rows, cols, D) patch embeddings, before the positions.
       if corruption is None:

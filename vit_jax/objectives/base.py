@@ -67,6 +67,12 @@ class Objective:
     return None
 
 
+def check_share(field: str, value: float, meaning: str) -> None:
+  """A share strictly between 0 and 1, or one line naming it and what it means."""
+  if not 0 < value < 1:
+    raise UserError(f"{field}={value} must be in (0, 1): {meaning}.")
+
+
 def split_own(params: dict, own: tuple[str, ...]) -> tuple[dict, dict]:
   """(backbone parameters, the objective's own) of a nested parameter tree."""
   backbone = {k: v for k, v in params.items() if k not in own}

@@ -25,11 +25,9 @@ class Objective(base.Objective):
   description = "MAE's pre-training decoder"
 
   def check(self, config) -> None:
-    m = config.mae
-    if not 0 < m.mask_ratio < 1:
-      raise UserError(f"mae.mask_ratio={m.mask_ratio} must be in (0, 1): the share of "
-                      f"patches hidden from the encoder (MAE: 0.75).")
-    d = m.decoder
+    base.check_share("mae.mask_ratio", config.mae.mask_ratio,
+                     "the share of patches hidden from the encoder (MAE: 0.75)")
+    d = config.mae.decoder
     for field in ("width", "depth", "heads"):
       if not isinstance(d[field], int) or d[field] <= 0:
         raise UserError(f"mae.decoder.{field}={d[field]!r} must be a positive integer.")

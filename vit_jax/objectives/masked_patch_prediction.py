@@ -27,9 +27,7 @@ class Objective(base.Objective):
 
   def check(self, config) -> None:
     m = config.mpp
-    if not 0 < m.ratio < 1:
-      raise UserError(f"mpp.ratio={m.ratio} must be in (0, 1): the share of patches "
-                      f"corrupted (the paper: 0.5).")
+    base.check_share("mpp.ratio", m.ratio, "the share of patches corrupted (the paper: 0.5)")
     if not (0 <= m.mask_share and 0 <= m.random_share and m.mask_share + m.random_share <= 1):
       raise UserError(f"mpp.mask_share={m.mask_share} and mpp.random_share={m.random_share} "
                       f"must be shares that sum to at most 1 (the paper: 0.8, 0.1).")
