@@ -66,17 +66,19 @@ def _nan_once_before(step_to_poison: int, times: int = 1):
   fired = []
 
   class Poisoned:
-    def __init__(self, compiled):
-      self.compiled = compiled
+    def __init__(self, programs):
+      self.programs = programs
+      self.base = programs.base  # cost analysis.
 
-    def __getattr__(self, name):  # cost analysis etc.
-      return getattr(self.compiled, name)
+    def at(self, step):
+      compiled = self.programs.at(step)
 
-    def __call__(self, state, batch):
-      if len(fired) < times and int(state.step) == step_to_poison - 1:
-        fired.append(True)
-        state = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
-      return self.compiled(state, batch)
+      def run(state, batch):
+        if len(fired) < times and int(state.step) == step_to_poison - 1:
+          fired.append(True)
+          state = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
+        return compiled(state, batch)
+      return run
   return lambda *a, **k: Poisoned(real(*a, **k))
 
 

@@ -155,6 +155,12 @@ def base_config() -> ml_collections.ConfigDict:
       "ratio": 0.5,                # share of patch embeddings corrupted ...
       "mask_share": 0.8,           # ... of those: the [mask] embedding,
       "random_share": 0.1})        # another patch's embedding; the rest unchanged.
+  # FlexiViT (Beyer et al. 2023): each step cuts the images into patches of a size drawn
+  # from `patch_sizes` (by `weights`; every process draws the same, from the seed and the
+  # step), the kernel stored at model.patch_size PI-resized to it, learned position
+  # embeddings (a fixed model.posemb_grid) resampled: one model for every patch size.
+  # One compiled program per size. (): off.
+  c.flexi = ml_collections.ConfigDict({"patch_sizes": (), "weights": ()})
   c.loss = "softmax"               # 'softmax' or 'sigmoid' (multi-label pre-training).
   c.label_smoothing = 0.0
   c.mixup_alpha = 0.0              # mixup strength (AugReg uses 0.2-0.8); 0: off.
@@ -251,9 +257,11 @@ def _evaluator(kind: str, every: int, fields: dict, given: dict) -> ml_collectio
 
 def classification_eval(*, every: int, **given) -> ml_collections.ConfigDict:
   """Loss and top-1 accuracy on a split (dataset, split, pp, batch_size; unset: the run's
-  dataset, test_split, pp_eval, eval_batch_size); per_class: the confusion matrix too."""
+  dataset, test_split, pp_eval, eval_batch_size); per_class: the confusion matrix too;
+  patch_sizes (FlexiViT): at each of these patch sizes, as p<size>_accuracy."""
   return _evaluator("classification", every, {"dataset": str, "split": str, "pp": str,
-                                              "batch_size": int, "per_class": bool}, given)
+                                              "batch_size": int, "per_class": bool,
+                                              "patch_sizes": tuple}, given)
 
 
 def fewshot_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:

@@ -125,6 +125,9 @@ MEANINGS: dict[str, str] = {
     "mpp.ratio": "masked patch prediction: share of patches corrupted (0.5).",
     "mpp.mask_share": "of the corrupted: share given the [mask] embedding (0.8).",
     "mpp.random_share": "of the corrupted: share given another patch's embedding (0.1).",
+    "flexi.patch_sizes": "FlexiViT: patch sizes drawn per step (() off); the kernel is "
+                         "PI-resized from model.patch_size.",
+    "flexi.weights": "FlexiViT: the sizes' relative probabilities (() uniform).",
     "lora.rank": "LoRA adapter rank (0: off); the base weights are frozen, the head trains.",
     "lora.alpha": "LoRA scale alpha (0: = rank).",
     "lora.targets": "regex of the kernels that get adapters ('': the family's default).",

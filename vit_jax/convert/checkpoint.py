@@ -256,7 +256,7 @@ def _read_hf(directory: epath.Path, config: dict) -> Checkpoint:
 # config.model fields that do not describe the architecture.
 _TRAINING_ONLY = ("dtype", "dropout_rate", "attention_dropout_rate", "stochastic_depth_rate",
                   "head_bias_init", "head_kernel_init_std", "attention_implementation",
-                  "remat_policy", "scan_layers")
+                  "remat_policy", "scan_layers", "input_patch_size")
 
 
 def run_arch(config) -> dict[str, Any]:

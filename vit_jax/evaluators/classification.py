@@ -52,25 +52,40 @@ def confusion_image(confusion: np.ndarray, min_size: int = 256) -> np.ndarray:
 
 class Evaluator:
   """Settings: dataset ('' = the run's), split ('' = test_split), pp ('' = pp_eval),
-  batch_size (0 = eval_batch_size), per_class. Results: loss, accuracy, examples (and
+  batch_size (0 = eval_batch_size), per_class, patch_sizes (FlexiViT: the results at each
+  of these patch sizes, as p<size>_loss and p<size>_accuracy; () the model's own).
+  Results: loss, accuracy, examples (and
   skipped_examples where unreadable images left the split short; an error with the
   config's `strict_eval`); with
   `per_class`, also worst_class_accuracy, the confusion matrix as a table (written to
   `<name>_confusion.csv` in the workdir, with each class's accuracy) and as an image."""
 
   def __init__(self, context, *, dataset: str = "", split: str = "", pp: str = "",
-               batch_size: int = 0, per_class: bool = False):
+               batch_size: int = 0, per_class: bool = False, patch_sizes=()):
     self.data = context.eval_data(dataset=dataset, split=split, pp=pp, batch_size=batch_size)
     self.mesh = context.built.mesh
     self.per_class = per_class
     self.label_names = getattr(context.source(dataset), "label_names", None)
     self.strict = bool(context.config.get("strict_eval", False))
     self.split = split or context.config.test_split
-    self.eval_step = context.built.jit_on_params(
-        make_eval_step(context.model, loss=context.config.loss, confusion=per_class))
+    side = context.built.image_shape[:2]
+    uneven = [s for s in patch_sizes if side[0] % int(s) or side[1] % int(s)]
+    if uneven:
+      raise UserError(f"patch_sizes: {uneven} do not cut the {side[0]}x{side[1]} eval "
+                      f"images into whole patches.")
+    self.eval_steps = {
+        size: context.built.jit_on_params(make_eval_step(
+            context.built.at_patch_size(size), loss=context.config.loss, confusion=per_class))
+        for size in (tuple(int(s) for s in patch_sizes) or (None,))}
 
   def run(self, params) -> dict:
-    totals = summed(self.eval_step, params, self.data, self.mesh)
+    if None in self.eval_steps:
+      return self._run(self.eval_steps[None], params)
+    return {f"p{size}_{key}": value for size, step in self.eval_steps.items()
+            for key, value in self._run(step, params).items()}
+
+  def _run(self, eval_step, params) -> dict:
+    totals = summed(eval_step, params, self.data, self.mesh)
     count = max(float(totals["count"]), 1.0)
     results = {"loss": float(totals["loss_sum"]) / count,
                "accuracy": float(totals["correct_sum"]) / count,

@@ -131,7 +131,7 @@ class MaskedAutoencoder(EncoderWrapper):
     self.decoder = MaeDecoder(
         width=self.decoder_width, depth=self.decoder_depth, num_heads=self.decoder_heads,
         mlp_dim=self.decoder_mlp_dim or 4 * self.decoder_width,
-        patch_pixels=e.patch_size ** 2 * 3, mlp_activation=e.mlp_activation,
+        patch_pixels=e.token_patch_size ** 2 * 3, mlp_activation=e.mlp_activation,
         layernorm_epsilon=e.layernorm_epsilon,
         attention_implementation=e.attention_implementation, dtype=e.dtype,
         param_dtype=e.param_dtype)

@@ -9,10 +9,14 @@ measured 2026-12-06, BENCHMARKS.md), while the matmul is what the hardware runs 
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
+
+from vit_jax.models import posemb as posemb_lib
 
 Dtype = Any
 
@@ -27,13 +31,44 @@ def patchify(images, patch_size: int):
   return x.reshape(batch, rows, cols, patch_size * patch_size * channels)
 
 
+@functools.lru_cache(maxsize=64)
+def pi_resize_matrix(size: int, new_size: int, method: str = "bilinear",
+                     antialias: bool = False) -> np.ndarray:
+  """(new*new, size*size): PI-resize (FlexiViT, Beyer et al. 2023), the pseudo-inverse of
+  the transposed resize matrix B (patches x' = B x, resized as the input pipeline resizes
+  images): a kernel w' = pinv(B^T) w gives <x', w'> = <x, w>, so a patch resized from
+  `size` to `new_size` embeds as the original did (exactly when upsampling). `method`,
+  `antialias`: the resize B stands for (big_vision: bilinear; timm: bicubic, antialiased)."""
+  axis = posemb_lib.resample_matrix(size, new_size, method, antialias)  # (new, size)
+  resize = np.kron(axis, axis)             # row-major (rows, cols) patches, both axes.
+  return np.linalg.pinv(resize.T)
+
+
+def resize_kernel(kernel, new_size: int, *, method: str = "bilinear",
+                  antialias: bool = False):
+  """A (P, P, C, D) patch-embedding kernel PI-resized to (new, new, C, D); numpy or jax
+  arrays (in a jitted step the matrix is a constant and the gradient reaches `kernel`)."""
+  size, _, channels, features = kernel.shape
+  if new_size == size:
+    return kernel
+  matrix = pi_resize_matrix(size, new_size, method, antialias)
+  flat = kernel.reshape(size * size, channels * features)
+  out = matrix @ flat.astype(np.float64) if isinstance(kernel, np.ndarray) else (
+      jnp.asarray(matrix, jnp.float32) @ flat.astype(jnp.float32))
+  return out.reshape(new_size, new_size, channels, features).astype(kernel.dtype)
+
+
 class PatchEmbedding(nn.Module):
-  """(B, H, W, C) -> (B, H/P, W/P, features); H and W multiples of `patch_size`."""
+  """(B, H, W, C) -> (B, H/P, W/P, features); H and W multiples of `patch_size`, or of
+  `input_patch_size` (FlexiViT): the kernel, stored at `patch_size`, PI-resized to it."""
   features: int
   patch_size: int
   use_bias: bool = True
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros
+  input_patch_size: Optional[int] = None
+  resize_method: str = "bilinear"
+  resize_antialias: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -44,6 +79,10 @@ class PatchEmbedding(nn.Module):
                         (size, size, images.shape[-1], self.features), self.param_dtype)
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
+    if self.input_patch_size and self.input_patch_size != size:
+      kernel = resize_kernel(kernel, self.input_patch_size, method=self.resize_method,
+                             antialias=self.resize_antialias)
+      size = self.input_patch_size
     images, kernel, bias = nn.dtypes.promote_dtype(images, kernel, bias, dtype=self.dtype)
     x = patchify(images, size) @ kernel.reshape(-1, self.features)
     return x if bias is None else x + bias

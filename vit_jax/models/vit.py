@@ -451,6 +451,13 @@ class VisionTransformer(nn.Module):
   rope_temperature: Optional[float] = None
   rope_grid: Optional[Sequence[int]] = None
   representation_size: Optional[int] = None
+  # FlexiViT: the patch size the input is cut into, when not `patch_size` (the kernel's
+  # stored size): the kernel is PI-resized to it (models/patch_embed.py) as the resize
+  # `patch_resample` / `patch_antialias` would (big_vision: bilinear; timm: bicubic,
+  # antialiased). Set per step or per evaluation, never stored with the parameters.
+  input_patch_size: Optional[int] = None
+  patch_resample: str = "bilinear"
+  patch_antialias: bool = False
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   stochastic_depth_rate: float = 0.0  # drop-path rate of the last block (linear from 0).
@@ -467,7 +474,12 @@ class VisionTransformer(nn.Module):
   def pixels_per_patch(self) -> int:
     """Input pixels along each side of one token: the patch size, times the hybrid's 16x
     ResNet downsampling."""
-    return self.patch_size * (16 if self.resnet_layers is not None else 1)
+    return self.token_patch_size * (16 if self.resnet_layers is not None else 1)
+
+  @property
+  def token_patch_size(self) -> int:
+    """The patch size the input is cut into (`input_patch_size`, else `patch_size`)."""
+    return self.input_patch_size or self.patch_size
 
   def patch_grid(self, height: int, width: int) -> tuple[int, int]:
     """The (rows, columns) token grid for images of this size."""
@@ -490,17 +502,17 @@ class VisionTransformer(nn.Module):
     return int(self.has_class_token) + int(self.distillation_token) + self.num_registers
 
   def _check_divisible(self, images, height: int, width: int) -> None:
-    if not (height % self.patch_size or width % self.patch_size):
+    size = self.token_patch_size
+    if not (height % size or width % size):
       return
     if self.resnet_layers is not None:
       raise UserError(
           f"Image size {images.shape[1]}x{images.shape[2]} gives a {height}x{width} "
-          f"feature map after the ResNet stem that patch_size={self.patch_size} does not "
-          f"divide; use a resolution that is a multiple of {16 * self.patch_size}.")
+          f"feature map after the ResNet stem that patch_size={size} does not "
+          f"divide; use a resolution that is a multiple of {16 * size}.")
     raise UserError(
         f"Image size {images.shape[1]}x{images.shape[2]} is not divisible by "
-        f"patch_size={self.patch_size}; use a resolution that is a multiple of "
-        f"{self.patch_size}.")
+        f"patch_size={size}; use a resolution that is a multiple of {size}.")
 
   def _token(self, name: str, count: int, batch: int, dtype):
     token = self.param(name, partitioned(nn.initializers.zeros, (None, None, "embed")),
@@ -543,6 +555,9 @@ class VisionTransformer(nn.Module):
                              param_dtype=self.param_dtype)
     self._check_divisible(images, *x.shape[1:3])
     x = PatchEmbedding(self.hidden_size, self.patch_size, use_bias=self.patch_bias,
+                       input_patch_size=self.input_patch_size,
+                       resize_method=self.patch_resample,
+                       resize_antialias=self.patch_antialias,
                        dtype=self.dtype, param_dtype=self.param_dtype,
                        kernel_init=partitioned(nn.initializers.lecun_normal(),
                                                (None, None, None, "embed")),
@@ -597,7 +612,7 @@ class VisionTransformer(nn.Module):
 _CHOICES = {"classifier": CLASSIFIERS, "attention_implementation": attention_lib.IMPLEMENTATIONS,
             "remat_policy": tuple(REMAT_POLICIES), "posemb": POSEMB_KINDS,
             "posemb_resample": posemb_lib.RESAMPLE_METHODS, "mlp_activation": MLP_ACTIVATIONS,
-            "rope": rope_lib.KINDS}
+            "rope": rope_lib.KINDS, "patch_resample": ("bilinear", "bicubic")}
 
 
 def create(*, num_classes: Optional[int], **hparams) -> VisionTransformer:

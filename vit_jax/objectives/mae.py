@@ -71,7 +71,7 @@ class Objective(base.Objective):
 
   def _losses(self, model, params, images, noise, *, train: bool, rngs=None):
     out = model.apply({"params": params}, images, train=train, noise=noise, rngs=rngs)
-    target = mae_lib.patch_targets(images, model.encoder.patch_size,
+    target = mae_lib.patch_targets(images, model.encoder.token_patch_size,
                                    norm_pix=bool(self.config.mae.norm_pix_loss))
     return mae_lib.reconstruction_loss(out["pred"], target, out["mask"]), out
 
@@ -101,7 +101,7 @@ class Objective(base.Objective):
     in the model's input range mapped to [0, 1]."""
     noise = self.noise(model, images, rng)
     out = model.apply({"params": params}, images, noise=noise)
-    patch = model.encoder.patch_size
+    patch = model.encoder.token_patch_size
     grid = model.patch_grid(*images.shape[1:3])
     pred = out["pred"]
     if self.config.mae.norm_pix_loss:  # back to pixels with each patch's own statistics.

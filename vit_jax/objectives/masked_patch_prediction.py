@@ -54,7 +54,7 @@ class Objective(base.Objective):
     corruption = self._corruption(model, images, rng)
     out = model.apply({"params": params}, images, train=train, corruption=corruption,
                       rngs=rngs)
-    targets = mpp_lib.colour_classes(base.images01(images, pp), model.encoder.patch_size)
+    targets = mpp_lib.colour_classes(base.images01(images, pp), model.encoder.token_patch_size)
     weight = corruption["corrupted"].astype(jnp.float32)
     count = jnp.maximum(weight.sum(1), 1.0)
     losses = optax.softmax_cross_entropy_with_integer_labels(out["logits"], targets)
@@ -82,7 +82,7 @@ class Objective(base.Objective):
     """Rows of (original, corrupted patches grey, predicted mean colours of those)."""
     *_, out, _ = self._losses(model, params, images, rng, train=False, pp=self.config.pp_eval)
     corruption = self._corruption(model, images, rng)
-    patch = model.encoder.patch_size
+    patch = model.encoder.token_patch_size
     grid = model.patch_grid(*images.shape[1:3])
     levels = 2 ** mpp_lib.BITS
     cls = jnp.argmax(out["logits"], -1)

@@ -4,7 +4,7 @@ steps. The trainer, evaluation, the memory planner and the benchmark all build t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import flax.linen as nn
@@ -17,7 +17,7 @@ from vit_jax import sharding as sharding_lib
 from vit_jax import objectives
 from vit_jax.models import attention, create_model, lora
 from vit_jax.pp.ops_image import Affine
-from vit_jax.trainer import optim, param_groups, steps
+from vit_jax.trainer import flexi, optim, param_groups, steps
 from vit_jax.trainer import state as state_lib
 
 
@@ -42,13 +42,19 @@ class Built:
     model sees."""
     return images if self.input_affine is None else self.input_affine(images)
 
-  def jit_train_step(self) -> Callable:
+  def at_patch_size(self, patch_size: Optional[int]):
+    """The model cutting its inputs into `patch_size` patches (FlexiViT; None: its own)."""
+    return self.model if patch_size is None else self.model.clone(input_patch_size=patch_size)
+
+  def jit_train_step(self, patch_size: Optional[int] = None) -> Callable:
     """(state, batch) -> (state, metrics): jit with explicit shardings, the state donated,
-    activations constrained by rule, non-finite steps flagged (or skipped)."""
+    activations constrained by rule, non-finite steps flagged (or skipped); `patch_size`:
+    FlexiViT's input patch size for this program."""
     c = self.config
+    model = self.at_patch_size(patch_size)
     step = steps.with_nonfinite_guard(
-        steps.make_train_step(self.model, self.tx, self.schedule, accum_steps=c.accum_steps,
-                              batch_loss=self.objective.batch_loss(self.model),
+        steps.make_train_step(model, self.tx, self.schedule, accum_steps=c.accum_steps,
+                              batch_loss=self.objective.batch_loss(model),
                               input_transform=self.model_input,
                               ema_decay=float(c.get("ema_decay") or 0.0)),
         skip_nonfinite=c.skip_nonfinite_steps)
@@ -59,10 +65,11 @@ class Built:
                    donate_argnums=(0,))
 
   def compile_train_step(self, *, label_shape: tuple[int, ...] = (),
-                         integer_labels: bool = True, image_dtype=None):
+                         integer_labels: bool = True, image_dtype=None,
+                         patch_size: Optional[int] = None):
     """The train step compiled ahead of time for the configured global batch, for images
     of `image_dtype` (default: uint8 with `input_affine`, else float32)."""
-    return self.jit_train_step().lower(
+    return self.jit_train_step(patch_size).lower(
         self.state.abstract, self.abstract_batch(self.config.batch_size,
                                                  label_shape=label_shape,
                                                  integer_labels=integer_labels,
@@ -107,6 +114,7 @@ def build(config, mesh: Mesh, *, num_classes: int | None, image_shape: tuple[int
                                      **config.model), mesh, image_shape)
   model = objective.wrap(lora.wrapped(model, config))
   objective.check_model(model, mesh, image_shape)
+  flexi.check(config, model, image_shape)
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
   param_groups.check(config, jax.eval_shape(
       lambda: nn.unbox(model.init(jax.random.key(0), dummy)["params"])))

@@ -27,7 +27,7 @@ from vit_jax.runtime import accelerators, preemption, workdir_lock
 from vit_jax.runtime import workdir as workdir_lib
 from vit_jax.trainer import build as build_lib
 from vit_jax.trainer import checkpointer as checkpointer_lib
-from vit_jax.trainer import finished
+from vit_jax.trainer import finished, flexi
 from vit_jax.trainer import health as health_lib
 from vit_jax.trainer import (metric_writers, param_groups, preflight, progress, resume, setup,
                              step_history)
@@ -128,17 +128,21 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
           f"metrics.jsonl, figures/; tensorboard --logdir={workdir})")
 
 
-def _compile_train_step(built: build_lib.Built, example_spec: dict, stop=None):
+def _compile_train_step(built: build_lib.Built, example_spec: dict,
+                        stop=None) -> flexi.Programs:
   """`example_spec`: {'image', 'label'} -> (shape, dtype) of one example's fields. The
   compiler runs on a thread of its own, so a signal stops the run at once (`stop`
-  raises StopRequested), not minutes later when a large model's compile is done."""
+  raises StopRequested), not minutes later when a large model's compile is done. With
+  FlexiViT, one program per patch size."""
   start = time.perf_counter()
   shape, dtype = example_spec["label"]
-  compiled = _while_watching(lambda: built.compile_train_step(
+  sizes = flexi.patch_sizes(built.config) or (None,)
+  compiled = {size: _while_watching(lambda size=size: built.compile_train_step(
       label_shape=tuple(shape), integer_labels=np.issubdtype(dtype, np.integer),
-      image_dtype=example_spec["image"][1]), stop)
-  console.line(f"Compiled the train step in {time.perf_counter() - start:.1f}s")
-  return compiled
+      image_dtype=example_spec["image"][1], patch_size=size), stop) for size in sizes}
+  which = "" if sizes == (None,) else f" for patch sizes {', '.join(map(str, sizes))}"
+  console.line(f"Compiled the train step{which} in {time.perf_counter() - start:.1f}s")
+  return flexi.Programs(built.config, compiled)
 
 
 def _while_watching(work, stop):
@@ -290,14 +294,14 @@ class _Loop:
     self._open_stream(int(state.step), start.input_state, start.record)
     first, start_time = int(state.step) + 1, time.perf_counter()
     console.line(f"Training steps {int(state.step)} -> {c.total_steps}")
-    meter = _progress(c, self.built, self.train_step, int(state.step))
+    meter = _progress(c, self.built, self.train_step.base, int(state.step))
     while True:
       try:
         state = self._train(state, meter, first)
         break
       except _Diverged as diverged:
         state = self._roll_back(diverged.error)
-        meter = _progress(c, self.built, self.train_step, int(state.step))
+        meter = _progress(c, self.built, self.train_step.base, int(state.step))
     if self.stop.signal is not None and int(state.step) < c.total_steps:
       return state
     _write_final(self.workdir, int(state.step), self.last_eval)
@@ -310,7 +314,7 @@ class _Loop:
   def _train(self, state, meter: progress.Progress, first: int) -> TrainState:
     c, step = self.config, int(state.step)
     while step < c.total_steps:
-      state, step_metrics = self.train_step(state, next(self.batches))
+      state, step_metrics = self.train_step.at(step)(state, next(self.batches))
       step += 1
       self.history.append((step, step_metrics))
       self.checkpointer.check(step)  # a failed background save stops the run here.
