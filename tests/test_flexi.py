@@ -128,3 +128,46 @@ def test_one_run_with_random_patch_sizes_evaluates_at_three(tfds_dir, tmp_path, 
 def test_bad_flexi_settings_are_one_line(tfds_dir, tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):
     loop.train_and_evaluate(tiny(tfds_dir, **overrides), str(tmp_path / "w"))
+
+
+def test_big_vision_layout_written_and_read_back(tmp_path):
+  """--to=big_vision: big_vision's names (pos_embedding at the root, current Flax block
+  names), read back as the same model; a FlexiViT file (flexivit_*.npz) resamples its
+  position embeddings as big_vision's flexi model (scripts/check_flexi_big_vision.py runs
+  big_vision's own code on it)."""
+  from vit_jax import convert
+  from vit_jax.models.params import flatten
+  model = create_model("vit", num_classes=5, patch_size=8, hidden_size=32, num_layers=2,
+                       num_heads=2, mlp_dim=64, posemb_grid=(3, 3), posemb_prefix=False)
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 24, 24, 3)))["params"])
+  params = jax.tree.map(lambda x: np.asarray(x) + 0.1, params)
+  arch = dict(family="vit", patch_size=8, hidden_size=32, num_layers=2, num_heads=2,
+              mlp_dim=64, posemb_grid=(3, 3), posemb_prefix=False)
+  path = str(tmp_path / "flexivit_tiny.npz")
+  convert.write_big_vision(convert.Checkpoint.of(arch, params, {"resolution": 24}, "t"), path)
+  keys = set(np.load(path).files)
+  assert "pos_embedding" in keys and "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel" in keys
+  back = convert.read(path)
+  assert back.arch["posemb_resample"] == "bilinear" and back.arch["posemb_antialias"]
+  for key, value in flatten(params).items():
+    np.testing.assert_array_equal(flatten(back.params)[key], value)
+  images = jax.random.normal(jax.random.key(1), (2, 24, 24, 3))
+  arch = {k: v for k, v in back.arch.items() if k != "family"}
+  for size in (4, 12):
+    ours = create_model("vit", num_classes=5, input_patch_size=size, **arch)
+    np.testing.assert_allclose(ours.apply({"params": back.params}, images),
+                               model.clone(input_patch_size=size, posemb_resample="bilinear",
+                                           posemb_antialias=True).apply(
+                                               {"params": params}, images), atol=1e-5)
+
+
+def test_a_plain_run_fine_tunes_into_a_flexible_one(tfds_dir, tmp_path, capsys):
+  plain = tmp_path / "plain"
+  loop.train_and_evaluate(tiny(tfds_dir, total_steps=2, warmup_steps=0), str(plain))
+  capsys.readouterr()
+  state = loop.train_and_evaluate(tiny(tfds_dir, total_steps=2, warmup_steps=0,
+                                       pretrained=str(plain), **{
+                                           "flexi.patch_sizes": (2, 4),
+                                           "model.posemb_grid": (2, 2)}), str(tmp_path / "ft"))
+  assert "Fine-tuning from run" in capsys.readouterr().out
+  assert state.params["embedding"]["kernel"].shape[:2] == (4, 4)  # stored at the base size.

@@ -6,6 +6,7 @@ export a run / `.npz` to timm, Hugging Face or OpenCLIP.
     python -m vit_jax.convert --to=hf RUN_OR_NPZ OUT_DIR
     python -m vit_jax.convert --to=openclip RUN_OR_NPZ OUT.safetensors   (CLIP towers)
     python -m vit_jax.convert --to=bit_published BIT_RUN_OR_NPZ OUT.npz    (BiT models)
+    python -m vit_jax.convert --to=big_vision RUN_OR_NPZ OUT.npz   (big_vision's ViT, FlexiViT)
 
 SRC: a timm `.safetensors` / `.pth` (the model name is read from a Hub `config.json`
 beside it, else give --timm_model where it matters: heads of unusual widths, SigLIP's
@@ -20,8 +21,9 @@ from absl import flags
 
 from vit_jax.cli import common
 
-flags.DEFINE_enum("to", "npz", ["npz", "timm", "hf", "openclip", "bit_published"],
-                  "Output format (bit_published: a BiT model in the BiT paper's .npz layout).")
+flags.DEFINE_enum("to", "npz", ["npz", "timm", "hf", "openclip", "bit_published", "big_vision"],
+                  "Output format (bit_published: a BiT model in the BiT paper's .npz layout; "
+                  "big_vision: a ViT as big_vision's models/vit.py and FlexiViT load it).")
 flags.DEFINE_string("timm_model", None, "timm model name of SRC, where it cannot be inferred.")
 flags.DEFINE_string("model", None, "vit_jax preset of a published .npz (R50 hybrids only).")
 flags.DEFINE_integer("num_heads", None, "Attention heads, where the width does not tell.")
@@ -45,7 +47,7 @@ def main(argv):
   if len(argv) != 3:
     raise UserError("give a source and an output: python -m vit_jax.convert SRC OUT")
   source, out = argv[1:]
-  if FLAGS.to in ("npz", "bit_published") and not out.endswith(".npz"):
+  if FLAGS.to in ("npz", "bit_published", "big_vision") and not out.endswith(".npz"):
     raise UserError(f"OUT={out!r} must end in .npz (or pass --to=timm / hf / openclip).")
   if storage.path(out).exists():
     raise UserError(f"{out} already exists; choose another name (nothing was overwritten).")
@@ -59,6 +61,8 @@ def main(argv):
     convert.write_npz(checkpoint, out)
   elif FLAGS.to == "bit_published":
     convert.write_bit_published(checkpoint, out)
+  elif FLAGS.to == "big_vision":
+    convert.write_big_vision(checkpoint, out)
   elif FLAGS.to == "timm":
     kwargs = convert.write_timm(checkpoint, out)
     print(f"timm: {timm_format.timm_code(checkpoint.arch, kwargs, out)}")

@@ -3,7 +3,8 @@
     checkpoint = convert.read(path)    # .npz (published, converted, big_vision), Hugging
                                        # Face directory, timm or OpenCLIP file, a vit_jax
                                        # run, a Hub name
-    convert.write_npz(checkpoint, "out.npz")   # or write_timm / write_hf / write_openclip
+    convert.write_npz(checkpoint, "out.npz")   # or write_timm / write_hf / write_openclip /
+                                               # write_big_vision
 
 Modules: `checkpoint` (the `Checkpoint` and `read`), `writers`, one module per format
 (`npz_format`, `run_format`, `timm_format`, `hf_format` with `hf_dinov3_format`,
@@ -13,8 +14,9 @@ timm layouts) over the shared renaming rules (`layouts`), `hub`
 `inference`: a model with its labels, for predict and visualize).
 """
 from vit_jax.convert.checkpoint import Checkpoint, is_hf_directory, is_run_directory, read
-from vit_jax.convert.writers import (write_bit_published, write_hf, write_npz, write_openclip,
-                                     write_timm)
+from vit_jax.convert.writers import (write_big_vision, write_bit_published, write_hf,
+                                     write_npz, write_openclip, write_timm)
 
 __all__ = ["Checkpoint", "read", "is_hf_directory", "is_run_directory", "write_npz",
-           "write_timm", "write_hf", "write_openclip", "write_bit_published"]
+           "write_timm", "write_hf", "write_openclip", "write_bit_published",
+           "write_big_vision"]

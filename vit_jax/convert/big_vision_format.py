@@ -13,7 +13,8 @@ from typing import Any, Optional
 import numpy as np
 
 from vit_jax.models.params import flatten, unflatten
-from vit_jax.models.vit_layout import posemb_grid, to_old_block_names, unscan_params
+from vit_jax.models.vit_layout import (NEW_TO_OLD_BLOCK_NAMES, posemb_grid,
+                                       to_old_block_names, unscan_params)
 from vit_jax.errors import UserError
 
 _TOWER_PREFIXES = ("params/", "img/")
@@ -66,3 +67,27 @@ def to_params(flat: dict[str, np.ndarray], *,
   resolution = (grid[0] if grid else 14) * arch["patch_size"]
   return arch, params, {"resolution": resolution, "mean": (0.5, 0.5, 0.5),
                         "std": (0.5, 0.5, 0.5), "resize": "bilinear"}
+
+
+def from_params(arch: dict, params: dict) -> dict[str, np.ndarray]:
+  """Our ViT parameters -> the flat arrays big_vision's ViT (and FlexiViT) loads:
+  current Flax block names, `pos_embedding` at the root. big_vision's position
+  embeddings cover the patches only."""
+  if arch.get("family") != "vit" or arch.get("resnet_layers"):
+    raise UserError("--to=big_vision writes plain ViTs.")
+  if arch.get("posemb_prefix", True) and arch.get("classifier", "token") == "token" and (
+      arch.get("posemb", "learned") == "learned"):
+    raise UserError("big_vision's ViT adds no position embedding to the [class] token; this "
+                    "model's cover it (posemb_prefix): write --to=npz instead.")
+  old_to_new = {old: new for new, old in NEW_TO_OLD_BLOCK_NAMES.items()}
+  flat = {}
+  for key, value in flatten(unscan_params(params)).items():
+    if key == "Transformer/posembed_input/pos_embedding":
+      flat["pos_embedding"] = np.asarray(value)
+      continue
+    parts = key.split("/")
+    for i, part in enumerate(parts[:-1]):
+      if part.startswith("encoderblock_") and i + 1 < len(parts):
+        parts[i + 1] = old_to_new.get(parts[i + 1], parts[i + 1])
+    flat["/".join(parts)] = np.asarray(value)
+  return flat

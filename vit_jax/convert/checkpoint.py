@@ -320,7 +320,14 @@ def _read_npz(path: epath.Path, model_name: Optional[str],
     return Checkpoint.of(arch, params, preprocessing, f"big_vision BiT checkpoint {path}")
   if big_vision_format.is_big_vision(flat):
     arch, params, preprocessing = big_vision_format.to_params(flat, num_heads=num_heads)
-    return Checkpoint.of(arch, params, preprocessing, f"big_vision checkpoint {path}")
+    notes = []
+    if "flexi" in path.name.lower():  # big_vision's FlexiViT files (flexivit_*.npz).
+      arch.update(posemb_resample="bilinear", posemb_antialias=True)
+      notes.append("FlexiViT: position embeddings resampled as big_vision's flexi model "
+                   "does (linear, antialiased); any patch size through "
+                   "--config.flexi.patch_sizes or evals.*.patch_sizes")
+    return Checkpoint.of(arch, params, preprocessing, f"big_vision checkpoint {path}",
+                         notes=notes)
   arch = published_arch(params, model_name)
   grid = _posemb_grid(arch, params)
   patch = arch["patch_size"] * (16 if arch.get("resnet_layers") else 1)

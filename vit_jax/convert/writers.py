@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from vit_jax import storage
-from vit_jax.convert import bit_format, hf_format, npz_format, openclip_format, timm_format
+from vit_jax.convert import (big_vision_format, bit_format, hf_format, npz_format,
+                             openclip_format, timm_format)
 from vit_jax.convert.checkpoint import Checkpoint
 from vit_jax.errors import UserError
 from vit_jax.models import vit_layout
@@ -50,6 +51,12 @@ def write_timm(checkpoint: Checkpoint, path: str) -> dict[str, Any]:
                                            flatten(checkpoint.params))
   _save_safetensors(timm_format.from_params(arch, flat), path)
   return timm_format.timm_kwargs(arch, checkpoint.num_classes or 0)
+
+
+def write_big_vision(checkpoint: Checkpoint, path: str) -> None:
+  """A ViT in big_vision's `.npz` layout (its models/vit.py and FlexiViT load it)."""
+  npz_format.save_arrays(big_vision_format.from_params(checkpoint.arch, checkpoint.params),
+                         path)
 
 
 def write_bit_published(checkpoint: Checkpoint, path: str) -> None:

@@ -18,7 +18,7 @@ POS_EMBEDDING_KEY = "Transformer/posembed_input/pos_embedding"
 
 # Current Flax auto-naming numbers modules per type; the published files number them per
 # block. We keep the published (older) names in memory and on disk.
-_NEW_TO_OLD_BLOCK_NAMES = {
+NEW_TO_OLD_BLOCK_NAMES = {
     "LayerNorm_0": "LayerNorm_0",
     "MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
     "LayerNorm_1": "LayerNorm_2",
@@ -37,7 +37,7 @@ def to_old_block_names(flat: Mapping[str, Any]) -> dict[str, Any]:
     parts = key.split("/")
     for i, part in enumerate(parts[:-1]):
       if part.startswith("encoderblock_") and i + 1 < len(parts):
-        parts[i + 1] = _NEW_TO_OLD_BLOCK_NAMES.get(parts[i + 1], parts[i + 1])
+        parts[i + 1] = NEW_TO_OLD_BLOCK_NAMES.get(parts[i + 1], parts[i + 1])
     renamed["/".join(parts)] = value
   return renamed
 
