@@ -104,7 +104,8 @@ def test_posemb_resampling_is_jax_image_resize_linear():
 def test_one_run_with_random_patch_sizes_evaluates_at_three(tfds_dir, tmp_path, capsys):
   config = tiny(tfds_dir, total_steps=6, **{
       "flexi.patch_sizes": (2, 4, 8), "model.posemb_grid": (2, 2),
-      "evals.test.patch_sizes": (2, 4, 8)})
+      "evals.test.patch_sizes": (2, 4, 8),
+      "evals.knn": config_lib.knn_eval(k=(3,), patch_sizes=(4, 8))})
   sizes = [flexi.size_at(config, step) for step in range(6)]
   assert set(sizes) <= {2, 4, 8} and len(set(sizes)) > 1
   assert sizes == [flexi.size_at(config, step) for step in range(6)]  # per step, fixed.
@@ -114,6 +115,7 @@ def test_one_run_with_random_patch_sizes_evaluates_at_three(tfds_dir, tmp_path, 
   for size in (2, 4, 8):
     assert 0 <= final[f"test_p{size}_accuracy"] <= 1
     assert final[f"val_p{size}_loss"] > 0
+  assert {"knn_p4_3nn_accuracy", "knn_p8_3nn_accuracy"} <= set(final)
 
 
 @pytest.mark.parametrize("overrides, message", [

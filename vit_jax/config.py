@@ -269,7 +269,7 @@ def fewshot_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
   dataset, train_split, test_split, pp, l2_reg, batch_size."""
   return _evaluator("fewshot", every, {"shots": tuple, "dataset": str, "train_split": str,
                                        "test_split": str, "pp": str, "l2_reg": float,
-                                       "batch_size": int}, given)
+                                       "batch_size": int, "patch_sizes": tuple}, given)
 
 
 def knn_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
@@ -277,7 +277,7 @@ def knn_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:
   dataset, train_split, test_split, pp, batch_size."""
   return _evaluator("knn", every, {"k": tuple, "temperature": float, "dataset": str,
                                    "train_split": str, "test_split": str, "pp": str,
-                                   "batch_size": int}, given)
+                                   "batch_size": int, "patch_sizes": tuple}, given)
 
 
 def reconstruction_eval(*, every: int = 0, **given) -> ml_collections.ConfigDict:

@@ -7,6 +7,7 @@ import numpy as np
 
 from vit_jax.data import device_feed
 from vit_jax.errors import UserError
+from vit_jax.evaluators.common import at_patch_sizes
 from vit_jax.losses import correct_predictions, loss_fn
 
 
@@ -73,16 +74,9 @@ class Evaluator:
     if uneven:
       raise UserError(f"patch_sizes: {uneven} do not cut the {side[0]}x{side[1]} eval "
                       f"images into whole patches.")
-    self.eval_steps = {
-        size: context.built.jit_on_params(make_eval_step(
-            context.built.at_patch_size(size), loss=context.config.loss, confusion=per_class))
-        for size in (tuple(int(s) for s in patch_sizes) or (None,))}
-
-  def run(self, params) -> dict:
-    if None in self.eval_steps:
-      return self._run(self.eval_steps[None], params)
-    return {f"p{size}_{key}": value for size, step in self.eval_steps.items()
-            for key, value in self._run(step, params).items()}
+    self.run = at_patch_sizes(patch_sizes, lambda size: context.built.jit_on_params(
+        make_eval_step(context.built.at_patch_size(size), loss=context.config.loss,
+                       confusion=per_class)), self._run)
 
   def _run(self, eval_step, params) -> dict:
     totals = summed(eval_step, params, self.data, self.mesh)

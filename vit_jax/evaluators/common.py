@@ -159,3 +159,18 @@ def table_csv(table: np.ndarray, label_names=None) -> str:
     accuracy = f"{row[i] / total:.4f}" if total else ""
     lines.append(f"{names[i]}," + ",".join(str(int(v)) for v in row) + f",{accuracy}")
   return "\n".join(lines) + "\n"
+
+
+def at_patch_sizes(patch_sizes, make, run_one) -> Callable:
+  """An evaluator's results at each of `patch_sizes` (FlexiViT), as p<size>_<key>; ()
+  the model's own, under plain keys. `make(patch_size)` builds what `run_one(it, params)`
+  evaluates."""
+  sizes = tuple(int(s) for s in patch_sizes) or (None,)
+  made = {size: make(size) for size in sizes}
+
+  def run(params) -> dict:
+    if sizes == (None,):
+      return run_one(made[None], params)
+    return {f"p{size}_{key}": value for size, it in made.items()
+            for key, value in run_one(it, params).items()}
+  return run

@@ -5,12 +5,13 @@ and report top-1 accuracy on held-out images. Cheap enough to run during pre-tra
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
 from vit_jax.data import device_feed
 from vit_jax.errors import UserError
+from vit_jax.evaluators.common import at_patch_sizes
 
 
 def first_k_per_class(labels: np.ndarray, k: int, num_classes: int) -> np.ndarray:
@@ -67,12 +68,12 @@ class SplitFeatures:
   the few-shot probes and the k-NN evaluator classify."""
 
   def __init__(self, context, *, dataset: str, splits: Sequence[str], pp: str,
-               batch_size: int):
+               batch_size: int, patch_size: Optional[int] = None):
     self.num_classes = context.source(dataset).num_classes
     self.data = [context.eval_data(dataset=dataset, split=split, pp=pp, batch_size=batch_size)
                  for split in splits]
     self.mesh = context.built.mesh
-    model = context.model
+    model = context.built.at_patch_size(patch_size)
 
     def represent(params, batch):
       features = model.apply({"params": params}, batch["image"], train=False,
@@ -87,18 +88,21 @@ class SplitFeatures:
             for data in self.data]
 
 
+
 class Evaluator:
   """Settings: shots, dataset ('' = the run's), train_split, test_split, pp ('' =
-  pp_eval), l2_reg, batch_size (0 = eval_batch_size). Results: <k>shot_accuracy."""
+  pp_eval), l2_reg, batch_size (0 = eval_batch_size), patch_sizes (FlexiViT: at each, as
+  p<size>_<k>shot_accuracy). Results: <k>shot_accuracy."""
 
   def __init__(self, context, *, shots: Sequence[int] = (1, 5, 10), dataset: str = "",
                train_split: str = "train", test_split: str = "test", pp: str = "",
-               l2_reg: float = 2.0**10, batch_size: int = 0):
+               l2_reg: float = 2.0**10, batch_size: int = 0, patch_sizes=()):
     self.shots, self.l2_reg = tuple(shots), l2_reg
-    self.features = SplitFeatures(context, dataset=dataset, splits=(train_split, test_split),
-                                  pp=pp, batch_size=batch_size)
+    self.run = at_patch_sizes(patch_sizes, lambda size: SplitFeatures(
+        context, dataset=dataset, splits=(train_split, test_split), pp=pp,
+        batch_size=batch_size, patch_size=size), self._run)
 
-  def run(self, params) -> dict[str, float]:
-    (train_x, train_y), (test_x, test_y) = self.features.collect(params)
+  def _run(self, features, params) -> dict[str, float]:
+    (train_x, train_y), (test_x, test_y) = features.collect(params)
     return probe_accuracies(train_x, train_y, test_x, test_y, shots=self.shots,
-                            num_classes=self.features.num_classes, l2_reg=self.l2_reg)
+                            num_classes=features.num_classes, l2_reg=self.l2_reg)

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from vit_jax.evaluators.common import at_patch_sizes
 from vit_jax.evaluators.fewshot import SplitFeatures
 
 
@@ -31,17 +32,19 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *,
 
 class Evaluator:
   """Settings: k (a tuple), temperature (0.07, DINO's), dataset, train_split, test_split,
-  pp, batch_size. Results: <k>nn_accuracy."""
+  pp, batch_size, patch_sizes (FlexiViT: at each, as p<size>_<k>nn_accuracy). Results:
+  <k>nn_accuracy."""
 
   def __init__(self, context, *, k: Sequence[int] = (10, 20), temperature: float = 0.07,
                dataset: str = "", train_split: str = "train", test_split: str = "test",
-               pp: str = "", batch_size: int = 0):
+               pp: str = "", batch_size: int = 0, patch_sizes=()):
     self.k, self.temperature = tuple(k), temperature
-    self.features = SplitFeatures(context, dataset=dataset, splits=(train_split, test_split),
-                                  pp=pp, batch_size=batch_size)
+    self.run = at_patch_sizes(patch_sizes, lambda size: SplitFeatures(
+        context, dataset=dataset, splits=(train_split, test_split), pp=pp,
+        batch_size=batch_size, patch_size=size), self._run)
 
-  def run(self, params) -> dict[str, float]:
-    (train_x, train_y), (test_x, test_y) = self.features.collect(params)
+  def _run(self, features, params) -> dict[str, float]:
+    (train_x, train_y), (test_x, test_y) = features.collect(params)
     return {f"{k}nn_accuracy": float(np.mean(knn_predict(
-        train_x, train_y, test_x, k=k, num_classes=self.features.num_classes,
+        train_x, train_y, test_x, k=k, num_classes=features.num_classes,
         temperature=self.temperature) == test_y)) for k in self.k}
