@@ -72,19 +72,23 @@ def to_params(flat: dict[str, np.ndarray], *,
 def from_params(arch: dict, params: dict) -> dict[str, np.ndarray]:
   """Our ViT parameters -> the flat arrays big_vision's ViT (and FlexiViT) loads:
   current Flax block names, `pos_embedding` at the root. big_vision's position
-  embeddings cover the patches only."""
-  if arch.get("family") != "vit" or arch.get("resnet_layers"):
-    raise UserError("--to=big_vision writes plain ViTs.")
-  if arch.get("posemb_prefix", True) and arch.get("classifier", "token") == "token" and (
-      arch.get("posemb", "learned") == "learned"):
-    raise UserError("big_vision's ViT adds no position embedding to the [class] token; this "
-                    "model's cover it (posemb_prefix): write --to=npz instead.")
+  embeddings cover the patches only: a [class] token's own embedding is added to the
+  token (as big_vision's fix_old_checkpoints does; the same sum enters the blocks)."""
+  if arch.get("family") != "vit" or arch.get("resnet_layers") or arch.get("num_registers") \
+      or arch.get("distillation_token"):
+    raise UserError("--to=big_vision writes plain ViTs (no hybrid stem, registers or "
+                    "distillation token): write --to=npz instead.")
   old_to_new = {old: new for new, old in NEW_TO_OLD_BLOCK_NAMES.items()}
   flat = {}
-  for key, value in flatten(unscan_params(params)).items():
-    if key == "Transformer/posembed_input/pos_embedding":
-      flat["pos_embedding"] = np.asarray(value)
-      continue
+  source = flatten(unscan_params(params))
+  posemb = source.pop("Transformer/posembed_input/pos_embedding", None)
+  if posemb is not None:
+    posemb = np.asarray(posemb)
+    if arch.get("posemb_prefix", True) and "cls" in source:  # [class] covered.
+      source["cls"] = np.asarray(source["cls"]) + posemb[:, :1]
+      posemb = posemb[:, 1:]
+    flat["pos_embedding"] = posemb
+  for key, value in source.items():
     parts = key.split("/")
     for i, part in enumerate(parts[:-1]):
       if part.startswith("encoderblock_") and i + 1 < len(parts):
