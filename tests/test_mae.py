@@ -82,6 +82,16 @@ def test_mae_loss_and_reconstruction_match_transformers(tmp_path, norm_pix_loss)
   assert tokens.shape == (3, 5, 64)
 
 
+def test_mae_decoder_with_learned_positions():
+  config = config_lib.base_config()
+  config.objective = "mae"
+  config.mae.decoder.update(width=18, depth=1, heads=3, posemb="learned")
+  objective = objectives.create(config)
+  model = objective.wrap(create_model("ViT-test", num_classes=None))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  assert nn.unbox(params)["decoder"]["pos_embedding"].shape == (16, 18)
+
+
 def test_mae_masks_each_example_differently_and_every_step_anew():
   config = config_lib.base_config()
   config.objective = "mae"
@@ -204,6 +214,8 @@ def test_masked_patch_prediction_run(tfds_dir, tmp_path):
     ({"objective": "mae", "mae.mask_ratio": 1.0}, r"mae.mask_ratio=1.0 must be in \(0, 1\)"),
     ({"objective": "mae", "mae.mask_ratio": 0.0}, r"mae.mask_ratio=0.0 must be in \(0, 1\)"),
     ({"objective": "mea"}, r"Objective 'mea' is not a built-in one \(classification, mae"),
+    ({"objective": "mae", "mae.decoder.posemb": "rope"},
+     r"mae.decoder.posemb='rope' is not one of 'sincos2d_mae'"),
     ({"objective": "mae"}, r"evals.test is a 'classification' evaluator, but objective='mae'"),
     ({"objective": "mae", "evals": {}, "mae.decoder.width": 20, "mae.decoder.heads": 5,
       "mesh": {"data": -1, "fsdp": 1, "model": 2}},
@@ -274,7 +286,8 @@ def test_mae_pretraining_continues_from_a_transformers_checkpoint(tfds_dir, tmp_
   state = loop.train_and_evaluate(config, str(tmp_path / "w"))
   assert "MAE's pre-training decoder from the checkpoint" in capsys.readouterr().out
   stored = json.loads((tmp_path / "w" / "config.json").read_text())
-  assert stored["mae"]["decoder"] == {"width": 24, "depth": 1, "heads": 3, "mlp_dim": 40}
+  assert stored["mae"]["decoder"] == {"width": 24, "depth": 1, "heads": 3, "mlp_dim": 40,
+                                     "posemb": "sincos2d_mae"}
   theirs = reference.decoder.decoder_pred.weight.detach().numpy().T
   np.testing.assert_allclose(state.params["decoder"]["decoder_pred"]["kernel"], theirs,
                              atol=1e-6)  # lr 0: unchanged by the step.

@@ -148,9 +148,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.mae = ml_collections.ConfigDict({
       "mask_ratio": 0.75,          # share of patches hidden from the encoder.
       "norm_pix_loss": True,       # targets: each patch's pixels normalised by its own stats.
-      # The light decoder (MAE's ViT-B: width 512, depth 8, 16 heads); mlp_dim unset: 4x.
+      # The light decoder (MAE's ViT-B: width 512, depth 8, 16 heads); mlp_dim unset: 4x;
+      # posemb: 'sincos2d_mae' (MAE's fixed table) or 'learned'.
       "decoder": ml_collections.ConfigDict({"width": 512, "depth": 8, "heads": 16,
-                                            "mlp_dim": placeholder(int)})})
+                                            "mlp_dim": placeholder(int),
+                                            "posemb": "sincos2d_mae"})})
   c.mpp = ml_collections.ConfigDict({
       "ratio": 0.5,                # share of patch embeddings corrupted ...
       "mask_share": 0.8,           # ... of those: the [mask] embedding,

@@ -122,6 +122,7 @@ MEANINGS: dict[str, str] = {
     "mae.decoder.depth": "MAE decoder blocks (8).",
     "mae.decoder.heads": "MAE decoder attention heads (16).",
     "mae.decoder.mlp_dim": "MAE decoder MLP width (unset: 4 x width).",
+    "mae.decoder.posemb": "MAE decoder positions: 'sincos2d_mae' (fixed) | 'learned'.",
     "mpp.ratio": "masked patch prediction: share of patches corrupted (0.5).",
     "mpp.mask_share": "of the corrupted: share given the [mask] embedding (0.8).",
     "mpp.random_share": "of the corrupted: share given another patch's embedding (0.1).",

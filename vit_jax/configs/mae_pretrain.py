@@ -15,7 +15,8 @@ MAE's fixed sin-cos tables, per-patch normalised pixel targets, AdamW (b2 0.95, 
 decay 0.05), cosine schedule with warm-up; random-resized crops, no flips (digits), no
 labels read by the loss. Evaluated during pre-training: the reconstruction loss on the
 held-out split with fixed masks (and a picture: original / masked / reconstructed, in
-figures/), and a k-NN accuracy on the encoder's features (labels used only there).
+figures/), and a k-NN accuracy and a 10-shot linear probe on the encoder's features
+(labels used only there).
 
 Measured (scripts/mae_vs_scratch.py, BENCHMARKS.md "Pre-training without labels"): see
 that table for the numbers of the date and machine they were taken on.
@@ -51,5 +52,7 @@ def get_config(arg=None):
            log_every=100, checkpoint_every=1000)
   c.evals = ml_collections.ConfigDict({
       "val": config_lib.reconstruction_eval(every=1000, num_images=8, split=c.val_split),
-      "knn": config_lib.knn_eval(every=1000, k=(10,), train_split="train[:10000]")})
+      "knn": config_lib.knn_eval(every=1000, k=(10,), train_split="train[:10000]"),
+      "fewshot": config_lib.fewshot_eval(every=1000, shots=(10,),
+                                         train_split="train[:10000]")})
   return c.lock()

@@ -30,7 +30,7 @@ def decoder_settings(config: dict) -> dict:
   """config.mae.decoder of a ViTMAEConfig."""
   return {"width": config["decoder_hidden_size"], "depth": config["decoder_num_hidden_layers"],
           "heads": config["decoder_num_attention_heads"],
-          "mlp_dim": config["decoder_intermediate_size"]}
+          "mlp_dim": config["decoder_intermediate_size"], "posemb": "sincos2d_mae"}
 
 
 def objective_of(config: dict, state) -> Optional[dict]:

@@ -78,6 +78,7 @@ class MaeDecoder(nn.Module):
   num_heads: int
   mlp_dim: int
   patch_pixels: int
+  posemb: str = "sincos2d_mae"   # MAE's fixed table; 'learned': a trained grid of its own.
   mlp_activation: str = "gelu"
   layernorm_epsilon: float = 1e-6
   attention_implementation: str = "auto"
@@ -101,7 +102,12 @@ class MaeDecoder(nn.Module):
                               (batch, num_patches - visible.shape[1], self.width))
     patches = jnp.take_along_axis(jnp.concatenate([visible, masked], axis=1),
                                   restore[..., None], axis=1)  # back in image order.
-    table = posemb_lib.sincos_2d(*grid, self.width, mae=True)  # the prefix's row is 0.
+    if self.posemb == "learned":
+      table = self.param("pos_embedding", partitioned(nn.initializers.normal(0.02),
+                                                      (None, None)),
+                         (num_patches, self.width), self.param_dtype)
+    else:
+      table = posemb_lib.sincos_2d(*grid, self.width, mae=True)  # the prefix's row is 0.
     x = jnp.concatenate([prefix, patches + jnp.asarray(table, x.dtype)[None]], axis=1)
     for i in range(self.depth):
       x = Encoder1DBlock(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
@@ -124,6 +130,7 @@ class MaskedAutoencoder(EncoderWrapper):
   decoder_depth: int = 8
   decoder_heads: int = 16
   decoder_mlp_dim: Optional[int] = None   # None: 4 x width.
+  decoder_posemb: str = "sincos2d_mae"
 
   def setup(self):
     nn.share_scope(self, self.encoder)  # the encoder's parameters at the top level.
@@ -131,7 +138,7 @@ class MaskedAutoencoder(EncoderWrapper):
     self.decoder = MaeDecoder(
         width=self.decoder_width, depth=self.decoder_depth, num_heads=self.decoder_heads,
         mlp_dim=self.decoder_mlp_dim or 4 * self.decoder_width,
-        patch_pixels=e.token_patch_size ** 2 * 3, mlp_activation=e.mlp_activation,
+        patch_pixels=e.token_patch_size ** 2 * 3, posemb=self.decoder_posemb, mlp_activation=e.mlp_activation,
         layernorm_epsilon=e.layernorm_epsilon,
         attention_implementation=e.attention_implementation, dtype=e.dtype,
         param_dtype=e.param_dtype)

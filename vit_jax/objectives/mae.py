@@ -34,7 +34,10 @@ class Objective(base.Objective):
     if d.width % d.heads:
       raise UserError(f"mae.decoder.width={d.width} is not divisible by mae.decoder.heads="
                       f"{d.heads}.")
-    if d.width % 4:
+    if d.posemb not in ("sincos2d_mae", "learned"):
+      raise UserError(f"mae.decoder.posemb={d.posemb!r} is not one of 'sincos2d_mae' (MAE's "
+                      f"fixed table), 'learned'.")
+    if d.posemb == "sincos2d_mae" and d.width % 4:
       raise UserError(f"mae.decoder.width={d.width} must be divisible by 4 (its sincos "
                       f"position embeddings).")
     super().check(config)  # the evaluators.
@@ -67,7 +70,8 @@ class Objective(base.Objective):
     d = self.config.mae.decoder
     return mae_lib.MaskedAutoencoder(
         encoder=model, mask_ratio=float(self.config.mae.mask_ratio), decoder_width=d.width,
-        decoder_depth=d.depth, decoder_heads=d.heads, decoder_mlp_dim=d.get("mlp_dim"))
+        decoder_depth=d.depth, decoder_heads=d.heads, decoder_mlp_dim=d.get("mlp_dim"),
+        decoder_posemb=d.posemb)
 
   def _losses(self, model, params, images, noise, *, train: bool, rngs=None):
     out = model.apply({"params": params}, images, train=train, noise=noise, rngs=rngs)
