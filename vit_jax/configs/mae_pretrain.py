@@ -18,8 +18,12 @@ held-out split with fixed masks (and a picture: original / masked / reconstructe
 figures/), and a k-NN accuracy and a 10-shot linear probe on the encoder's features
 (labels used only there).
 
-Measured (scripts/mae_vs_scratch.py, BENCHMARKS.md "Pre-training without labels"): see
-that table for the numbers of the date and machine they were taken on.
+Measured 2026-12-06 on the 2-core CPU box (scripts/mae_vs_scratch.py; BENCHMARKS.md
+"Pre-training without labels"): 3,000 steps in 498 s (1,950 img/s), held-out
+reconstruction loss 0.283, 10-NN 85.1% on MNIST test; fine-tuned on the 200 labelled
+digits 89.4% (from scratch 68.5%, from supervised MNIST pre-training 95.0%) and on a
+held-out Fashion-MNIST folder 81.65% (scratch 76.45%, supervised 81.85%). `:mpp`: 663 s,
+digits 87.7%, Fashion folder 78.85%.
 """
 import ml_collections
 
