@@ -179,6 +179,14 @@ def test_mae_run_trains_evaluates_and_its_encoder_fine_tunes(tfds_dir, tmp_path,
   start = saved["embedding"]["kernel"]
   assert np.abs(np.asarray(state.params["embedding"]["kernel"]) - start).max() < 0.05
 
+  # A run without a head predicts no classes: one line, not features read as logits.
+  from PIL import Image
+  from vit_jax.cli import predict
+  from vit_jax.convert import inference
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+  with pytest.raises(UserError, match="this checkpoint has no classification head"):
+    list(predict.predict_batches(inference.load(str(mae_dir)), [str(tmp_path / "x.png")], 1, 1))
+
   from vit_jax.convert import writers
   checkpoint = convert.read(str(mae_dir))
   assert writers.write_hf(checkpoint, str(tmp_path / "hf")) == "ViTMAEModel"

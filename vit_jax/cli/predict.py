@@ -30,10 +30,10 @@ FLAGS = flags.FLAGS
 def predict_batches(loaded, paths, top_k: int, batch_size: int, progress: bool = False):
   """Yields (path, [(label, probability), ...] or None, error or None), in input order,
   one device batch of `batch_size` images at a time."""
-  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vit_jax.convert import inference  # pylint: disable=g-import-not-at-top
-  forward = jax.jit(lambda p, x: jax.nn.softmax(loaded.model.apply({"params": p}, x), -1))
+  from vit_jax.convert.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  forward = Classifier(loaded).forward  # a checkpoint without a head is one line here.
   for images, chunk, ok_paths, errors in inference.padded_batches(paths, loaded.pp, batch_size,
                                                                    progress=progress):
     results = {}

@@ -31,7 +31,8 @@ class Classifier:
                       "use vit_jax.load_pretrained and return_representation=True.")
     self.loaded = loaded
     self.preprocess = Preprocessing(loaded.pp)
-    self._forward = jax.jit(
+    # (params, images) -> softmax probabilities, jitted.
+    self.forward = jax.jit(
         lambda params, x: jax.nn.softmax(loaded.model.apply({"params": params}, x), -1))
 
   @classmethod
@@ -56,7 +57,7 @@ class Classifier:
       array = np.asarray(images)
       batch = self.preprocess(array)
       batch = batch[None] if Preprocessing.is_one_image(array) else batch
-    return np.asarray(self._forward(self.loaded.params, batch))
+    return np.asarray(self.forward(self.loaded.params, batch))
 
   def predict(self, images, *, top_k: int = 5) -> Union[Prediction, list[Prediction]]:
     """The `top_k` (label, probability) pairs, best first: a list for one image (a path
