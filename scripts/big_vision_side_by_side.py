@@ -36,6 +36,18 @@ def _big_vision_checkout(path: str | None) -> str:
   return target
 
 
+def loader_mismatches(expected: dict, loaded: dict, what: str, atol: float = 0.0) -> float:
+  """Prints how many of `expected`'s flat arrays big_vision's loader gave back otherwise
+  (`what`: which loader and layout); 1.0 if any differ, else 0.0."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  mismatched = [k for k in expected if not np.allclose(np.asarray(loaded[k]),
+                                                      np.asarray(expected[k]), atol=atol,
+                                                      rtol=0.0)]
+  print(f"big_vision's {what}: {len(expected)} arrays, {len(mismatched)} differ"
+        f"{' ' + str(mismatched[:3]) if mismatched else ''}")
+  return float(bool(mismatched))
+
+
 def big_vision_step(devices, *, batch_size: int, resolution: int):
   """big_vision's B/16 train step compiled for `devices`: (compiled, compile seconds)."""
   import jax  # pylint: disable=import-outside-toplevel

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from big_vision_side_by_side import _big_vision_checkout
+from big_vision_side_by_side import _big_vision_checkout, loader_mismatches
 
 
 def main() -> None:
@@ -59,12 +59,8 @@ def main() -> None:
         node = node.setdefault(parent, {})
       node[leaf] = value
     loaded = flatten(bit_paper.maybe_convert_big_transfer_format(nested))
-    expected = flatten(params)
-    mismatched = [k for k in expected if not np.array_equal(np.asarray(loaded[k]),
-                                                           np.asarray(expected[k]))]
-    print(f"  big_vision's loader reads our published layout: {len(expected)} arrays, "
-          f"{len(mismatched)} differ{' ' + str(mismatched[:3]) if mismatched else ''}")
-    worst = max(worst, float(bool(mismatched)))
+    worst = max(worst, loader_mismatches(flatten(params), loaded,
+                                         "loader reads our published layout"))
   print(f"largest difference: {worst:.2e}")
 
 

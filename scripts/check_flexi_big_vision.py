@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from big_vision_side_by_side import _big_vision_checkout
+from big_vision_side_by_side import _big_vision_checkout, loader_mismatches
 
 SEQHW = (5, 6, 8, 10, 12, 15, 16, 20, 24, 30)   # big_vision configs/proj/flexivit/i21k_sup.py
 
@@ -67,12 +67,8 @@ def main() -> None:
   written = os.path.join(tempfile.mkdtemp(), "flexivit_written.npz")
   convert.write_big_vision(checkpoint, written)
   loaded = flexi.load(init, written, ml_collections.ConfigDict({"patch_size": (32, 32)}))
-  expected, got = flatten(params), flatten(loaded)
-  mismatched = [k for k in expected if not np.allclose(np.asarray(got[k]),
-                                                      np.asarray(expected[k]), atol=1e-7)]
-  print(f"big_vision's flexi.load reads our .npz: {len(expected)} arrays, "
-        f"{len(mismatched)} differ{' ' + str(mismatched[:3]) if mismatched else ''}")
-  worst = max(worst, float(bool(mismatched)))
+  worst = max(worst, loader_mismatches(flatten(params), flatten(loaded),
+                                       "flexi.load reads our .npz", atol=1e-7))
   print(f"largest difference: {worst:.2e}")
 
 
