@@ -89,6 +89,15 @@ class SplitFeatures:
 
 
 
+def features_run(context, run_one, *, patch_sizes, dataset: str, train_split: str,
+                 test_split: str, pp: str, batch_size: int):
+  """`run_one(SplitFeatures of the train and test splits, params)`, at each of
+  `patch_sizes` (common.at_patch_sizes): the few-shot and k-NN evaluators' `run`."""
+  return at_patch_sizes(patch_sizes, lambda size: SplitFeatures(
+      context, dataset=dataset, splits=(train_split, test_split), pp=pp,
+      batch_size=batch_size, patch_size=size), run_one)
+
+
 class Evaluator:
   """Settings: shots, dataset ('' = the run's), train_split, test_split, pp ('' =
   pp_eval), l2_reg, batch_size (0 = eval_batch_size), patch_sizes (FlexiViT: at each, as
@@ -98,9 +107,9 @@ class Evaluator:
                train_split: str = "train", test_split: str = "test", pp: str = "",
                l2_reg: float = 2.0**10, batch_size: int = 0, patch_sizes=()):
     self.shots, self.l2_reg = tuple(shots), l2_reg
-    self.run = at_patch_sizes(patch_sizes, lambda size: SplitFeatures(
-        context, dataset=dataset, splits=(train_split, test_split), pp=pp,
-        batch_size=batch_size, patch_size=size), self._run)
+    self.run = features_run(context, self._run, patch_sizes=patch_sizes, dataset=dataset,
+                            train_split=train_split, test_split=test_split, pp=pp,
+                            batch_size=batch_size)
 
   def _run(self, features, params) -> dict[str, float]:
     (train_x, train_y), (test_x, test_y) = features.collect(params)

@@ -7,8 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vit_jax.evaluators.common import at_patch_sizes
-from vit_jax.evaluators.fewshot import SplitFeatures
+from vit_jax.evaluators.fewshot import features_run
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *, k: int,
@@ -39,9 +38,9 @@ class Evaluator:
                dataset: str = "", train_split: str = "train", test_split: str = "test",
                pp: str = "", batch_size: int = 0, patch_sizes=()):
     self.k, self.temperature = tuple(k), temperature
-    self.run = at_patch_sizes(patch_sizes, lambda size: SplitFeatures(
-        context, dataset=dataset, splits=(train_split, test_split), pp=pp,
-        batch_size=batch_size, patch_size=size), self._run)
+    self.run = features_run(context, self._run, patch_sizes=patch_sizes, dataset=dataset,
+                            train_split=train_split, test_split=test_split, pp=pp,
+                            batch_size=batch_size)
 
   def _run(self, features, params) -> dict[str, float]:
     (train_x, train_y), (test_x, test_y) = features.collect(params)
