@@ -157,7 +157,9 @@ def test_mae_run_trains_evaluates_and_its_encoder_fine_tunes(tfds_dir, tmp_path,
   --config.pretrained=<the run> fine-tunes its encoder with no other flag (decoder
   dropped, with a note) and `convert --to=hf` writes a ViTMAEModel transformers loads."""
   mae_dir = tmp_path / "mae"
+  capsys.readouterr()
   loop.train_and_evaluate(_mae_run(tfds_dir), str(mae_dir))
+  assert "| objective mae (labels unused) |" in capsys.readouterr().out
   records = [json.loads(line) for line in (mae_dir / "metrics.jsonl").read_text().splitlines()]
   final = {k: v for r in records for k, v in r.items()}
   assert {"train_loss", "val_loss", "knn_5nn_accuracy"} <= set(final)

@@ -120,7 +120,9 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
     held_out += ", flipped left-right (pp_train's flip_lr)"
   mfu = ("" if accelerators.peak_flops() else
          f" | MFU n/a (no peak FLOP/s known for {jax.devices()[0].device_kind})")
-  return (f"{config.model_name}, {params} | {source.name} "
+  objective = built.objective
+  trains = "" if objective.classifies else f" | objective {objective.name} (labels unused)"
+  return (f"{config.model_name}, {params}{trains} | {source.name} "
           f"{config.train_split}: {examples:,} images{held_out}, global batch "
           f"{config.batch_size} | "
           f"{processes}{jax.device_count()} {jax.devices()[0].device_kind} device(s), mesh "
