@@ -43,8 +43,9 @@ def _with_start(config_file: str, dataset: str, root, option: str, point: dict,
   if not option.endswith(",mae"):
     return point
   pretrained = root / "mae_pretrain"
-  _run(f"{config_file}:{dataset},pretrain", pretrained, {}, passthrough,
-       "MAE pre-training on the training images (no labels)")
+  if grid_lib.finished_wall(pretrained) is None:  # said once, not before every option.
+    _run(f"{config_file}:{dataset},pretrain", pretrained, {}, passthrough,
+         "MAE pre-training on the training images (no labels)")
   return {**point, "pretrained": str(pretrained)}
 
 
