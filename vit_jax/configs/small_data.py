@@ -19,6 +19,9 @@ on validation trains the full schedule; test accuracy is only reported). Or name
 Arguments: a dataset (offline `digits` / `pureml_mnist`, any TFDS name, or `folder:DIR`,
 whose image size sets the resolution), then optionally a strength (light, medium (the
 default), strong) and `flip` / `noflip` (default: the dataset's preset; folders: none).
+`DATASET,pretrain` is MAE pre-training (no labels) on the recipe's training split, and a
+fourth argument `mae` the recipe fine-tuning from it (--config.pretrained=<that run>; 2,000
+steps): `python -m vit_jax.cli.small_data --mae` runs both and lets validation choose.
 The model: 4x4 patches-grid ViT of width 96, depth 6 (8x8 grid above 32 px).
 
 Measured on the 2-core CPU (test accuracy, wall time; baselines on the same pixels from
