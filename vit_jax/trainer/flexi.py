@@ -3,7 +3,10 @@ every patch size. Each step cuts its images into patches of a size drawn from
 `config.flexi.patch_sizes` with a generator seeded by (seed, step): every process draws
 the same size, a resumed or rolled-back run the same sizes again. The model's kernel is
 stored at `model.patch_size` and PI-resized to the drawn size (models/patch_embed.py);
-one program is compiled per size, before the first step."""
+one program is compiled per size, before the first step. Measured (BENCHMARKS.md
+"FlexiViT", 2026-12-06, 2-core CPU): one ViT-digits trained on 24 px MNIST with sizes 4,
+6, 8, 12 reaches 96.0-97.2% at every size; a ViT trained at one size 98%+ there and
+9.7-88.0% at the others."""
 from __future__ import annotations
 
 from typing import Callable
