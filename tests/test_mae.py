@@ -25,7 +25,7 @@ from vit_jax.trainer import loop
 torch, _, transformers = import_references()
 
 
-def _hf_mae(norm_pix_loss: bool, size: int = 32):
+def _hf_mae(norm_pix_loss: bool, size: int = 32, fixed_tables: bool = True):
   t = transformers
   config = t.ViTMAEConfig(image_size=size, patch_size=8, hidden_size=64, num_hidden_layers=2,
                           num_attention_heads=4, intermediate_size=128, mask_ratio=0.75,
@@ -33,6 +33,8 @@ def _hf_mae(norm_pix_loss: bool, size: int = 32):
                           decoder_num_attention_heads=4, decoder_intermediate_size=48,
                           norm_pix_loss=norm_pix_loss)
   reference = randomise(t.ViTMAEForPreTraining(config))
+  if not fixed_tables:  # random position tables: read as learned ones.
+    return reference
   with torch.no_grad():  # MAE's fixed tables, as the Hub's checkpoints hold them.
     grid = size // 8
     reference.vit.embeddings.position_embeddings.copy_(torch.from_numpy(
@@ -51,13 +53,19 @@ def test_mae_position_table_is_transformers_own():
   assert not np.allclose(table[1:], posemb_lib.sincos_2d(5, 5, 32), atol=1e-3)
 
 
-@pytest.mark.parametrize("norm_pix_loss", [True, False])
-def test_mae_loss_and_reconstruction_match_transformers(tmp_path, norm_pix_loss):
-  """A ViTMAEForPreTraining (random weights, MAE's fixed tables) read with its decoder;
-  the same images and noise: the loss and every predicted patch agree to <= 1e-4."""
-  reference = _hf_mae(norm_pix_loss)
+@pytest.mark.parametrize("norm_pix_loss, fixed_tables", [(True, True), (False, False)])
+def test_mae_loss_and_reconstruction_match_transformers(tmp_path, norm_pix_loss,
+                                                        fixed_tables):
+  """A ViTMAEForPreTraining (random weights; MAE's fixed position tables, or random ones
+  read as learned) read with its decoder; the same images and noise: the loss and every
+  predicted patch agree to <= 1e-4."""
+  reference = _hf_mae(norm_pix_loss, fixed_tables=fixed_tables)
   checkpoint = convert.read(save_hf(reference, str(tmp_path / "hf")))
-  assert checkpoint.objective == "mae" and checkpoint.arch["posemb"] == "sincos2d_mae"
+  assert checkpoint.objective == "mae"
+  assert checkpoint.arch.get("posemb", "learned") == (
+      "sincos2d_mae" if fixed_tables else "learned")
+  assert checkpoint.objective_config["mae"]["decoder"]["posemb"] == (
+      "sincos2d_mae" if fixed_tables else "learned")
   assert "Transformer" in checkpoint.params and "decoder" not in checkpoint.params
   config = config_lib.base_config()
   config.objective = "mae"
@@ -89,7 +97,7 @@ def test_mae_decoder_with_learned_positions():
   objective = objectives.create(config)
   model = objective.wrap(create_model("ViT-test", num_classes=None))
   params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
-  assert nn.unbox(params)["decoder"]["pos_embedding"].shape == (16, 18)
+  assert nn.unbox(params)["decoder"]["pos_embedding"].shape == (1 + 16, 18)  # [class] too.
 
 
 def test_mae_masks_each_example_differently_and_every_step_anew():
@@ -271,7 +279,8 @@ def test_small_data_probes_mae_pretraining_like_a_strength(tmp_path, monkeypatch
   assert "| light,noflip,mae (chosen) | 0.8000 |" in text and "MAE pre-training" in text
   # The two stages' configs: MAE without labels on the recipe's training split; the
   # fine-tuning the recipe's, shorter.
-  pretrain, finetune = (recipe.get_config(a) for a in ("digits,pretrain", "digits,light,noflip,mae"))
+  pretrain, finetune = (recipe.get_config(a)
+                        for a in ("digits,pretrain", "digits,light,noflip,mae"))
   assert pretrain.objective == "mae" and pretrain.train_split == finetune.train_split
   assert finetune.objective == "classification"
   assert finetune.total_steps == recipe.MAE_FINETUNE_STEPS

@@ -26,18 +26,21 @@ def _block_prefix(state) -> str:
   return _BLOCK_PREFIXES[0]
 
 
-def decoder_settings(config: dict) -> dict:
-  """config.mae.decoder of a ViTMAEConfig."""
+def decoder_settings(config: dict, state) -> dict:
+  """config.mae.decoder of a ViTMAEConfig and its decoder's position table (MAE's fixed
+  one, or any other: learned)."""
+  table = np.asarray(state["decoder.decoder_pos_embed"])[0]
   return {"width": config["decoder_hidden_size"], "depth": config["decoder_num_hidden_layers"],
           "heads": config["decoder_num_attention_heads"],
-          "mlp_dim": config["decoder_intermediate_size"], "posemb": "sincos2d_mae"}
+          "mlp_dim": config["decoder_intermediate_size"],
+          "posemb": "sincos2d_mae" if is_mae_table(table, num_prefix=1) else "learned"}
 
 
 def objective_of(config: dict, state) -> Optional[dict]:
   """{'mae': settings} of a checkpoint with MAE's decoder, else None."""
   if config.get("model_type") != "vit_mae" or not any(k.startswith("decoder.") for k in state):
     return None
-  return {"mae": {"decoder": decoder_settings(config),
+  return {"mae": {"decoder": decoder_settings(config, state),
                   "norm_pix_loss": bool(config.get("norm_pix_loss", False))}}
 
 
@@ -61,19 +64,16 @@ def _rules(config: dict, state_keys) -> list[Rule]:
 
 
 def decoder_params(config: dict, state) -> dict[str, np.ndarray]:
-  """The decoder's flat parameters (`decoder/...`); its position table is MAE's fixed one,
-  which the decoder computes (checked here)."""
-  table = np.asarray(state["decoder.decoder_pos_embed"])[0]
-  if not is_mae_table(table, num_prefix=1):
-    from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-    raise UserError("This ViTMAEForPreTraining's decoder position embeddings are not MAE's "
-                    "fixed sin-cos table; vit_jax's MAE decoder computes that table and "
-                    "cannot take learned ones.")
+  """The decoder's flat parameters (`decoder/...`); MAE's fixed position table is computed
+  by the decoder, any other is its learned `pos_embedding` ([class] row included)."""
   decoder = {k: v for k, v in state.items() if k.startswith("decoder.")}
-  return layouts.import_state(decoder, _rules(config, decoder),
+  table = np.asarray(decoder.pop("decoder.decoder_pos_embed"))[0]
+  flat = layouts.import_state(decoder, _rules(config, decoder),
                               heads=config["decoder_num_attention_heads"],
-                              ignore=lambda k: k == "decoder.decoder_pos_embed",
                               source="MAE decoder")
+  if not is_mae_table(table, num_prefix=1):
+    flat["decoder/pos_embedding"] = table
+  return flat
 
 
 def is_mae_table(table: np.ndarray, *, num_prefix: int) -> bool:

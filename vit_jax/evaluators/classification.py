@@ -74,9 +74,12 @@ class Evaluator:
     if uneven:
       raise UserError(f"patch_sizes: {uneven} do not cut the {side[0]}x{side[1]} eval "
                       f"images into whole patches.")
-    self.run = at_patch_sizes(patch_sizes, lambda size: context.built.jit_on_params(
+    self._at_sizes = at_patch_sizes(patch_sizes, lambda size: context.built.jit_on_params(
         make_eval_step(context.built.at_patch_size(size), loss=context.config.loss,
                        confusion=per_class)), self._run)
+
+  def run(self, params) -> dict:
+    return self._at_sizes(params)
 
   def _run(self, eval_step, params) -> dict:
     totals = summed(eval_step, params, self.data, self.mesh)

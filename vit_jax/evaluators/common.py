@@ -79,7 +79,8 @@ class Scheduled:
 
 def evaluator_class(kind: str) -> Callable:
   module = import_plugin(kind, package="vit_jax.evaluators", what="Evaluator type",
-                         known="a built-in one (classification, fewshot, knn, real, figures, reconstruction), ")
+                         known="a built-in one (classification, fewshot, knn, real, figures, "
+                               "reconstruction), ")
   if not hasattr(module, "Evaluator"):
     raise UserError(f"Evaluator module {module.__name__} defines no `Evaluator` class.")
   return module.Evaluator

@@ -107,9 +107,12 @@ class Evaluator:
                train_split: str = "train", test_split: str = "test", pp: str = "",
                l2_reg: float = 2.0**10, batch_size: int = 0, patch_sizes=()):
     self.shots, self.l2_reg = tuple(shots), l2_reg
-    self.run = features_run(context, self._run, patch_sizes=patch_sizes, dataset=dataset,
+    self._at_sizes = features_run(context, self._run, patch_sizes=patch_sizes, dataset=dataset,
                             train_split=train_split, test_split=test_split, pp=pp,
                             batch_size=batch_size)
+
+  def run(self, params) -> dict:
+    return self._at_sizes(params)
 
   def _run(self, features, params) -> dict[str, float]:
     (train_x, train_y), (test_x, test_y) = features.collect(params)

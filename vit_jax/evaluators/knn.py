@@ -38,9 +38,12 @@ class Evaluator:
                dataset: str = "", train_split: str = "train", test_split: str = "test",
                pp: str = "", batch_size: int = 0, patch_sizes=()):
     self.k, self.temperature = tuple(k), temperature
-    self.run = features_run(context, self._run, patch_sizes=patch_sizes, dataset=dataset,
+    self._at_sizes = features_run(context, self._run, patch_sizes=patch_sizes, dataset=dataset,
                             train_split=train_split, test_split=test_split, pp=pp,
                             batch_size=batch_size)
+
+  def run(self, params) -> dict:
+    return self._at_sizes(params)
 
   def _run(self, features, params) -> dict[str, float]:
     (train_x, train_y), (test_x, test_y) = features.collect(params)

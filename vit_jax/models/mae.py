@@ -102,13 +102,15 @@ class MaeDecoder(nn.Module):
                               (batch, num_patches - visible.shape[1], self.width))
     patches = jnp.take_along_axis(jnp.concatenate([visible, masked], axis=1),
                                   restore[..., None], axis=1)  # back in image order.
-    if self.posemb == "learned":
+    x = jnp.concatenate([prefix, patches], axis=1)
+    if self.posemb == "learned":  # prefix rows too (transformers' layout).
       table = self.param("pos_embedding", partitioned(nn.initializers.normal(0.02),
                                                       (None, None)),
-                         (num_patches, self.width), self.param_dtype)
-    else:
-      table = posemb_lib.sincos_2d(*grid, self.width, mae=True)  # the prefix's row is 0.
-    x = jnp.concatenate([prefix, patches + jnp.asarray(table, x.dtype)[None]], axis=1)
+                         (num_prefix + num_patches, self.width), self.param_dtype)
+      x = x + table.astype(x.dtype)[None]
+    else:  # MAE's fixed table; the prefix's rows are 0.
+      table = posemb_lib.sincos_2d(*grid, self.width, mae=True)
+      x = x.at[:, num_prefix:].add(jnp.asarray(table, x.dtype)[None])
     for i in range(self.depth):
       x = Encoder1DBlock(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
                          attention_implementation=self.attention_implementation,
@@ -138,7 +140,8 @@ class MaskedAutoencoder(EncoderWrapper):
     self.decoder = MaeDecoder(
         width=self.decoder_width, depth=self.decoder_depth, num_heads=self.decoder_heads,
         mlp_dim=self.decoder_mlp_dim or 4 * self.decoder_width,
-        patch_pixels=e.token_patch_size ** 2 * 3, posemb=self.decoder_posemb, mlp_activation=e.mlp_activation,
+        patch_pixels=e.token_patch_size ** 2 * 3, posemb=self.decoder_posemb,
+        mlp_activation=e.mlp_activation,
         layernorm_epsilon=e.layernorm_epsilon,
         attention_implementation=e.attention_implementation, dtype=e.dtype,
         param_dtype=e.param_dtype)
