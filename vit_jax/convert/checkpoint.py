@@ -23,7 +23,6 @@ import numpy as np
 from etils import epath
 
 from vit_jax import config as config_lib
-from vit_jax.runtime import workdir
 from vit_jax import sharding, storage
 from vit_jax.convert import (big_vision_format, bit_format, hf_format, hf_mae_format, hub,
                              npz_format, openclip_format, run_format, timm_format)
