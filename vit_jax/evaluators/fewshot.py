@@ -89,16 +89,28 @@ class SplitFeatures:
 
 
 
-def features_run(context, run_one, *, patch_sizes, dataset: str, train_split: str,
-                 test_split: str, pp: str, batch_size: int):
-  """`run_one(SplitFeatures of the train and test splits, params)`, at each of
-  `patch_sizes` (common.at_patch_sizes): the few-shot and k-NN evaluators' `run`."""
-  return at_patch_sizes(patch_sizes, lambda size: SplitFeatures(
-      context, dataset=dataset, splits=(train_split, test_split), pp=pp,
-      batch_size=batch_size, patch_size=size), run_one)
+class FeaturesEvaluator:
+  """An evaluator of the frozen features of a training and a test split (few-shot, k-NN),
+  at each of `patch_sizes` (common.at_patch_sizes); subclasses give `scores`."""
+
+  def __init__(self, context, *, dataset: str, train_split: str, test_split: str, pp: str,
+               batch_size: int, patch_sizes=()):
+    self._at_sizes = at_patch_sizes(patch_sizes, lambda size: SplitFeatures(
+        context, dataset=dataset, splits=(train_split, test_split), pp=pp,
+        batch_size=batch_size, patch_size=size), self._run)
+
+  def run(self, params) -> dict:
+    return self._at_sizes(params)
+
+  def _run(self, features, params) -> dict[str, float]:
+    (train_x, train_y), (test_x, test_y) = features.collect(params)
+    return self.scores(train_x, train_y, test_x, test_y, features.num_classes)
+
+  def scores(self, train_x, train_y, test_x, test_y, num_classes: int) -> dict[str, float]:
+    raise NotImplementedError
 
 
-class Evaluator:
+class Evaluator(FeaturesEvaluator):
   """Settings: shots, dataset ('' = the run's), train_split, test_split, pp ('' =
   pp_eval), l2_reg, batch_size (0 = eval_batch_size), patch_sizes (FlexiViT: at each, as
   p<size>_<k>shot_accuracy). Results: <k>shot_accuracy."""
@@ -107,14 +119,10 @@ class Evaluator:
                train_split: str = "train", test_split: str = "test", pp: str = "",
                l2_reg: float = 2.0**10, batch_size: int = 0, patch_sizes=()):
     self.shots, self.l2_reg = tuple(shots), l2_reg
-    self._at_sizes = features_run(context, self._run, patch_sizes=patch_sizes, dataset=dataset,
-                            train_split=train_split, test_split=test_split, pp=pp,
-                            batch_size=batch_size)
+    super().__init__(context, dataset=dataset, train_split=train_split,
+                     test_split=test_split, pp=pp, batch_size=batch_size,
+                     patch_sizes=patch_sizes)
 
-  def run(self, params) -> dict:
-    return self._at_sizes(params)
-
-  def _run(self, features, params) -> dict[str, float]:
-    (train_x, train_y), (test_x, test_y) = features.collect(params)
+  def scores(self, train_x, train_y, test_x, test_y, num_classes: int) -> dict[str, float]:
     return probe_accuracies(train_x, train_y, test_x, test_y, shots=self.shots,
-                            num_classes=features.num_classes, l2_reg=self.l2_reg)
+                            num_classes=num_classes, l2_reg=self.l2_reg)

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vit_jax.evaluators.fewshot import features_run
+from vit_jax.evaluators.fewshot import FeaturesEvaluator
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *, k: int,
@@ -29,7 +29,7 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *,
   return np.concatenate(predictions)
 
 
-class Evaluator:
+class Evaluator(FeaturesEvaluator):
   """Settings: k (a tuple), temperature (0.07, DINO's), dataset, train_split, test_split,
   pp, batch_size, patch_sizes (FlexiViT: at each, as p<size>_<k>nn_accuracy). Results:
   <k>nn_accuracy."""
@@ -38,15 +38,11 @@ class Evaluator:
                dataset: str = "", train_split: str = "train", test_split: str = "test",
                pp: str = "", batch_size: int = 0, patch_sizes=()):
     self.k, self.temperature = tuple(k), temperature
-    self._at_sizes = features_run(context, self._run, patch_sizes=patch_sizes, dataset=dataset,
-                            train_split=train_split, test_split=test_split, pp=pp,
-                            batch_size=batch_size)
+    super().__init__(context, dataset=dataset, train_split=train_split,
+                     test_split=test_split, pp=pp, batch_size=batch_size,
+                     patch_sizes=patch_sizes)
 
-  def run(self, params) -> dict:
-    return self._at_sizes(params)
-
-  def _run(self, features, params) -> dict[str, float]:
-    (train_x, train_y), (test_x, test_y) = features.collect(params)
+  def scores(self, train_x, train_y, test_x, test_y, num_classes: int) -> dict[str, float]:
     return {f"{k}nn_accuracy": float(np.mean(knn_predict(
-        train_x, train_y, test_x, k=k, num_classes=features.num_classes,
+        train_x, train_y, test_x, k=k, num_classes=num_classes,
         temperature=self.temperature) == test_y)) for k in self.k}
