@@ -221,8 +221,9 @@ def test_masked_patch_prediction_run(tfds_dir, tmp_path):
   loop.train_and_evaluate(tiny(tfds_dir, objective="masked_patch_prediction", total_steps=3,
                                checkpoint_every=3,
                                evals={"val": config_lib.reconstruction_eval(every=0,
-                                                                            num_images=0)}),
+                                                                            num_images=2)}),
                           str(workdir))
+  assert list((workdir / "figures").glob("val_reconstruction*.png"))
   final = json.loads((workdir / "final.json").read_text())
   assert 0 <= final["val_colour_accuracy"] <= 1 and final["val_loss"] > 0
   assert {"mpp_head", "mpp_mask_embedding"} <= set(final_params(workdir))

@@ -296,8 +296,8 @@ def _read_run(directory: epath.Path, step: Optional[int], params: str = "live",
     return run_format.restore_params(directory, abstract_params, step, key=key)[0]
   what = "" if params == "live" else f", {params} parameters"
   objective = config.get("objective") or "classification"
-  own = objective_module(objective).Objective.own_params
-  section = {"mae": "mae", "masked_patch_prediction": "mpp"}.get(objective)
+  declared = objective_module(objective).Objective
+  own, section = declared.own_params, declared.config_section
   return Checkpoint(arch, record_of_pp(config.pp_eval), f"run {directory} (step {step}{what})",
                     config=config, step=step, objective=objective, own_params=own,
                     objective_config={section: config[section].to_dict()} if section else {},

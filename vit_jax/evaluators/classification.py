@@ -9,6 +9,7 @@ from vit_jax.data import device_feed
 from vit_jax.errors import UserError
 from vit_jax.evaluators.common import at_patch_sizes
 from vit_jax.losses import correct_predictions, loss_fn
+from vit_jax.models.patch_embed import uneven_patch_sizes
 
 
 def summed(step, params, data, mesh) -> dict:
@@ -70,7 +71,7 @@ class Evaluator:
     self.strict = bool(context.config.get("strict_eval", False))
     self.split = split or context.config.test_split
     side = context.built.image_shape[:2]
-    uneven = [s for s in patch_sizes if side[0] % int(s) or side[1] % int(s)]
+    uneven = uneven_patch_sizes(patch_sizes, *side)
     if uneven:
       raise UserError(f"patch_sizes: {uneven} do not cut the {side[0]}x{side[1]} eval "
                       f"images into whole patches.")

@@ -48,10 +48,15 @@ def patch_targets(images: jax.Array, patch_size: int, *, norm_pix: bool) -> jax.
   target = patchify(images.astype(jnp.float32), patch_size)
   target = target.reshape(target.shape[0], -1, target.shape[-1])
   if norm_pix:
-    mean = target.mean(-1, keepdims=True)
-    var = target.var(-1, keepdims=True, ddof=1)
-    target = (target - mean) / (var + 1e-6) ** 0.5
+    mean, std = patch_stats(target)
+    target = (target - mean) / std
   return target
+
+
+def patch_stats(pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Each patch's mean and norm_pix_loss's std (unbiased variance + 1e-6, square root)."""
+  return (pixels.mean(-1, keepdims=True),
+          (pixels.var(-1, keepdims=True, ddof=1) + 1e-6) ** 0.5)
 
 
 def reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:

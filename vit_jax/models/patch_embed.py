@@ -31,6 +31,11 @@ def patchify(images, patch_size: int):
   return x.reshape(batch, rows, cols, patch_size * patch_size * channels)
 
 
+def uneven_patch_sizes(sizes, height: int, width: int) -> list[int]:
+  """The patch sizes in `sizes` that do not cut height x width images into whole patches."""
+  return [int(s) for s in sizes if height % int(s) or width % int(s)]
+
+
 @functools.lru_cache(maxsize=64)
 def pi_resize_matrix(size: int, new_size: int, method: str = "bilinear",
                      antialias: bool = False) -> np.ndarray:

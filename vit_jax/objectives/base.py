@@ -16,6 +16,7 @@ CLASSIFIER_EVALUATORS = ("classification", "real")
 class Objective:
   name = "classification"
   own_params: tuple[str, ...] = ()   # top-level parameter names that are not the backbone's.
+  config_section: Optional[str] = None  # its settings' config field ('mae'), if any.
   classifies = True                  # the model ends in a class head (logits).
   description = "a class head"       # what `own_params` are, for notes.
 
@@ -88,3 +89,21 @@ def images01(images: jax.Array, pp: str) -> jax.Array:
     return images / 255.0
   affine: Any = spec.make()
   return (images - affine.offset) / (affine.scale * 255.0)
+
+
+def image_grid(columns, scale: int = 0) -> np.ndarray:
+  """A list of (B, H, W, C) [0, 1] batches -> one (1, B*H', len*W', 3) picture: a row per
+  example, a column per batch, 2-pixel white gaps; each image scaled up to about 64 px."""
+  columns = [np.asarray(c, np.float32) for c in columns]
+  height = columns[0].shape[1]
+  scale = scale or max(1, 64 // height)
+  rows = []
+  for i in range(columns[0].shape[0]):
+    cells = []
+    for c in columns:
+      cell = c[i] if c.shape[-1] == 3 else np.repeat(c[i], 3, axis=-1)
+      cell = np.kron(cell, np.ones((scale, scale, 1), np.float32))
+      cells += [cell, np.ones((cell.shape[0], 2, 3), np.float32)]
+    row = np.concatenate(cells[:-1], axis=1)
+    rows += [row, np.ones((2, row.shape[1], 3), np.float32)]
+  return np.concatenate(rows[:-1], axis=0)[None]

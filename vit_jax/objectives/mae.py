@@ -21,6 +21,7 @@ from vit_jax.objectives import base
 class Objective(base.Objective):
   name = "mae"
   own_params = ("decoder",)
+  config_section = "mae"
   classifies = False
   description = "MAE's pre-training decoder"
 
@@ -103,44 +104,23 @@ class Objective(base.Objective):
   def figure(self, model, params, images, rng) -> np.ndarray:
     """Rows of (original, masked, reconstruction with the visible patches pasted back),
     in the model's input range mapped to [0, 1]."""
-    noise = self.noise(model, images, rng)
-    out = model.apply({"params": params}, images, noise=noise)
+    out = model.apply({"params": params}, images, noise=self.noise(model, images, rng))
     patch = model.encoder.token_patch_size
     grid = model.patch_grid(*images.shape[1:3])
+    pixels = mae_lib.patch_targets(images, patch, norm_pix=False)
     pred = out["pred"]
     if self.config.mae.norm_pix_loss:  # back to pixels with each patch's own statistics.
-      pixels = mae_lib.patch_targets(images, patch, norm_pix=False)
-      mean = pixels.mean(-1, keepdims=True)
-      std = (pixels.var(-1, keepdims=True, ddof=1) + 1e-6) ** 0.5
+      mean, std = mae_lib.patch_stats(pixels)
       pred = pred * std + mean
     mask = out["mask"][..., None]
-    pixels = mae_lib.patch_targets(images, patch, norm_pix=False)
-    masked = mae_lib.unpatchify(pixels * (1 - mask) + 0.0 * mask, grid, patch)
     pasted = mae_lib.unpatchify(pixels * (1 - mask) + pred * mask, grid, patch)
     to01 = lambda x: jnp.clip(base.images01(x, self.config.pp_eval), 0, 1)  # noqa: E731
-    return image_grid([to01(images), to01(masked) * (1 - _mask_image(mask, grid, patch))
-                       + 0.5 * _mask_image(mask, grid, patch), to01(pasted)])
-
+    grey = _mask_image(mask, grid, patch)  # the masked patches, shown grey.
+    return base.image_grid([to01(images), to01(images) * (1 - grey) + 0.5 * grey,
+                            to01(pasted)])
 
 def _mask_image(mask, grid, patch):
   """(B, N, 1) -> (B, H, W, 1): 1 on the masked patches (shown grey)."""
   return mae_lib.unpatchify(jnp.broadcast_to(mask, (*mask.shape[:2], patch * patch)),
                             grid, patch)
 
-
-def image_grid(columns, scale: int = 0) -> np.ndarray:
-  """A list of (B, H, W, C) [0, 1] batches -> one (1, B*H', len*W', 3) picture: a row per
-  example, a column per batch, 2-pixel white gaps; each image scaled up to about 64 px."""
-  columns = [np.asarray(c, np.float32) for c in columns]
-  height = columns[0].shape[1]
-  scale = scale or max(1, 64 // height)
-  rows = []
-  for i in range(columns[0].shape[0]):
-    cells = []
-    for c in columns:
-      cell = c[i] if c.shape[-1] == 3 else np.repeat(c[i], 3, axis=-1)
-      cell = np.kron(cell, np.ones((scale, scale, 1), np.float32))
-      cells += [cell, np.ones((cell.shape[0], 2, 3), np.float32)]
-    row = np.concatenate(cells[:-1], axis=1)
-    rows += [row, np.ones((2, row.shape[1], 3), np.float32)]
-  return np.concatenate(rows[:-1], axis=0)[None]

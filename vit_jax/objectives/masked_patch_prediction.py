@@ -16,12 +16,12 @@ import optax
 from vit_jax.errors import UserError
 from vit_jax.models import masked_patch as mpp_lib
 from vit_jax.objectives import base
-from vit_jax.objectives.mae import image_grid
 
 
 class Objective(base.Objective):
   name = "masked_patch_prediction"
   own_params = mpp_lib.OWN_PARAMS
+  config_section = "mpp"
   classifies = False
   description = "masked patch prediction's [mask] embedding and colour head"
 
@@ -59,7 +59,7 @@ class Objective(base.Objective):
     count = jnp.maximum(weight.sum(1), 1.0)
     losses = optax.softmax_cross_entropy_with_integer_labels(out["logits"], targets)
     hits = (jnp.argmax(out["logits"], -1) == targets).astype(jnp.float32)
-    return (losses * weight).sum(1) / count, (hits * weight).sum(1) / count, out, targets
+    return (losses * weight).sum(1) / count, (hits * weight).sum(1) / count, out, corruption
 
   def batch_loss(self, model):
     def mean_loss(params, images, labels, rng):
@@ -80,8 +80,8 @@ class Objective(base.Objective):
 
   def figure(self, model, params, images, rng) -> np.ndarray:
     """Rows of (original, corrupted patches grey, predicted mean colours of those)."""
-    *_, out, _ = self._losses(model, params, images, rng, train=False, pp=self.config.pp_eval)
-    corruption = self._corruption(model, images, rng)
+    *_, out, corruption = self._losses(model, params, images, rng, train=False,
+                                       pp=self.config.pp_eval)
     patch = model.encoder.token_patch_size
     grid = model.patch_grid(*images.shape[1:3])
     levels = 2 ** mpp_lib.BITS
@@ -95,4 +95,4 @@ class Objective(base.Objective):
     grey = jnp.where(shown, 0.5, blocks).reshape(original.shape)
     predicted = jnp.where(shown, colour.reshape(-1, grid[0], 1, grid[1], 1, 3),
                           blocks).reshape(original.shape)
-    return image_grid([original, grey, predicted])
+    return base.image_grid([original, grey, predicted])

@@ -14,10 +14,11 @@ from typing import Callable
 import numpy as np
 
 from vit_jax.errors import UserError
+from vit_jax.models.patch_embed import uneven_patch_sizes
 
 
 def patch_sizes(config) -> tuple[int, ...]:
-  return tuple(int(s) for s in (config.get("flexi") or {}).get("patch_sizes", ()) or ())
+  return tuple(int(s) for s in config.flexi.patch_sizes)
 
 
 def check(config, model, image_shape: tuple[int, ...]) -> None:
@@ -30,9 +31,10 @@ def check(config, model, image_shape: tuple[int, ...]) -> None:
   if not hasattr(model, "input_patch_size") or getattr(model, "resnet_layers", None):
     raise UserError(f"flexi.patch_sizes={sizes}: FlexiViT needs a plain ViT model "
                     f"(model_name={config.model_name!r} is not one).")
-  divisors = [s for s in range(1, min(height, width) + 1) if not (height % s or width % s)]
-  bad = [s for s in sizes if s not in divisors]
+  bad = uneven_patch_sizes(sizes, height, width)
   if bad:
+    divisors = [s for s in range(1, min(height, width) + 1)
+                if not uneven_patch_sizes((s,), height, width)]
     raise UserError(f"flexi.patch_sizes: {bad} do not cut the {height}x{width} training "
                     f"images into whole patches; sizes that do: {divisors}.")
   weights = tuple(config.flexi.weights or ())
