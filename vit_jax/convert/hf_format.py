@@ -253,17 +253,13 @@ def export_kind(arch: dict) -> str:
                     "[class] token, no absolute embeddings); export this model to .npz instead.")
   cls = layouts.has_class_token(arch)
   token = arch.get("classifier", "token") == "token" and cls
+  plain = not (arch.get("num_registers") or arch.get("qk_norm") or arch.get("distillation_token")
+               or arch.get("layerscale_init") is not None or arch.get("mlp_activation") == "swiglu")
   if arch.get("posemb") == "sincos2d_mae":
-    plain_mae = not (arch.get("num_registers") or arch.get("qk_norm")
-                     or arch.get("distillation_token") or arch.get("pre_norm")
-                     or arch.get("layerscale_init") is not None
-                     or arch.get("mlp_activation") == "swiglu" or not arch.get("patch_bias", True))
-    if token and plain_mae:
+    if token and plain and not arch.get("pre_norm") and arch.get("patch_bias", True):
       return "vit_mae"
     raise UserError("transformers has MAE's fixed position table only in ViTMAEModel (a "
                     "[class] token, a plain block); export this model to .npz instead.")
-  plain = not (arch.get("num_registers") or arch.get("qk_norm") or arch.get("distillation_token")
-               or arch.get("layerscale_init") is not None or arch.get("mlp_activation") == "swiglu")
   if arch.get("pre_norm") or not arch.get("patch_bias", True):
     if (arch.get("pre_norm") and not arch.get("patch_bias", True) and token and plain
         and arch.get("posemb_prefix", True) and arch.get("posemb", "learned") == "learned"):

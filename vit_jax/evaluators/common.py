@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from vit_jax.data import pipeline, sources
@@ -53,6 +54,12 @@ class EvalContext:
                                  pp=pp or self.config.pp_eval,
                                  global_batch_size=batch_size or self.config.eval_batch_size,
                                  pp_modules=self.config.pp_modules)
+
+
+  def example_images(self, count: int, *, split: str = "", pp: str = ""):
+    """The first `count` images of an eval split, as the model takes them (figures)."""
+    data = self.eval_data(split=split, pp=pp, batch_size=count * jax.process_count())
+    return next(iter(data))["image"][:count]
 
 
 @dataclasses.dataclass

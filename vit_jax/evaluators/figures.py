@@ -14,8 +14,7 @@ class Evaluator:
   per figure (drawn on process 0 only)."""
 
   def __init__(self, context, *, num_images: int = 4, split: str = "", pp: str = ""):
-    data = context.eval_data(split=split, pp=pp, batch_size=num_images * jax.process_count())
-    self.images = next(iter(data))["image"][:num_images]
+    self.images = context.example_images(num_images, split=split, pp=pp)
     self.model = context.model
 
   def run(self, params) -> dict[str, np.ndarray]:

@@ -23,21 +23,16 @@ class Evaluator:
     self.data = context.eval_data(split=split, pp=pp, batch_size=batch_size)
     self.mesh = context.built.mesh
     self.model, self.objective = context.model, context.built.objective
-    self.num_images = num_images
-    key = jax.random.key(seed)
+    self.key = jax.random.key(seed)
 
     def step(params, batch):
-      values = self.objective.eval_losses(self.model, params, batch["image"], key)
+      values = self.objective.eval_losses(self.model, params, batch["image"], self.key)
       mask = batch["mask"]
       return {**{f"{k}_sum": jnp.sum(v * mask) for k, v in values.items()},
               "count": jnp.sum(mask)}
     self.step = context.built.jit_on_params(step)
-    self.key = key
-    self.images = None
-    if num_images:
-      picture_data = context.eval_data(split=split, pp=pp,
-                                       batch_size=num_images * jax.process_count())
-      self.images = next(iter(picture_data))["image"][:num_images]
+    self.images = (context.example_images(num_images, split=split, pp=pp)
+                   if num_images else None)
 
   def run(self, params) -> dict:
     totals = summed(self.step, params, self.data, self.mesh)
