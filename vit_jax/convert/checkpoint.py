@@ -241,15 +241,13 @@ def _read_hf(directory: epath.Path, config: dict) -> Checkpoint:
   state = _load_tensors(weights[0])
   arch, flat, preprocessing, notes = hf_format.to_params(config, state, processor)
   objective = hf_mae_format.objective_of(config, state)
-  if objective is None:
-    return Checkpoint.of(arch, unflatten(flat), preprocessing,
-                         f"Hugging Face {config.get('model_type')} model {directory}",
-                         notes=notes)
-  flat.update(hf_mae_format.decoder_params(config, state))
+  extra = {}
+  if objective is not None:  # ViTMAEForPreTraining: its decoder, kept apart.
+    flat.update(hf_mae_format.decoder_params(config, state))
+    extra = dict(objective="mae", own_params=("decoder",), objective_config=objective)
   return Checkpoint.of(arch, unflatten(flat), preprocessing,
                        f"Hugging Face {config.get('model_type')} model {directory}",
-                       notes=notes, objective="mae", own_params=("decoder",),
-                       objective_config=objective)
+                       notes=notes, **extra)
 
 
 # config.model fields that do not describe the architecture.
