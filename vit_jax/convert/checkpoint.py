@@ -126,6 +126,10 @@ def pp_of_record(record: dict[str, Any]) -> str:
   how = "" if method == "bilinear" else f", method={method!r}"
   # The source's evaluation resize: the shorter side, then a centre crop (transformers'
   # shortest_edge + crop_size; timm's crop_pct), else a square resize.
+  if record.get("max_num_patches"):  # NaFlex (SigLIP 2): aspect kept, a patch budget.
+    budget, patch = int(record["max_num_patches"]), int(record["patch_size"])
+    return (f"to_rgb|resize_to_sequence({budget}, {patch}{how})|{value_map}|"
+            f"patchify({patch}, {budget})")
   shorter = record.get("resize_small") or (
       math.floor(resolution / record["crop_pct"]) if record.get("crop_pct") else None)
   if shorter:
@@ -140,7 +144,11 @@ def record_of_pp(pp: str) -> dict[str, Any]:
   affine = builder.final_affine(pp)
   record = {"resolution": size[0] if size else 224, **INCEPTION}
   for spec in builder.parse(pp):  # the resize: its method, and a shorter-side resize.
-    if spec.name in ("resize", "resize_small"):
+    if spec.name == "patchify":  # NaFlex: the patch budget instead of a size.
+      arguments = spec.bound().arguments
+      record.update(max_num_patches=int(arguments["max_num_patches"]),
+                    patch_size=int(arguments["patch_size"]))
+    if spec.name in ("resize", "resize_small", "resize_to_sequence"):
       kwargs = dict(spec.kwargs)
       if kwargs.get("method", "bilinear") != "bilinear":
         record["resize"] = kwargs["method"]

@@ -1,5 +1,6 @@
 """Hugging Face `transformers` vision models: ViT, DeiT, DINOv2 (with registers), DINOv3
-(hf_dinov3_format), MAE's encoder and the SigLIP and CLIP vision towers, as a model
+(hf_dinov3_format), MAE's encoder and the SigLIP, SigLIP 2 (NaFlex) and CLIP vision
+towers, as a model
 directory (config.json + model.safetensors or
 pytorch_model.bin, optionally preprocessor_config.json).
 
@@ -8,6 +9,7 @@ needed.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import numpy as np
@@ -19,14 +21,19 @@ from vit_jax.convert.timm_format import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMA
 from vit_jax.errors import UserError
 
 MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers", hf_dinov3_format.KIND,
-               "vit_mae", "siglip_vision_model", "clip_vision_model")
+               "vit_mae", "siglip_vision_model", "siglip2_vision_model", "clip_vision_model")
 # Full image-text models: their vision tower is read, the text tower ignored.
-_TOWERS = {"siglip": "siglip_vision_model", "clip": "clip_vision_model"}
+_TOWERS = {"siglip": "siglip_vision_model", "siglip2": "siglip2_vision_model",
+           "clip": "clip_vision_model"}
+# SigLIP's tower and SigLIP 2's NaFlex tower: the same blocks and MAP head.
+_SIGLIPS = ("siglip_vision_model", "siglip2_vision_model")
+_SIGLIP2_PATCHES = "embeddings.patch_embedding.weight"
 # Activation names in HF configs -> ours.
 _ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu"}
 _DEFAULT_NORMALISATION = {"vit": (INCEPTION_MEAN, INCEPTION_STD),
                           "siglip_vision_model": (INCEPTION_MEAN, INCEPTION_STD),
+                          "siglip2_vision_model": (INCEPTION_MEAN, INCEPTION_STD),
                           "deit": (IMAGENET_MEAN, IMAGENET_STD),
                           "dinov2": (IMAGENET_MEAN, IMAGENET_STD),
                           "dinov2_with_registers": (IMAGENET_MEAN, IMAGENET_STD),
@@ -46,9 +53,16 @@ def vision_config(config: dict) -> dict:
   return config
 
 
+def _grid_side(config: dict) -> int:
+  """The position grid's side: image_size / patch_size, or SigLIP 2's sqrt(num_patches)."""
+  if config["model_type"] == "siglip2_vision_model":
+    return math.isqrt(config.get("num_patches", 256))
+  return config["image_size"] // config["patch_size"]
+
+
 def arch_of(config: dict) -> dict[str, Any]:
   kind = config["model_type"]
-  width, grid = config["hidden_size"], config["image_size"] // config["patch_size"]
+  width, grid = config["hidden_size"], _grid_side(config)
   act = config.get("hidden_act", "gelu")
   if act not in _ACTIVATIONS:
     raise UserError(f"hidden_act={act!r} is not supported; supported: {sorted(_ACTIVATIONS)}.")
@@ -58,9 +72,11 @@ def arch_of(config: dict) -> dict[str, Any]:
               mlp_dim=mlp_dim, mlp_activation=_ACTIVATIONS[act],
               layernorm_epsilon=config.get("layer_norm_eps", 1e-12), posemb_grid=(grid, grid),
               posemb_resample="bicubic", posemb_antialias=False)
-  if kind == "siglip_vision_model":
+  if kind in _SIGLIPS:
     arch.update(classifier="map" if config.get("vision_use_head", True) else "gap",
                 class_token=False, posemb_prefix=False)
+  if kind == "siglip2_vision_model":  # the grid resized per image (NaFlex), antialiased.
+    arch.update(posemb_resample="bilinear", posemb_antialias=True)
   elif kind == "clip_vision_model":  # pre-norm, a bias-free patch embedding.
     arch.update(classifier="token", class_token=True, posemb_prefix=True, pre_norm=True,
                 patch_bias=False)
@@ -79,6 +95,16 @@ def arch_of(config: dict) -> dict[str, Any]:
 
 def preprocessing(config: dict, processor: Optional[dict]) -> dict:
   mean, std = _DEFAULT_NORMALISATION[config["model_type"]]
+  if config["model_type"] == "siglip2_vision_model":  # NaFlex: a patch budget, no size.
+    processor = processor or {}
+    patch = config["patch_size"]
+    return {"resolution": _grid_side(config) * patch,
+            "mean": tuple(processor.get("image_mean", mean)),
+            "std": tuple(processor.get("image_std", std)),
+            "resize": _PIL_RESAMPLE.get(processor.get("resample"), "bilinear"),
+            "max_num_patches": int(processor.get("max_num_patches",
+                                                 config.get("num_patches", 256))),
+            "patch_size": int(processor.get("patch_size", patch))}
   resolution, resize, shorter = config["image_size"], "bilinear", None
   if processor:
     mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
@@ -100,6 +126,7 @@ def _prefix(kind: str, state: dict) -> str:
   candidates = {"vit": ("vit.", ""), "deit": ("deit.", ""), "dinov2": ("dinov2.", ""),
                 "dinov2_with_registers": ("dinov2_with_registers.", ""),
                 "vit_mae": ("vit.", ""), "siglip_vision_model": ("vision_model.", ""),
+                "siglip2_vision_model": ("vision_model.", ""),
                 "clip_vision_model": ("vision_model.", "")}[kind]
   for prefix in candidates:
     if any(key.startswith(prefix + "encoder.") for key in state):
@@ -112,7 +139,7 @@ def _block(arch: dict, kind: str, p: str) -> list[tuple[str, str, str]]:
   ours = "Transformer/encoderblock_{i}"
   attention = f"{ours}/MultiHeadDotProductAttention_1"
   mlp = f"{ours}/MlpBlock_3"
-  if kind in ("siglip_vision_model", "clip_vision_model"):
+  if kind in (*_SIGLIPS, "clip_vision_model"):
     theirs = p + "encoder.layers.{i}"
     return [*norm(f"{ours}/LayerNorm_0", f"{theirs}.layer_norm1"),
             *heads(f"{attention}/query", f"{theirs}.self_attn.q_proj"),
@@ -144,7 +171,7 @@ def _block(arch: dict, kind: str, p: str) -> list[tuple[str, str, str]]:
 
 def _top(arch: dict, kind: str, p: str, heads_present: tuple[str, ...]) -> list[tuple]:
   emb = p + "embeddings."
-  if kind == "siglip_vision_model":
+  if kind in _SIGLIPS:
     top = [("embedding/kernel", emb + "patch_embedding.weight", "conv"),
            ("embedding/bias", emb + "patch_embedding.bias", "same"),
            ("Transformer/posembed_input/pos_embedding", emb + "position_embedding.weight", "table"),
@@ -218,6 +245,9 @@ def to_params(config: dict, state: dict[str, np.ndarray],
   arch = arch_of(config)
   prefix = _prefix(kind, state)
   notes = []
+  if kind == "siglip2_vision_model":  # a Linear on flattened patches -> the conv layout.
+    state = {**state, prefix + _SIGLIP2_PATCHES: _patches_to_conv(
+        state[prefix + _SIGLIP2_PATCHES], config.get("num_channels", 3))}
   if kind == "deit" and "classifier.weight" in state:
     raise UserError("DeiTForImageClassification's head reads the [class] token alone; "
                     "vit_jax's distilled DeiT averages both heads as DeiT does. Convert a "
@@ -242,6 +272,16 @@ def to_params(config: dict, state: dict[str, np.ndarray],
     del flat[_POSEMB]  # MAE's fixed table: computed by the model, not a parameter.
     arch["posemb"] = "sincos2d_mae"
   return arch, flat, preprocessing(config, processor), notes
+
+
+def _patches_to_conv(weight: np.ndarray, channels: int) -> np.ndarray:
+  """SigLIP 2's (D, P*P*C) patch Linear (pixels row-major, then channels) -> (D, C, P, P)."""
+  side = math.isqrt(weight.shape[1] // channels)
+  return weight.reshape(weight.shape[0], side, side, channels).transpose(0, 3, 1, 2)
+
+
+def _conv_to_patches(weight: np.ndarray) -> np.ndarray:
+  return weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
 def export_kind(arch: dict) -> str:
@@ -298,6 +338,8 @@ def _dinov2_mlp_ratio(arch: dict) -> int:
 def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tuple[dict, dict, dict]:
   """(config.json, state dict, preprocessor_config.json) of our params."""
   kind = export_kind(arch)
+  if kind == "siglip_vision_model" and preprocess.get("max_num_patches"):
+    kind = "siglip2_vision_model"  # trained on NaFlex patch sequences.
   if kind == hf_dinov3_format.KIND:  # a backbone: any classification head stays behind.
     config, state = hf_dinov3_format.from_params(
         arch, {k: v for k, v in flat.items() if not k.startswith("head")})
@@ -313,6 +355,13 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
             "image_size": grid[0] * arch["patch_size"], "patch_size": arch["patch_size"],
             "num_channels": 3, "qkv_bias": True}
   has_head = "head/kernel" in flat
+  if kind == "siglip2_vision_model":
+    if grid[0] != grid[1]:
+      raise UserError(f"SigLIP 2 keeps a square position grid, not {tuple(grid)}; export "
+                      f"to .npz instead.")
+    del config["image_size"]
+    config.update(num_patches=grid[0] * grid[1],
+                  vision_use_head=arch.get("classifier") == "map")
   if kind == "vit_mae":  # the encoder, as MAE's pre-training leaves it (no head).
     flat = {**{k: v for k, v in flat.items() if not k.startswith("head")},
             _POSEMB: hf_mae_format.mae_table(tuple(grid), arch["hidden_size"])}
@@ -327,13 +376,15 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
   if kind == "clip_vision_model" and has_head:
     flat = layouts.without_head_bias(flat, "CLIP's visual")
     config["projection_dim"] = flat["head/kernel"].shape[-1]
-  prefix = {"siglip_vision_model": "vision_model.", "clip_vision_model": "vision_model.",
+  prefix = {"siglip_vision_model": "vision_model.", "siglip2_vision_model": "vision_model.",
+            "clip_vision_model": "vision_model.",
             "vit": "vit." if has_head else "",
             "deit": "deit." if has_head else ""}.get(kind, "")
   architecture = {"vit": "ViTForImageClassification" if has_head else "ViTModel",
                   "deit": "DeiTForImageClassificationWithTeacher" if has_head else "DeiTModel",
                   "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
-                  "siglip_vision_model": "SiglipVisionModel", "vit_mae": "ViTMAEModel",
+                  "siglip_vision_model": "SiglipVisionModel",
+                  "siglip2_vision_model": "Siglip2VisionModel", "vit_mae": "ViTMAEModel",
                   "clip_vision_model": "CLIPVisionModelWithProjection" if has_head
                   else "CLIPVisionModel"}[kind]
   config["architectures"] = [architecture]
@@ -345,11 +396,20 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
              if has_head else ())
   rule_list, fused = rules(arch, kind, prefix, present)
   state = layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
+  if kind == "siglip2_vision_model":
+    state[prefix + _SIGLIP2_PATCHES] = _conv_to_patches(state[prefix + _SIGLIP2_PATCHES])
   return config, state, _processor(preprocess)
 
 
 def _processor(preprocess: dict) -> dict:
   """preprocessor_config.json of our preprocessing record."""
+  if preprocess.get("max_num_patches"):
+    return {"image_processor_type": "Siglip2ImageProcessor",
+            "image_mean": list(preprocess["mean"]), "image_std": list(preprocess["std"]),
+            "do_resize": True, "do_normalize": True, "do_rescale": True,
+            "rescale_factor": 1 / 255, "patch_size": preprocess["patch_size"],
+            "max_num_patches": preprocess["max_num_patches"],
+            "resample": {v: k for k, v in _PIL_RESAMPLE.items()}[preprocess.get("resize", "bilinear")]}
   return {"image_mean": list(preprocess["mean"]), "image_std": list(preprocess["std"]),
           "size": {"height": preprocess["resolution"], "width": preprocess["resolution"]},
           "do_resize": True, "do_normalize": True, "do_rescale": True,

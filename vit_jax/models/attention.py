@@ -48,12 +48,21 @@ def resolve(implementation: str, *, platform: str, dtype, num_tokens: int,
   return "einsum"
 
 
-def einsum_attention(query, key, value, *, dtype, dropout=None):
-  """The reference. `dropout(weights)` is applied to the attention weights when given.
+def key_mask(kv_lengths, num_keys: int):
+  """(B, K) True on each sequence's first `kv_lengths` keys (its padding comes last)."""
+  return jnp.arange(num_keys) < kv_lengths[:, None]
+
+
+def einsum_attention(query, key, value, *, dtype, dropout=None, kv_lengths=None):
+  """The reference. `dropout(weights)` is applied to the attention weights when given;
+  `kv_lengths` (B,): only each sequence's first keys are attended to (NaFlex padding).
   Returns (output, float32 weights)."""
   query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
-  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+  if kv_lengths is not None:
+    logits = jnp.where(key_mask(kv_lengths, key.shape[1])[:, None, None, :], logits,
+                       jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
   kept = weights if dropout is None else dropout(weights)
   return jnp.einsum("bhqk,bkhd->bqhd", kept.astype(dtype), value), weights
 
@@ -62,30 +71,36 @@ def _pad_tokens(x, length: int):
   return jnp.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0), (0, 0)))
 
 
-def fused_attention(query, key, value, *, implementation: str, pad_to: int | None = None):
+def fused_attention(query, key, value, *, implementation: str, pad_to: int | None = None,
+                    kv_lengths=None):
   """`jax.nn.dot_product_attention` ('xla' or 'cudnn'), the tokens padded to a multiple
-  of `pad_to` (default: 8 for cuDNN, none for XLA) and the padded keys masked out."""
+  of `pad_to` (default: 8 for cuDNN, none for XLA) and the padded keys masked out (and
+  those past `kv_lengths`, NaFlex padding)."""
   length = query.shape[1]
   multiple = pad_to or (CUDNN_SEQUENCE_MULTIPLE if implementation == "cudnn" else 1)
   padded = -(-length // multiple) * multiple
   if padded == length:
-    return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
-  lengths = jnp.full((query.shape[0],), key.shape[1], jnp.int32)
+    return jax.nn.dot_product_attention(query, key, value, implementation=implementation,
+                                        key_value_seq_lengths=kv_lengths)
+  lengths = (jnp.full((query.shape[0],), key.shape[1], jnp.int32) if kv_lengths is None
+             else kv_lengths)
   out = jax.nn.dot_product_attention(
       _pad_tokens(query, padded), _pad_tokens(key, padded), _pad_tokens(value, padded),
       key_value_seq_lengths=lengths, implementation=implementation)
   return out[:, :length]
 
 
-def _pallas_kernel(query, key, value, *, num_keys: int):
+def _pallas_kernel(query, key, value, num_keys):
   """The TPU kernel on one shard: (B, T, H, D) in, tokens padded to whole blocks, keys
-  past `num_keys` masked by segment ids (real tokens segment 1, padding 0)."""
+  past `num_keys` ((B,) or one count) masked by segment ids (keys: real 1, padding 0;
+  every query 1, so a padding query attends to the real keys and stays finite)."""
   from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash  # pylint: disable=g-import-not-at-top
   batch, length, _, head_dim = query.shape
   padded = -(-max(length, key.shape[1]) // PALLAS_BLOCK) * PALLAS_BLOCK
   to_kernel = lambda x: _pad_tokens(x, padded).transpose(0, 2, 1, 3)  # noqa: E731
-  segments = jnp.broadcast_to((jnp.arange(padded) < num_keys).astype(jnp.int32),
-                              (batch, padded))
+  counts = jnp.broadcast_to(jnp.asarray(num_keys, jnp.int32).reshape(-1), (batch,))
+  segments = key_mask(counts, padded).astype(jnp.int32)
+  queries = jnp.ones((batch, padded), jnp.int32)
   block = min(PALLAS_BLOCK, padded)
   sizes = tpu_flash.BlockSizes(
       block_q=block, block_k_major=block, block_k=block, block_b=1,
@@ -93,21 +108,23 @@ def _pallas_kernel(query, key, value, *, num_keys: int):
       block_q_dkv=block, block_k_major_dq=block, block_k_dq=block, block_q_dq=block)
   out = tpu_flash.flash_attention(
       to_kernel(query), to_kernel(key), to_kernel(value),
-      segment_ids=tpu_flash.SegmentIds(q=segments, kv=segments),
+      segment_ids=tpu_flash.SegmentIds(q=queries, kv=segments),
       sm_scale=float(head_dim) ** -0.5, block_sizes=sizes)
   return out.transpose(0, 2, 1, 3)[:, :length]
 
 
-def pallas_attention(query, key, value):
+def pallas_attention(query, key, value, kv_lengths=None):
   """The Pallas TPU flash attention kernel. Under a mesh (the trainer's abstract mesh),
   each device runs it on its own examples and heads, placed as the 'act_batch' and
   'act_heads' rules say; tokens and head dimensions stay whole per device."""
-  kernel = lambda q, k, v: _pallas_kernel(q, k, v, num_keys=key.shape[1])  # noqa: E731
+  if kv_lengths is None:
+    kv_lengths = jnp.full((query.shape[0],), key.shape[1], jnp.int32)
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    return kernel(query, key, value)
+    return _pallas_kernel(query, key, value, kv_lengths)
   batch_axes, _, heads_axes, _ = nn.logical_to_mesh_axes(
       ("act_batch", "act_length", "act_heads", "act_kv"))
   spec = PartitionSpec(batch_axes, None, heads_axes, None)
-  return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
-                       check_vma=False)(query, key, value)
+  return jax.shard_map(_pallas_kernel, mesh=mesh,
+                       in_specs=(spec, spec, spec, PartitionSpec(batch_axes)),
+                       out_specs=spec, check_vma=False)(query, key, value, kv_lengths)

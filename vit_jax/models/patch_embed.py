@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax.errors import UserError
 from vit_jax.models import posemb as posemb_lib
 
 Dtype = Any
@@ -65,7 +66,8 @@ def resize_kernel(kernel, new_size: int, *, method: str = "bilinear",
 
 class PatchEmbedding(nn.Module):
   """(B, H, W, C) -> (B, H/P, W/P, features); H and W multiples of `patch_size`, or of
-  `input_patch_size` (FlexiViT): the kernel, stored at `patch_size`, PI-resized to it."""
+  `input_patch_size` (FlexiViT): the kernel, stored at `patch_size`, PI-resized to it.
+  NaFlex patches already cut, (B, N, P*P*C) -> (B, N, features), at the input size."""
   features: int
   patch_size: int
   use_bias: bool = True
@@ -80,8 +82,14 @@ class PatchEmbedding(nn.Module):
   @nn.compact
   def __call__(self, images):
     size = self.patch_size
+    cut = images.ndim == 3  # NaFlex: patches of input_patch_size, flattened.
+    channels = images.shape[-1] // (self.input_patch_size or size)**2 if cut else images.shape[-1]
+    if cut and channels * (self.input_patch_size or size)**2 != images.shape[-1]:
+      raise UserError(f"NaFlex patches of {images.shape[-1]} values are not "
+                      f"{self.input_patch_size or size}x{self.input_patch_size or size} "
+                      f"patches of whole channels; patchify with the model's patch size.")
     kernel = self.param("kernel", self.kernel_init,
-                        (size, size, images.shape[-1], self.features), self.param_dtype)
+                        (size, size, channels, self.features), self.param_dtype)
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     if self.input_patch_size and self.input_patch_size != size:
@@ -89,5 +97,5 @@ class PatchEmbedding(nn.Module):
                              antialias=self.resize_antialias)
       size = self.input_patch_size
     images, kernel, bias = nn.dtypes.promote_dtype(images, kernel, bias, dtype=self.dtype)
-    x = patchify(images, size) @ kernel.reshape(-1, self.features)
+    x = (images if cut else patchify(images, size)) @ kernel.reshape(-1, self.features)
     return x if bias is None else x + bias

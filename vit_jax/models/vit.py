@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from vit_jax.errors import UserError
 from vit_jax.models import attention as attention_lib
+from vit_jax.models import naflex
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models import rope as rope_lib
 from vit_jax.models.hparams import checked
@@ -155,9 +156,11 @@ class MultiHeadDotProductAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, deterministic: bool, inputs_kv=None, rope_table=None):
+  def __call__(self, x, *, deterministic: bool, inputs_kv=None, rope_table=None,
+               kv_lengths=None):
     """Self-attention over x, or x's queries over `inputs_kv` (attention pooling);
-    `rope_table`: the (sin, cos) of the patch tokens, which come last."""
+    `rope_table`: the (sin, cos) of the patch tokens, which come last; `kv_lengths` (B,):
+    each sequence's keys before its padding (NaFlex), the rest masked out."""
     hidden = x.shape[-1]
     head_dim = hidden // self.num_heads
     projection = functools.partial(
@@ -186,7 +189,8 @@ class MultiHeadDotProductAttention(nn.Module):
     if implementation == "einsum":
       out, weights = attention_lib.einsum_attention(
           query, key, value, dtype=self.dtype,
-          dropout=functools.partial(Dropout(self.dropout_rate), deterministic=deterministic))
+          dropout=functools.partial(Dropout(self.dropout_rate), deterministic=deterministic),
+          kv_lengths=kv_lengths)
       self.sow("intermediates", "attention_weights", weights)
     else:
       if self.dropout_rate and not deterministic:
@@ -194,9 +198,10 @@ class MultiHeadDotProductAttention(nn.Module):
             f"attention_dropout_rate={self.dropout_rate} needs attention_implementation="
             f"'einsum' (or 'auto'); '{implementation}' has no attention dropout.")
       if implementation == "pallas":
-        out = attention_lib.pallas_attention(query, key, value)
+        out = attention_lib.pallas_attention(query, key, value, kv_lengths)
       else:
-        out = attention_lib.fused_attention(query, key, value, implementation=implementation)
+        out = attention_lib.fused_attention(query, key, value, implementation=implementation,
+                                            kv_lengths=kv_lengths)
     out = constrain(out, heads_axes)
     return HeadsProjection("...hk,hkd->...d", (self.num_heads, head_dim, hidden),
                            ("heads", "kv", "embed"), fan_in_dims=2, dtype=self.dtype,
@@ -245,7 +250,7 @@ class Encoder1DBlock(nn.Module):
     return constrain(x + y, ("act_batch", "act_length", "act_embed"))
 
   @nn.compact
-  def __call__(self, x, deterministic: bool, rope_table=None):
+  def __call__(self, x, deterministic: bool, rope_table=None, kv_lengths=None):
     norm = functools.partial(layer_norm, epsilon=self.layernorm_epsilon, dtype=self.dtype,
                              param_dtype=self.param_dtype)
     y = norm("LayerNorm_0")(x)
@@ -254,7 +259,7 @@ class Encoder1DBlock(nn.Module):
         implementation=self.attention_implementation, qk_norm=self.qk_norm,
         layernorm_epsilon=self.layernorm_epsilon, rope=self.rope, dtype=self.dtype,
         param_dtype=self.param_dtype, name="MultiHeadDotProductAttention_1")(
-            y, deterministic=deterministic, rope_table=rope_table)
+            y, deterministic=deterministic, rope_table=rope_table, kv_lengths=kv_lengths)
     y = Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = self._residual(x, y, "LayerScale_attention", deterministic)
     y = norm("LayerNorm_2")(x)
@@ -277,13 +282,20 @@ class AddPositionEmbs(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, input_grid: tuple[int, int]):
+  def __call__(self, x, input_grid: Optional[tuple[int, int]], coords=None):
+    """`coords` (B, N, 2): NaFlex patches, the grid resized to each image's own (the
+    `resample` / `antialias` resize computed on the device, models/naflex.py)."""
     grid = tuple(self.grid or input_grid)
     pos_embedding = self.param(
         "pos_embedding",
         partitioned(nn.initializers.normal(stddev=0.02), (None, "length", "embed")),
         (1, self.num_prefix + grid[0] * grid[1], x.shape[2]), self.param_dtype)
     prefix, patches = pos_embedding[:, :self.num_prefix], pos_embedding[:, self.num_prefix:]
+    if coords is not None:
+      patches = naflex.grid_embeddings(patches.reshape(*grid, -1), coords,
+                                       method=self.resample, antialias=self.antialias)
+      prefix = jnp.broadcast_to(prefix, (x.shape[0], *prefix.shape[1:]))
+      return x + jnp.concatenate([prefix, patches], axis=1).astype(x.dtype)
     patches = posemb_lib.resample_grid(patches.reshape(1, *grid, -1), input_grid,
                                        method=self.resample, antialias=self.antialias, xp=jnp)
     pos_embedding = jnp.concatenate([prefix, patches.reshape(1, -1, x.shape[2])], axis=1)
@@ -321,9 +333,12 @@ class Encoder(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  def _embed_positions(self, prefix, patches):
-    batch, grid_h, grid_w, channels = patches.shape
-    patches = jnp.reshape(patches, (batch, grid_h * grid_w, channels))
+  def _embed_positions(self, prefix, patches, coords=None):
+    if coords is not None:  # NaFlex: (B, N, D) patches at their coordinates.
+      grid_h = grid_w = None
+    else:
+      batch, grid_h, grid_w, channels = patches.shape
+      patches = jnp.reshape(patches, (batch, grid_h * grid_w, channels))
     if self.posemb in ("sincos2d", "sincos2d_mae"):
       table = posemb_lib.sincos_2d(grid_h, grid_w, channels, mae=self.posemb == "sincos2d_mae")
       return prefix, patches + jnp.asarray(table, patches.dtype)[None]
@@ -334,21 +349,27 @@ class Encoder(nn.Module):
                           grid=self.posemb_grid, resample=self.posemb_resample,
                           antialias=self.posemb_antialias, param_dtype=self.param_dtype,
                           name="posembed_input")
+    input_grid = None if coords is not None else (grid_h, grid_w)
     if not covered:
-      return prefix, add(patches, (grid_h, grid_w))
-    x = add(jnp.concatenate([prefix, patches], axis=1), (grid_h, grid_w))
+      return prefix, add(patches, input_grid, coords)
+    x = add(jnp.concatenate([prefix, patches], axis=1), input_grid, coords)
     return x[:, :prefix.shape[1]], x[:, prefix.shape[1]:]
 
   @nn.compact
-  def __call__(self, prefix, registers, patches, *, train: bool, visible=None):
+  def __call__(self, prefix, registers, patches, *, train: bool, visible=None, coords=None):
     """`visible`: (batch, K) indices of the only patches the blocks see (MAE's encoder),
-    taken after the position embeddings are added."""
+    taken after the position embeddings are added. `coords` (batch, N, 2): `patches` is
+    a NaFlex sequence (batch, N, width), its padding (coordinates -1, last) masked out of
+    attention."""
     rope_table = None
+    kv_lengths = None
+    if coords is not None:
+      kv_lengths = naflex.sequence_lengths(coords, prefix.shape[1] + registers.shape[1])
     if self.block["rope"] != "none":
       rope_table = rope_lib.table(self.block["rope"], patches.shape[1:3],
                                   patches.shape[-1] // self.block["num_heads"],
                                   temperature=self.rope_temperature, ref_grid=self.rope_grid)
-    prefix, patches = self._embed_positions(prefix, patches)
+    prefix, patches = self._embed_positions(prefix, patches, coords)
     if visible is not None:
       patches = jnp.take_along_axis(patches, visible[..., None], axis=1)
     x = jnp.concatenate([prefix, registers, patches], axis=1)
@@ -373,13 +394,14 @@ class Encoder(nn.Module):
                         metadata_params={nn.PARTITION_NAME: "layers"})
       # One block for all layers: the mean of the per-layer rates below.
       x, _ = scanned(**self.block, stochastic_depth=self.stochastic_depth_rate / 2,
-                     return_carry=True, name="encoderblock")(x, not train, rope_table)
+                     return_carry=True, name="encoderblock")(x, not train, rope_table,
+                                                             kv_lengths)
     else:
       for i in range(self.num_layers):
         # DeiT's rule: the drop rate grows linearly with depth, 0 to stochastic_depth_rate.
         rate = self.stochastic_depth_rate * i / max(self.num_layers - 1, 1)
         x = block(**self.block, stochastic_depth=rate, name=f"encoderblock_{i}")(
-            x, not train, rope_table)
+            x, not train, rope_table, kv_lengths)
     if not self.final_norm:
       return x
     return layer_norm("encoder_norm", self.block["layernorm_epsilon"], self.dtype,
@@ -397,7 +419,7 @@ class MAPHead(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, kv_lengths=None):
     probe = self.param("probe", partitioned(nn.initializers.xavier_uniform(),
                                             (None, None, "embed")),
                        (1, 1, x.shape[-1]), self.param_dtype)
@@ -405,7 +427,8 @@ class MAPHead(nn.Module):
     x = MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
                                      param_dtype=self.param_dtype,
                                      name="MultiHeadDotProductAttention_0")(
-                                         probe, inputs_kv=x, deterministic=True)
+                                         probe, inputs_kv=x, deterministic=True,
+                                         kv_lengths=kv_lengths)
     y = layer_norm("LayerNorm_0", self.layernorm_epsilon, self.dtype, self.param_dtype)(x)
     x = x + MlpBlock(self.mlp_dim, activation=self.mlp_activation, dtype=self.dtype,
                      param_dtype=self.param_dtype, name="MlpBlock_0")(y, deterministic=True)
@@ -514,6 +537,32 @@ class VisionTransformer(nn.Module):
         f"Image size {images.shape[1]}x{images.shape[2]} is not divisible by "
         f"patch_size={size}; use a resolution that is a multiple of {size}.")
 
+  def num_patches(self, image_shape) -> int:
+    """Patch tokens of one example: (H, W, C) images, or (N, P*P*C) NaFlex patches."""
+    if naflex.is_sequence_shape(image_shape):
+      return image_shape[0]
+    rows, cols = self.patch_grid(*image_shape[:2])
+    return rows * cols
+
+  def _check_sequence_input(self, visible, corrupt) -> None:
+    """NaFlex patches: what the model must have to take them, one line each."""
+    problems = {
+        "a ResNet stem (hybrid)": self.resnet_layers is not None,
+        f"posemb={self.posemb!r} (NaFlex resizes learned position grids)":
+            self.posemb not in ("learned", "none"),
+        "no posemb_grid (the learned grid's size; a run sets it from its resolution)":
+            self.posemb == "learned" and not self.posemb_grid,
+        f"rope={self.rope!r}": self.rope != "none",
+        f"posemb_resample={self.posemb_resample!r} (bilinear or bicubic)":
+            self.posemb_resample not in ("bilinear", "bicubic"),
+        "MAE's visible patches or masked patch prediction (square images only)":
+            visible is not None or corrupt is not None,
+    }
+    found = [what for what, bad in problems.items() if bad]
+    if found:
+      raise UserError(f"NaFlex inputs (max_num_patches) do not work with {found[0]}; "
+                      f"train on square images (leave max_num_patches unset) instead.")
+
   def _token(self, name: str, count: int, batch: int, dtype):
     token = self.param(name, partitioned(nn.initializers.zeros, (None, None, "embed")),
                        (1, count, self.hidden_size), self.param_dtype)
@@ -526,16 +575,24 @@ class VisionTransformer(nn.Module):
                     kernel_init=partitioned(kernel_init, ("embed", axis)),
                     bias_init=partitioned(bias_init, (axis,)), name=name)
 
-  def _pool(self, x):
-    """Encoder output -> (pooled features, distillation-token features or None)."""
+  def _pool(self, x, coords=None):
+    """Encoder output -> (pooled features, distillation-token features or None);
+    `coords`: NaFlex patches, their padding left out of the pooling."""
     if self.classifier == "token":
       return x[:, 0], (x[:, 1] if self.distillation_token else None)
     if self.classifier == "gap":
-      return jnp.mean(x[:, self.num_prefix_tokens:], axis=1), None
+      patches = x[:, self.num_prefix_tokens:]
+      if coords is None:
+        return jnp.mean(patches, axis=1), None
+      keep = naflex.valid(coords)[..., None].astype(patches.dtype)
+      count = jnp.maximum(jnp.sum(keep, axis=1), 1)
+      return jnp.sum(patches * keep, axis=1) / count, None
+    kv_lengths = (None if coords is None
+                  else naflex.sequence_lengths(coords, self.num_prefix_tokens))
     return MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                    mlp_activation=self.mlp_activation,
                    layernorm_epsilon=self.layernorm_epsilon, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="MAPHead_0")(x), None
+                   param_dtype=self.param_dtype, name="MAPHead_0")(x, kv_lengths), None
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, return_representation: bool = False,
@@ -547,13 +604,22 @@ class VisionTransformer(nn.Module):
     token after the encoder (prefix, registers, patches), no pooling or head; `visible`
     (batch, K) patch indices: the blocks see only those patches (MAE); `corrupt`:
     patch embeddings (batch, rows, columns, width) -> the same, before the position
-    embeddings (masked patch prediction)."""
+    embeddings (masked patch prediction).
+
+    `images` may be NaFlex patches (`models.naflex.Patches`: patch sequences with their
+    grid coordinates, padded): the position grid is resized to each image's, padding
+    masked out of attention and pooling."""
+    coords = None
+    if isinstance(images, naflex.Patches):
+      self._check_sequence_input(visible, corrupt)
+      images, coords = images
     x = images.astype(self.dtype)
     if self.resnet_layers is not None:
       x = resnet.resnet_stem(x, num_layers=self.resnet_layers,
                              width_factor=self.resnet_width_factor, dtype=self.dtype,
                              param_dtype=self.param_dtype)
-    self._check_divisible(images, *x.shape[1:3])
+    if coords is None:
+      self._check_divisible(images, *x.shape[1:3])
     x = PatchEmbedding(self.hidden_size, self.patch_size, use_bias=self.patch_bias,
                        input_patch_size=self.input_patch_size,
                        resize_method=self.patch_resample,
@@ -569,9 +635,10 @@ class VisionTransformer(nn.Module):
     prefix = [self._token("cls", 1, batch, x.dtype)] if self.has_class_token else []
     if self.distillation_token:
       prefix.append(self._token("dist", 1, batch, x.dtype))
-    prefix = jnp.concatenate(prefix, axis=1) if prefix else x[:, :0, 0]
+    empty = jnp.zeros((batch, 0, x.shape[-1]), x.dtype)
+    prefix = jnp.concatenate(prefix, axis=1) if prefix else empty
     registers = (self._token("registers", self.num_registers, batch, x.dtype)
-                 if self.num_registers else x[:, :0, 0])
+                 if self.num_registers else empty)
     x = Encoder(num_layers=self.num_layers,
                 block={field: getattr(self, field) for field in BLOCK_FIELDS},
                 posemb=self.posemb, posemb_prefix=self.posemb_prefix,
@@ -584,11 +651,12 @@ class VisionTransformer(nn.Module):
                 stochastic_depth_rate=self.stochastic_depth_rate,
                 dropout_rate=self.dropout_rate, remat_policy=self.remat_policy,
                 scan_layers=self.scan_layers, dtype=self.dtype, param_dtype=self.param_dtype,
-                name="Transformer")(prefix, registers, x, train=train, visible=visible)
+                name="Transformer")(prefix, registers, x, train=train, visible=visible,
+                                    coords=coords)
     if return_tokens:
       return x
     self.sow("intermediates", "tokens", x)  # every token after the encoder, when asked.
-    x, x_dist = self._pool(x)
+    x, x_dist = self._pool(x, coords)
     if self.fc_norm:
       x = layer_norm("fc_norm", self.layernorm_epsilon, self.dtype, self.param_dtype)(x)
     if self.representation_size is not None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from vit_jax.errors import UserError
 from vit_jax.plugins import import_plugin
-from vit_jax.pp import ops_general, ops_image, randaugment  # noqa: F401  (the built-in ops)
+from vit_jax.pp import ops_general, ops_image, ops_naflex, randaugment  # noqa: F401  (the built-in ops)
 from vit_jax.pp import registry
 from vit_jax.pp.images import EncodedImage, size2
 
@@ -192,13 +192,17 @@ def rescale(pipeline: str, resolution: int) -> str:
   return join(s.rescaled(resolution / current[0]) for s in parse(pipeline))
 
 
-def _final_affine_index(specs: list[OpSpec]) -> Optional[int]:
+def _final_affine_index(specs: list[OpSpec], *, through_rearranging: bool = True
+                        ) -> Optional[int]:
   """The index of the image's last op when it is a value map (affine) and nothing after
-  it touches the image; None otherwise."""
+  it touches the image (but, `through_rearranging`, ops that only move its values:
+  patchify); None otherwise."""
   for index in reversed(range(len(specs))):
     spec = specs[index]
     if spec.info.affine and spec.reads == spec.writes == "image":
       return index
+    if through_rearranging and spec.info.rearranges:
+      continue
     if spec.reads is None or "image" in (spec.reads, spec.writes):
       return None
   return None
@@ -233,7 +237,8 @@ def split_device_affine(pipeline: str) -> tuple[str, Optional[ops_image.Affine]]
   after it on other fields (e.g. multi_hot on the label) stay; anything else leaves the
   pipeline whole (affine None)."""
   specs = parse(pipeline)
-  index = _final_affine_index(specs)
+  # Not through patchify: a per-channel map does not fit the patches it makes.
+  index = _final_affine_index(specs, through_rearranging=False)
   if index is None:
     return pipeline, None
   return join(specs[:index] + specs[index + 1:]), specs[index].make()

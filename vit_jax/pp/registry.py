@@ -34,13 +34,17 @@ class OpInfo:
   encoded: bool             # takes still-encoded images (decodes only what it needs).
   sizes: tuple[str, ...]    # factory parameters that are output image sizes.
   affine: bool              # the factory returns an Affine (a per-channel value map).
+  # moves the image's values without changing them (patchify): a value map before it
+  # is still the pipeline's final one (a checkpoint's normalisation replaces it).
+  rearranges: bool = False
 
 
 _OPS: dict[str, OpInfo] = {}
 
 
 def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = None,
-             encoded: bool = False, sizes: tuple[str, ...] = (), affine: bool = False):
+             encoded: bool = False, sizes: tuple[str, ...] = (), affine: bool = False,
+             rearranges: bool = False):
   """Registers `factory(*args, **kwargs) -> fn(value, rng)` as op `name` (see the module
   docstring). The same name from two different factories is an error: a silent overwrite
   would change what every config using the name computes."""
@@ -52,7 +56,7 @@ def register(name: str, *, key: Optional[str] = "image", salt: Optional[int] = N
                       f"rename one of them.")
     _OPS[name] = OpInfo(name, factory, key,
                         zlib.crc32(name.encode()) & 0x7FFFFFFF if salt is None else salt,
-                        encoded, tuple(sizes), affine)
+                        encoded, tuple(sizes), affine, rearranges)
     return factory
   return wrap
 
