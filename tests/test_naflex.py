@@ -115,3 +115,26 @@ def test_pp_matches_siglip2_processor():
   np.testing.assert_array_equal(naflex.grid_shapes(coords), theirs["spatial_shapes"])
   np.testing.assert_array_equal(coords[..., 0] >= 0, theirs["pixel_attention_mask"])
   np.testing.assert_allclose(batch["image"], theirs["pixel_values"], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["naflexvit_base_patch16_gap", "naflexvit_base_patch16_map"])
+def test_timm_naflexvit_state_dict_reads_with_its_outputs(tmp_path, name):
+  """timm's NaFlexViT (registers, LayerScale, masked average or attention pooling; random
+  weights) read from its state dict gives timm's logits on NaFlex batches of a wide and a
+  tall image."""
+  from tests.test_convert import save_timm
+  reference = randomise(timm.create_model(name, pretrained=False, depth=2, embed_dim=64,
+                                          num_heads=4, num_classes=7))
+  path = str(tmp_path / "naflex.safetensors")
+  save_timm(reference, path)
+  checkpoint = convert.read(path, timm_model=name, num_heads=4)
+  batch = naflex_batch("resize_to_sequence(30, 16)|value_range(-1, 1)|patchify(16, 40)",
+                       mixed_photos())
+  with torch.no_grad():
+    theirs = reference({"patches": torch.from_numpy(batch["image"]),
+                        "patch_coord": torch.from_numpy(batch[naflex.COORDS]).long(),
+                        "patch_valid": torch.from_numpy(batch[naflex.COORDS][..., 0] >= 0)})
+  model = create_model("vit", num_classes=7,
+                       **{k: v for k, v in checkpoint.arch.items() if k != "family"})
+  assert_close(np.asarray(model.apply({"params": checkpoint.params},
+                                      naflex.model_input(batch))), theirs.numpy())

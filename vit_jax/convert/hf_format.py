@@ -246,7 +246,7 @@ def to_params(config: dict, state: dict[str, np.ndarray],
   prefix = _prefix(kind, state)
   notes = []
   if kind == "siglip2_vision_model":  # a Linear on flattened patches -> the conv layout.
-    state = {**state, prefix + _SIGLIP2_PATCHES: _patches_to_conv(
+    state = {**state, prefix + _SIGLIP2_PATCHES: layouts.patches_to_conv(
         state[prefix + _SIGLIP2_PATCHES], config.get("num_channels", 3))}
   if kind == "deit" and "classifier.weight" in state:
     raise UserError("DeiTForImageClassification's head reads the [class] token alone; "
@@ -272,16 +272,6 @@ def to_params(config: dict, state: dict[str, np.ndarray],
     del flat[_POSEMB]  # MAE's fixed table: computed by the model, not a parameter.
     arch["posemb"] = "sincos2d_mae"
   return arch, flat, preprocessing(config, processor), notes
-
-
-def _patches_to_conv(weight: np.ndarray, channels: int) -> np.ndarray:
-  """SigLIP 2's (D, P*P*C) patch Linear (pixels row-major, then channels) -> (D, C, P, P)."""
-  side = math.isqrt(weight.shape[1] // channels)
-  return weight.reshape(weight.shape[0], side, side, channels).transpose(0, 3, 1, 2)
-
-
-def _conv_to_patches(weight: np.ndarray) -> np.ndarray:
-  return weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
 def export_kind(arch: dict) -> str:
@@ -397,7 +387,7 @@ def from_params(arch: dict, flat: dict[str, np.ndarray], preprocess: dict) -> tu
   rule_list, fused = rules(arch, kind, prefix, present)
   state = layouts.export_state(flat, rule_list, heads=arch["num_heads"], fused=fused)
   if kind == "siglip2_vision_model":
-    state[prefix + _SIGLIP2_PATCHES] = _conv_to_patches(state[prefix + _SIGLIP2_PATCHES])
+    state[prefix + _SIGLIP2_PATCHES] = layouts.conv_to_patches(state[prefix + _SIGLIP2_PATCHES])
   return config, state, _processor(preprocess)
 
 

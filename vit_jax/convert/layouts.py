@@ -10,6 +10,7 @@ is exact.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Mapping
 
 import numpy as np
@@ -149,3 +150,15 @@ def without_head_bias(flat: Mapping[str, np.ndarray], target: str) -> dict[str, 
     raise UserError(f"{target}'s projection has no bias but this head's is non-zero (a "
                     f"classifier, not the projection); export to timm or .npz instead.")
   return flat
+
+
+def patches_to_conv(weight: np.ndarray, channels: int = 3) -> np.ndarray:
+  """A Linear on flattened patches (D, P*P*C), pixels row-major then channels (SigLIP 2,
+  timm's NaFlexViT) -> the patch convolution's (D, C, P, P)."""
+  side = math.isqrt(weight.shape[1] // channels)
+  return weight.reshape(weight.shape[0], side, side, channels).transpose(0, 3, 1, 2)
+
+
+def conv_to_patches(weight: np.ndarray) -> np.ndarray:
+  """(D, C, P, P) -> (D, P*P*C): the inverse of `patches_to_conv`."""
+  return weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)

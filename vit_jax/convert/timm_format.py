@@ -36,6 +36,11 @@ _NORMALISATION = (("eva02", (CLIP_MEAN, CLIP_STD)), ("_clip", (CLIP_MEAN, CLIP_S
 EVA02_PRETRAIN_SIZE = 224
 
 
+# The patch budget a NaFlexViT checkpoint is read with (timm's NaFlex loaders default to
+# sequences of 256 to 576 patches; SigLIP 2's processor to 256).
+NAFLEX_SEQUENCE = 256
+
+
 def _count(state, pattern: str) -> int:
   return len({m.group(1) for k in state if (m := re.match(pattern, k))})
 
@@ -79,6 +84,8 @@ def infer_arch(state: dict[str, np.ndarray], name: Optional[str] = None,
     arch.update(rope="eva", rope_grid=(side, side))
   if "attn_pool.latent" in state:
     arch["classifier"] = "map"
+    # timm's attention pooling reads the patches only (pool_include_prefix=False).
+    arch["map_pool_prefix"] = False
   elif (arch["fc_norm"] or not has_cls or "gap" in name or "avg" in name
         or "dinov3" in name):
     arch["classifier"] = "gap"
@@ -234,9 +241,33 @@ def _head_size(state: dict, key: str) -> bool:
   return key in state and state[key].size > 0
 
 
+def is_naflex(state: dict) -> bool:
+  """timm's NaFlexViT (its embeddings under `embeds.`, a 2-D position grid)."""
+  return "embeds.pos_embed" in state or "embeds.proj.weight" in state
+
+
+def _from_naflex(state: dict) -> tuple[dict, tuple[int, int] | None]:
+  """A NaFlexViT state dict in VisionTransformer's names (its blocks and heads are
+  VisionTransformer's): the patch Linear as the convolution, the (1, h, w, D) grid
+  flattened; and the grid's shape."""
+  out, grid = {}, None
+  for key, value in state.items():
+    if key == "embeds.proj.weight" and value.ndim == 2:
+      value = layouts.patches_to_conv(value)
+    if key == "embeds.pos_embed":
+      grid = tuple(value.shape[1:3])
+      value = value.reshape(1, -1, value.shape[-1])
+    moved = "patch_embed." if key.startswith("embeds.proj.") else ""
+    out[moved + key.removeprefix("embeds.")] = value
+  return out, grid
+
+
 def to_params(state: dict[str, np.ndarray], *, name: Optional[str] = None,
               num_heads: Optional[int] = None) -> tuple[dict, dict, dict]:
   """(arch, flat params, preprocessing) of a timm ViT state dict."""
+  naflex_grid = None
+  if is_naflex(state):
+    state, naflex_grid = _from_naflex(state)
   if is_eva(state):
     if not any(kind in (name or "") for kind in ("eva02", "dinov3")):
       raise UserError(f"A timm Eva state dict (EVA-02 / DINOv3: rotary embeddings) needs its "
@@ -249,7 +280,12 @@ def to_params(state: dict[str, np.ndarray], *, name: Optional[str] = None,
                            head_dist=_head_size(state, "head_dist.weight"))
   flat = layouts.import_state(state, rule_list, heads=arch["num_heads"], fused=fused,
                               source="timm state dict")
-  return arch, flat, preprocessing(arch, name)
+  record = preprocessing(arch, name)
+  if naflex_grid is not None:  # NaFlex inputs: timm's default sequence of 256 patches.
+    arch.update(posemb_grid=naflex_grid, posemb_prefix=False)
+    record.update(max_num_patches=NAFLEX_SEQUENCE, patch_size=arch["patch_size"],
+                  resize="bilinear")
+  return arch, flat, record
 
 
 def timm_compatible(arch: dict, flat: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -334,6 +370,8 @@ def timm_kwargs(arch: dict, num_classes: int) -> dict[str, Any]:
                     arch.get("classifier", "token")],
                 pos_embed="learn" if arch.get("posemb", "learned") == "learned" else "none",
                 pre_norm=arch.get("pre_norm", False), dynamic_img_size=True)
+  if arch.get("classifier") == "map" and arch.get("map_pool_prefix", True):
+    kwargs["pool_include_prefix"] = True  # ours, as big_vision's, reads the prefix too.
   if arch.get("mlp_activation") == "swiglu":  # caller adds mlp_layer=SwiGLUPacked.
     kwargs.update(mlp_ratio=2 * kwargs["mlp_ratio"], act_layer="silu")
   else:

@@ -465,6 +465,9 @@ class VisionTransformer(nn.Module):
   mlp_activation: str = "gelu_tanh"   # 'gelu_tanh' | 'gelu' | 'swiglu'.
   layernorm_epsilon: float = 1e-6
   fc_norm: bool = False           # LayerNorm after pooling instead of before (timm).
+  # The MAP head attends to the prefix tokens ([class], registers) too (big_vision), or
+  # to the patches only (timm's default).
+  map_pool_prefix: bool = True
   pre_norm: bool = False          # LayerNorm on the embedded tokens (CLIP's ln_pre).
   patch_bias: bool = True         # the patch embedding's bias (CLIP has none).
   mlp_norm: bool = False          # LayerNorm inside the MLP (EVA-02 B/L's sub-LN).
@@ -587,8 +590,9 @@ class VisionTransformer(nn.Module):
       keep = naflex.valid(coords)[..., None].astype(patches.dtype)
       count = jnp.maximum(jnp.sum(keep, axis=1), 1)
       return jnp.sum(patches * keep, axis=1) / count, None
-    kv_lengths = (None if coords is None
-                  else naflex.sequence_lengths(coords, self.num_prefix_tokens))
+    prefix = self.num_prefix_tokens if self.map_pool_prefix else 0
+    x = x if self.map_pool_prefix else x[:, self.num_prefix_tokens:]
+    kv_lengths = None if coords is None else naflex.sequence_lengths(coords, prefix)
     return MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                    mlp_activation=self.mlp_activation,
                    layernorm_epsilon=self.layernorm_epsilon, dtype=self.dtype,
