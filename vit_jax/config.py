@@ -114,6 +114,11 @@ def base_config() -> ml_collections.ConfigDict:
   # central_crop(224) eval becomes resize(128)|central_crop(112) at 112); the model's
   # patch grid follows. Unset: the sizes written in the pp strings.
   c.resolution = placeholder(int)
+  # NaFlex (SigLIP 2): each image keeps its aspect ratio, resized to at most this many
+  # patches and fed as a padded patch sequence (every pp string rewritten: resizes keep
+  # the aspect, square crops go, patchify last; model.posemb_grid fixed at the
+  # resolution's grid and resized per image). Unset: square images.
+  c.max_num_patches = placeholder(int)
   c.batch_size = 512               # global training batch.
   c.eval_batch_size = 512          # global eval batch (the split is padded, never dropped).
   c.input_workers = -1             # input worker processes (-1: none for in-memory data,

@@ -5,7 +5,8 @@ r"""Features of images from any checkpoint, batched, to one .npz.
 
 Writes `paths` (the readable images, in input order), `pooled` (N, D), `patch_tokens`
 (N, patches, D) unless --pooled_only, and `block_<i>` (N, tokens, D) for each of --blocks
-(ViT family). `--checkpoint` is anything vit_jax reads, by path or Hub name. Unreadable
+(ViT family); a NaFlex model (SigLIP 2, max_num_patches) also `patch_coords` (N, patches,
+2): each patch token's (row, column), -1 on the padding. `--checkpoint` is anything vit_jax reads, by path or Hub name. Unreadable
 images get one line each and are left out. Full flag list: --helpfull.
 """
 import sys
@@ -21,6 +22,9 @@ flags.DEFINE_list("blocks", [], "Blocks whose outputs to keep (negative: from th
 flags.DEFINE_bool("pooled_only", False, "Only the pooled features (any family).")
 flags.DEFINE_integer("batch_size", 64, "Images per device batch.")
 flags.DEFINE_string("model", None, "Model name, only where the file cannot tell.")
+flags.DEFINE_integer("max_num_patches", None, "NaFlex: images keep their aspect ratio, "
+                     "resized to at most this many patches (a NaFlex model's own budget "
+                     "changed, or any ViT with a learned position grid).")
 FLAGS = flags.FLAGS
 
 
@@ -32,6 +36,7 @@ def main(argv):
   from vit_jax.analysis import features  # pylint: disable=g-import-not-at-top
   from vit_jax.convert import inference  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from vit_jax.models import naflex  # pylint: disable=g-import-not-at-top
   if len(argv) < 2:
     raise UserError("give at least one image file, folder or glob after the flags.")
   if storage.path(FLAGS.out).exists():
@@ -41,7 +46,8 @@ def main(argv):
   except ValueError:
     raise UserError(f"--blocks={','.join(FLAGS.blocks)}: integers, e.g. -1,-4.") from None
   paths = inference.image_paths(argv[1:])
-  loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model)
+  loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model,
+                          max_num_patches=FLAGS.max_num_patches)
   if FLAGS.pooled_only:
     run = jax.jit(lambda p, x: {"pooled": loaded.model.apply(
         {"params": p}, x, train=False, return_representation=True)})
@@ -54,7 +60,10 @@ def main(argv):
       print(f"{path}: error: {error}", file=sys.stderr, flush=True)
     failed += len(errors)
     if ok_paths:
-      for key, value in jax.device_get(run(loaded.params, images)).items():
+      outputs = jax.device_get(run(loaded.params, images))
+      if isinstance(images, naflex.Patches):  # which tokens are the image's.
+        outputs["patch_coords"] = images.coords
+      for key, value in outputs.items():
         collected.setdefault(key, []).append(np.asarray(value)[:len(ok_paths)])
       kept += ok_paths
   arrays = {key: np.concatenate(values) for key, values in collected.items()}

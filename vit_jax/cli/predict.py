@@ -24,6 +24,9 @@ flags.DEFINE_string("labels", None, "Text file with one label per line (class in
 flags.DEFINE_integer("top_k", 5, "How many classes to report per image.")
 flags.DEFINE_integer("batch_size", 64, "Images per device batch.")
 flags.DEFINE_string("output", None, "Write predictions to this CSV (local or gs://).")
+flags.DEFINE_integer("max_num_patches", None, "NaFlex: images keep their aspect ratio, "
+                     "resized to at most this many patches (a NaFlex model's own budget "
+                     "changed, or any ViT with a learned position grid).")
 FLAGS = flags.FLAGS
 
 
@@ -59,7 +62,8 @@ def main(argv):
     raise UserError(f"--output={FLAGS.output} already exists; choose another name (nothing "
                     f"was overwritten).")
   paths = inference.image_paths(argv[1:])
-  loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model, labels_file=FLAGS.labels)
+  loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model, labels_file=FLAGS.labels,
+                          max_num_patches=FLAGS.max_num_patches)
   rows, all_ok = [], True
   header = ["path"] + [f"{kind}_{i + 1}" for i in range(FLAGS.top_k)
                        for kind in ("label", "probability")]

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from typing import Any, Optional, Sequence
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -16,7 +17,9 @@ from vit_jax.convert.pretrained import model_for
 from vit_jax.data import sources
 from vit_jax.data.folder_stats import IMAGE_EXTENSIONS
 from vit_jax.errors import UserError
+from vit_jax.models import naflex
 from vit_jax.pp import builder
+from vit_jax.pp import naflex as naflex_pp
 from vit_jax.pp.images import UnreadableImageError, load_image
 from vit_jax.runtime import workdir
 
@@ -41,17 +44,24 @@ def read_labels_file(path: str) -> list[str]:
 
 
 def load(checkpoint: str, *, model_name: Optional[str] = None,
-         labels_file: Optional[str] = None) -> LoadedModel:
+         labels_file: Optional[str] = None,
+         max_num_patches: Optional[int] = None) -> LoadedModel:
   """Any checkpoint `vit_jax.convert.read` takes; a run brings its labels (its dataset's
   class names) and its eval preprocessing. `model_name` is needed only for the published
-  R50 hybrids."""
+  R50 hybrids. `max_num_patches`: NaFlex inputs of this patch budget (a NaFlex model's
+  own budget changed, or a ViT with a learned position grid fed aspect-kept sequences)."""
   read_checkpoint = read(checkpoint, model_name=model_name)
   config = read_checkpoint.config
   labels = (read_labels_file(labels_file) if labels_file else
             _carried_labels(checkpoint, read_checkpoint.num_classes) or
             (_dataset_labels(config) if config is not None else None))
-  return LoadedModel(model_for(read_checkpoint), read_checkpoint.params, read_checkpoint.pp,
-                     labels, config)
+  model, pp = model_for(read_checkpoint), read_checkpoint.pp
+  if max_num_patches is not None:
+    if not getattr(model, "posemb_grid", None):
+      raise UserError(f"max_num_patches={max_num_patches}: {checkpoint} is not a ViT with a "
+                      f"learned position grid, which NaFlex inputs need.")
+    pp = naflex_pp.to_sequence(pp, max_num_patches, model.token_patch_size, rebudget=True)
+  return LoadedModel(model, read_checkpoint.params, pp, labels, config)
 
 
 def _carried_labels(checkpoint: str, num_classes: Optional[int]) -> Optional[list[str]]:
@@ -80,10 +90,11 @@ def _dataset_labels(config) -> Optional[list[str]]:
     return None  # labels fall back to class indices.
 
 
-def preprocess_files(paths: Sequence[str], pp: str) -> tuple[np.ndarray, list[str], dict]:
-  """Image files -> (batch in the model's input format, readable paths, {path: error})."""
+def preprocess_files(paths: Sequence[str], pp: str) -> tuple[Any, list[str], dict]:
+  """Image files -> (batch in the model's input format: images, or NaFlex patches with
+  their coordinates; readable paths; {path: error})."""
   pp_fn = builder.build(pp)
-  images, ok, errors = [], [], {}
+  images, coords, ok, errors = [], [], [], {}
   for path in paths:
     try:
       image = load_image(path)
@@ -92,8 +103,13 @@ def preprocess_files(paths: Sequence[str], pp: str) -> tuple[np.ndarray, list[st
       continue
     example = pp_fn({"image": image, "label": 0, "seed": (0, 0)})
     images.append(np.asarray(example["image"]))
+    if naflex.COORDS in example:
+      coords.append(np.asarray(example[naflex.COORDS]))
     ok.append(path)
-  return (np.stack(images) if images else np.zeros((0,))), ok, errors
+  if not images:
+    return np.zeros((0,)), ok, errors
+  batch = {"image": np.stack(images), **({naflex.COORDS: np.stack(coords)} if coords else {})}
+  return naflex.model_input(batch), ok, errors
 
 
 def padded_batches(paths: Sequence[str], pp: str, batch_size: int, *, progress: bool = False):
@@ -104,9 +120,9 @@ def padded_batches(paths: Sequence[str], pp: str, batch_size: int, *, progress: 
   for first in range(0, len(paths), batch_size):
     chunk = list(paths[first:first + batch_size])
     images, ok_paths, errors = preprocess_files(chunk, pp)
-    if ok_paths:
-      images = np.concatenate([images, np.zeros((batch_size - len(images),) + images.shape[1:],
-                                                images.dtype)])
+    if ok_paths:  # zero rows (NaFlex: all-zero coordinates, a finite 1x1 grid).
+      images = jax.tree.map(lambda x: np.concatenate(
+          [x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)]), images)
     yield images, chunk, ok_paths, errors
     if progress:
       done, seconds = min(first + batch_size, len(paths)), time.perf_counter() - start

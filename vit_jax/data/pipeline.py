@@ -35,6 +35,7 @@ from vit_jax import console
 from vit_jax.data.sources import Source, shard_range
 from vit_jax.errors import UserError
 from vit_jax.pp import builder
+from vit_jax.pp.ops_naflex import COORDS
 from vit_jax.pp.images import UnreadableImageError
 from vit_jax.runtime import processes
 
@@ -111,6 +112,8 @@ class _Example:
     label = np.asarray(example["label"])
     if np.issubdtype(label.dtype, np.integer):
       label = label.astype(np.int32)  # JAX runs without 64-bit types by default.
+    if COORDS in example:  # NaFlex: the patches' grid coordinates travel with them.
+      return {"image": image, "label": label, COORDS: np.asarray(example[COORDS])}
     return {"image": image, "label": label}
 
 

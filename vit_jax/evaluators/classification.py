@@ -10,6 +10,7 @@ from vit_jax.errors import UserError
 from vit_jax.evaluators.common import at_patch_sizes
 from vit_jax.losses import correct_predictions, loss_fn
 from vit_jax.models.patch_embed import uneven_patch_sizes
+from vit_jax.models import naflex
 
 
 def summed(step, params, data, mesh) -> dict:
@@ -26,7 +27,7 @@ def make_eval_step(model, *, loss: str, confusion: bool = False):
   (`confusion`: and the confusion matrix, true class x predicted class)."""
 
   def eval_step(params, batch):
-    logits = model.apply({"params": params}, batch["image"], train=False)
+    logits = model.apply({"params": params}, naflex.model_input(batch), train=False)
     mask = batch["mask"]
     losses = loss_fn(logits, batch["label"], kind=loss)
     out = {"loss_sum": jnp.sum(losses * mask),

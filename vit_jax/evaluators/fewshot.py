@@ -12,6 +12,7 @@ import numpy as np
 from vit_jax.data import device_feed
 from vit_jax.errors import UserError
 from vit_jax.evaluators.common import at_patch_sizes
+from vit_jax.models import naflex
 
 
 def first_k_per_class(labels: np.ndarray, k: int, num_classes: int) -> np.ndarray:
@@ -76,7 +77,7 @@ class SplitFeatures:
     model = context.built.at_patch_size(patch_size)
 
     def represent(params, batch):
-      features = model.apply({"params": params}, batch["image"], train=False,
+      features = model.apply({"params": params}, naflex.model_input(batch), train=False,
                              return_representation=True)
       return features, batch["label"], batch["mask"]
     self.represent = context.built.jit_on_params(represent)

@@ -11,12 +11,13 @@ import jax.numpy as jnp
 
 from vit_jax.evaluators.classification import summed
 from vit_jax.losses import correct_predictions
+from vit_jax.models import naflex
 
 
 def make_real_step(model):
   """(params, batch with multi-hot 'label' and 'mask') -> hits and counted examples."""
   def step(params, batch):
-    logits = model.apply({"params": params}, batch["image"], train=False)
+    logits = model.apply({"params": params}, naflex.model_input(batch), train=False)
     labels = batch["label"]
     counted = (jnp.sum(labels, axis=-1) > 0) * batch["mask"]
     hit = correct_predictions(logits, labels)

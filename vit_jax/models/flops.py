@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Optional
 
 
-def vit_forward_flops(model, image_size: tuple[int, int]) -> float:
+def vit_forward_flops(model, image_size: tuple[int, int], *,
+                      num_patches: Optional[int] = None) -> float:
   """Analytical forward FLOPs per image of a plain (non-hybrid) ViT (the MAP head's
-  single query is left out: under 1% of any preset)."""
+  single query is left out: under 1% of any preset); `num_patches` instead of the
+  image's: NaFlex sequences (padding included: it is computed)."""
   if getattr(model, "resnet_layers", "other family") is not None:
     raise ValueError("The analytical count covers plain ViTs; use xla_flops for others.")
   p, d, mlp = model.patch_size, model.hidden_size, model.mlp_dim
-  patches = (image_size[0] // p) * (image_size[1] // p)
+  patches = num_patches or (image_size[0] // p) * (image_size[1] // p)
   tokens = patches + model.num_prefix_tokens
   embed = 2 * patches * (p * p * 3) * d
   attention = 2 * tokens * d * 3 * d + 2 * 2 * tokens * tokens * d + 2 * tokens * d * d

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from vit_jax.errors import UserError
+from vit_jax.models import naflex
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models.params import fit_params
 
@@ -119,8 +120,10 @@ def adapt_pretrained(restored: Params, init: Params, *, model, image_shape: tupl
   to `model`'s fresh `init` params: position embeddings resampled to the model's grid
   with its own method, pre-logits dropped when the model has none, the head replaced."""
   restored = scan_params(restored) if is_scanned(init) else unscan_params(restored)
-  grid = model.patch_grid(*image_shape[:2])
   fixed_grid = tuple(model.posemb_grid) if model.posemb_grid else None
+  # NaFlex patches have no grid of their own: the fixed grid is resized per image.
+  grid = (fixed_grid if naflex.is_sequence_shape(image_shape)
+          else model.patch_grid(*image_shape[:2]))
   prefix = model.num_posemb_prefix_tokens
 
   def resize(key, value, init_value):

@@ -27,6 +27,10 @@ class Objective:
     """Before any JAX work: the objective's settings, and evaluators that need logits."""
     if self.classifies:
       return
+    if config.get("max_num_patches") is not None:
+      raise UserError(f"objective={self.name!r} masks and predicts patches of square images; "
+                      f"max_num_patches={config.max_num_patches} (NaFlex sequences) works "
+                      f"with objective='classification': leave it unset.")
     if config.get("lora") and config.lora.get("rank"):
       raise UserError(f"lora.rank={config.lora.rank}: LoRA adapts a backbone for a task; "
                       f"objective={self.name!r} pre-trains the whole model (set "

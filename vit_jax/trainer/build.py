@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from vit_jax import console
 from vit_jax import sharding as sharding_lib
 from vit_jax import objectives
-from vit_jax.models import attention, create_model, lora
+from vit_jax.models import attention, create_model, lora, naflex
 from vit_jax.pp.ops_image import Affine
 from vit_jax.trainer import flexi, optim, param_groups, steps
 from vit_jax.trainer import state as state_lib
@@ -94,11 +94,15 @@ class Built:
       image_dtype = jnp.float32 if self.input_affine is None else jnp.uint8
     elif jnp.issubdtype(image_dtype, jnp.floating):
       image_dtype = jnp.float32  # what a float host batch becomes on the device.
-    return {"image": jax.ShapeDtypeStruct((batch_size, *self.image_shape), image_dtype,
-                                          sharding=sharding),
-            "label": jax.ShapeDtypeStruct((batch_size, *label_shape),
-                                          jnp.int32 if integer_labels else jnp.float32,
-                                          sharding=sharding)}
+    batch = {"image": jax.ShapeDtypeStruct((batch_size, *self.image_shape), image_dtype,
+                                           sharding=sharding),
+             "label": jax.ShapeDtypeStruct((batch_size, *label_shape),
+                                           jnp.int32 if integer_labels else jnp.float32,
+                                           sharding=sharding)}
+    if naflex.is_sequence_shape(self.image_shape):  # NaFlex: patches and coordinates.
+      batch[naflex.COORDS] = jax.ShapeDtypeStruct((batch_size, self.image_shape[0], 2),
+                                                  jnp.int32, sharding=sharding)
+    return batch
 
 
 def build(config, mesh: Mesh, *, num_classes: int | None, image_shape: tuple[int, ...],
@@ -115,7 +119,7 @@ def build(config, mesh: Mesh, *, num_classes: int | None, image_shape: tuple[int
   model = objective.wrap(lora.wrapped(model, config))
   objective.check_model(model, mesh, image_shape)
   flexi.check(config, model, image_shape)
-  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  dummy = naflex.dummy_input(image_shape)
   param_groups.check(config, jax.eval_shape(
       lambda: nn.unbox(model.init(jax.random.key(0), dummy)["params"])))
   tx, schedule = optim.make_optimizer(config)
@@ -135,10 +139,9 @@ def _for_platform(model, mesh: Mesh, image_shape: tuple[int, ...]):
     return model
   platform = (jax.default_backend() if isinstance(mesh, jax.sharding.AbstractMesh)
               else mesh.devices.flat[0].platform)
-  grid = model.patch_grid(*image_shape[:2])
   return model.clone(attention_implementation=attention.resolve(
       "auto", platform=platform, dtype=model.dtype,
-      num_tokens=grid[0] * grid[1] + model.num_prefix_tokens,
+      num_tokens=model.num_patches(image_shape) + model.num_prefix_tokens,
       attention_dropout=bool(model.attention_dropout_rate)))
 
 

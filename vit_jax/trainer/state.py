@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from vit_jax import sharding as sharding_lib
+from vit_jax.models import naflex
 
 
 @flax.struct.dataclass
@@ -50,7 +51,7 @@ def make_state_spec(model: nn.Module, tx: optax.GradientTransformation, mesh,
   """Parameters sharded by the model's logical axes and `rules` (FSDP over 'fsdp', tensor
   parallelism over 'model' by default); optimizer moments like their parameters; scalars
   replicated."""
-  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  dummy = naflex.dummy_input(image_shape)
 
   def init(rng):
     params = nn.unbox(model.init(rng, dummy)["params"])

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vit_jax.models import naflex
 from vit_jax.objectives import classification
 from vit_jax.trainer.state import TrainState
 
@@ -37,7 +38,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    images, labels = batch["image"], batch["label"]
+    images, labels = naflex.model_input(batch), batch["label"]
     if input_transform is not None:
       images = input_transform(images)
     if accum_steps == 1:
@@ -59,7 +60,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       zeros = jax.tree.map(jnp.zeros_like, state.params)
       (loss_sum, grad_sum), _ = jax.lax.scan(
           accumulate, (jnp.zeros((), jnp.float32), zeros),
-          (jnp.arange(accum_steps), split(images), split(labels)))
+          (jnp.arange(accum_steps), jax.tree.map(split, images), split(labels)))
       loss_value = loss_sum / accum_steps
       grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
