@@ -138,3 +138,72 @@ def test_timm_naflexvit_state_dict_reads_with_its_outputs(tmp_path, name):
                        **{k: v for k, v in checkpoint.arch.items() if k != "family"})
   assert_close(np.asarray(model.apply({"params": checkpoint.params},
                                       naflex.model_input(batch))), theirs.numpy())
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+  from vit_jax.bench import mixed_aspect
+  return mixed_aspect.write(tmp_path_factory.mktemp("mixed_aspect"), count=240)
+
+
+def folder_config(folder, **overrides):
+  from tests import tiny_config
+  from vit_jax import config as config_lib
+  return config_lib.with_overrides(tiny_config.get_config(), {
+      "dataset": f"folder:{folder}", "num_classes": 10, "total_steps": 4,
+      "pp_train": "to_rgb|inception_crop(24, area_min=70)|value_range(-1, 1)",
+      "pp_eval": "to_rgb|resize(24)|value_range(-1, 1)", "eval_batch_size": 48,
+      "input_workers": 0, **overrides}).lock()
+
+
+def test_a_square_run_fine_tunes_into_naflex_and_predicts(mixed_folder, tmp_path):
+  """A ViT trained on squashed squares fine-tunes with --config.max_num_patches (gradient
+  accumulation over patch sequences): every pp string makes sequences, the grid is fixed,
+  eval lines are written; the run predicts files and re-budgets at inference; the NaFlex
+  run used on square inputs is one line."""
+  from vit_jax.cli.predict import predict_batches
+  from vit_jax.convert import inference
+  from vit_jax.trainer import loop
+  loop.train_and_evaluate(folder_config(mixed_folder), tmp_path / "square")
+  run = tmp_path / "naflex"
+  state = loop.train_and_evaluate(folder_config(
+      mixed_folder, pretrained=str(tmp_path / "square"), max_num_patches=20, accum_steps=2),
+      run)
+  assert int(state.step) == 4
+  config = convert.read(str(run)).config
+  assert config.pp_eval == "to_rgb|resize_to_sequence(20, 4)|value_range(-1, 1)|patchify(4, 20)"
+  assert "inception_crop_to_sequence(20, 4, 70, 100)" in config.pp_train
+  assert tuple(config.model.posemb_grid) == (6, 6)
+  from tests import helpers
+  evals = [m for m in helpers.read_metrics(run) if "test_accuracy" in m]
+  assert evals and evals[-1]["test_examples"] == 48
+  files = sorted(str(p) for p in (mixed_folder / "test").glob("*/*.png"))[:3]
+  for budget in (None, 8):
+    loaded = inference.load(str(run), max_num_patches=budget)
+    rows = list(predict_batches(loaded, files, top_k=2, batch_size=2))
+    assert [r[0] for r in rows] == files and all(r[1] and r[2] is None for r in rows)
+  with pytest.raises(UserError, match=r"trained on NaFlex patch sequences \(max_num_patches="
+                     r"20.*add --config.max_num_patches=20"):
+    loop.train_and_evaluate(folder_config(mixed_folder, pretrained=str(run)),
+                            tmp_path / "square_again")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"max_num_patches": 0}, r"max_num_patches=0 with patch_size=4: NaFlex needs at least "
+                             r"one patch per side"),
+    ({"max_num_patches": 16, "flexi.patch_sizes": (2, 4), "model.posemb_grid": (6, 6)},
+     r"NaFlex cuts patches in the input pipeline at one size"),
+    ({"max_num_patches": 16, "mixup_alpha": 0.2}, r"mixup / CutMix blend square images"),
+    ({"max_num_patches": 16, "objective": "mae", "evals.test.type": "reconstruction"},
+     r"objective='mae' masks and predicts patches of square images"),
+    ({"max_num_patches": 16, "pp_eval": "to_rgb|resize(24)|my_size_op(3)"}, None),
+])
+def test_naflex_mistakes_are_one_line(mixed_folder, tmp_path, overrides, message):
+  from vit_jax.pp import registry
+  from vit_jax.trainer import loop
+  if message is None:  # an op of the user's own that sets a size: the fix is named.
+    registry.register("my_size_op", sizes=("size",))(lambda size: lambda image, rng: image)
+    message = r"the pp op 'my_size_op\(3\)' sets an image size.*resize_to_sequence\(16, 4\)"
+  with pytest.raises(UserError, match=message):
+    loop.train_and_evaluate(folder_config(mixed_folder, **overrides), tmp_path)
+  assert not (tmp_path / "checkpoints").exists()

@@ -122,6 +122,9 @@ def _header(config, built: build_lib.Built, source, shards, workdir: str) -> str
          f" | MFU n/a (no peak FLOP/s known for {jax.devices()[0].device_kind})")
   objective = built.objective
   trains = "" if objective.classifies else f" | objective {objective.name} (labels unused)"
+  if config.get("max_num_patches") is not None:
+    held_out += (f", NaFlex: aspect ratios kept, <= {config.max_num_patches} patches of "
+                 f"{built.model.token_patch_size} px")
   return (f"{config.model_name}, {params}{trains} | {source.name} "
           f"{config.train_split}: {examples:,} images{held_out}, global batch "
           f"{config.batch_size} | "
