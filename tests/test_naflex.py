@@ -143,7 +143,7 @@ def test_timm_naflexvit_state_dict_reads_with_its_outputs(tmp_path, name):
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory):
   from vit_jax.bench import mixed_aspect
-  return mixed_aspect.write(tmp_path_factory.mktemp("mixed_aspect"), count=240)
+  return mixed_aspect.write(tmp_path_factory.mktemp("mixed_aspect"), train=200, test=48)
 
 
 def folder_config(folder, **overrides):

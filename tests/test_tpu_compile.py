@@ -209,3 +209,21 @@ def test_matmul_operand_dtypes_are_read_from_compiled_hlo():
   %dot.1 = f32[8,768]{1,0} dot(%p.1, %p.2), lhs_contracting_dims={1}
   """
   assert memory_plan.matmul_dtypes(hlo) == {"bf16": 1, "bf16/f32": 1}
+
+
+def test_naflex_sequences_compile_for_v5e_with_the_pallas_kernel():
+  """NaFlex (max_num_patches=576, 2x2 patches): the train step takes padded patch
+  sequences with coordinates; the TPU kernel masks each example's own padding (segment
+  ids from its length) and compiles with the per-image position-grid resize."""
+  devices = memory_plan.topology_devices("v5e:2x2")
+  plan = memory_plan.plan(_plan("configs/pretrain.py:ti16,imagenet2012", batch_size=8,
+                                max_num_patches=576,
+                                **{"model.num_layers": 1, "model.patch_size": 2,
+                                   "model.posemb_grid": (8, 8), "mesh.data": 1,
+                                   "mesh.fsdp": 4}),
+                          devices, resolution=48, num_classes=10)
+  assert plan["attention_implementation"] == "pallas"
+  assert plan["tpu_kernels"] >= 2
+  assert 0 < plan["total_bytes"] < 16 * 2**30
+  # The analytical count is of the whole padded sequence (what is computed).
+  assert plan["analytical_flops_per_device"] > 0

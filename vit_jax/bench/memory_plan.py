@@ -62,7 +62,7 @@ def plan(config, devices, *, resolution: int, num_classes: int) -> dict:
   setup.check_batch_size(config, mesh, num_data_shards=1)
   resolved = resolve.resolve(config)  # uint8 input, normalised in the step, as trained.
   built = build_lib.build(resolved.config, mesh, num_classes=num_classes,
-                          image_shape=(resolution, resolution, 3),
+                          image_shape=build_lib.example_shape(resolved.config, resolution),
                           host_pp_train=resolved.host_pp_train,
                           input_affine=resolved.input_affine)
 
@@ -163,9 +163,8 @@ def _costs(compiled) -> dict:
 
 def _analytical_flops(built, batch: int) -> float:
   """3 x the model's forward FLOPs (matmuls and attention) per step: what training needs."""
-  from vit_jax.models import flops  # pylint: disable=g-import-not-at-top
   try:
-    return 3.0 * flops.vit_forward_flops(built.model, built.image_shape[:2]) * batch
+    return 3.0 * built.forward_flops() * batch
   except ValueError:  # not a ViT (hybrids, other families): no analytical count.
     return 0.0
 

@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from vit_jax import console
 from vit_jax import sharding as sharding_lib
 from vit_jax import objectives
-from vit_jax.models import attention, create_model, lora, naflex
+from vit_jax.models import attention, create_model, flops, lora, naflex
 from vit_jax.pp.ops_image import Affine
 from vit_jax.trainer import flexi, optim, param_groups, steps
 from vit_jax.trainer import state as state_lib
@@ -41,6 +41,14 @@ class Built:
     """The train step's images (uint8 when `input_affine` is on the device) -> what the
     model sees."""
     return images if self.input_affine is None else self.input_affine(images)
+
+  def forward_flops(self) -> float:
+    """Analytical forward FLOPs per example (NaFlex: the whole padded sequence); raises
+    ValueError for models other than a plain ViT."""
+    shape = self.image_shape
+    return flops.vit_forward_flops(
+        self.model, shape[:2],
+        num_patches=shape[0] if naflex.is_sequence_shape(shape) else None)
 
   def at_patch_size(self, patch_size: Optional[int]):
     """The model cutting its inputs into `patch_size` patches (FlexiViT; None: its own)."""
@@ -103,6 +111,16 @@ class Built:
       batch[naflex.COORDS] = jax.ShapeDtypeStruct((batch_size, self.image_shape[0], 2),
                                                   jnp.int32, sharding=sharding)
     return batch
+
+
+def example_shape(config, resolution: int) -> tuple[int, ...]:
+  """One training example's shape for a resolved config at `resolution` (what the
+  planner compiles for): (resolution, resolution, 3) images, or with max_num_patches
+  NaFlex sequences (max_num_patches, P*P*3)."""
+  if config.get("max_num_patches") is None:
+    return (resolution, resolution, 3)
+  patch = create_model(config.model_name, num_classes=None, **config.model).token_patch_size
+  return (int(config.max_num_patches), patch * patch * 3)
 
 
 def build(config, mesh: Mesh, *, num_classes: int | None, image_shape: tuple[int, ...],

@@ -174,9 +174,7 @@ def _while_watching(work, stop):
 
 def _progress(config, built: build_lib.Built, compiled, start_step: int) -> progress.Progress:
   try:
-    step_flops = 3 * flops.vit_forward_flops(
-        built.model, built.image_shape[:2],
-        num_patches=built.image_shape[0] if len(built.image_shape) == 2 else None)
+    step_flops = 3 * built.forward_flops()
     step_flops *= config.batch_size
   except ValueError:  # hybrids and other families: XLA's own count.
     step_flops = flops.xla_flops(compiled)
