@@ -15,8 +15,6 @@ skips finished ones. Prints a table; --plot draws accuracy against the time per 
 """
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
 
 SIZES = (4, 6, 8, 12)
@@ -37,19 +35,11 @@ def runs() -> dict[str, dict]:
 
 
 def train(workdir: pathlib.Path, skip: bool) -> dict:
-  from vit_jax.runtime import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  from vit_jax.tuning import grid  # pylint: disable=import-outside-toplevel
-  results = {}
-  for name, point in runs().items():
-    run = workdir / name
-    if not skip and grid.finished_wall(run) is None:
-      print(f"training {name} ...", flush=True)
-      wall = grid.run_point("configs/mnist_pretrain.py", run, point, [])
-      grid.record_finished(run, point, wall)
-    final = json.loads((run / workdir_lib.FINAL).read_text())
-    results[name] = {"accuracy": {s: final[f"test_p{s}_accuracy"] for s in SIZES},
-                     "img_per_s": grid.summarise(run)["img_per_s"],
-                     "wall_s": grid.finished_wall(run)}
+  from vit_jax.bench import comparison  # pylint: disable=import-outside-toplevel
+  results = comparison.train_points("configs/mnist_pretrain.py", workdir, runs(), skip)
+  for result in results.values():
+    final = result.pop("final")
+    result["accuracy"] = {s: final[f"test_p{s}_accuracy"] for s in SIZES}
   return results
 
 
@@ -91,22 +81,6 @@ def plot(results: dict, path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--workdir", default="/tmp/flexi_vs_fixed")
-  parser.add_argument("--json", default=None)
-  parser.add_argument("--plot", default=None)
-  parser.add_argument("--skip_training", action="store_true")
-  args = parser.parse_args()
-  workdir = pathlib.Path(args.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  results = train(workdir, args.skip_training)
-  print(table(results))
-  if args.plot:
-    plot(results, args.plot)
-  if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
-
-
 if __name__ == "__main__":
-  main()
+  from vit_jax.bench import comparison  # pylint: disable=import-outside-toplevel
+  comparison.main("/tmp/flexi_vs_fixed", train, table, plot)

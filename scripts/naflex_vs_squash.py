@@ -16,8 +16,6 @@ draws accuracy against the budget.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import pathlib
 
@@ -54,26 +52,16 @@ def mean_patches(folder: pathlib.Path, budget: int) -> float:
 
 
 def train(workdir: pathlib.Path, skip: bool) -> dict:
-  from vit_jax.bench import mixed_aspect  # pylint: disable=import-outside-toplevel
-  from vit_jax.runtime import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  from vit_jax.tuning import grid  # pylint: disable=import-outside-toplevel
+  from vit_jax.bench import comparison, mixed_aspect  # pylint: disable=import-outside-toplevel
   folder = workdir / "data"
   if not (folder / "test").exists():
     print("writing the mixed-aspect folder ...", flush=True)
     mixed_aspect.write(folder, source="pureml_mnist", train=TRAIN, test=TEST)
-  results = {}
-  for name, point in runs(folder).items():
-    run = workdir / name
-    if not skip and grid.finished_wall(run) is None:
-      print(f"training {name} ...", flush=True)
-      wall = grid.run_point("configs/mnist_pretrain.py", run, point, [])
-      grid.record_finished(run, point, wall)
-    final = json.loads((run / workdir_lib.FINAL).read_text())
-    results[name] = {"accuracy": final["test_accuracy"],
-                     "img_per_s": grid.summarise(run)["img_per_s"],
-                     "wall_s": grid.finished_wall(run)}
-  for budget in BUDGETS:
-    results[f"naflex{budget}"]["mean_patches"] = mean_patches(folder, budget)
+  results = comparison.train_points("configs/mnist_pretrain.py", workdir, runs(folder), skip)
+  for name, result in results.items():
+    result["accuracy"] = result.pop("final")["test_accuracy"]
+    if name.startswith("naflex"):
+      result["mean_patches"] = mean_patches(folder, int(name.removeprefix("naflex")))
   return results
 
 
@@ -108,22 +96,6 @@ def plot(results: dict, path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--workdir", default="/tmp/naflex_vs_squash")
-  parser.add_argument("--json", default=None)
-  parser.add_argument("--plot", default=None)
-  parser.add_argument("--skip_training", action="store_true")
-  args = parser.parse_args()
-  workdir = pathlib.Path(args.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  results = train(workdir, args.skip_training)
-  print(table(results))
-  if args.plot:
-    plot(results, args.plot)
-  if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
-
-
 if __name__ == "__main__":
-  main()
+  from vit_jax.bench import comparison  # pylint: disable=import-outside-toplevel
+  comparison.main("/tmp/naflex_vs_squash", train, table, plot)

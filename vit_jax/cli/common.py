@@ -122,6 +122,14 @@ def define_shard_and_report(items: str) -> None:
   flags.DEFINE_bool("report", False, "Only rewrite the results of what has finished.")
 
 
+def define_max_num_patches() -> None:
+  """--max_num_patches, as the commands that run a checkpoint on image files take it."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_integer("max_num_patches", None, "NaFlex: images keep their aspect ratio, "
+                       "resized to at most this many patches (a NaFlex model's own budget "
+                       "changed, or any ViT with a learned position grid).")
+
+
 def config_file(value: str) -> str:
   """A --config value with its file found: a path as given, else a config shipped with
   the package, by name (`quickstart`, `configs/finetune.py` outside the clone, or

@@ -22,9 +22,7 @@ flags.DEFINE_list("blocks", [], "Blocks whose outputs to keep (negative: from th
 flags.DEFINE_bool("pooled_only", False, "Only the pooled features (any family).")
 flags.DEFINE_integer("batch_size", 64, "Images per device batch.")
 flags.DEFINE_string("model", None, "Model name, only where the file cannot tell.")
-flags.DEFINE_integer("max_num_patches", None, "NaFlex: images keep their aspect ratio, "
-                     "resized to at most this many patches (a NaFlex model's own budget "
-                     "changed, or any ViT with a learned position grid).")
+common.define_max_num_patches()
 FLAGS = flags.FLAGS
 
 

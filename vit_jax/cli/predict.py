@@ -24,9 +24,7 @@ flags.DEFINE_string("labels", None, "Text file with one label per line (class in
 flags.DEFINE_integer("top_k", 5, "How many classes to report per image.")
 flags.DEFINE_integer("batch_size", 64, "Images per device batch.")
 flags.DEFINE_string("output", None, "Write predictions to this CSV (local or gs://).")
-flags.DEFINE_integer("max_num_patches", None, "NaFlex: images keep their aspect ratio, "
-                     "resized to at most this many patches (a NaFlex model's own budget "
-                     "changed, or any ViT with a learned position grid).")
+common.define_max_num_patches()
 FLAGS = flags.FLAGS
 
 
