@@ -182,6 +182,9 @@ def test_a_square_run_fine_tunes_into_naflex_and_predicts(mixed_folder, tmp_path
     loaded = inference.load(str(run), max_num_patches=budget)
     rows = list(predict_batches(loaded, files, top_k=2, batch_size=2))
     assert [r[0] for r in rows] == files and all(r[1] and r[2] is None for r in rows)
+  from vit_jax.serving import export
+  with pytest.raises(UserError, match=r"takes NaFlex patch sequences \(max_num_patches=20\)"):
+    export.export(str(run), "onnx", str(tmp_path / "onnx"))
   with pytest.raises(UserError, match=r"trained on NaFlex patch sequences \(max_num_patches="
                      r"20.*add --config.max_num_patches=20"):
     loop.train_and_evaluate(folder_config(mixed_folder, pretrained=str(run)),

@@ -23,8 +23,13 @@ def main(argv):
   from vit_jax.analysis import figures  # pylint: disable=g-import-not-at-top
   from vit_jax.convert import inference  # pylint: disable=g-import-not-at-top
   from vit_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from vit_jax.pp import naflex as naflex_pp  # pylint: disable=g-import-not-at-top
   paths = argv[1:]
   loaded = inference.load(FLAGS.checkpoint, model_name=FLAGS.model)
+  if naflex_pp.is_sequence(loaded.pp):
+    raise UserError(f"{FLAGS.checkpoint} takes NaFlex patch sequences: its attention maps "
+                    f"have no square grid to draw; use vit_jax.cli.features "
+                    f"(patch_tokens with patch_coords) instead.")
   if paths:
     images, _, errors = inference.preprocess_files(paths, loaded.pp)
     for path, error in errors.items():

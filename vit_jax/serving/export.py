@@ -24,6 +24,11 @@ def export(checkpoint_path: str, fmt: str, out: str, *, output: str = "logits",
       raise UserError(f"--out={out} already exists; pass --overwrite to replace it.")
     target.rmtree()
   checkpoint = convert.read(checkpoint_path, model_name=model_name, params=params)
+  if checkpoint.preprocessing.get("max_num_patches"):
+    raise UserError(f"{checkpoint_path} takes NaFlex patch sequences (max_num_patches="
+                    f"{checkpoint.preprocessing['max_num_patches']}); the exports serve square "
+                    f"images. Serve it from JAX (vit_jax.convert.Classifier) or export it "
+                    f"with --to=hf (SigLIP 2 towers).")
   options = dict(output=output, dtype=dtype, uint8_input=uint8_input, input_size=input_size)
   serving = graph.serving_function(checkpoint, **options)  # checks the options first.
   if fmt == "onnx":
