@@ -182,6 +182,12 @@ def test_a_square_run_fine_tunes_into_naflex_and_predicts(mixed_folder, tmp_path
     loaded = inference.load(str(run), max_num_patches=budget)
     rows = list(predict_batches(loaded, files, top_k=2, batch_size=2))
     assert [r[0] for r in rows] == files and all(r[1] and r[2] is None for r in rows)
+  from PIL import Image
+  from vit_jax.convert.classifier import Classifier
+  one = np.asarray(Image.open(files[0]).convert("RGB"))  # an array, as a library user has.
+  np.testing.assert_allclose(Classifier(inference.load(str(run))).probabilities(one),
+                             Classifier(inference.load(str(run))).probabilities(files[:1]),
+                             atol=1e-6)
   from vit_jax.serving import export
   with pytest.raises(UserError, match=r"takes NaFlex patch sequences \(max_num_patches=20\)"):
     export.export(str(run), "onnx", str(tmp_path / "onnx"))

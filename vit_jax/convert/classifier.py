@@ -17,6 +17,7 @@ import numpy as np
 from vit_jax.convert import inference
 from vit_jax.convert.pretrained import Preprocessing
 from vit_jax.errors import UserError
+from vit_jax.models import naflex
 
 Prediction = list[tuple[str, float]]
 
@@ -56,7 +57,8 @@ class Classifier:
     else:
       array = np.asarray(images)
       batch = self.preprocess(array)
-      batch = batch[None] if Preprocessing.is_one_image(array) else batch
+      if Preprocessing.is_one_image(array) and not isinstance(batch, naflex.Patches):
+        batch = batch[None]
     return np.asarray(self.forward(self.loaded.params, batch))
 
   def predict(self, images, *, top_k: int = 5) -> Union[Prediction, list[Prediction]]:

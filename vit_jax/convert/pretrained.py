@@ -17,7 +17,7 @@ import numpy as np
 
 from vit_jax.convert.checkpoint import Checkpoint, read, record_of_pp
 from vit_jax.errors import UserError
-from vit_jax.models import create_model
+from vit_jax.models import create_model, naflex
 from vit_jax.pp import builder
 
 
@@ -55,10 +55,11 @@ class Preprocessing:
     """(H, W) or (H, W, C) with C channels (1, 3, 4): one image; else a batch."""
     return images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4))
 
-  def __call__(self, images) -> np.ndarray:
+  def __call__(self, images):
     """uint8 images, any size -> float32 NHWC model inputs: one image (H, W) or (H, W, C)
     gives one (H', W', 3); a batch (N, H, W, C) or a gray batch (N, H, W) gives N. A
-    3-D array is one image when its last axis is channels (1, 3 or 4), else a gray batch."""
+    3-D array is one image when its last axis is channels (1, 3 or 4), else a gray batch.
+    A NaFlex pp (patchify) gives `naflex.Patches` of the batch, one image or many."""
     images = np.asarray(images)
     single = self.is_one_image(images)
     if images.ndim not in (2, 3, 4):
@@ -68,8 +69,10 @@ class Preprocessing:
     if batch.ndim == 3:  # gray images without a channel axis.
       batch = batch[..., None]
     apply = builder.build(self.pp)
-    out = np.stack([np.asarray(apply({"image": image, "seed": (0, 0)})["image"], np.float32)
-                    for image in batch])
+    examples = [apply({"image": image, "seed": (0, 0)}) for image in batch]
+    out = np.stack([np.asarray(e["image"], np.float32) for e in examples])
+    if naflex.COORDS in examples[0]:  # patch sequences: batched, with their coordinates.
+      return naflex.Patches(out, np.stack([e[naflex.COORDS] for e in examples]))
     return out[0] if single else out
 
 
