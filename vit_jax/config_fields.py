@@ -76,6 +76,8 @@ MEANINGS: dict[str, str] = {
     "pp_modules": "your own modules registering pp ops, e.g. ('my_ops',).",
     "resolution": "train and eval image size: rescales every size in the pp strings; the "
                   "patch grid follows (unset: the sizes written there).",
+    "max_num_patches": "NaFlex: images keep their aspect ratio, at most this many patches "
+                       "each, as padded patch sequences (unset: square images).",
     "normalize_on_device": "pp_train's final value_range/normalize runs in the train step: "
                            "uint8 crosses to the accelerator (4x fewer bytes).",
     "input_workers": "input worker processes (-1: none for in-memory data, else one per "

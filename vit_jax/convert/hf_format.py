@@ -75,8 +75,8 @@ def arch_of(config: dict) -> dict[str, Any]:
   if kind in _SIGLIPS:
     arch.update(classifier="map" if config.get("vision_use_head", True) else "gap",
                 class_token=False, posemb_prefix=False)
-  if kind == "siglip2_vision_model":  # the grid resized per image (NaFlex), antialiased.
-    arch.update(posemb_resample="bilinear", posemb_antialias=True)
+    if kind == "siglip2_vision_model":  # the grid resized per image (NaFlex), antialiased.
+      arch.update(posemb_resample="bilinear", posemb_antialias=True)
   elif kind == "clip_vision_model":  # pre-norm, a bias-free patch embedding.
     arch.update(classifier="token", class_token=True, posemb_prefix=True, pre_norm=True,
                 patch_bias=False)
