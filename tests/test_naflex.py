@@ -106,8 +106,13 @@ def test_pp_matches_siglip2_processor():
   """resize_to_sequence | value_range | patchify gives transformers' Siglip2 (PIL)
   processor's patches, mask and grid for images of two aspect ratios."""
   from PIL import Image
-  from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
-  processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=40)
+  try:  # transformers 5: the PIL backend has its own class; 4.x: the processor is PIL's.
+    from transformers.models.siglip2.image_processing_pil_siglip2 import (
+        Siglip2ImageProcessorPil as Processor)
+  except ImportError:
+    from transformers.models.siglip2.image_processing_siglip2 import (
+        Siglip2ImageProcessor as Processor)
+  processor = Processor(patch_size=8, max_num_patches=40)
   images = mixed_photos()
   theirs = processor(images=[Image.fromarray(i) for i in images], return_tensors="np")
   batch = naflex_batch("resize_to_sequence(40, 8)|value_range(-1, 1)|patchify(8, 40)", images)
