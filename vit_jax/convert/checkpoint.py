@@ -124,12 +124,12 @@ def pp_of_record(record: dict[str, Any]) -> str:
   resolution = int(record.get("resolution", 224))
   method = record.get("resize", "bilinear")
   how = "" if method == "bilinear" else f", method={method!r}"
-  # The source's evaluation resize: the shorter side, then a centre crop (transformers'
-  # shortest_edge + crop_size; timm's crop_pct), else a square resize.
   if record.get("max_num_patches"):  # NaFlex (SigLIP 2): aspect kept, a patch budget.
     budget, patch = int(record["max_num_patches"]), int(record["patch_size"])
     return (f"to_rgb|resize_to_sequence({budget}, {patch}{how})|{value_map}|"
             f"patchify({patch}, {budget})")
+  # The source's evaluation resize: the shorter side, then a centre crop (transformers'
+  # shortest_edge + crop_size; timm's crop_pct), else a square resize.
   shorter = record.get("resize_small") or (
       math.floor(resolution / record["crop_pct"]) if record.get("crop_pct") else None)
   if shorter:

@@ -94,22 +94,18 @@ def preprocess_files(paths: Sequence[str], pp: str) -> tuple[Any, list[str], dic
   """Image files -> (batch in the model's input format: images, or NaFlex patches with
   their coordinates; readable paths; {path: error})."""
   pp_fn = builder.build(pp)
-  images, coords, ok, errors = [], [], [], {}
+  examples, ok, errors = [], [], {}
   for path in paths:
     try:
       image = load_image(path)
     except UnreadableImageError as e:
       errors[path] = str(e)
       continue
-    example = pp_fn({"image": image, "label": 0, "seed": (0, 0)})
-    images.append(np.asarray(example["image"]))
-    if naflex.COORDS in example:
-      coords.append(np.asarray(example[naflex.COORDS]))
+    examples.append(pp_fn({"image": image, "label": 0, "seed": (0, 0)}))
     ok.append(path)
-  if not images:
+  if not examples:
     return np.zeros((0,)), ok, errors
-  batch = {"image": np.stack(images), **({naflex.COORDS: np.stack(coords)} if coords else {})}
-  return naflex.model_input(batch), ok, errors
+  return naflex.stacked_input(examples), ok, errors
 
 
 def padded_batches(paths: Sequence[str], pp: str, batch_size: int, *, progress: bool = False):

@@ -69,10 +69,10 @@ class Preprocessing:
     if batch.ndim == 3:  # gray images without a channel axis.
       batch = batch[..., None]
     apply = builder.build(self.pp)
-    examples = [apply({"image": image, "seed": (0, 0)}) for image in batch]
-    out = np.stack([np.asarray(e["image"], np.float32) for e in examples])
-    if naflex.COORDS in examples[0]:  # patch sequences: batched, with their coordinates.
-      return naflex.Patches(out, np.stack([e[naflex.COORDS] for e in examples]))
+    out = naflex.stacked_input([apply({"image": image, "seed": (0, 0)}) for image in batch],
+                               np.float32)
+    if isinstance(out, naflex.Patches):  # patch sequences stay batched.
+      return out
     return out[0] if single else out
 
 

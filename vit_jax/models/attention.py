@@ -90,16 +90,15 @@ def fused_attention(query, key, value, *, implementation: str, pad_to: int | Non
   return out[:, :length]
 
 
-def _pallas_kernel(query, key, value, num_keys):
+def _pallas_kernel(query, key, value, kv_lengths):
   """The TPU kernel on one shard: (B, T, H, D) in, tokens padded to whole blocks, keys
-  past `num_keys` ((B,) or one count) masked by segment ids (keys: real 1, padding 0;
+  past each sequence's `kv_lengths` (B,) masked by segment ids (keys: real 1, padding 0;
   every query 1, so a padding query attends to the real keys and stays finite)."""
   from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash  # pylint: disable=g-import-not-at-top
   batch, length, _, head_dim = query.shape
   padded = -(-max(length, key.shape[1]) // PALLAS_BLOCK) * PALLAS_BLOCK
   to_kernel = lambda x: _pad_tokens(x, padded).transpose(0, 2, 1, 3)  # noqa: E731
-  counts = jnp.broadcast_to(jnp.asarray(num_keys, jnp.int32).reshape(-1), (batch,))
-  segments = key_mask(counts, padded).astype(jnp.int32)
+  segments = key_mask(kv_lengths, padded).astype(jnp.int32)
   queries = jnp.ones((batch, padded), jnp.int32)
   block = min(PALLAS_BLOCK, padded)
   sizes = tpu_flash.BlockSizes(

@@ -17,7 +17,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
+from vit_jax.models import posemb
 from vit_jax.pp.ops_naflex import COORDS  # the batch field beside 'image' (the patches).
 
 
@@ -32,6 +34,14 @@ def model_input(batch: dict) -> Any:
   if COORDS in batch:
     return Patches(batch["image"], batch[COORDS])
   return batch["image"]
+
+
+def stacked_input(examples: list[dict], dtype=None) -> Any:
+  """Preprocessed examples (one image each) -> the batch's model input."""
+  batch = {"image": np.stack([np.asarray(e["image"], dtype) for e in examples])}
+  if COORDS in examples[0]:
+    batch[COORDS] = np.stack([e[COORDS] for e in examples])
+  return model_input(batch)
 
 
 def is_sequence_shape(image_shape) -> bool:
@@ -57,16 +67,6 @@ def grid_shapes(coords):
   return jnp.maximum(jnp.max(coords, axis=1) + 1, 1)
 
 
-def _triangle(x):
-  return jnp.maximum(1.0 - jnp.abs(x), 0.0)
-
-
-def _cubic(x, a: float):
-  x = jnp.abs(x)
-  return jnp.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
-                   jnp.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
-
-
 def axis_weights(size_in: int, size_out, index, *, method: str = "bilinear",
                  antialias: bool = True):
   """(..., size_in) weights of output position `index` when resizing an axis of
@@ -84,7 +84,8 @@ def axis_weights(size_in: int, size_out, index, *, method: str = "bilinear",
     lo = jnp.maximum(jnp.floor(center - support + 0.5), 0.0)
     hi = jnp.minimum(jnp.floor(center + support + 0.5), size_in)
     x = (taps - center[..., None] + 0.5) / widen[..., None]
-    kernel = _triangle(x) if method == "bilinear" else _cubic(x, a=-0.5)
+    kernel = (posemb.triangle_kernel(x, xp=jnp) if method == "bilinear"
+              else posemb.cubic_kernel(x, a=-0.5, xp=jnp))
     weights = kernel * ((taps >= lo[..., None]) & (taps < hi[..., None]))
     return weights / jnp.sum(weights, axis=-1, keepdims=True)
   source = (index + 0.5) * scale - 0.5
@@ -97,7 +98,7 @@ def axis_weights(size_in: int, size_out, index, *, method: str = "bilinear",
     lo = jnp.floor(source)
     frac = source - lo
     offsets = (-1, 0, 1, 2)
-    kernel = tuple(_cubic(frac - o, a=-0.75) for o in offsets)
+    kernel = tuple(posemb.cubic_kernel(frac - o, a=-0.75, xp=jnp) for o in offsets)
   weights = 0.0
   for offset, weight in zip(offsets, kernel):
     tap = jnp.clip(lo + offset, 0, size_in - 1)

@@ -82,12 +82,14 @@ class PatchEmbedding(nn.Module):
   @nn.compact
   def __call__(self, images):
     size = self.patch_size
-    cut = images.ndim == 3  # NaFlex: patches of input_patch_size, flattened.
-    channels = images.shape[-1] // (self.input_patch_size or size)**2 if cut else images.shape[-1]
-    if cut and channels * (self.input_patch_size or size)**2 != images.shape[-1]:
-      raise UserError(f"NaFlex patches of {images.shape[-1]} values are not "
-                      f"{self.input_patch_size or size}x{self.input_patch_size or size} "
-                      f"patches of whole channels; patchify with the model's patch size.")
+    cut = images.ndim == 3  # NaFlex: patches of the input size, flattened.
+    channels = images.shape[-1]
+    if cut:
+      side = self.input_patch_size or size
+      channels //= side * side
+      if channels * side * side != images.shape[-1]:
+        raise UserError(f"NaFlex patches of {images.shape[-1]} values are not {side}x{side} "
+                        f"patches of whole channels; patchify with the model's patch size.")
     kernel = self.param("kernel", self.kernel_init,
                         (size, size, channels, self.features), self.param_dtype)
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)

@@ -35,15 +35,16 @@ def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0, 
   return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
 
 
-def _cubic(x: np.ndarray, a: float) -> np.ndarray:
-  """Keys' cubic convolution kernel."""
-  x = np.abs(x)
-  return np.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
-                  np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+def cubic_kernel(x, a: float, xp=np):
+  """Keys' cubic convolution kernel (numpy, or `xp=jax.numpy` on traced positions)."""
+  x = xp.abs(x)
+  return xp.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                  xp.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
 
 
-def _triangle(x: np.ndarray) -> np.ndarray:
-  return np.maximum(1.0 - np.abs(x), 0.0)
+def triangle_kernel(x, xp=np):
+  """The linear interpolation kernel."""
+  return xp.maximum(1.0 - xp.abs(x), 0.0)
 
 
 def _interpolating(size_in: int, size_out: int, method: str) -> np.ndarray:
@@ -63,7 +64,7 @@ def _interpolating(size_in: int, size_out: int, method: str) -> np.ndarray:
       lo = int(math.floor(src))
       frac = src - lo
       for offset in (-1, 0, 1, 2):
-        weight = _cubic(np.asarray(frac - offset), a=-0.75)
+        weight = cubic_kernel(np.asarray(frac - offset), a=-0.75)
         matrix[i, min(max(lo + offset, 0), size_in - 1)] += weight
   return matrix
 
@@ -85,7 +86,7 @@ def _antialiased(size_in: int, size_out: int, method: str) -> np.ndarray:
   """torch's antialiased resampling (Pillow's): the kernel is stretched by the
   downscaling factor and renormalised over the taps inside the image."""
   scale = size_in / size_out
-  kernel = _triangle if method == "bilinear" else (lambda x: _cubic(x, a=-0.5))
+  kernel = triangle_kernel if method == "bilinear" else (lambda x: cubic_kernel(x, a=-0.5))
   radius = (1.0 if method == "bilinear" else 2.0) * max(scale, 1.0)
   stretch = 1.0 / max(scale, 1.0)
   matrix = np.zeros((size_out, size_in))

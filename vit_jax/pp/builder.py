@@ -209,25 +209,19 @@ def _final_affine_index(specs: list[OpSpec], *, through_rearranging: bool = True
 
 
 def resolve_pipelines(pipelines: Mapping[str, str], *, modules: Iterable[str] = (),
-                      resolution: Optional[int] = None, value_map: Optional[str] = None,
-                      device_split: Optional[str] = None
-                      ) -> tuple[dict[str, str], str, Optional[ops_image.Affine]]:
+                      resolution: Optional[int] = None,
+                      value_map: Optional[str] = None) -> dict[str, str]:
   """A config's pp strings resolved in one pass: `modules` imported (their ops declare
   their own sizes), every size rescaled to `resolution`, the final value map replaced by
-  `value_map` (a checkpoint's normalisation); and, with `device_split` (one of the keys),
-  that pipeline's final value map taken out to run on the accelerator
-  (`split_device_affine`): ({key: pp}, the host part of `device_split`'s pp, the affine
-  or None)."""
+  `value_map` (a checkpoint's normalisation). ({key: pp}; the train step's device part is
+  split off last, `split_device_affine`.)"""
   import_modules(modules)
   resolved = {}
   for key, pipeline in pipelines.items():
     if resolution:
       pipeline = rescale(pipeline, resolution)
     resolved[key] = with_final_affine(pipeline, value_map) if value_map else pipeline
-  host, affine = "", None
-  if device_split is not None:
-    host, affine = split_device_affine(resolved[device_split])
-  return resolved, host, affine
+  return resolved
 
 
 def split_device_affine(pipeline: str) -> tuple[str, Optional[ops_image.Affine]]:

@@ -31,10 +31,9 @@ def resolve(config, checkpoint: Optional[Checkpoint] = None) -> Resolved:
     raise UserError(f"resolution={resolution} must be a positive number of pixels.")
   adopted = checkpoint is not None and checkpoint.self_described
   value_map = preprocessing_for(checkpoint).value_map if adopted else None
-  strings, host, affine = builder.resolve_pipelines(
-      config_lib.pp_strings(config), modules=config.pp_modules, resolution=resolution,
-      value_map=value_map,
-      device_split="pp_train" if config.get("normalize_on_device") else None)
+  strings = builder.resolve_pipelines(config_lib.pp_strings(config),
+                                      modules=config.pp_modules, resolution=resolution,
+                                      value_map=value_map)
   config = config_lib.with_overrides(config, strings)
   if adopted:
     with config.unlocked():
@@ -48,11 +47,11 @@ def resolve(config, checkpoint: Optional[Checkpoint] = None) -> Resolved:
     checkpoint.notes.append(f"architecture and input normalisation ({value_map}) from the "
                             f"checkpoint")
   _check_naflex_checkpoint(config, checkpoint)
-  if config.get("max_num_patches") is not None:
+  if config.get("max_num_patches") is not None:  # after the checkpoint's patch size.
     config = _with_sequences(config)
-    host, affine = builder.split_device_affine(config.pp_train) if config.get(
-        "normalize_on_device") else (config.pp_train, None)
-  return Resolved(config.lock(), host or config.pp_train, affine)
+  host, affine = (builder.split_device_affine(config.pp_train)
+                  if config.get("normalize_on_device") else (config.pp_train, None))
+  return Resolved(config.lock(), host, affine)
 
 
 def _check_naflex_checkpoint(config, checkpoint: Optional[Checkpoint]) -> None:
