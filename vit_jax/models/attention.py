@@ -58,11 +58,11 @@ def einsum_attention(query, key, value, *, dtype, dropout=None, kv_lengths=None)
   `kv_lengths` (B,): only each sequence's first keys are attended to (NaFlex padding).
   Returns (output, float32 weights)."""
   query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
-  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
   if kv_lengths is not None:
     logits = jnp.where(key_mask(kv_lengths, key.shape[1])[:, None, None, :], logits,
-                       jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1)
+                       jnp.finfo(logits.dtype).min)
+  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   kept = weights if dropout is None else dropout(weights)
   return jnp.einsum("bhqk,bkhd->bqhd", kept.astype(dtype), value), weights
 
